@@ -1,0 +1,103 @@
+//! In-process counters of what the router and each queue did since start.
+//! Label values are queue names and outcomes, never message ids.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters of one queue.
+#[derive(Debug, Default)]
+pub struct QueueMetrics {
+    /// Handler calls started.
+    pub attempts: AtomicU64,
+    /// Messages handled and acknowledged.
+    pub succeeded: AtomicU64,
+    /// Attempts the plugin asked to retry.
+    pub retried: AtomicU64,
+    /// Attempts that trapped, timed out or hit the memory cap.
+    pub failed: AtomicU64,
+    /// Messages the plugin rejected (then dead-lettered).
+    pub rejected: AtomicU64,
+    /// Messages moved to the dead-letter stream, for any reason.
+    pub dead_lettered: AtomicU64,
+    /// Messages taken over from a consumer that went quiet.
+    pub reclaimed: AtomicU64,
+    /// Handler calls running now.
+    pub in_flight: AtomicU64,
+}
+
+/// A snapshot of [`QueueMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    pub attempts: u64,
+    pub succeeded: u64,
+    pub retried: u64,
+    pub failed: u64,
+    pub rejected: u64,
+    pub dead_lettered: u64,
+    pub reclaimed: u64,
+    pub in_flight: u64,
+}
+
+impl QueueMetrics {
+    pub fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> QueueCounts {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        QueueCounts {
+            attempts: get(&self.attempts),
+            succeeded: get(&self.succeeded),
+            retried: get(&self.retried),
+            failed: get(&self.failed),
+            rejected: get(&self.rejected),
+            dead_lettered: get(&self.dead_lettered),
+            reclaimed: get(&self.reclaimed),
+            in_flight: get(&self.in_flight),
+        }
+    }
+}
+
+/// Counters of the router.
+#[derive(Debug, Default)]
+pub struct RouterMetrics {
+    /// Ingress entries fanned out.
+    pub routed: AtomicU64,
+    /// Ingress entries dead-lettered (malformed or unroutable).
+    pub dead_lettered: AtomicU64,
+    /// Ingress entries taken over from a router that went quiet.
+    pub reclaimed: AtomicU64,
+}
+
+/// Every counter of one host.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub router: RouterMetrics,
+    queues: std::sync::RwLock<BTreeMap<String, Arc<QueueMetrics>>>,
+}
+
+impl Metrics {
+    /// The counters of a queue, created on first use.
+    pub fn queue(&self, name: &str) -> Arc<QueueMetrics> {
+        if let Some(m) = self.queues.read().expect("metrics lock").get(name) {
+            return m.clone();
+        }
+        self.queues
+            .write()
+            .expect("metrics lock")
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// A snapshot of every queue's counters.
+    pub fn queues(&self) -> BTreeMap<String, QueueCounts> {
+        self.queues
+            .read()
+            .expect("metrics lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.snapshot()))
+            .collect()
+    }
+}

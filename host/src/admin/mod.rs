@@ -1,0 +1,5 @@
+//! What operators see: counters of what each queue did, and the status of
+//! every stream read from Redis.
+
+pub mod metrics;
+pub mod status;

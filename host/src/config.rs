@@ -1,0 +1,670 @@
+//! The model of `queues.toml`: parsing and complete validation.
+//!
+//! Parsing is strict (an unknown key is an error) and validation is complete:
+//! every problem in the file is reported in one run, each naming its key path
+//! (`queues.Email.concurrency`) and line, so an operator fixes everything in
+//! one edit. Nothing here touches Redis or compiles a plugin; `switchyard
+//! check` adds the plugin compilation on top.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+/// Largest `memory_mib` a queue may ask for. The wasmtime pool reserves
+/// address space for this much per instance slot.
+pub const MAX_MEMORY_MIB: u32 = 4096;
+/// Largest `concurrency` a queue may ask for.
+pub const MAX_CONCURRENCY: u32 = 1024;
+
+/// A validated queues.toml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file was read from; plugin paths are relative to its folder.
+    pub path: PathBuf,
+    pub host: HostSettings,
+    pub ingress: IngressSettings,
+    /// Message type, lower-cased, to the queues it fans out to, in file order.
+    pub routes: BTreeMap<String, Vec<String>>,
+    /// Queue name to its settings.
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+/// The `[host]` table.
+#[derive(Debug, Clone)]
+pub struct HostSettings {
+    /// Prefix of every Redis key the host owns, and the name of its consumer
+    /// groups. Two deployments sharing one Redis use two prefixes.
+    pub prefix: String,
+    /// How long in-flight handlers get to finish on SIGINT/SIGTERM before the
+    /// host exits and leaves them pending for redelivery.
+    pub shutdown_timeout: Duration,
+}
+
+/// The `[ingress]` table: the stream the chat server XADDs to.
+#[derive(Debug, Clone)]
+pub struct IngressSettings {
+    /// The stream key, used as is (not prefixed): it belongs to the producer.
+    pub stream: String,
+    /// How many ingress entries the router reads and fans out in one atomic
+    /// step.
+    pub batch: usize,
+    /// An ingress entry read by a router that has been pending this long is
+    /// taken over by another router (its reader died).
+    pub visibility_timeout: Duration,
+}
+
+/// One `[queues.<name>]` table.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    pub name: String,
+    /// The plugin file, resolved against the config file's folder.
+    pub plugin: PathBuf,
+    /// How many messages of this queue are handled at once by one host.
+    pub concurrency: u32,
+    /// CPU and wall-clock budget of one handler call.
+    pub handler_timeout: Duration,
+    /// Linear memory cap of one plugin instance, in MiB.
+    pub memory_mib: u32,
+    /// A message delivered this long ago and not yet acknowledged is taken to
+    /// be abandoned (its consumer died or hung) and is delivered again.
+    pub visibility_timeout: Duration,
+    /// Deliveries before a failing message is dead-lettered.
+    pub max_attempts: u32,
+    /// Delay before the second attempt; doubled for each later one.
+    pub retry_delay: Duration,
+    /// Upper bound of the doubling backoff.
+    pub retry_delay_max: Duration,
+    /// The plugin's own settings, handed to it through the `config` import.
+    pub plugin_config: serde_json::Map<String, serde_json::Value>,
+}
+
+impl QueueConfig {
+    /// The backoff before attempt `next_attempt` (2, 3, ...).
+    pub fn backoff(&self, next_attempt: u32) -> Duration {
+        let doublings = next_attempt.saturating_sub(2).min(30);
+        self.retry_delay
+            .saturating_mul(1u32 << doublings)
+            .min(self.retry_delay_max)
+    }
+}
+
+/// One problem in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key path, e.g. `queues.Email.concurrency`; empty for the file.
+    pub key: String,
+    /// 1-based line of the key, when it is in the file.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.key.is_empty(), self.line) {
+            (true, _) => write!(f, "{}", self.message),
+            (false, Some(line)) => write!(f, "line {line}: {}: {}", self.key, self.message),
+            (false, None) => write!(f, "{}: {}", self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors {
+    pub path: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} has {} error{}:",
+            self.path.display(),
+            self.errors.len(),
+            if self.errors.len() == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            path: path.to_owned(),
+            errors: vec![ConfigError {
+                key: String::new(),
+                line: None,
+                message: format!("cannot read {}: {e}", path.display()),
+            }],
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates the text of a file that lives at `path` (used to resolve
+    /// plugin paths and to name the file in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let table: toml::Table = toml::from_str(text).map_err(|e| ConfigErrors {
+            path: path.to_owned(),
+            errors: vec![ConfigError {
+                key: String::new(),
+                line: None,
+                message: format!("not valid TOML: {e}"),
+            }],
+        })?;
+        let mut v = Validator {
+            lines: KeyLines::new(text),
+            errors: Vec::new(),
+        };
+        let config = v.config(&table, path, base);
+        if v.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors {
+                path: path.to_owned(),
+                errors: v.errors,
+            })
+        }
+    }
+}
+
+/// Collects errors while reading the document.
+struct Validator {
+    lines: KeyLines,
+    errors: Vec<ConfigError>,
+}
+
+/// A table being read: remembers which keys were used, so the rest can be
+/// reported as unknown.
+struct Section<'a> {
+    path: String,
+    table: &'a toml::Table,
+    known: BTreeSet<&'static str>,
+}
+
+impl<'a> Section<'a> {
+    fn new(path: impl Into<String>, table: &'a toml::Table) -> Self {
+        Section {
+            path: path.into(),
+            table,
+            known: BTreeSet::new(),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
+    }
+}
+
+impl Validator {
+    fn error(&mut self, key: String, message: impl Into<String>) {
+        let line = self.lines.line_of(&key);
+        self.errors.push(ConfigError {
+            key,
+            line,
+            message: message.into(),
+        });
+    }
+
+    /// Reads an optional key of type `T`.
+    fn get<T: DeserializeOwned>(
+        &mut self,
+        s: &mut Section<'_>,
+        key: &'static str,
+        what: &str,
+    ) -> Option<T> {
+        s.known.insert(key);
+        let value = s.table.get(key)?;
+        match value.clone().try_into::<T>() {
+            Ok(v) => Some(v),
+            Err(_) => {
+                self.error(
+                    s.key(key),
+                    format!("must be {what}, found {}", value.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, s: &mut Section<'_>, key: &'static str) -> Option<Duration> {
+        let text: String = self.get(s, key, "a duration such as \"5s\" or \"250ms\"")?;
+        match humantime::parse_duration(&text) {
+            Ok(d) if d.is_zero() => {
+                self.error(s.key(key), "must be more than zero");
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(s.key(key), format!("{text:?} is not a duration: {e}"));
+                None
+            }
+        }
+    }
+
+    fn table<'t>(&mut self, s: &mut Section<'t>, key: &'static str) -> Option<&'t toml::Table> {
+        s.known.insert(key);
+        match s.table.get(key)? {
+            toml::Value::Table(t) => Some(t),
+            other => {
+                self.error(
+                    s.key(key),
+                    format!("must be a table, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports every key of the section that was never asked for.
+    fn finish(&mut self, s: Section<'_>) {
+        for key in s.table.keys() {
+            if !s.known.contains(key.as_str()) {
+                let expected: Vec<_> = s.known.iter().copied().collect();
+                self.error(
+                    s.key(key),
+                    format!("unknown key (expected one of: {})", expected.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn config(&mut self, table: &toml::Table, path: &Path, base: &Path) -> Config {
+        let mut top = Section::new("", table);
+
+        let host = {
+            let t = self.table(&mut top, "host");
+            let empty = toml::Table::new();
+            let mut s = Section::new("host", t.unwrap_or(&empty));
+            let prefix: String = self
+                .get(&mut s, "prefix", "a string")
+                .unwrap_or_else(|| "switchyard".into());
+            if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+                self.error(s.key("prefix"), "must be non-empty and without spaces");
+            }
+            let shutdown_timeout = self
+                .duration(&mut s, "shutdown_timeout")
+                .unwrap_or(Duration::from_secs(10));
+            self.finish(s);
+            HostSettings {
+                prefix,
+                shutdown_timeout,
+            }
+        };
+
+        let ingress = {
+            let t = self.table(&mut top, "ingress");
+            let empty = toml::Table::new();
+            let mut s = Section::new("ingress", t.unwrap_or(&empty));
+            let stream: String = self
+                .get(&mut s, "stream", "a string")
+                .unwrap_or_else(|| "chat:events".into());
+            if stream.is_empty() {
+                self.error(s.key("stream"), "must not be empty");
+            }
+            let batch: i64 = self.get(&mut s, "batch", "an integer").unwrap_or(256);
+            if !(1..=10_000).contains(&batch) {
+                self.error(s.key("batch"), "must be between 1 and 10000");
+            }
+            let visibility_timeout = self
+                .duration(&mut s, "visibility_timeout")
+                .unwrap_or(Duration::from_secs(30));
+            self.finish(s);
+            IngressSettings {
+                stream,
+                batch: batch.clamp(1, 10_000) as usize,
+                visibility_timeout,
+            }
+        };
+
+        let mut queues = BTreeMap::new();
+        match self.table(&mut top, "queues") {
+            None => self.error("queues".into(), "at least one queue must be declared"),
+            Some(t) if t.is_empty() => {
+                self.error("queues".into(), "at least one queue must be declared")
+            }
+            Some(t) => {
+                for (name, value) in t {
+                    let key = format!("queues.{name}");
+                    let toml::Value::Table(qt) = value else {
+                        self.error(key, format!("must be a table, found {}", value.type_str()));
+                        continue;
+                    };
+                    if name.is_empty()
+                        || !name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+                    {
+                        self.error(
+                            key.clone(),
+                            "queue names use only letters, digits, '_', '-' and '.'",
+                        );
+                    }
+                    if let Some(q) = self.queue(name, qt, base) {
+                        queues.insert(name.clone(), q);
+                    }
+                }
+            }
+        }
+
+        let mut routes = BTreeMap::new();
+        match self.table(&mut top, "routes") {
+            None => self.error("routes".into(), "at least one route must be declared"),
+            Some(t) => {
+                for (message_type, value) in t {
+                    let key = format!("routes.\"{message_type}\"");
+                    if message_type.trim().is_empty() {
+                        self.error(key.clone(), "a message type must not be empty");
+                    }
+                    let targets: Vec<String> = match value.clone().try_into() {
+                        Ok(v) => v,
+                        Err(_) => {
+                            self.error(key, "must be an array of queue names");
+                            continue;
+                        }
+                    };
+                    if targets.is_empty() {
+                        self.error(key.clone(), "routes to no queue");
+                    }
+                    let mut seen = BTreeSet::new();
+                    for target in &targets {
+                        if !seen.insert(target.as_str()) {
+                            self.error(key.clone(), format!("names queue {target:?} twice"));
+                        }
+                        let declared = table
+                            .get("queues")
+                            .and_then(|q| q.as_table())
+                            .is_some_and(|q| q.contains_key(target));
+                        if !declared {
+                            self.error(
+                                key.clone(),
+                                format!("routes to undeclared queue {target:?}"),
+                            );
+                        }
+                    }
+                    let lower = message_type.to_ascii_lowercase();
+                    if routes.insert(lower, targets).is_some() {
+                        self.error(
+                            key,
+                            "declared twice (message types match without regard to case)",
+                        );
+                    }
+                }
+            }
+        }
+        self.finish(top);
+
+        Config {
+            path: path.to_owned(),
+            host,
+            ingress,
+            routes,
+            queues,
+        }
+    }
+
+    fn queue(&mut self, name: &str, table: &toml::Table, base: &Path) -> Option<QueueConfig> {
+        let mut s = Section::new(format!("queues.{name}"), table);
+        let before = self.errors.len();
+
+        let plugin = match self.get::<String>(&mut s, "plugin", "a path to a .wasm file") {
+            None if !table.contains_key("plugin") => {
+                self.error(s.key("plugin"), "is required");
+                None
+            }
+            None => None,
+            Some(p) => {
+                let resolved = base.join(&p);
+                if !resolved.is_file() {
+                    self.error(
+                        s.key("plugin"),
+                        format!("plugin file {} does not exist", resolved.display()),
+                    );
+                }
+                Some(resolved)
+            }
+        };
+        let concurrency: i64 = self.get(&mut s, "concurrency", "an integer").unwrap_or(4);
+        if !(1..=i64::from(MAX_CONCURRENCY)).contains(&concurrency) {
+            self.error(
+                s.key("concurrency"),
+                format!("must be between 1 and {MAX_CONCURRENCY}, found {concurrency}"),
+            );
+        }
+        let handler_timeout = self
+            .duration(&mut s, "handler_timeout")
+            .unwrap_or(Duration::from_secs(10));
+        let memory_mib: i64 = self.get(&mut s, "memory_mib", "an integer").unwrap_or(64);
+        if !(1..=i64::from(MAX_MEMORY_MIB)).contains(&memory_mib) {
+            self.error(
+                s.key("memory_mib"),
+                format!("must be between 1 and {MAX_MEMORY_MIB}, found {memory_mib}"),
+            );
+        }
+        let visibility_timeout = self
+            .duration(&mut s, "visibility_timeout")
+            .unwrap_or(Duration::from_secs(60));
+        if visibility_timeout <= handler_timeout {
+            self.error(
+                s.key("visibility_timeout"),
+                format!(
+                    "must be longer than handler_timeout ({}), or a message still being handled \
+                     would be delivered again",
+                    humantime::format_duration(handler_timeout)
+                ),
+            );
+        }
+        let max_attempts: i64 = self.get(&mut s, "max_attempts", "an integer").unwrap_or(5);
+        if !(1..=10_000).contains(&max_attempts) {
+            self.error(s.key("max_attempts"), "must be between 1 and 10000");
+        }
+        let retry_delay = self
+            .duration(&mut s, "retry_delay")
+            .unwrap_or(Duration::from_secs(1));
+        let retry_delay_max = self
+            .duration(&mut s, "retry_delay_max")
+            .unwrap_or(Duration::from_secs(300));
+        if retry_delay_max < retry_delay {
+            self.error(
+                s.key("retry_delay_max"),
+                "must not be shorter than retry_delay",
+            );
+        }
+        let plugin_config = self
+            .table(&mut s, "config")
+            .map(|t| match serde_json::to_value(t) {
+                Ok(serde_json::Value::Object(map)) => map,
+                _ => serde_json::Map::new(),
+            })
+            .unwrap_or_default();
+        self.finish(s);
+
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(QueueConfig {
+            name: name.to_owned(),
+            plugin: plugin?,
+            concurrency: concurrency as u32,
+            handler_timeout,
+            memory_mib: memory_mib as u32,
+            visibility_timeout,
+            max_attempts: max_attempts as u32,
+            retry_delay,
+            retry_delay_max,
+            plugin_config,
+        })
+    }
+}
+
+/// Finds the line of a dotted key path in the source text, for error messages.
+struct KeyLines {
+    text: String,
+}
+
+impl KeyLines {
+    fn new(text: &str) -> Self {
+        KeyLines {
+            text: text.to_owned(),
+        }
+    }
+
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let doc = toml::de::DeTable::parse(&self.text).ok()?;
+        let mut table = doc.get_ref();
+        let mut span = None;
+        for part in split_key(key) {
+            let (k, v) = table.iter().find(|(k, _)| k.get_ref().as_ref() == part)?;
+            span = Some(k.span());
+            match v.get_ref() {
+                toml::de::DeValue::Table(t) => table = t,
+                _ => break,
+            }
+        }
+        let start = span?.start;
+        Some(self.text[..start].matches('\n').count() + 1)
+    }
+}
+
+/// Splits `routes."chat.ended"` into `routes` and `chat.ended`.
+fn split_key(key: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = key;
+    while !rest.is_empty() {
+        if let Some(quoted) = rest.strip_prefix('"') {
+            let end = quoted.find('"').unwrap_or(quoted.len());
+            parts.push(&quoted[..end]);
+            rest = quoted.get(end + 1..).unwrap_or("");
+        } else {
+            let end = rest.find('.').unwrap_or(rest.len());
+            parts.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let dir = std::env::temp_dir();
+        let plugin = dir.join("switchyard-config-test.wasm");
+        std::fs::write(&plugin, b"\0asm").unwrap();
+        Config::parse(
+            &text.replace("PLUGIN", plugin.to_str().unwrap()),
+            &dir.join("queues.toml"),
+        )
+    }
+
+    #[test]
+    fn reads_a_valid_file_with_defaults() {
+        let c = parse(
+            r#"
+            [routes]
+            "Chat.Ended" = ["Email", "Persistence"]
+            [queues.Email]
+            plugin = "PLUGIN"
+            [queues.Persistence]
+            plugin = "PLUGIN"
+            concurrency = 2
+            handler_timeout = "250ms"
+            [queues.Persistence.config]
+            table = "chats"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.host.prefix, "switchyard");
+        assert_eq!(c.ingress.stream, "chat:events");
+        assert_eq!(c.routes["chat.ended"], ["Email", "Persistence"]);
+        let p = &c.queues["Persistence"];
+        assert_eq!(p.concurrency, 2);
+        assert_eq!(p.handler_timeout, Duration::from_millis(250));
+        assert_eq!(p.plugin_config["table"], "chats");
+        assert_eq!(c.queues["Email"].concurrency, 4);
+    }
+
+    #[test]
+    fn reports_every_error_with_its_key_and_line() {
+        let err = parse(
+            r#"
+            [host]
+            prefx = "x"
+            [routes]
+            "chat.ended" = ["Email", "Nowhere"]
+            [queues.Email]
+            plugin = "missing.wasm"
+            concurrency = 0
+            colour = "blue"
+            handler_timeout = "soon"
+            "#,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"host.prefx"), "{text}");
+        assert!(keys.contains(&"routes.\"chat.ended\""), "{text}");
+        assert!(keys.contains(&"queues.Email.plugin"), "{text}");
+        assert!(keys.contains(&"queues.Email.concurrency"), "{text}");
+        assert!(keys.contains(&"queues.Email.colour"), "{text}");
+        assert!(keys.contains(&"queues.Email.handler_timeout"), "{text}");
+        assert!(text.contains("undeclared queue \"Nowhere\""), "{text}");
+        assert!(text.contains("line 3: host.prefx: unknown key"), "{text}");
+        assert!(text.contains("line 8: queues.Email.concurrency"), "{text}");
+        assert_eq!(err.errors.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn rejects_a_visibility_timeout_shorter_than_the_handler_timeout() {
+        let err = parse(
+            r#"
+            [routes]
+            "a" = ["Q"]
+            [queues.Q]
+            plugin = "PLUGIN"
+            handler_timeout = "30s"
+            visibility_timeout = "10s"
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(err.errors[0].key, "queues.Q.visibility_timeout");
+    }
+
+    #[test]
+    fn reports_bad_toml() {
+        let err = parse("[routes\n").unwrap_err();
+        assert!(err.to_string().contains("not valid TOML"), "{err}");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let c = parse(
+            r#"
+            [routes]
+            "a" = ["Q"]
+            [queues.Q]
+            plugin = "PLUGIN"
+            retry_delay = "1s"
+            retry_delay_max = "5s"
+            "#,
+        )
+        .unwrap();
+        let q = &c.queues["Q"];
+        let delays: Vec<u64> = (2..7).map(|a| q.backoff(a).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 5, 5]);
+    }
+}

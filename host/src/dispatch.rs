@@ -1,0 +1,302 @@
+//! Queue workers: read a queue's messages within its concurrency, run the
+//! plugin on each in a fresh instance, and settle the outcome: ack, retry
+//! later, or dead-letter.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::metrics::QueueMetrics;
+use crate::config::QueueConfig;
+use crate::message::Message;
+use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WitMessage};
+use crate::redis_conn::Reader;
+use crate::stream::Entry;
+use crate::stream::ingress::Backoff;
+use crate::stream::queue::QueueStream;
+
+/// The workers of one queue in one host.
+pub struct QueueWorker {
+    shared: Arc<Shared>,
+    reader: Reader,
+}
+
+/// What every handler task of the queue needs.
+struct Shared {
+    queue: Arc<QueueConfig>,
+    plugin: Arc<LoadedPlugin>,
+    engine: PluginEngine,
+    stream: QueueStream,
+    metrics: Arc<QueueMetrics>,
+    cx: CallContext,
+}
+
+impl std::fmt::Debug for QueueWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueWorker")
+            .field("queue", &self.shared.queue.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueWorker {
+    pub fn new(
+        queue: Arc<QueueConfig>,
+        plugin: Arc<LoadedPlugin>,
+        engine: PluginEngine,
+        stream: QueueStream,
+        reader: Reader,
+        metrics: Arc<QueueMetrics>,
+    ) -> Self {
+        let cx = CallContext {
+            queue: queue.name.as_str().into(),
+            timeout: queue.handler_timeout,
+            memory_bytes: queue.memory_mib as usize * 1024 * 1024,
+            config: Arc::new(queue.plugin_config.clone()),
+        };
+        QueueWorker {
+            shared: Arc::new(Shared {
+                queue,
+                plugin,
+                engine,
+                stream,
+                metrics,
+                cx,
+            }),
+            reader,
+        }
+    }
+
+    /// Reads and dispatches until `cancel` fires. Handler calls run as tasks
+    /// on `tracker`, so shutdown can wait for them. A message is read only
+    /// when a handler slot is free for it: nothing waits in a local buffer
+    /// while its visibility timeout runs.
+    pub async fn run(mut self, cancel: CancellationToken, tracker: TaskTracker) {
+        let queue = self.shared.queue.clone();
+        let slots = Arc::new(Semaphore::new(queue.concurrency as usize));
+        // Abandoned messages and due retries are looked for this often; new
+        // messages are waited for in between.
+        let claim_interval = (queue.visibility_timeout / 4)
+            .clamp(Duration::from_millis(50), Duration::from_millis(500));
+        let mut next_claim = tokio::time::Instant::now();
+        let mut cursor = "0-0".to_string();
+        let mut backoff = Backoff::default();
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            if cancel.is_cancelled() {
+                break;
+            }
+            let batch = async {
+                let now = tokio::time::Instant::now();
+                if now >= next_claim {
+                    let claimed = self
+                        .shared
+                        .stream
+                        .claim_idle(queue.visibility_timeout, &cursor, permits.len())
+                        .await?;
+                    for id in &claimed.deleted {
+                        tracing::error!(queue = %queue.name, entry_id = %id, "A pending message's entry was deleted from the stream before it was handled.");
+                    }
+                    if claimed.cursor == "0-0" {
+                        next_claim = now + claim_interval;
+                    }
+                    cursor = claimed.cursor;
+                    if !claimed.entries.is_empty() {
+                        self.shared
+                            .metrics
+                            .reclaimed
+                            .fetch_add(claimed.entries.len() as u64, Ordering::Relaxed);
+                        return anyhow::Ok(claimed.entries);
+                    }
+                }
+                let block = next_claim
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(10));
+                let conn = self.reader.get().await?;
+                let read = self
+                    .shared
+                    .stream
+                    .read_new(conn, permits.len(), block)
+                    .await;
+                if read.is_err() {
+                    self.reader.reset();
+                }
+                Ok(read?.into_iter().map(|e| (e, 1)).collect())
+            };
+            let batch: Vec<(Entry, u32)> = match batch.await {
+                Ok(b) => {
+                    backoff.reset();
+                    b
+                }
+                Err(e) => {
+                    tracing::error!(queue = %queue.name, error = %format!("{e:#}"), "Reading the queue failed; retrying.");
+                    drop(permits);
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(backoff.next()) => continue,
+                    }
+                }
+            };
+            for ((entry, attempt), permit) in batch.into_iter().zip(permits) {
+                let shared = self.shared.clone();
+                tracker.spawn(async move {
+                    shared.handle(entry, attempt).await;
+                    drop(permit);
+                });
+            }
+        }
+        tracing::info!(queue = %queue.name, "Queue worker stopped reading.");
+    }
+}
+
+impl Shared {
+    /// Runs one delivery of one message and settles it. Redis errors while
+    /// settling leave the message pending: it is delivered again.
+    async fn handle(&self, entry: Entry, attempt: u32) {
+        if let Err(e) = self.try_handle(&entry, attempt).await {
+            tracing::error!(queue = %self.queue.name, entry_id = %entry.id, error = %format!("{e:#}"), "Settling a message failed; it stays pending and will be delivered again.");
+        }
+    }
+
+    async fn try_handle(&self, entry: &Entry, attempt: u32) -> Result<()> {
+        let q = &self.queue;
+        let plugin = &self.plugin.hash;
+        let message = match Message::parse(&entry.id, &entry.fields) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(queue = %q.name, entry_id = %entry.id, reason = %reason, "Malformed queue entry dead-lettered.");
+                self.stream.dead_letter(entry, &reason, 0, "").await?;
+                QueueMetrics::add(&self.metrics.dead_lettered);
+                return Ok(());
+            }
+        };
+        if attempt > q.max_attempts {
+            // Delivered more often than allowed without a recorded outcome:
+            // its handler kept dying with its host (or hanging). Never run it
+            // again.
+            let last = self.stream.last_error(&entry.id).await?;
+            let reason = format!(
+                "gave up after {} deliveries (max_attempts {}); last error: {}",
+                attempt - 1,
+                q.max_attempts,
+                last.as_deref()
+                    .unwrap_or("none recorded: the handler never finished")
+            );
+            tracing::warn!(queue = %q.name, msg_id = %message.id, msg_type = %message.message_type, attempt, reason = %reason, "Message dead-lettered.");
+            self.stream
+                .dead_letter(entry, &reason, attempt - 1, plugin)
+                .await?;
+            QueueMetrics::add(&self.metrics.dead_lettered);
+            return Ok(());
+        }
+
+        let wit = WitMessage {
+            id: message.id.clone(),
+            message_type: message.message_type.clone(),
+            queue: q.name.clone(),
+            body: message.body,
+            headers: message.headers,
+            attempt,
+        };
+        QueueMetrics::add(&self.metrics.attempts);
+        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let outcome = self.plugin.handle(&self.engine, &self.cx, &wit).await;
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+
+        let (msg_id, msg_type) = (&message.id, &message.message_type);
+        match outcome {
+            Outcome::Success => {
+                self.stream.ack(&entry.id, attempt > 1).await?;
+                QueueMetrics::add(&self.metrics.succeeded);
+                tracing::info!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, elapsed_ms, outcome = "success", "Message handled.");
+            }
+            Outcome::Reject { reason } => {
+                let reason = format!("rejected by the plugin: {reason}");
+                self.stream
+                    .dead_letter(entry, &reason, attempt, plugin)
+                    .await?;
+                QueueMetrics::add(&self.metrics.rejected);
+                QueueMetrics::add(&self.metrics.dead_lettered);
+                tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome = "reject", reason = %reason, "Message dead-lettered.");
+            }
+            Outcome::Retry { reason, delay } => {
+                QueueMetrics::add(&self.metrics.retried);
+                self.failed_attempt(
+                    entry,
+                    &message.id,
+                    msg_type,
+                    attempt,
+                    "retry",
+                    &reason,
+                    delay,
+                )
+                .await?;
+            }
+            Outcome::Failed { kind, reason } => {
+                QueueMetrics::add(&self.metrics.failed);
+                self.failed_attempt(
+                    entry,
+                    &message.id,
+                    msg_type,
+                    attempt,
+                    kind.as_str(),
+                    &reason,
+                    None,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "all of it goes into one log line"
+    )]
+    async fn failed_attempt(
+        &self,
+        entry: &Entry,
+        msg_id: &str,
+        msg_type: &str,
+        attempt: u32,
+        outcome: &str,
+        reason: &str,
+        delay: Option<Duration>,
+    ) -> Result<()> {
+        let q = &self.queue;
+        let plugin = &self.plugin.hash;
+        if attempt >= q.max_attempts {
+            let reason =
+                format!("gave up after {attempt} attempts; last error ({outcome}): {reason}");
+            self.stream
+                .dead_letter(entry, &reason, attempt, plugin)
+                .await?;
+            QueueMetrics::add(&self.metrics.dead_lettered);
+            tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, "Message dead-lettered.");
+            return Ok(());
+        }
+        let delay = delay.unwrap_or_else(|| q.backoff(attempt + 1));
+        let error = format!("attempt {attempt} ({outcome}): {reason}");
+        self.stream
+            .retry_later(&entry.id, q.visibility_timeout, delay, &error)
+            .await?;
+        tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, retry_in_ms = delay.as_millis() as u64, "Attempt failed; will retry.");
+        Ok(())
+    }
+}

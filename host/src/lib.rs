@@ -1,0 +1,33 @@
+//! Switchyard runs message handlers, shipped as WebAssembly components, on
+//! Redis Streams. A chat server XADDs events to an ingress stream; the router
+//! fans each one out, by message type, to the queues `queues.toml` names; each
+//! queue's workers run its plugin on every message and ack it, retry it, or
+//! move it to the dead-letter stream with the reason.
+//!
+//! # Layout
+//!
+//! - [`config`]: the strict model of queues.toml, with complete validation.
+//! - [`message`]: a stream entry read into a message (type, body, id, headers).
+//! - [`router`]: pure routing decisions: message type to target queues.
+//! - [`stream`]: Redis Streams: key layout, groups, the router loop, queue settlement.
+//! - [`plugin`]: wasmtime: the engine, the WIT bindings, host imports, one call.
+//! - [`dispatch`]: per-queue workers: concurrency, outcome to ack / retry / dead letter.
+//! - [`host`]: start-up, the tasks, and draining on shutdown.
+//! - [`admin`]: counters and the status of every stream.
+//! - [`demo`]: the local end-to-end demo.
+//! - [`cli`]: the command line.
+//! - [`redis_conn`], [`shutdown`], [`failpoint`]: connections, signals, test crash points.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod dispatch;
+pub mod failpoint;
+pub mod host;
+pub mod message;
+pub mod plugin;
+pub mod redis_conn;
+pub mod router;
+pub mod shutdown;
+pub mod stream;

@@ -1,0 +1,5 @@
+//! The `switchyard` binary: everything is in the library.
+
+fn main() -> std::process::ExitCode {
+    switchyard::cli::main()
+}

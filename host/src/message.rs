@@ -1,0 +1,171 @@
+//! A message as the chat server sent it: the fields of one stream entry read
+//! into a type, a body, an id and headers.
+//!
+//! The producer contract: `type` names the message type (required), `body`
+//! holds the JSON payload, `id` is the message id (optional: the stream entry
+//! id stands in). Producers built for CAP may send `cap-msg-name` and
+//! `cap-msg-id` instead. Every other field is a header and travels with the
+//! message unchanged.
+
+use std::fmt;
+
+/// The field holding the message type.
+pub const TYPE_FIELD: &str = "type";
+/// The field holding the JSON payload.
+pub const BODY_FIELD: &str = "body";
+/// The field holding the producer's message id.
+pub const ID_FIELD: &str = "id";
+/// CAP's header for the message name (topic); an alias of `type`.
+pub const CAP_NAME_FIELD: &str = "cap-msg-name";
+/// CAP's header for the message id; an alias of `id`.
+pub const CAP_ID_FIELD: &str = "cap-msg-id";
+
+/// The field/value pairs of one stream entry, in the order Redis returned
+/// them.
+pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A parsed message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: String,
+    pub message_type: String,
+    pub body: String,
+    /// Every field but `type`, `body` and `id`, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Why an entry cannot be a message. Each is permanent: the entry goes to the
+/// dead-letter stream with this as its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Malformed {
+    MissingType,
+    EmptyType,
+    MissingBody,
+    BodyNotJson(String),
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Malformed::MissingType => write!(f, "missing field `type` (or `cap-msg-name`)"),
+            Malformed::EmptyType => write!(f, "field `type` is empty"),
+            Malformed::MissingBody => write!(f, "missing field `body`"),
+            Malformed::BodyNotJson(e) => write!(f, "body is not valid JSON: {e}"),
+        }
+    }
+}
+
+fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a [u8]> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| v.as_slice())
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Message {
+    /// Reads an entry. `entry_id` is the id of the entry in its stream, the
+    /// message id of last resort.
+    pub fn parse(entry_id: &str, fields: &Fields) -> Result<Message, Malformed> {
+        let message_type = field(fields, TYPE_FIELD)
+            .or_else(|| field(fields, CAP_NAME_FIELD))
+            .ok_or(Malformed::MissingType)?;
+        let message_type = text(message_type).trim().to_owned();
+        if message_type.is_empty() {
+            return Err(Malformed::EmptyType);
+        }
+        let body = field(fields, BODY_FIELD).ok_or(Malformed::MissingBody)?;
+        // Validate without building a value: a body can be a large transcript.
+        serde_json::from_slice::<serde::de::IgnoredAny>(body)
+            .map_err(|e| Malformed::BodyNotJson(e.to_string()))?;
+        let body = std::str::from_utf8(body)
+            .map_err(|e| Malformed::BodyNotJson(e.to_string()))?
+            .to_owned();
+        let id = field(fields, ID_FIELD)
+            .or_else(|| field(fields, CAP_ID_FIELD))
+            .map(text)
+            .filter(|id| !id.is_empty())
+            .unwrap_or_else(|| entry_id.to_owned());
+        let headers = fields
+            .iter()
+            .filter(|(k, _)| {
+                k != TYPE_FIELD.as_bytes() && k != BODY_FIELD.as_bytes() && k != ID_FIELD.as_bytes()
+            })
+            .map(|(k, v)| (text(k), text(v)))
+            .collect();
+        Ok(Message {
+            id,
+            message_type,
+            body,
+            headers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(pairs: &[(&str, &str)]) -> Fields {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn reads_type_body_id_and_headers() {
+        let m = Message::parse(
+            "1-0",
+            &fields(&[
+                ("type", "chat.ended"),
+                ("body", r#"{"SiteId":1}"#),
+                ("id", "m-1"),
+                ("trace", "abc"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(m.id, "m-1");
+        assert_eq!(m.message_type, "chat.ended");
+        assert_eq!(m.body, r#"{"SiteId":1}"#);
+        assert_eq!(m.headers, [("trace".to_string(), "abc".to_string())]);
+    }
+
+    #[test]
+    fn accepts_cap_headers_and_falls_back_to_the_entry_id() {
+        let m = Message::parse(
+            "7-1",
+            &fields(&[("cap-msg-name", "chat.started"), ("body", "{}")]),
+        )
+        .unwrap();
+        assert_eq!(m.message_type, "chat.started");
+        assert_eq!(m.id, "7-1");
+        let m = Message::parse(
+            "7-1",
+            &fields(&[("cap-msg-id", "x"), ("cap-msg-name", "a"), ("body", "[]")]),
+        )
+        .unwrap();
+        assert_eq!(m.id, "x");
+    }
+
+    #[test]
+    fn names_what_is_malformed() {
+        assert_eq!(
+            Message::parse("1-0", &fields(&[("body", "{}")])),
+            Err(Malformed::MissingType)
+        );
+        assert_eq!(
+            Message::parse("1-0", &fields(&[("type", " "), ("body", "{}")])),
+            Err(Malformed::EmptyType)
+        );
+        assert_eq!(
+            Message::parse("1-0", &fields(&[("type", "a")])),
+            Err(Malformed::MissingBody)
+        );
+        let e = Message::parse("1-0", &fields(&[("type", "a"), ("body", "{nope")])).unwrap_err();
+        assert!(e.to_string().starts_with("body is not valid JSON"), "{e}");
+    }
+}

@@ -1,0 +1,373 @@
+//! Running plugins: one wasmtime [`Engine`] for the host, one pre-instantiated
+//! component per plugin file, a fresh [`Store`] and instance per message.
+//!
+//! A plugin is someone else's code. It gets no ambient authority (WASI is
+//! linked to an empty context: no files, environment, arguments or network),
+//! a CPU and wall-clock deadline per call (epoch interruption), and a memory
+//! cap per instance. A trap, a timeout or a cap hit ends that one call; the
+//! host carries on.
+
+mod host;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
+};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub use host::HostState;
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    exports: { default: async },
+});
+
+pub use self::switchyard::plugin::types::{Failure, Message as WitMessage, Retry};
+
+/// How often the epoch ticks. A running plugin yields to the async runtime at
+/// every tick, so one busy plugin cannot starve other queues, and a deadline
+/// is noticed within one tick.
+const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Component instances the pool holds at once: the sum of every queue's
+/// concurrency must fit (checked at start).
+pub const POOL_INSTANCES: u32 = 1024;
+
+/// Largest plugin file accepted. Components from Python or JS runtimes are
+/// around 20 MB; this leaves room and refuses anything absurd.
+pub const MAX_PLUGIN_BYTES: u64 = 128 * 1024 * 1024;
+
+/// Bytes of a plugin's stderr kept per call (a panic message fits).
+const STDERR_CAPACITY: usize = 16 * 1024;
+
+/// The engine every plugin runs on, with its epoch ticker.
+#[derive(Clone)]
+pub struct PluginEngine {
+    engine: Engine,
+    linker: Arc<Linker<HostState>>,
+    _ticker: Arc<Ticker>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine").finish_non_exhaustive()
+    }
+}
+
+/// Increments the engine's epoch every [`EPOCH_TICK`] on a thread of its own,
+/// until dropped.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginEngine {
+    pub fn new() -> Result<Self> {
+        let mut pool = PoolingAllocationConfig::new();
+        // Sized explicitly: one component instance per concurrent handler
+        // call, a few core instances, memories and tables per component (a
+        // Rust component has one memory; runtimes like componentize-py have
+        // more), and a linear memory slot as large as the largest cap.
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .total_stacks(POOL_INSTANCES)
+            .max_memory_size(crate::config::MAX_MEMORY_MIB as usize * 1024 * 1024);
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("creating the wasmtime engine")?;
+
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)
+            .context("linking WASI")?;
+        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the switchyard:plugin imports")?;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .context("starting the epoch ticker")?;
+
+        Ok(PluginEngine {
+            engine,
+            linker: Arc::new(linker),
+            _ticker: Arc::new(Ticker { stop }),
+        })
+    }
+
+    /// Reads, compiles and links a plugin file. Blocking and CPU-heavy: call
+    /// it off the async runtime.
+    pub fn load(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        let size = std::fs::metadata(path)
+            .map_err(|e| LoadError::Read(e.to_string()))?
+            .len();
+        if size > MAX_PLUGIN_BYTES {
+            return Err(LoadError::TooLarge(size));
+        }
+        let bytes = std::fs::read(path).map_err(|e| LoadError::Read(e.to_string()))?;
+        let hash = hex(&Sha256::digest(&bytes));
+        let started = Instant::now();
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let compile_time = started.elapsed();
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongContract(format!("{e:#}")))?;
+        let pre =
+            PluginPre::new(instance_pre).map_err(|e| LoadError::WrongContract(format!("{e:#}")))?;
+        Ok(LoadedPlugin {
+            path: path.to_owned(),
+            hash: hash[..16].to_owned(),
+            compile_time,
+            pre,
+        })
+    }
+}
+
+/// Why a plugin file was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the file: {0}")]
+    Read(String),
+    #[error("the file is {0} bytes, more than the {MAX_PLUGIN_BYTES} allowed")]
+    TooLarge(u64),
+    #[error("not a valid WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("does not fit the switchyard:plugin@0.1.0 `plugin` world: {0}")]
+    WrongContract(String),
+}
+
+/// A compiled plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    pub path: PathBuf,
+    /// First 16 hex digits of the file's SHA-256: the version that handled a
+    /// message, in logs and dead-letter records.
+    pub hash: String,
+    pub compile_time: Duration,
+    pre: PluginPre<HostState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The limits and context of one call.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub queue: Arc<str>,
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub config: Arc<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What came of one handler call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled: acknowledge.
+    Success,
+    /// The plugin reported a transient failure.
+    Retry {
+        reason: String,
+        delay: Option<Duration>,
+    },
+    /// The plugin reported a permanent failure.
+    Reject { reason: String },
+    /// The call did not complete: a trap, the deadline, the memory cap, or a
+    /// failure to instantiate. Counts as a failed attempt.
+    Failed { kind: FailureKind, reason: String },
+}
+
+/// Why a call did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Trap,
+    Timeout,
+    MemoryCap,
+    Instantiate,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::MemoryCap => "memory_cap",
+            FailureKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+/// Raised from the epoch callback when a call runs past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("handler ran past its deadline of {0:?}")]
+struct DeadlineExceeded(Duration);
+
+impl LoadedPlugin {
+    /// Runs the handler on one message in a fresh instance.
+    pub async fn handle(
+        &self,
+        engine: &PluginEngine,
+        cx: &CallContext,
+        message: &WitMessage,
+    ) -> Outcome {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone());
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: host::MemoryCap::new(cx.memory_bytes),
+            queue: cx.queue.clone(),
+            message_id: message.id.clone(),
+            plugin: self.hash.clone(),
+            config: cx.config.clone(),
+            log_lines: 0,
+        };
+        let mut store = Store::new(&engine.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        let deadline = Instant::now() + cx.timeout;
+        let timeout = cx.timeout;
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(DeadlineExceeded(timeout).into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+
+        let call = async {
+            let instance = self
+                .pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| (true, e))?;
+            instance
+                .switchyard_plugin_handler()
+                .call_handle(&mut store, message)
+                .await
+                .map_err(|e| (false, e))
+        };
+        // The epoch callback stops guest code; this also stops a call parked
+        // in an async host import past its deadline.
+        let result = tokio::time::timeout(cx.timeout, call).await;
+        let captured = String::from_utf8_lossy(&stderr.contents())
+            .trim()
+            .to_owned();
+        let outcome = match result {
+            Err(_) => Outcome::Failed {
+                kind: FailureKind::Timeout,
+                reason: DeadlineExceeded(timeout).to_string(),
+            },
+            Ok(Ok(Ok(()))) => Outcome::Success,
+            Ok(Ok(Err(Failure::Retry(r)))) => Outcome::Retry {
+                reason: r.reason,
+                delay: r.delay_ms.map(Duration::from_millis),
+            },
+            Ok(Ok(Err(Failure::Reject(reason)))) => Outcome::Reject { reason },
+            Ok(Err((instantiating, e))) => {
+                let (kind, reason) = classify(instantiating, &e, store.data().limiter.exceeded());
+                Outcome::Failed {
+                    kind,
+                    reason: if captured.is_empty() {
+                        reason
+                    } else {
+                        format!("{reason}; plugin stderr: {captured}")
+                    },
+                }
+            }
+        };
+        if !captured.is_empty() && !matches!(outcome, Outcome::Failed { .. }) {
+            tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, stderr = %captured, "Plugin wrote to stderr.");
+        }
+        outcome
+    }
+}
+
+fn classify(
+    instantiating: bool,
+    e: &wasmtime::Error,
+    memory_exceeded: Option<usize>,
+) -> (FailureKind, String) {
+    if e.downcast_ref::<DeadlineExceeded>().is_some() {
+        return (FailureKind::Timeout, e.to_string());
+    }
+    if let Some(cap) = memory_exceeded {
+        return (
+            FailureKind::MemoryCap,
+            format!(
+                "plugin exceeded its memory cap of {} MiB",
+                cap / (1024 * 1024)
+            ),
+        );
+    }
+    if instantiating {
+        return (
+            FailureKind::Instantiate,
+            format!("instantiating the plugin failed: {e:#}"),
+        );
+    }
+    let detail = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{e:#}"),
+    };
+    (FailureKind::Trap, format!("plugin trapped: {detail}"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

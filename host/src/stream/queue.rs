@@ -1,0 +1,287 @@
+//! One queue's stream as its workers see it: read new entries, take over
+//! abandoned ones, and settle each message (ack, retry later, dead-letter),
+//! every settlement one atomic step.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use redis::Value;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+
+use super::{Entry, Keys, dead_fields, now_rfc3339, parse_entries, parse_read};
+
+/// A queue's stream, group and consumer.
+#[derive(Clone)]
+pub struct QueueStream {
+    conn: ConnectionManager,
+    pub queue: String,
+    pub stream: String,
+    group: String,
+    pub consumer: String,
+    errors: String,
+    dead: String,
+}
+
+impl std::fmt::Debug for QueueStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueStream")
+            .field("stream", &self.stream)
+            .field("consumer", &self.consumer)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Entries taken over from other consumers, with their delivery counts.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// Where the next scan of the pending list starts; `0-0` when this scan
+    /// reached its end.
+    pub cursor: String,
+    /// Each entry with the number of times it has now been delivered.
+    pub entries: Vec<(Entry, u32)>,
+    /// Pending ids whose entries no longer exist (trimmed away).
+    pub deleted: Vec<String>,
+}
+
+impl QueueStream {
+    pub fn new(conn: ConnectionManager, keys: &Keys, queue: &str, consumer: &str) -> Self {
+        QueueStream {
+            conn,
+            queue: queue.to_owned(),
+            stream: keys.queue_stream(queue),
+            group: keys.group().to_owned(),
+            consumer: consumer.to_owned(),
+            errors: keys.errors(queue),
+            dead: keys.dead_letter(),
+        }
+    }
+
+    /// Reads up to `count` entries never delivered to any consumer, waiting
+    /// up to `block` for one to arrive. Uses `reader`, a connection of its
+    /// own, since it blocks.
+    pub async fn read_new(
+        &self,
+        reader: &mut MultiplexedConnection,
+        count: usize,
+        block: Duration,
+    ) -> Result<Vec<Entry>> {
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(block.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.stream)
+            .arg(">")
+            .query_async(reader)
+            .await
+            .with_context(|| format!("reading queue stream {:?}", self.stream))?;
+        parse_read(&reply)
+    }
+
+    /// Takes over up to `count` entries pending for longer than `min_idle`:
+    /// their consumer died or hung, or a failed attempt's retry delay is over.
+    /// Delivery counts come from XPENDING, which every Redis version reports
+    /// (XAUTOCLAIM does not return them).
+    pub async fn claim_idle(
+        &self,
+        min_idle: Duration,
+        cursor: &str,
+        count: usize,
+    ) -> Result<Claimed> {
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("XAUTOCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(min_idle.as_millis() as u64)
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await
+            .with_context(|| format!("claiming idle entries of {:?}", self.stream))?;
+        let Value::Array(parts) = &reply else {
+            anyhow::bail!("unexpected XAUTOCLAIM reply: {reply:?}");
+        };
+        let cursor = parts
+            .first()
+            .and_then(super::string)
+            .unwrap_or_else(|| "0-0".into());
+        let entries = parts
+            .get(1)
+            .map(parse_entries)
+            .transpose()?
+            .unwrap_or_default();
+        let deleted = match parts.get(2) {
+            Some(Value::Array(ids)) => ids.iter().filter_map(super::string).collect(),
+            _ => Vec::new(),
+        };
+        if entries.is_empty() {
+            return Ok(Claimed {
+                cursor,
+                entries: Vec::new(),
+                deleted,
+            });
+        }
+        let counts = self.delivery_counts(&entries).await?;
+        let entries = entries
+            .into_iter()
+            .map(|e| {
+                let n = counts.get(&e.id).copied().unwrap_or(2);
+                (e, n)
+            })
+            .collect();
+        Ok(Claimed {
+            cursor,
+            entries,
+            deleted,
+        })
+    }
+
+    async fn delivery_counts(&self, entries: &[Entry]) -> Result<HashMap<String, u32>> {
+        let mut pipe = redis::pipe();
+        for e in entries {
+            pipe.cmd("XPENDING")
+                .arg(&self.stream)
+                .arg(&self.group)
+                .arg(&e.id)
+                .arg(&e.id)
+                .arg(1);
+        }
+        let mut conn = self.conn.clone();
+        let replies: Vec<Value> = pipe
+            .query_async(&mut conn)
+            .await
+            .with_context(|| format!("reading delivery counts of {:?}", self.stream))?;
+        let mut counts = HashMap::new();
+        for reply in replies {
+            // [[id, consumer, idle ms, delivery count]]
+            if let Value::Array(rows) = reply
+                && let Some(Value::Array(row)) = rows.first()
+                && let (Some(id), Some(Value::Int(n))) =
+                    (row.first().and_then(super::string), row.get(3))
+            {
+                counts.insert(id, (*n).clamp(1, i64::from(u32::MAX)) as u32);
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The message was handled: acknowledge it. `had_failures` also clears
+    /// its recorded last error.
+    pub async fn ack(&self, id: &str, had_failures: bool) -> Result<()> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(id)
+            .ignore();
+        if had_failures {
+            pipe.cmd("HDEL").arg(&self.errors).arg(id).ignore();
+        }
+        pipe.query_async::<()>(&mut conn)
+            .await
+            .with_context(|| format!("acking {id} on {:?}", self.stream))
+    }
+
+    /// The attempt failed and another will follow: keep the message pending,
+    /// record the error, and set its idle clock so that it becomes claimable
+    /// (idle for `visibility_timeout`) after `delay`. The schedule lives in
+    /// Redis, so another host, or this one after a restart, keeps it.
+    pub async fn retry_later(
+        &self,
+        id: &str,
+        visibility_timeout: Duration,
+        delay: Duration,
+        error: &str,
+    ) -> Result<()> {
+        let idle = visibility_timeout.saturating_sub(delay).as_millis() as u64;
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .cmd("XCLAIM")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&self.consumer)
+            .arg(0)
+            .arg(id)
+            .arg("IDLE")
+            .arg(idle)
+            .arg("JUSTID")
+            .ignore()
+            .cmd("HSET")
+            .arg(&self.errors)
+            .arg(id)
+            .arg(error)
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .with_context(|| format!("scheduling a retry of {id} on {:?}", self.stream))
+    }
+
+    /// The last error recorded for a pending message.
+    pub async fn last_error(&self, id: &str) -> Result<Option<String>> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HGET")
+            .arg(&self.errors)
+            .arg(id)
+            .query_async(&mut conn)
+            .await
+            .with_context(|| format!("reading the last error of {id}"))
+    }
+
+    /// Moves an entry to the dead-letter stream with `reason` and acks it, in
+    /// one step.
+    pub async fn dead_letter(
+        &self,
+        entry: &Entry,
+        reason: &str,
+        attempts: u32,
+        plugin: &str,
+    ) -> Result<String> {
+        let mut conn = self.conn.clone();
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&self.dead)
+            .arg("*")
+            .arg(dead_fields::REASON)
+            .arg(reason)
+            .arg(dead_fields::QUEUE)
+            .arg(&self.queue)
+            .arg(dead_fields::SOURCE)
+            .arg(&self.stream)
+            .arg(dead_fields::SOURCE_ID)
+            .arg(&entry.id)
+            .arg(dead_fields::ATTEMPTS)
+            .arg(attempts)
+            .arg(dead_fields::AT)
+            .arg(now_rfc3339())
+            .arg(dead_fields::PLUGIN)
+            .arg(plugin);
+        for (k, v) in &entry.fields {
+            xadd.arg(k.as_slice()).arg(v.as_slice());
+        }
+        let (dead_id,): (String,) = redis::pipe()
+            .atomic()
+            .add_command(xadd)
+            .cmd("XACK")
+            .arg(&self.stream)
+            .arg(&self.group)
+            .arg(&entry.id)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&self.errors)
+            .arg(&entry.id)
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .with_context(|| format!("dead-lettering {} of {:?}", entry.id, self.stream))?;
+        Ok(dead_id)
+    }
+}
