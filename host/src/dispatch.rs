@@ -215,7 +215,10 @@ impl Shared {
         QueueMetrics::add(&self.metrics.attempts);
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let outcome = self.plugin.handle(&self.engine, &self.cx, &wit).await;
+        let outcome = self
+            .engine
+            .call(self.plugin.clone(), self.cx.clone(), wit)
+            .await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
 

@@ -1,1 +1,399 @@
+//! Support for Switchyard's integration tests: a real `redis-server` per test
+//! on a free loopback port, the real plugins built from `plugins/`, a unique
+//! key prefix per test, and the host run in-process or as a child process
+//! that can be killed.
 
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+use switchyard::admin::status::DeadLetter;
+use switchyard::config::Config;
+use switchyard::demo::LocalRedis;
+use switchyard::stream::Entry;
+
+pub use switchyard;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// Where the built plugins are.
+pub fn plugin_dir() -> PathBuf {
+    repo_root().join("target/wasm32-wasip2/release")
+}
+
+/// Builds the plugins once per test binary (a no-op when they are up to
+/// date) and returns the path of one.
+pub fn plugin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet"])
+            .current_dir(repo_root().join("plugins"))
+            .env_remove("CARGO_TARGET_DIR")
+            .status()
+            .expect("running cargo to build the plugins");
+        assert!(status.success(), "building the plugins failed");
+    });
+    let path = plugin_dir().join(format!("{name}.wasm"));
+    assert!(path.is_file(), "plugin {} was not built", path.display());
+    path
+}
+
+/// A redis-server for one test, stopped when dropped.
+#[derive(Debug)]
+pub struct Redis {
+    pub server: LocalRedis,
+    pub client: redis::Client,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let server = LocalRedis::start().expect("starting redis-server");
+        let client = redis::Client::open(server.url.as_str()).expect("redis url");
+        Redis { server, client }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.server.url
+    }
+
+    pub async fn conn(&self) -> MultiplexedConnection {
+        self.client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connecting to the test redis-server")
+    }
+}
+
+/// A queues.toml written for one test. The text may use `@PLUGINS@` (the
+/// built plugin folder) and `@PREFIX@` (a prefix unique to this test); the
+/// ingress stream is `@PREFIX@:ingress` unless the text sets one.
+#[derive(Debug)]
+pub struct TestConfig {
+    pub dir: PathBuf,
+    pub path: PathBuf,
+    pub prefix: String,
+    pub config: Config,
+}
+
+impl TestConfig {
+    pub fn new(text: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        plugin("sleep");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let prefix = format!("t{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("switchyard-test-{prefix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = text
+            .replace("@PLUGINS@", plugin_dir().to_str().unwrap())
+            .replace("@PREFIX@", &prefix);
+        if !text.contains("[host]") {
+            text = format!("[host]\nprefix = \"{prefix}\"\nshutdown_timeout = \"5s\"\n{text}");
+        }
+        if !text.contains("[ingress]") {
+            text = format!(
+                "[ingress]\nstream = \"{prefix}:ingress\"\nvisibility_timeout = \"1s\"\n{text}"
+            );
+        }
+        let path = dir.join("queues.toml");
+        std::fs::write(&path, &text).unwrap();
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        TestConfig {
+            dir,
+            path,
+            prefix,
+            config,
+        }
+    }
+
+    pub fn ingress(&self) -> &str {
+        &self.config.ingress.stream
+    }
+
+    pub fn queue_stream(&self, queue: &str) -> String {
+        format!("{}:queue:{queue}", self.prefix)
+    }
+
+    pub fn dead_stream(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+}
+
+impl Drop for TestConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// XADDs one entry and returns its id.
+pub async fn xadd(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    fields: &[(&str, &str)],
+) -> String {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(stream).arg("*");
+    for (k, v) in fields {
+        cmd.arg(*k).arg(*v);
+    }
+    cmd.query_async(conn).await.expect("XADD")
+}
+
+/// Every entry of a stream.
+pub async fn entries(conn: &mut MultiplexedConnection, stream: &str) -> Vec<Entry> {
+    let v: Value = redis::cmd("XRANGE")
+        .arg(stream)
+        .arg("-")
+        .arg("+")
+        .query_async(conn)
+        .await
+        .expect("XRANGE");
+    parse_entries(&v)
+}
+
+fn parse_entries(v: &Value) -> Vec<Entry> {
+    let Value::Array(items) = v else {
+        return Vec::new();
+    };
+    items
+        .iter()
+        .filter_map(|item| {
+            let Value::Array(parts) = item else {
+                return None;
+            };
+            let id = string(parts.first()?)?;
+            let Value::Array(flat) = parts.get(1)? else {
+                return None;
+            };
+            let fields = flat
+                .chunks_exact(2)
+                .filter_map(|kv| match (&kv[0], &kv[1]) {
+                    (Value::BulkString(k), Value::BulkString(v)) => Some((k.clone(), v.clone())),
+                    _ => None,
+                })
+                .collect();
+            Some(Entry { id, fields })
+        })
+        .collect()
+}
+
+fn string(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+/// The value of a field of an entry.
+pub fn field(entry: &Entry, name: &str) -> Option<String> {
+    entry
+        .fields
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+}
+
+/// The dead-letter records of a test.
+pub async fn dead_letters(conn: &mut MultiplexedConnection, cfg: &TestConfig) -> Vec<DeadLetter> {
+    entries(conn, &cfg.dead_stream())
+        .await
+        .iter()
+        .map(DeadLetter::from_entry)
+        .collect()
+}
+
+/// Entries delivered to the group and not acknowledged.
+pub async fn pending(conn: &mut MultiplexedConnection, stream: &str, group: &str) -> u64 {
+    let v: Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await
+        .expect("XPENDING");
+    match v {
+        Value::Array(parts) => match parts.first() {
+            Some(Value::Int(n)) => *n as u64,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// Pending entries per consumer.
+pub async fn pending_by_consumer(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    group: &str,
+) -> Vec<(String, u64)> {
+    let v: Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await
+        .expect("XPENDING");
+    let Value::Array(parts) = v else {
+        return Vec::new();
+    };
+    let Some(Value::Array(consumers)) = parts.get(3) else {
+        return Vec::new();
+    };
+    consumers
+        .iter()
+        .filter_map(|c| {
+            let Value::Array(kv) = c else { return None };
+            let name = string(kv.first()?)?;
+            let n = string(kv.get(1)?)?.parse().ok()?;
+            Some((name, n))
+        })
+        .collect()
+}
+
+/// Entries of the stream never delivered to the group (XINFO GROUPS lag).
+pub async fn lag(conn: &mut MultiplexedConnection, stream: &str, group: &str) -> Option<u64> {
+    let v: Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(conn)
+        .await
+        .ok()?;
+    let Value::Array(groups) = v else { return None };
+    for g in groups {
+        let Value::Array(flat) = g else { continue };
+        let pairs: Vec<(String, Value)> = flat
+            .chunks_exact(2)
+            .filter_map(|kv| Some((string(&kv[0])?, kv[1].clone())))
+            .collect();
+        let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if get("name").as_ref().and_then(string).as_deref() == Some(group)
+            && let Some(Value::Int(l)) = get("lag")
+        {
+            return Some(l as u64);
+        }
+    }
+    None
+}
+
+/// Polls `check` every 20 ms until it returns true, or fails after `limit`.
+pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        if started.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `switchyard-under-test` binary cargo builds beside the test binaries
+/// (target/<profile>/, while tests run from target/<profile>/deps/).
+pub fn host_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .join("switchyard-under-test");
+    assert!(path.is_file(), "{} was not built", path.display());
+    path
+}
+
+/// The host as a child process, killed (SIGKILL) when dropped if still
+/// running.
+#[derive(Debug)]
+pub struct HostProcess {
+    child: Child,
+}
+
+impl HostProcess {
+    /// Starts `switchyard run` with `cfg` against `redis`; `env` adds
+    /// environment variables (a failpoint).
+    pub fn spawn(cfg: &TestConfig, redis: &Redis, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(host_binary());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&cfg.path)
+            .arg("--redis-url")
+            .arg(redis.url())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        HostProcess {
+            child: cmd.spawn().expect("starting the host process"),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by pid.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the process to exit, up to `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().context("waiting for the host")? {
+                return Ok(status);
+            }
+            if started.elapsed() > limit {
+                bail!("the host did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill9();
+        }
+    }
+}
+
+/// Logs of in-process hosts go to the test's output (shown on failure).
+pub fn init_logs() {
+    static INIT: OnceLock<()> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+    });
+}

@@ -49,12 +49,31 @@ pub const MAX_PLUGIN_BYTES: u64 = 128 * 1024 * 1024;
 /// Bytes of a plugin's stderr kept per call (a panic message fits).
 const STDERR_CAPACITY: usize = 16 * 1024;
 
-/// The engine every plugin runs on, with its epoch ticker.
+/// The engine every plugin runs on, with its epoch ticker and the runtime
+/// plugin code runs on.
 #[derive(Clone)]
 pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
+    runtime: Arc<PluginRuntime>,
     _ticker: Arc<Ticker>,
+}
+
+/// A tokio runtime of its own for guest code. Guest code yields only at epoch
+/// ticks; on the host's main runtime, busy plugins would delay the Redis I/O
+/// every queue depends on (tokio polls for I/O between tasks, not during
+/// one). Here they compete only with each other, and the OS shares the cores
+/// between this runtime and the main one.
+struct PluginRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime may block; the engine can be dropped on an async
+        // task.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for PluginEngine {
@@ -121,9 +140,18 @@ impl PluginEngine {
             })
             .context("starting the epoch ticker")?;
 
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("switchyard-plugin")
+            .enable_all()
+            .build()
+            .context("starting the plugin runtime")?;
+
         Ok(PluginEngine {
             engine,
             linker: Arc::new(linker),
+            runtime: Arc::new(PluginRuntime(Some(runtime))),
             _ticker: Arc::new(Ticker { stop }),
         })
     }
@@ -241,9 +269,47 @@ impl FailureKind {
 #[error("handler ran past its deadline of {0:?}")]
 struct DeadlineExceeded(Duration);
 
+impl PluginEngine {
+    /// Runs `plugin`'s handler on one message in a fresh instance, on the
+    /// plugin runtime.
+    pub async fn call(
+        &self,
+        plugin: Arc<LoadedPlugin>,
+        cx: CallContext,
+        message: WitMessage,
+    ) -> Outcome {
+        let engine = self.clone();
+        let timeout = cx.timeout;
+        let rt = self
+            .runtime
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as the engine");
+        let task = rt.spawn(async move { plugin.handle(&engine, &cx, &message).await });
+        let abort = task.abort_handle();
+        // The call enforces its own deadline; this is the backstop should the
+        // plugin runtime itself be stuck.
+        match tokio::time::timeout(timeout + Duration::from_secs(1), task).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => Outcome::Failed {
+                kind: FailureKind::Trap,
+                reason: format!("the handler task failed: {e}"),
+            },
+            Err(_) => {
+                abort.abort();
+                Outcome::Failed {
+                    kind: FailureKind::Timeout,
+                    reason: DeadlineExceeded(timeout).to_string(),
+                }
+            }
+        }
+    }
+}
+
 impl LoadedPlugin {
-    /// Runs the handler on one message in a fresh instance.
-    pub async fn handle(
+    /// Runs the handler on one message in a fresh instance, on the current
+    /// runtime.
+    async fn handle(
         &self,
         engine: &PluginEngine,
         cx: &CallContext,
@@ -328,8 +394,8 @@ fn classify(
     e: &wasmtime::Error,
     memory_exceeded: Option<usize>,
 ) -> (FailureKind, String) {
-    if e.downcast_ref::<DeadlineExceeded>().is_some() {
-        return (FailureKind::Timeout, e.to_string());
+    if let Some(deadline) = e.downcast_ref::<DeadlineExceeded>() {
+        return (FailureKind::Timeout, deadline.to_string());
     }
     if let Some(cap) = memory_exceeded {
         return (

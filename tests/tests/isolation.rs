@@ -1,0 +1,124 @@
+//! A misbehaving plugin never takes the host down: the deadline stops a
+//! plugin that loops forever, the memory cap stops one that allocates without
+//! limit, and meanwhile the host keeps serving the other queues.
+
+use std::time::{Duration, Instant};
+
+use switchyard::host::RunningHost;
+use switchyard_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadline_and_memory_cap_stop_bad_plugins_while_others_are_served() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = TestConfig::new(
+        r#"
+[routes]
+"spin" = ["Spin"]
+"hog" = ["Hog"]
+"ok" = ["Ok"]
+
+[queues.Spin]
+plugin = "@PLUGINS@/spin.wasm"
+concurrency = 2
+handler_timeout = "1500ms"
+visibility_timeout = "3s"
+max_attempts = 2
+retry_delay = "50ms"
+
+[queues.Hog]
+plugin = "@PLUGINS@/hog.wasm"
+concurrency = 1
+handler_timeout = "5s"
+memory_mib = 16
+visibility_timeout = "6s"
+max_attempts = 2
+retry_delay = "50ms"
+
+[queues.Ok]
+plugin = "@PLUGINS@/sleep.wasm"
+concurrency = 4
+"#,
+    );
+    let mut conn = redis.conn().await;
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let m = host.metrics.clone();
+
+    for i in 0..2 {
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[
+                ("type", "spin"),
+                ("id", &format!("spin-{i}")),
+                ("body", "{}"),
+            ],
+        )
+        .await;
+    }
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "hog"), ("id", "hog-0"), ("body", "{}")],
+    )
+    .await;
+    wait_for(Duration::from_secs(5), "both spinners running", || {
+        let n = m.queue("Spin").snapshot().in_flight;
+        async move { n == 2 }
+    })
+    .await;
+
+    // Both spinners occupy a core's worth of work each; the healthy queue is
+    // served anyway.
+    let started = Instant::now();
+    for i in 0..50 {
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", "ok"), ("id", &format!("ok-{i}")), ("body", "{}")],
+        )
+        .await;
+    }
+    wait_for(Duration::from_secs(10), "healthy queue drained", || {
+        let n = m.queue("Ok").snapshot().succeeded;
+        async move { n == 50 }
+    })
+    .await;
+    let healthy = started.elapsed();
+    let spin = m.queue("Spin").snapshot();
+    assert!(
+        spin.in_flight > 0 && spin.dead_lettered == 0,
+        "the healthy queue should finish while the spinners still run (took {healthy:?}, spin {spin:?})"
+    );
+
+    wait_for(Duration::from_secs(20), "bad plugins dead-lettered", || {
+        let (s, h) = (m.queue("Spin").snapshot(), m.queue("Hog").snapshot());
+        async move { s.dead_lettered == 2 && h.dead_lettered == 1 }
+    })
+    .await;
+    host.stop().await.unwrap();
+
+    let dead = dead_letters(&mut conn, &cfg).await;
+    for d in dead.iter().filter(|d| d.queue == "Spin") {
+        assert_eq!(d.attempts, "2");
+        assert!(
+            d.reason
+                .contains("(timeout): handler ran past its deadline of 1.5s"),
+            "{}",
+            d.reason
+        );
+    }
+    let hog = dead
+        .iter()
+        .find(|d| d.queue == "Hog")
+        .expect("hog dead-lettered");
+    assert!(
+        hog.reason
+            .contains("(memory_cap): plugin exceeded its memory cap of 16 MiB"),
+        "{}",
+        hog.reason
+    );
+    assert_eq!(m.queue("Spin").snapshot().failed, 4);
+    assert_eq!(m.queue("Hog").snapshot().failed, 2);
+    assert_eq!(dead.len(), 3, "{dead:#?}");
+}

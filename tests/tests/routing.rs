@@ -1,0 +1,163 @@
+//! The shipped queues.toml routes every message type of the design to
+//! exactly the queues the design names, and the shipped plugins accept the
+//! design's payloads.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use switchyard::host::RunningHost;
+use switchyard_tests::*;
+
+/// Seed 000's routing: message type to target queues.
+const DESIGN: &[(&str, &[&str])] = &[
+    ("chat.queued", &["Persistence"]),
+    ("chat.started", &["WebHook"]),
+    (
+        "chat.ended",
+        &[
+            "Persistence",
+            "Email",
+            "Ticket",
+            "Salesforce",
+            "Zendesk",
+            "WebHook",
+        ],
+    ),
+    (
+        "chat.wrapup.submitted",
+        &["Persistence", "Ticket", "WebHook"],
+    ),
+    ("chat.rating.submitted", &["Persistence"]),
+    ("visitor.landed", &["Persistence"]),
+    ("visitor.conversion.achieved", &["Persistence"]),
+    ("ban.added", &["Persistence"]),
+    (
+        "offlinemessage.submitted",
+        &[
+            "Persistence",
+            "Email",
+            "Ticket",
+            "Salesforce",
+            "Zendesk",
+            "WebHook",
+        ],
+    ),
+    ("agent.status.changed", &["Persistence"]),
+    ("agent.preference.changed", &["Persistence"]),
+    ("agentchat.replied", &["Persistence"]),
+    ("cannedmessage.used", &["Persistence"]),
+    ("autoinvitation.log", &["Persistence"]),
+    ("manualinvitation.log", &["Persistence"]),
+];
+
+const QUEUES: &[&str] = &[
+    "Persistence",
+    "Email",
+    "Ticket",
+    "Salesforce",
+    "Zendesk",
+    "WebHook",
+];
+
+/// The shipped queues.toml, with this test's prefix, ingress and plugin path.
+fn shipped_config() -> TestConfig {
+    let text = std::fs::read_to_string(repo_root().join("queues.toml")).unwrap();
+    let text = text
+        .replace("prefix = \"switchyard\"", "prefix = \"@PREFIX@\"")
+        .replace("stream = \"chat:events\"", "stream = \"@PREFIX@:ingress\"")
+        .replace(
+            "plugin = \"target/wasm32-wasip2/release/",
+            "plugin = \"@PLUGINS@/",
+        );
+    TestConfig::new(&text)
+}
+
+/// One valid payload per message type, from the demo's sample events.
+fn sample_bodies() -> BTreeMap<String, String> {
+    let events = switchyard::demo::read_events(&repo_root().join("demo/events.jsonl")).unwrap();
+    let mut bodies = BTreeMap::new();
+    for fields in events {
+        let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if let (Some(t), Some(id), Some(body)) = (get("type"), get("id"), get("body"))
+            && !id.starts_with("demo-bad")
+        {
+            bodies.entry(t.to_ascii_lowercase()).or_insert(body);
+        }
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_design_message_type_reaches_exactly_its_queues() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = shipped_config();
+    let mut conn = redis.conn().await;
+    let bodies = sample_bodies();
+
+    // Events added before the host first runs are handled too.
+    for (message_type, _) in DESIGN {
+        let body = bodies
+            .get(*message_type)
+            .unwrap_or_else(|| panic!("no sample body for {message_type}"));
+        // The producer's own spelling of the type, as the design's C# code
+        // sends it for offline messages.
+        let sent_type = if *message_type == "offlinemessage.submitted" {
+            "offlineMessage.submitted"
+        } else {
+            message_type
+        };
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[
+                ("type", sent_type),
+                ("id", &format!("m-{message_type}")),
+                ("body", body),
+            ],
+        )
+        .await;
+    }
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let expected_total: usize = DESIGN.iter().map(|(_, qs)| qs.len()).sum();
+    let metrics = host.metrics.clone();
+    wait_for(Duration::from_secs(30), "every copy handled", || {
+        let done: u64 = metrics
+            .queues()
+            .values()
+            .map(|c| c.succeeded + c.dead_lettered)
+            .sum();
+        async move { done as usize >= expected_total }
+    })
+    .await;
+    host.stop().await.unwrap();
+
+    for queue in QUEUES {
+        let mut got: Vec<String> = entries(&mut conn, &cfg.queue_stream(queue))
+            .await
+            .iter()
+            .map(|e| field(e, "id").unwrap())
+            .collect();
+        got.sort();
+        let mut want: Vec<String> = DESIGN
+            .iter()
+            .filter(|(_, qs)| qs.contains(queue))
+            .map(|(t, _)| format!("m-{t}"))
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "queue {queue}");
+        assert_eq!(
+            pending(&mut conn, &cfg.queue_stream(queue), &cfg.prefix).await,
+            0
+        );
+    }
+    let dead = dead_letters(&mut conn, &cfg).await;
+    assert!(
+        dead.is_empty(),
+        "valid design payloads were dead-lettered: {dead:#?}"
+    );
+    let counts = metrics.queues();
+    let succeeded: u64 = counts.values().map(|c| c.succeeded).sum();
+    assert_eq!(succeeded as usize, expected_total, "{counts:#?}");
+    assert_eq!(pending(&mut conn, cfg.ingress(), &cfg.prefix).await, 0);
+}
