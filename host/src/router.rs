@@ -97,10 +97,14 @@ mod tests {
             .collect()
     }
 
+    /// Entry fields, and the queues they go to or the start of the reason
+    /// they are dead-lettered.
+    type Case<'a> = (&'a [(&'a str, &'a str)], Result<&'a [&'a str], &'a str>);
+
     #[test]
     fn table() {
         let r = router();
-        let cases: &[(&[(&str, &str)], Result<&[&str], &str>)] = &[
+        let cases: &[Case] = &[
             (&[("type", "chat.ended"), ("body", "{}")], Ok(&["A", "B"])),
             (&[("type", "CHAT.Ended"), ("body", "{}")], Ok(&["A", "B"])),
             (

@@ -214,14 +214,19 @@ pub async fn dead_letters(conn: &mut MultiplexedConnection, cfg: &TestConfig) ->
         .collect()
 }
 
-/// Entries delivered to the group and not acknowledged.
+/// Entries delivered to the group and not acknowledged (0 before the group
+/// exists).
 pub async fn pending(conn: &mut MultiplexedConnection, stream: &str, group: &str) -> u64 {
-    let v: Value = redis::cmd("XPENDING")
+    let v: Value = match redis::cmd("XPENDING")
         .arg(stream)
         .arg(group)
         .query_async(conn)
         .await
-        .expect("XPENDING");
+    {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("NOGROUP") => return 0,
+        Err(e) => panic!("XPENDING {stream}: {e}"),
+    };
     match v {
         Value::Array(parts) => match parts.first() {
             Some(Value::Int(n)) => *n as u64,
