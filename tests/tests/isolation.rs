@@ -122,3 +122,48 @@ concurrency = 4
     assert_eq!(m.queue("Hog").snapshot().failed, 2);
     assert_eq!(dead.len(), 3, "{dead:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_has_no_environment_files_or_network() {
+    init_logs();
+    // The host's own environment has variables, and something listens on
+    // loopback: the plugin must reach neither.
+    let redis = Redis::start();
+    let addr = redis
+        .url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_string();
+    let cfg = TestConfig::new(&format!(
+        r#"
+[routes]
+"probe" = ["Probe"]
+[queues.Probe]
+plugin = "@PLUGINS@/probe.wasm"
+[queues.Probe.config]
+connect = "{addr}"
+"#
+    ));
+    let mut conn = redis.conn().await;
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "probe"), ("body", "{}")],
+    )
+    .await;
+    let m = host.metrics.queue("Probe");
+    wait_for(Duration::from_secs(10), "the probe's report", || {
+        let n = m.snapshot().dead_lettered;
+        async move { n == 1 }
+    })
+    .await;
+    host.stop().await.unwrap();
+    let dead = dead_letters(&mut conn, &cfg).await;
+    let report = &dead[0].reason;
+    assert!(std::env::vars().count() > 0);
+    assert!(report.contains("env=0 args=0 "), "{report}");
+    for probe in ["root=denied", "etc=denied", "cwd=denied", "net=denied"] {
+        assert!(report.contains(probe), "{probe} not in {report}");
+    }
+}
