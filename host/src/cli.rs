@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{metrics::Metrics, status};
 use crate::config::Config;
-use crate::plugin::PluginEngine;
 use crate::{demo, host, redis_conn, shutdown};
 
 #[derive(Debug, Parser)]
@@ -158,8 +157,9 @@ async fn check(config: &ConfigArg) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let engine = PluginEngine::new()?;
-    match host::load_plugins(&engine, &config).await {
+    let engine = host::engine(&config)?;
+    let metrics = Metrics::default();
+    match host::load_plugins(&engine, &config, &Default::default(), &metrics).await {
         Ok(plugins) => {
             for queue in config.queues.values() {
                 let routed = config.routes.values().any(|qs| qs.contains(&queue.name));

@@ -41,6 +41,22 @@ pub struct HostSettings {
     /// How long in-flight handlers get to finish on SIGINT/SIGTERM before the
     /// host exits and leaves them pending for redelivery.
     pub shutdown_timeout: Duration,
+    /// Where compiled plugins are cached; `None` turns the cache off.
+    pub cache_dir: Option<PathBuf>,
+    /// A plugin whose compilation takes longer is refused.
+    pub plugin_compile_timeout: Duration,
+    /// A plugin file larger than this is refused.
+    pub max_plugin_bytes: u64,
+}
+
+/// The default cache folder: `$XDG_CACHE_HOME/switchyard`, else
+/// `~/.cache/switchyard`.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("switchyard"))
 }
 
 /// The `[ingress]` table: the stream the chat server XADDs to.
@@ -135,8 +151,10 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl Config {
-    /// Reads and validates a file.
+    /// Reads and validates a file. Its path is made absolute, so plugin paths
+    /// are too.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             path: path.to_owned(),
             errors: vec![ConfigError {
@@ -297,10 +315,31 @@ impl Validator {
             let shutdown_timeout = self
                 .duration(&mut s, "shutdown_timeout")
                 .unwrap_or(Duration::from_secs(10));
+            let cache_dir = match self.get::<String>(
+                &mut s,
+                "cache_dir",
+                "a path (\"\" turns the cache off)",
+            ) {
+                Some(dir) if dir.is_empty() => None,
+                Some(dir) => Some(base.join(dir)),
+                None => default_cache_dir(),
+            };
+            let plugin_compile_timeout = self
+                .duration(&mut s, "plugin_compile_timeout")
+                .unwrap_or(Duration::from_secs(60));
+            let max_plugin_mib: i64 = self
+                .get(&mut s, "max_plugin_mib", "an integer")
+                .unwrap_or(128);
+            if !(1..=4096).contains(&max_plugin_mib) {
+                self.error(s.key("max_plugin_mib"), "must be between 1 and 4096");
+            }
             self.finish(s);
             HostSettings {
                 prefix,
                 shutdown_timeout,
+                cache_dir,
+                plugin_compile_timeout,
+                max_plugin_bytes: max_plugin_mib.clamp(1, 4096) as u64 * 1024 * 1024,
             }
         };
 

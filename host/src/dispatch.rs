@@ -2,12 +2,13 @@
 //! plugin on each in a fresh instance, and settle the outcome: ack, retry
 //! later, or dead-letter.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use tokio::sync::Semaphore;
+use arc_swap::ArcSwap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -20,6 +21,92 @@ use crate::stream::Entry;
 use crate::stream::ingress::Backoff;
 use crate::stream::queue::QueueStream;
 
+/// What a queue runs with now: its settings and its plugin version. Swapped
+/// whole on a reload; each message loads it once, at its start, so a message
+/// runs on one version from start to end and the next message on the newest.
+#[derive(Debug)]
+pub struct QueueRuntime {
+    pub queue: Arc<QueueConfig>,
+    pub plugin: Arc<LoadedPlugin>,
+    pub cx: CallContext,
+}
+
+impl QueueRuntime {
+    pub fn new(queue: QueueConfig, plugin: Arc<LoadedPlugin>) -> Self {
+        let cx = CallContext {
+            queue: queue.name.as_str().into(),
+            timeout: queue.handler_timeout,
+            memory_bytes: queue.memory_mib as usize * 1024 * 1024,
+            config: Arc::new(queue.plugin_config.clone()),
+        };
+        QueueRuntime {
+            queue: Arc::new(queue),
+            plugin,
+            cx,
+        }
+    }
+}
+
+/// A queue's handler slots: its concurrency, resizable while messages run.
+#[derive(Debug)]
+pub struct Slots {
+    semaphore: Arc<Semaphore>,
+    size: Mutex<usize>,
+    /// Slots to retire as running handlers finish (after a decrease that
+    /// found them busy).
+    deficit: AtomicUsize,
+}
+
+impl Slots {
+    pub fn new(size: usize) -> Self {
+        Slots {
+            semaphore: Arc::new(Semaphore::new(size)),
+            size: Mutex::new(size),
+            deficit: AtomicUsize::new(0),
+        }
+    }
+
+    /// Changes the number of slots; running handlers are never interrupted.
+    pub fn resize(&self, new: usize) {
+        let mut size = self.size.lock().expect("slots lock");
+        if new > *size {
+            let mut grow = new - *size;
+            // Cancel retirements still due before adding slots.
+            while grow > 0 {
+                let due = self.deficit.load(Ordering::Acquire);
+                if due == 0 {
+                    break;
+                }
+                let take = due.min(grow);
+                if self
+                    .deficit
+                    .compare_exchange(due, due - take, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    grow -= take;
+                }
+            }
+            self.semaphore.add_permits(grow);
+        } else if new < *size {
+            let shrink = *size - new;
+            let forgotten = self.semaphore.forget_permits(shrink);
+            self.deficit.fetch_add(shrink - forgotten, Ordering::AcqRel);
+        }
+        *size = new;
+    }
+
+    /// Gives a slot back when its handler is done (or retires it).
+    fn release(&self, permit: OwnedSemaphorePermit) {
+        let retired = self
+            .deficit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if retired {
+            permit.forget();
+        }
+    }
+}
+
 /// The workers of one queue in one host.
 pub struct QueueWorker {
     shared: Arc<Shared>,
@@ -28,45 +115,39 @@ pub struct QueueWorker {
 
 /// What every handler task of the queue needs.
 struct Shared {
-    queue: Arc<QueueConfig>,
-    plugin: Arc<LoadedPlugin>,
+    name: String,
+    runtime: Arc<ArcSwap<QueueRuntime>>,
+    slots: Arc<Slots>,
     engine: PluginEngine,
     stream: QueueStream,
     metrics: Arc<QueueMetrics>,
-    cx: CallContext,
 }
 
 impl std::fmt::Debug for QueueWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueueWorker")
-            .field("queue", &self.shared.queue.name)
+            .field("queue", &self.shared.name)
             .finish_non_exhaustive()
     }
 }
 
 impl QueueWorker {
     pub fn new(
-        queue: Arc<QueueConfig>,
-        plugin: Arc<LoadedPlugin>,
+        runtime: Arc<ArcSwap<QueueRuntime>>,
+        slots: Arc<Slots>,
         engine: PluginEngine,
         stream: QueueStream,
         reader: Reader,
         metrics: Arc<QueueMetrics>,
     ) -> Self {
-        let cx = CallContext {
-            queue: queue.name.as_str().into(),
-            timeout: queue.handler_timeout,
-            memory_bytes: queue.memory_mib as usize * 1024 * 1024,
-            config: Arc::new(queue.plugin_config.clone()),
-        };
         QueueWorker {
             shared: Arc::new(Shared {
-                queue,
-                plugin,
+                name: stream.queue.clone(),
+                runtime,
+                slots,
                 engine,
                 stream,
                 metrics,
-                cx,
             }),
             reader,
         }
@@ -77,12 +158,8 @@ impl QueueWorker {
     /// when a handler slot is free for it: nothing waits in a local buffer
     /// while its visibility timeout runs.
     pub async fn run(mut self, cancel: CancellationToken, tracker: TaskTracker) {
-        let queue = self.shared.queue.clone();
-        let slots = Arc::new(Semaphore::new(queue.concurrency as usize));
-        // Abandoned messages and due retries are looked for this often; new
-        // messages are waited for in between.
-        let claim_interval = (queue.visibility_timeout / 4)
-            .clamp(Duration::from_millis(50), Duration::from_millis(500));
+        let name = self.shared.name.clone();
+        let semaphore = self.shared.slots.semaphore.clone();
         let mut next_claim = tokio::time::Instant::now();
         let mut cursor = "0-0".to_string();
         let mut backoff = Backoff::default();
@@ -90,15 +167,20 @@ impl QueueWorker {
             let first = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                permit = slots.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closes"),
             };
             let mut permits = vec![first];
-            while let Ok(p) = slots.clone().try_acquire_owned() {
+            while let Ok(p) = semaphore.clone().try_acquire_owned() {
                 permits.push(p);
             }
             if cancel.is_cancelled() {
                 break;
             }
+            let queue = self.shared.runtime.load().queue.clone();
+            // Abandoned messages and due retries are looked for this often;
+            // new messages are waited for in between.
+            let claim_interval = (queue.visibility_timeout / 4)
+                .clamp(Duration::from_millis(50), Duration::from_millis(500));
             let batch = async {
                 let now = tokio::time::Instant::now();
                 if now >= next_claim {
@@ -142,7 +224,7 @@ impl QueueWorker {
                     b
                 }
                 Err(e) => {
-                    tracing::error!(queue = %queue.name, error = %format!("{e:#}"), "Reading the queue failed; retrying.");
+                    tracing::error!(queue = %name, error = %format!("{e:#}"), "Reading the queue failed; retrying.");
                     drop(permits);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -154,11 +236,11 @@ impl QueueWorker {
                 let shared = self.shared.clone();
                 tracker.spawn(async move {
                     shared.handle(entry, attempt).await;
-                    drop(permit);
+                    shared.slots.release(permit);
                 });
             }
         }
-        tracing::info!(queue = %queue.name, "Queue worker stopped reading.");
+        tracing::info!(queue = %name, "Queue worker stopped reading.");
     }
 }
 
@@ -166,14 +248,15 @@ impl Shared {
     /// Runs one delivery of one message and settles it. Redis errors while
     /// settling leave the message pending: it is delivered again.
     async fn handle(&self, entry: Entry, attempt: u32) {
-        if let Err(e) = self.try_handle(&entry, attempt).await {
-            tracing::error!(queue = %self.queue.name, entry_id = %entry.id, error = %format!("{e:#}"), "Settling a message failed; it stays pending and will be delivered again.");
+        let runtime = self.runtime.load_full();
+        if let Err(e) = self.try_handle(&runtime, &entry, attempt).await {
+            tracing::error!(queue = %self.name, entry_id = %entry.id, error = %format!("{e:#}"), "Settling a message failed; it stays pending and will be delivered again.");
         }
     }
 
-    async fn try_handle(&self, entry: &Entry, attempt: u32) -> Result<()> {
-        let q = &self.queue;
-        let plugin = &self.plugin.hash;
+    async fn try_handle(&self, rt: &QueueRuntime, entry: &Entry, attempt: u32) -> Result<()> {
+        let q = &rt.queue;
+        let plugin = &rt.plugin.hash;
         let message = match Message::parse(&entry.id, &entry.fields) {
             Ok(m) => m,
             Err(e) => {
@@ -217,7 +300,7 @@ impl Shared {
         let started = std::time::Instant::now();
         let outcome = self
             .engine
-            .call(self.plugin.clone(), self.cx.clone(), wit)
+            .call(rt.plugin.clone(), rt.cx.clone(), wit)
             .await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -227,6 +310,7 @@ impl Shared {
             Outcome::Success => {
                 self.stream.ack(&entry.id, attempt > 1).await?;
                 QueueMetrics::add(&self.metrics.succeeded);
+                self.metrics.settled_by(plugin);
                 tracing::info!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, elapsed_ms, outcome = "success", "Message handled.");
             }
             Outcome::Reject { reason } => {
@@ -236,11 +320,13 @@ impl Shared {
                     .await?;
                 QueueMetrics::add(&self.metrics.rejected);
                 QueueMetrics::add(&self.metrics.dead_lettered);
+                self.metrics.settled_by(plugin);
                 tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome = "reject", reason = %reason, "Message dead-lettered.");
             }
             Outcome::Retry { reason, delay } => {
                 QueueMetrics::add(&self.metrics.retried);
                 self.failed_attempt(
+                    rt,
                     entry,
                     &message.id,
                     msg_type,
@@ -254,6 +340,7 @@ impl Shared {
             Outcome::Failed { kind, reason } => {
                 QueueMetrics::add(&self.metrics.failed);
                 self.failed_attempt(
+                    rt,
                     entry,
                     &message.id,
                     msg_type,
@@ -274,6 +361,7 @@ impl Shared {
     )]
     async fn failed_attempt(
         &self,
+        rt: &QueueRuntime,
         entry: &Entry,
         msg_id: &str,
         msg_type: &str,
@@ -282,8 +370,8 @@ impl Shared {
         reason: &str,
         delay: Option<Duration>,
     ) -> Result<()> {
-        let q = &self.queue;
-        let plugin = &self.plugin.hash;
+        let q = &rt.queue;
+        let plugin = &rt.plugin.hash;
         if attempt >= q.max_attempts {
             let reason =
                 format!("gave up after {attempt} attempts; last error ({outcome}): {reason}");

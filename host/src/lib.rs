@@ -12,7 +12,8 @@
 //! - [`stream`]: Redis Streams: key layout, groups, the router loop, queue settlement.
 //! - [`plugin`]: wasmtime: the engine, the WIT bindings, host imports, one call.
 //! - [`dispatch`]: per-queue workers: concurrency, outcome to ack / retry / dead letter.
-//! - [`host`]: start-up, the tasks, and draining on shutdown.
+//! - [`host`]: start-up, the tasks, reloads of plugins and queues.toml, draining on shutdown.
+//! - [`watch`]: watching queues.toml and plugin files, debounced.
 //! - [`admin`]: counters and the status of every stream.
 //! - [`demo`]: the local end-to-end demo.
 //! - [`cli`]: the command line.
@@ -31,3 +32,4 @@ pub mod redis_conn;
 pub mod router;
 pub mod shutdown;
 pub mod stream;
+pub mod watch;

@@ -99,7 +99,9 @@ impl TestConfig {
             .replace("@PLUGINS@", plugin_dir().to_str().unwrap())
             .replace("@PREFIX@", &prefix);
         if !text.contains("[host]") {
-            text = format!("[host]\nprefix = \"{prefix}\"\nshutdown_timeout = \"5s\"\n{text}");
+            text = format!(
+                "[host]\nprefix = \"{prefix}\"\nshutdown_timeout = \"5s\"\ncache_dir = \"cache\"\n{text}"
+            );
         }
         if !text.contains("[ingress]") {
             text = format!(

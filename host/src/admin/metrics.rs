@@ -24,6 +24,9 @@ pub struct QueueMetrics {
     pub reclaimed: AtomicU64,
     /// Handler calls running now.
     pub in_flight: AtomicU64,
+    /// Messages settled (acked or dead-lettered after an attempt), by the
+    /// content hash of the plugin version that made the attempt.
+    by_plugin: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 /// A snapshot of [`QueueMetrics`].
@@ -42,6 +45,22 @@ pub struct QueueCounts {
 impl QueueMetrics {
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a message settled by plugin version `hash`.
+    pub fn settled_by(&self, hash: &str) {
+        let mut map = self.by_plugin.lock().expect("metrics lock");
+        match map.get_mut(hash) {
+            Some(n) => *n += 1,
+            None => {
+                map.insert(hash.to_owned(), 1);
+            }
+        }
+    }
+
+    /// Messages settled per plugin version.
+    pub fn by_plugin(&self) -> BTreeMap<String, u64> {
+        self.by_plugin.lock().expect("metrics lock").clone()
     }
 
     pub fn snapshot(&self) -> QueueCounts {
@@ -70,10 +89,34 @@ pub struct RouterMetrics {
     pub reclaimed: AtomicU64,
 }
 
+/// Counters of plugin and configuration reloads.
+#[derive(Debug, Default)]
+pub struct ReloadMetrics {
+    /// Plugins compiled (at start or on a change).
+    pub compiles: AtomicU64,
+    /// Plugins loaded from the compiled-code cache instead.
+    pub cache_hits: AtomicU64,
+    /// New plugin versions swapped in.
+    pub plugin_swaps: AtomicU64,
+    /// Plugin files refused (the running version kept serving).
+    pub plugin_refused: AtomicU64,
+    /// queues.toml edits applied.
+    pub config_applied: AtomicU64,
+    /// queues.toml edits refused (the running configuration kept).
+    pub config_refused: AtomicU64,
+}
+
+impl ReloadMetrics {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
 /// Every counter of one host.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub router: RouterMetrics,
+    pub reloads: ReloadMetrics,
     queues: std::sync::RwLock<BTreeMap<String, Arc<QueueMetrics>>>,
 }
 

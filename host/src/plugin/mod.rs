@@ -7,7 +7,10 @@
 //! cap per instance. A trap, a timeout or a cap hit ends that one call; the
 //! host carries on.
 
+mod cache;
 mod host;
+
+pub use cache::CompileCache;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,10 +45,6 @@ const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// concurrency must fit (checked at start).
 pub const POOL_INSTANCES: u32 = 1024;
 
-/// Largest plugin file accepted. Components from Python or JS runtimes are
-/// around 20 MB; this leaves room and refuses anything absurd.
-pub const MAX_PLUGIN_BYTES: u64 = 128 * 1024 * 1024;
-
 /// Bytes of a plugin's stderr kept per call (a panic message fits).
 const STDERR_CAPACITY: usize = 16 * 1024;
 
@@ -56,6 +55,7 @@ pub struct PluginEngine {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     runtime: Arc<PluginRuntime>,
+    cache: Option<CompileCache>,
     _ticker: Arc<Ticker>,
 }
 
@@ -95,7 +95,8 @@ impl Drop for Ticker {
 }
 
 impl PluginEngine {
-    pub fn new() -> Result<Self> {
+    /// An engine; with `cache_dir`, compiled plugins are kept there.
+    pub fn new(cache_dir: Option<&Path>) -> Result<Self> {
         let mut pool = PoolingAllocationConfig::new();
         // Sized explicitly: one component instance per concurrent handler
         // call, a few core instances, memories and tables per component (a
@@ -148,28 +149,40 @@ impl PluginEngine {
             .build()
             .context("starting the plugin runtime")?;
 
+        let cache = cache_dir
+            .map(|dir| CompileCache::new(dir, &engine))
+            .transpose()?;
         Ok(PluginEngine {
             engine,
             linker: Arc::new(linker),
             runtime: Arc::new(PluginRuntime(Some(runtime))),
+            cache,
             _ticker: Arc::new(Ticker { stop }),
         })
     }
 
-    /// Reads, compiles and links a plugin file. Blocking and CPU-heavy: call
-    /// it off the async runtime.
-    pub fn load(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
+    /// Reads a plugin file, refusing one over `limits.max_bytes`.
+    pub fn read(path: &Path, limits: &LoadLimits) -> Result<PluginFile, LoadError> {
         let size = std::fs::metadata(path)
             .map_err(|e| LoadError::Read(e.to_string()))?
             .len();
-        if size > MAX_PLUGIN_BYTES {
-            return Err(LoadError::TooLarge(size));
+        if size > limits.max_bytes {
+            return Err(LoadError::TooLarge(size, limits.max_bytes));
         }
         let bytes = std::fs::read(path).map_err(|e| LoadError::Read(e.to_string()))?;
-        let hash = hex(&Sha256::digest(&bytes));
+        let digest = hex(&Sha256::digest(&bytes));
+        Ok(PluginFile { bytes, digest })
+    }
+
+    /// Compiles (or takes from the cache) and links a plugin. Blocking and
+    /// CPU-heavy: call it off the async runtime.
+    pub fn compile(&self, path: &Path, file: &PluginFile) -> Result<LoadedPlugin, LoadError> {
         let started = Instant::now();
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        let (component, from_cache) = match &self.cache {
+            Some(cache) => cache.component(&self.engine, &file.bytes, &file.digest),
+            None => Component::new(&self.engine, &file.bytes).map(|c| (c, false)),
+        }
+        .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
         let compile_time = started.elapsed();
         let instance_pre = self
             .linker
@@ -179,11 +192,59 @@ impl PluginEngine {
             PluginPre::new(instance_pre).map_err(|e| LoadError::WrongContract(format!("{e:#}")))?;
         Ok(LoadedPlugin {
             path: path.to_owned(),
-            hash: hash[..16].to_owned(),
+            hash: file.digest[..16].to_owned(),
+            digest: file.digest.clone(),
             compile_time,
+            from_cache,
             pre,
         })
     }
+
+    /// Reads and compiles a plugin off the async runtime, within
+    /// `limits.compile_timeout`. With `unless`, a file whose content hash is
+    /// that digest is not compiled again: `Ok(None)`.
+    pub async fn load(
+        &self,
+        path: &Path,
+        limits: &LoadLimits,
+        unless: Option<&str>,
+    ) -> Result<Option<LoadedPlugin>, LoadError> {
+        let file = {
+            let (path, limits) = (path.to_owned(), limits.clone());
+            tokio::task::spawn_blocking(move || Self::read(&path, &limits))
+                .await
+                .map_err(|e| LoadError::Read(e.to_string()))??
+        };
+        if unless == Some(file.digest.as_str()) {
+            return Ok(None);
+        }
+        let engine = self.clone();
+        let owned = path.to_owned();
+        // A compile that overruns is abandoned (its thread finishes in the
+        // background and its result is dropped); the plugin is refused.
+        let compile = tokio::task::spawn_blocking(move || engine.compile(&owned, &file));
+        match tokio::time::timeout(limits.compile_timeout, compile).await {
+            Ok(Ok(result)) => result.map(Some),
+            Ok(Err(e)) => Err(LoadError::NotAComponent(format!(
+                "compilation panicked: {e}"
+            ))),
+            Err(_) => Err(LoadError::TooSlow(limits.compile_timeout)),
+        }
+    }
+}
+
+/// Bounds on what a plugin file may cost to load.
+#[derive(Debug, Clone)]
+pub struct LoadLimits {
+    pub max_bytes: u64,
+    pub compile_timeout: Duration,
+}
+
+/// A plugin file's bytes and their SHA-256.
+#[derive(Debug, Clone)]
+pub struct PluginFile {
+    pub bytes: Vec<u8>,
+    pub digest: String,
 }
 
 /// Why a plugin file was refused.
@@ -191,8 +252,10 @@ impl PluginEngine {
 pub enum LoadError {
     #[error("cannot read the file: {0}")]
     Read(String),
-    #[error("the file is {0} bytes, more than the {MAX_PLUGIN_BYTES} allowed")]
-    TooLarge(u64),
+    #[error("the file is {0} bytes, more than the {1} allowed")]
+    TooLarge(u64, u64),
+    #[error("compiling took longer than {0:?}")]
+    TooSlow(Duration),
     #[error("not a valid WebAssembly component: {0}")]
     NotAComponent(String),
     #[error("does not fit the switchyard:plugin@0.1.0 `plugin` world: {0}")]
@@ -205,7 +268,11 @@ pub struct LoadedPlugin {
     /// First 16 hex digits of the file's SHA-256: the version that handled a
     /// message, in logs and dead-letter records.
     pub hash: String,
+    /// The whole SHA-256, the key of the compiled-code cache.
+    pub digest: String,
     pub compile_time: Duration,
+    /// Whether the compiled code came from the cache.
+    pub from_cache: bool,
     pre: PluginPre<HostState>,
 }
 

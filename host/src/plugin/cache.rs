@@ -1,0 +1,113 @@
+//! The compiled-code cache: each plugin compiled once per content and engine
+//! configuration, kept on disk, so a restart or a swap back to a known version
+//! does not compile again (components from Python or JS runtimes take seconds
+//! to compile).
+//!
+//! A cache file is native code the host will run. Only the host writes the
+//! cache folder (created 0700), a file is named by the SHA-256 of the
+//! component it was compiled from and a hash of the engine configuration, and
+//! wasmtime checks on load that it was compiled by a compatible engine; a
+//! file that fails to load is deleted and the component compiled again.
+
+#![allow(
+    unsafe_code,
+    reason = "loading precompiled code is unsafe in wasmtime: see the module doc"
+)]
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+/// The version of wasmtime the host is built with; part of every cache key.
+const WASMTIME: &str = "48.0.8";
+
+/// Compiled components on disk.
+#[derive(Debug, Clone)]
+pub struct CompileCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+/// Feeds `Hash` output into SHA-256, for a key that is stable across runs
+/// (std's hashers are not).
+struct ShaHasher(Sha256);
+
+impl Hasher for ShaHasher {
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+impl CompileCache {
+    /// A cache in `dir`, created if needed, for components compiled by
+    /// `engine`.
+    pub fn new(dir: &Path, engine: &Engine) -> Result<Self> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the plugin cache {}", dir.display()))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("restricting {} to its owner", dir.display()))?;
+        }
+        let mut hasher = ShaHasher(Sha256::new());
+        WASMTIME.hash(&mut hasher);
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let engine_key = super::hex(&hasher.0.finalize()[..8]);
+        Ok(CompileCache {
+            dir: dir.to_owned(),
+            engine_key,
+        })
+    }
+
+    fn path(&self, content_hash: &str) -> PathBuf {
+        self.dir
+            .join(format!("{content_hash}-{}.cwasm", self.engine_key))
+    }
+
+    /// The compiled component for `bytes` (whose SHA-256 is `content_hash`),
+    /// from the cache if it is there, else compiled and stored. Returns
+    /// whether it came from the cache.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+        content_hash: &str,
+    ) -> Result<(Component, bool), wasmtime::Error> {
+        let path = self.path(content_hash);
+        if path.is_file() {
+            // SAFETY: see the module doc: the file was written by this host
+            // from a component with this content hash, in a folder only the
+            // host's user can write, and wasmtime checks its compatibility.
+            match unsafe { Component::deserialize_file(engine, &path) } {
+                Ok(c) => return Ok((c, true)),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "Discarding an unusable cached plugin.");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let component = Component::new(engine, bytes)?;
+        if let Err(e) = self.store(&component, &path) {
+            tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "Could not cache a compiled plugin.");
+        }
+        Ok((component, false))
+    }
+
+    fn store(&self, component: &Component, path: &Path) -> Result<()> {
+        let code = component.serialize().map_err(anyhow::Error::from)?;
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, code).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
+        Ok(())
+    }
+}
