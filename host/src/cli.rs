@@ -159,7 +159,7 @@ async fn check(config: &ConfigArg) -> Result<ExitCode> {
     };
     let engine = host::engine(&config)?;
     let metrics = Metrics::default();
-    match host::load_plugins(&engine, &config, &Default::default(), &metrics).await {
+    match host::prepare(&engine, &config, &Default::default(), &metrics).await {
         Ok(plugins) => {
             for queue in config.queues.values() {
                 let routed = config.routes.values().any(|qs| qs.contains(&queue.name));
@@ -180,7 +180,7 @@ async fn check(config: &ConfigArg) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            eprintln!("{}: plugins refused:\n{e}", config.path.display());
+            eprintln!("{}: refused:\n{e}", config.path.display());
             Ok(ExitCode::FAILURE)
         }
     }

@@ -99,6 +99,20 @@ pub async fn load_plugins(
     Ok(loaded)
 }
 
+/// Everything a configuration needs before it can run: the instance pool
+/// fits it and every plugin loads. `switchyard check`, the start and every
+/// reload of queues.toml go through here, so a file `check` accepts is a
+/// file the running host accepts.
+pub async fn prepare(
+    engine: &PluginEngine,
+    config: &Config,
+    known: &BTreeMap<PathBuf, Arc<LoadedPlugin>>,
+    metrics: &Metrics,
+) -> Result<BTreeMap<PathBuf, Arc<LoadedPlugin>>> {
+    check_pool(config)?;
+    load_plugins(engine, config, known, metrics).await
+}
+
 fn count_load(metrics: &Metrics, plugin: &LoadedPlugin) {
     let counter = if plugin.from_cache {
         &metrics.reloads.cache_hits
@@ -128,12 +142,26 @@ pub async fn run(
     shutdown: CancellationToken,
     metrics: Arc<Metrics>,
 ) -> Result<()> {
-    check_pool(&config)?;
+    // Watch before loading, so a file replaced while the host starts is
+    // still noticed (a change to what was just loaded is a no-op).
+    let mut watcher = match Watcher::new() {
+        Ok(mut w) => {
+            let mut files: BTreeSet<PathBuf> =
+                config.queues.values().map(|q| q.plugin.clone()).collect();
+            files.insert(config.path.clone());
+            w.watch(files);
+            Some(w)
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "Cannot watch files; plugins and queues.toml will not be reloaded.");
+            None
+        }
+    };
     let keys = Keys::new(&config.host.prefix);
     let mut conn = redis_conn::shared(&client).await?;
     ensure_group(&mut conn, &config.ingress.stream, keys.group()).await?;
     let engine = engine(&config)?;
-    let plugins = load_plugins(&engine, &config, &BTreeMap::new(), &metrics).await?;
+    let plugins = prepare(&engine, &config, &BTreeMap::new(), &metrics).await?;
     let consumer = consumer_name();
     tracing::info!(
         redis = %redis_conn::describe(&client),
@@ -164,16 +192,6 @@ pub async fn run(
         host.start_queue(queue).await?;
     }
 
-    let mut watcher = match Watcher::new() {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "Cannot watch files; plugins and queues.toml will not be reloaded.");
-            None
-        }
-    };
-    if let Some(w) = &mut watcher {
-        w.watch(host.watched_files());
-    }
     loop {
         let changed = async {
             match &mut watcher {
@@ -341,11 +359,6 @@ impl Supervisor {
                 return;
             }
         };
-        if let Err(e) = check_pool(&new) {
-            tracing::warn!(error = %e, "queues.toml edit refused; the running configuration stays.");
-            refuse(&self.metrics);
-            return;
-        }
         // The router's stream and every key name are fixed for the life of
         // the process.
         if new.host.prefix != self.config.host.prefix
@@ -357,11 +370,11 @@ impl Supervisor {
         }
         new.host.prefix = self.config.host.prefix.clone();
         new.ingress = self.config.ingress.clone();
-        let plugins = match load_plugins(&self.engine, &new, &self.plugins, &self.metrics).await {
+        let plugins = match prepare(&self.engine, &new, &self.plugins, &self.metrics).await {
             Ok(p) => p,
             Err(e) => {
                 for line in e.to_string().lines() {
-                    tracing::warn!(problem = %line, "queues.toml plugin refused.");
+                    tracing::warn!(problem = %line, "queues.toml error.");
                 }
                 tracing::warn!("queues.toml edit refused; the running configuration stays.");
                 refuse(&self.metrics);

@@ -1,0 +1,441 @@
+//! Hot reload: plugin files and queues.toml change under a steady stream of
+//! messages, and no message is lost or fails because of a swap; broken files
+//! and invalid edits are refused while the running version serves; queues
+//! come and go; a restart reuses the compiled-code cache.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchyard::admin::metrics::{Metrics, ReloadMetrics};
+use switchyard::host::RunningHost;
+use switchyard_tests::*;
+
+/// The same component with a custom section appended: behaves the same, has
+/// another content hash (another version).
+fn variant(base: &[u8], tag: u32) -> Vec<u8> {
+    let name = b"switchyard-test-version";
+    let payload = tag.to_le_bytes();
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    let mut out = base.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8); // size (< 128, one LEB128 byte)
+    out.extend_from_slice(&section);
+    out
+}
+
+fn sha16(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    digest.iter().take(8).fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Replaces a file the way deploy tools do: write beside it, rename over it.
+fn replace(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn reloads(m: &Metrics) -> [u64; 4] {
+    let r = &m.reloads;
+    [
+        ReloadMetrics::get(&r.plugin_swaps),
+        ReloadMetrics::get(&r.plugin_refused),
+        ReloadMetrics::get(&r.config_applied),
+        ReloadMetrics::get(&r.config_refused),
+    ]
+}
+
+async fn wait_reloads(m: &Arc<Metrics>, what: &str, check: impl Fn([u64; 4]) -> bool) {
+    wait_for(Duration::from_secs(10), what, || {
+        let r = reloads(m);
+        let ok = check(r);
+        async move { ok }
+    })
+    .await;
+}
+
+fn work_config(concurrency: u32, ms: u32, extra: &str) -> String {
+    format!(
+        r#"
+[host]
+prefix = "@PREFIX@"
+cache_dir = "cache"
+
+[ingress]
+stream = "@PREFIX@:ingress"
+
+[routes]
+"work" = ["Work"]
+{extra}
+[queues.Work]
+plugin = "work.wasm"
+concurrency = {concurrency}
+handler_timeout = "2s"
+visibility_timeout = "5s"
+
+[queues.Work.config]
+ms = {ms}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaps_under_load_lose_and_fail_nothing() {
+    init_logs();
+    let redis = Redis::start();
+    let base = std::fs::read(plugin("sleep")).unwrap();
+    let dir = std::env::temp_dir().join(format!("switchyard-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let work = dir.join("work.wasm");
+    std::fs::write(&work, variant(&base, 0)).unwrap();
+    let cfg = TestConfig::new(&work_config(4, 2, "").replace("work.wasm", work.to_str().unwrap()));
+    let config_path = cfg.path.clone();
+    let write_config = |text: String| {
+        replace(
+            &config_path,
+            text.replace("work.wasm", work.to_str().unwrap())
+                .replace("@PREFIX@", &cfg.prefix)
+                .as_bytes(),
+        )
+    };
+
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let m = host.metrics.clone();
+    let mut conn = redis.conn().await;
+
+    // A steady producer: 1,500 messages over about 6 s.
+    const N: u64 = 1500;
+    let producer = {
+        let mut conn = redis.conn().await;
+        let ingress = cfg.ingress().to_string();
+        tokio::spawn(async move {
+            for i in 0..N {
+                xadd(
+                    &mut conn,
+                    &ingress,
+                    &[("type", "work"), ("id", &format!("w-{i}")), ("body", "{}")],
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(4)).await;
+            }
+        })
+    };
+
+    wait_for(Duration::from_secs(10), "the host serving", || {
+        let n = m.queue("Work").snapshot().succeeded;
+        async move { n > 0 }
+    })
+    .await;
+
+    let mut valid: BTreeSet<String> = BTreeSet::new();
+    valid.insert(sha16(&variant(&base, 0)));
+    let mut expect = [0u64; 4];
+    for round in 1..=3u32 {
+        // Three new versions, each replaced by rename.
+        for k in 0..3 {
+            let bytes = variant(&base, round * 10 + k);
+            valid.insert(sha16(&bytes));
+            replace(&work, &bytes);
+            expect[0] += 1;
+            wait_reloads(&m, "a swap", |r| r[0] == expect[0]).await;
+        }
+        // A broken file: refused, the last version keeps serving.
+        match round {
+            1 => replace(&work, b"this is not wasm"),
+            2 => replace(&work, &std::fs::read(plugin("wrong_world")).unwrap()),
+            _ => {
+                // Written in place in two chunks, the watcher seeing the
+                // first half on its own.
+                let bytes = variant(&base, 99);
+                valid.insert(sha16(&bytes));
+                let half = bytes.len() / 2;
+                std::fs::write(&work, &bytes[..half]).unwrap();
+                expect[1] += 1;
+                wait_reloads(&m, "the truncated file refused", |r| r[1] == expect[1]).await;
+                let mut f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&work)
+                    .unwrap();
+                std::io::Write::write_all(&mut f, &bytes[half..]).unwrap();
+                drop(f);
+                expect[0] += 1;
+                wait_reloads(&m, "the completed file swapped in", |r| r[0] == expect[0]).await;
+                continue;
+            }
+        }
+        expect[1] += 1;
+        wait_reloads(&m, "a broken file refused", |r| r[1] == expect[1]).await;
+        let served = m.queue("Work").snapshot().succeeded;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(
+            m.queue("Work").snapshot().succeeded > served,
+            "the old version must keep serving"
+        );
+        // A valid version again.
+        let bytes = variant(&base, round * 10 + 9);
+        valid.insert(sha16(&bytes));
+        replace(&work, &bytes);
+        expect[0] += 1;
+        wait_reloads(&m, "a swap after a refusal", |r| r[0] == expect[0]).await;
+
+        // queues.toml: a valid edit, then two invalid ones.
+        write_config(work_config(2 + round, round, ""));
+        expect[2] += 1;
+        wait_reloads(&m, "a config edit applied", |r| r[2] == expect[2]).await;
+        write_config(work_config(4, 1, "").replace("concurrency", "concurency"));
+        expect[3] += 1;
+        wait_reloads(&m, "an unknown key refused", |r| r[3] == expect[3]).await;
+        write_config(work_config(4, 1, "\"other\" = [\"Missing\"]"));
+        expect[3] += 1;
+        wait_reloads(&m, "a route to a missing queue refused", |r| {
+            r[3] == expect[3]
+        })
+        .await;
+    }
+    producer.await.unwrap();
+    wait_for(Duration::from_secs(30), "every message handled", || {
+        let n = m.queue("Work").snapshot().succeeded;
+        async move { n == N }
+    })
+    .await;
+    host.stop().await.unwrap();
+
+    let c = m.queue("Work").snapshot();
+    assert_eq!(
+        (c.succeeded, c.failed, c.retried, c.dead_lettered),
+        (N, 0, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(c.attempts, N, "no message was run twice");
+    assert_eq!(
+        pending(&mut conn, &cfg.queue_stream("Work"), &cfg.prefix).await,
+        0
+    );
+    assert_eq!(
+        lag(&mut conn, &cfg.queue_stream("Work"), &cfg.prefix).await,
+        Some(0)
+    );
+    assert!(dead_letters(&mut conn, &cfg).await.is_empty());
+    let by_version = m.queue("Work").by_plugin();
+    assert_eq!(by_version.values().sum::<u64>(), N);
+    assert!(by_version.len() >= 5, "versions used: {by_version:?}");
+    for version in by_version.keys() {
+        assert!(
+            valid.contains(version),
+            "{version} is not a version that was written"
+        );
+    }
+    assert_eq!(reloads(&m), expect);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_come_and_go_with_the_config() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = TestConfig::new(
+        r#"
+[host]
+prefix = "@PREFIX@"
+shutdown_timeout = "5s"
+[routes]
+"a" = ["A"]
+[queues.A]
+plugin = "@PLUGINS@/sleep.wasm"
+concurrency = 2
+[queues.A.config]
+ms = 1500
+"#,
+    );
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let m = host.metrics.clone();
+    let mut conn = redis.conn().await;
+    for i in 0..2 {
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", "a"), ("id", &format!("a-{i}")), ("body", "{}")],
+        )
+        .await;
+    }
+    wait_for(Duration::from_secs(10), "A busy", || {
+        let n = m.queue("A").snapshot().in_flight;
+        async move { n == 2 }
+    })
+    .await;
+    // Remove A while it works; add B.
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    let text = text
+        .replace("\"a\" = [\"A\"]", "\"b\" = [\"B\"]")
+        .replace("[queues.A]", "[queues.B]")
+        .replace("[queues.A.config]", "[queues.B.config]")
+        .replace("ms = 1500", "ms = 0");
+    replace(&cfg.path, text.as_bytes());
+    wait_reloads(&m, "the edit applied", |r| r[2] == 1).await;
+
+    // A drains what it had in flight.
+    wait_for(Duration::from_secs(10), "A drained", || {
+        let n = m.queue("A").snapshot().succeeded;
+        async move { n == 2 }
+    })
+    .await;
+    assert_eq!(
+        pending(&mut conn, &cfg.queue_stream("A"), &cfg.prefix).await,
+        0
+    );
+    // B consumes; `a` has no route any more.
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "b"), ("id", "b-0"), ("body", "{}")],
+    )
+    .await;
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "a"), ("id", "a-late"), ("body", "{}")],
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "B consumed", || {
+        let n = m.queue("B").snapshot().succeeded;
+        let dead = m.router.dead_lettered.load(Ordering::Relaxed);
+        async move { n == 1 && dead == 1 }
+    })
+    .await;
+    host.stop().await.unwrap();
+    assert_eq!(
+        m.queue("A").snapshot().attempts,
+        2,
+        "A read nothing after its removal"
+    );
+    let dead = dead_letters(&mut conn, &cfg).await;
+    assert_eq!(dead[0].message_id, "a-late");
+    assert_eq!(dead[0].reason, "no route for message type \"a\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_reuses_the_compiled_cache() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = TestConfig::new(
+        r#"
+[routes]
+"a" = ["A", "B"]
+[queues.A]
+plugin = "@PLUGINS@/persistence.wasm"
+[queues.B]
+plugin = "@PLUGINS@/webhook.wasm"
+"#,
+    );
+    let cold = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let m = cold.metrics.clone();
+    wait_for(Duration::from_secs(10), "plugins loaded", || {
+        let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
+        async move { n == 2 }
+    })
+    .await;
+    cold.stop().await.unwrap();
+    assert_eq!(ReloadMetrics::get(&m.reloads.compiles), 2);
+    assert_eq!(ReloadMetrics::get(&m.reloads.cache_hits), 0);
+
+    let warm = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let m = warm.metrics.clone();
+    wait_for(Duration::from_secs(10), "plugins loaded", || {
+        let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
+        async move { n == 2 }
+    })
+    .await;
+    let mut conn = redis.conn().await;
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "a"), ("body", r#"{"SiteId":1}"#)],
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "handled from cached code", || {
+        let q = m.queues();
+        let done = q.values().map(|c| c.attempts).sum::<u64>();
+        async move { done == 2 }
+    })
+    .await;
+    warm.stop().await.unwrap();
+    assert_eq!(
+        ReloadMetrics::get(&m.reloads.compiles),
+        0,
+        "no compile on a warm start"
+    );
+    assert_eq!(ReloadMetrics::get(&m.reloads.cache_hits), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_settings_apply_to_the_next_message() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = TestConfig::new(
+        r#"
+[host]
+prefix = "@PREFIX@"
+[routes]
+"s" = ["S"]
+[queues.S]
+plugin = "@PLUGINS@/sleep.wasm"
+handler_timeout = "2s"
+visibility_timeout = "5s"
+max_attempts = 1
+[queues.S.config]
+ms = 0
+"#,
+    );
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let m = host.metrics.clone();
+    let mut conn = redis.conn().await;
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "s"), ("id", "before"), ("body", "{}")],
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "handled", || {
+        let n = m.queue("S").snapshot().succeeded;
+        async move { n == 1 }
+    })
+    .await;
+    // A shorter deadline and a slower plugin setting: the next message runs
+    // past the deadline.
+    let text = std::fs::read_to_string(&cfg.path)
+        .unwrap()
+        .replace("handler_timeout = \"2s\"", "handler_timeout = \"100ms\"")
+        .replace("ms = 0", "ms = 400");
+    replace(&cfg.path, text.as_bytes());
+    wait_reloads(&m, "the edit applied", |r| r[2] == 1).await;
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "s"), ("id", "after"), ("body", "{}")],
+    )
+    .await;
+    wait_for(Duration::from_secs(10), "dead-lettered", || {
+        let n = m.queue("S").snapshot().dead_lettered;
+        async move { n == 1 }
+    })
+    .await;
+    host.stop().await.unwrap();
+    let dead = dead_letters(&mut conn, &cfg).await;
+    assert_eq!(dead[0].message_id, "after");
+    assert!(
+        dead[0]
+            .reason
+            .contains("(timeout): handler ran past its deadline of 100ms"),
+        "{}",
+        dead[0].reason
+    );
+}
