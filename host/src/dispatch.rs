@@ -16,10 +16,9 @@ use crate::admin::metrics::QueueMetrics;
 use crate::config::QueueConfig;
 use crate::message::Message;
 use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WitMessage};
-use crate::redis_conn::Reader;
+use crate::redis_conn::{Backoff, Health, Reader, is_outage};
 use crate::stream::Entry;
-use crate::stream::ingress::Backoff;
-use crate::stream::queue::QueueStream;
+use crate::stream::queue::{FailureHistory, QueueStream};
 
 /// What a queue runs with now: its settings and its plugin version. Swapped
 /// whole on a reload; each message loads it once, at its start, so a message
@@ -121,6 +120,7 @@ struct Shared {
     engine: PluginEngine,
     stream: QueueStream,
     metrics: Arc<QueueMetrics>,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for QueueWorker {
@@ -139,6 +139,7 @@ impl QueueWorker {
         stream: QueueStream,
         reader: Reader,
         metrics: Arc<QueueMetrics>,
+        health: Arc<Health>,
     ) -> Self {
         QueueWorker {
             shared: Arc::new(Shared {
@@ -148,6 +149,7 @@ impl QueueWorker {
                 engine,
                 stream,
                 metrics,
+                health,
             }),
             reader,
         }
@@ -221,14 +223,17 @@ impl QueueWorker {
             let batch: Vec<(Entry, u32)> = match batch.await {
                 Ok(b) => {
                     backoff.reset();
+                    self.shared.health.ok();
                     b
                 }
                 Err(e) => {
-                    tracing::error!(queue = %name, error = %format!("{e:#}"), "Reading the queue failed; retrying.");
+                    self.shared
+                        .health
+                        .failed(&format!("Reading queue {name}"), &e);
                     drop(permits);
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff.next()) => continue,
+                        _ = tokio::time::sleep(backoff.delay()) => continue,
                     }
                 }
             };
@@ -244,17 +249,60 @@ impl QueueWorker {
     }
 }
 
+/// How a delivery ends, decided before it is written to Redis.
+enum Settlement {
+    Ack {
+        had_failures: bool,
+    },
+    DeadLetter {
+        reason: String,
+        attempts: u32,
+        history: Option<FailureHistory>,
+    },
+    RetryLater {
+        delay: Duration,
+        history: FailureHistory,
+    },
+}
+
 impl Shared {
-    /// Runs one delivery of one message and settles it. Redis errors while
-    /// settling leave the message pending: it is delivered again.
+    /// Runs one delivery of one message and settles it. If Redis cannot be
+    /// reached to settle it, settling is retried for a while (half the
+    /// visibility timeout), so a short outage does not make a handled message
+    /// run again; after that it stays pending and is delivered again.
     async fn handle(&self, entry: Entry, attempt: u32) {
-        let runtime = self.runtime.load_full();
-        if let Err(e) = self.try_handle(&runtime, &entry, attempt).await {
-            tracing::error!(queue = %self.name, entry_id = %entry.id, error = %format!("{e:#}"), "Settling a message failed; it stays pending and will be delivered again.");
+        let rt = self.runtime.load_full();
+        let settlement = match self.attempt(&rt, &entry, attempt).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(queue = %self.name, entry_id = %entry.id, error = %format!("{e:#}"), "Preparing a delivery failed; the message stays pending and will be delivered again.");
+                return;
+            }
+        };
+        let budget = rt.queue.visibility_timeout / 2;
+        let started = std::time::Instant::now();
+        let mut backoff = Backoff::default();
+        loop {
+            match self.settle(&rt, &entry, &settlement).await {
+                Ok(()) => {
+                    self.health.ok();
+                    return;
+                }
+                Err(e) if is_outage(&e) && started.elapsed() < budget => {
+                    self.health.failed("Settling a message", &e);
+                    tokio::time::sleep(backoff.delay()).await;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.name, entry_id = %entry.id, error = %format!("{e:#}"), "Settling a message failed; it stays pending and will be delivered again.");
+                    return;
+                }
+            }
         }
     }
 
-    async fn try_handle(&self, rt: &QueueRuntime, entry: &Entry, attempt: u32) -> Result<()> {
+    /// Runs the plugin if the message may still be tried, and decides the
+    /// settlement.
+    async fn attempt(&self, rt: &QueueRuntime, entry: &Entry, attempt: u32) -> Result<Settlement> {
         let q = &rt.queue;
         let plugin = &rt.plugin.hash;
         let message = match Message::parse(&entry.id, &entry.fields) {
@@ -262,34 +310,42 @@ impl Shared {
             Err(e) => {
                 let reason = e.to_string();
                 tracing::warn!(queue = %q.name, entry_id = %entry.id, reason = %reason, "Malformed queue entry dead-lettered.");
-                self.stream.dead_letter(entry, &reason, 0, "").await?;
                 QueueMetrics::add(&self.metrics.dead_lettered);
-                return Ok(());
+                return Ok(Settlement::DeadLetter {
+                    reason,
+                    attempts: 0,
+                    history: None,
+                });
             }
         };
+        let (msg_id, msg_type) = (message.id.clone(), message.message_type.clone());
         if attempt > q.max_attempts {
             // Delivered more often than allowed without a recorded outcome:
             // its handler kept dying with its host (or hanging). Never run it
             // again.
-            let last = self.stream.last_error(&entry.id).await?;
+            let history = self.stream.failures(&entry.id).await?;
             let reason = format!(
                 "gave up after {} deliveries (max_attempts {}); last error: {}",
                 attempt - 1,
                 q.max_attempts,
-                last.as_deref()
-                    .unwrap_or("none recorded: the handler never finished")
+                history
+                    .as_ref()
+                    .and_then(|h| h.errors.last())
+                    .map_or("none recorded: the handler never finished", String::as_str)
             );
-            tracing::warn!(queue = %q.name, msg_id = %message.id, msg_type = %message.message_type, attempt, reason = %reason, "Message dead-lettered.");
-            self.stream
-                .dead_letter(entry, &reason, attempt - 1, plugin)
-                .await?;
+            tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, reason = %reason, "Message dead-lettered.");
             QueueMetrics::add(&self.metrics.dead_lettered);
-            return Ok(());
+            self.metrics.settled_by(plugin);
+            return Ok(Settlement::DeadLetter {
+                reason,
+                attempts: attempt - 1,
+                history,
+            });
         }
 
         let wit = WitMessage {
-            id: message.id.clone(),
-            message_type: message.message_type.clone(),
+            id: message.id,
+            message_type: message.message_type,
             queue: q.name.clone(),
             body: message.body,
             headers: message.headers,
@@ -305,89 +361,93 @@ impl Shared {
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
 
-        let (msg_id, msg_type) = (&message.id, &message.message_type);
-        match outcome {
+        let (kind, reason, delay) = match outcome {
             Outcome::Success => {
-                self.stream.ack(&entry.id, attempt > 1).await?;
                 QueueMetrics::add(&self.metrics.succeeded);
                 self.metrics.settled_by(plugin);
                 tracing::info!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, elapsed_ms, outcome = "success", "Message handled.");
+                return Ok(Settlement::Ack {
+                    had_failures: attempt > 1,
+                });
             }
             Outcome::Reject { reason } => {
                 let reason = format!("rejected by the plugin: {reason}");
-                self.stream
-                    .dead_letter(entry, &reason, attempt, plugin)
-                    .await?;
                 QueueMetrics::add(&self.metrics.rejected);
                 QueueMetrics::add(&self.metrics.dead_lettered);
                 self.metrics.settled_by(plugin);
                 tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome = "reject", reason = %reason, "Message dead-lettered.");
+                let history = if attempt > 1 {
+                    self.stream.failures(&entry.id).await?
+                } else {
+                    None
+                };
+                return Ok(Settlement::DeadLetter {
+                    reason,
+                    attempts: attempt,
+                    history,
+                });
             }
             Outcome::Retry { reason, delay } => {
                 QueueMetrics::add(&self.metrics.retried);
-                self.failed_attempt(
-                    rt,
-                    entry,
-                    &message.id,
-                    msg_type,
-                    attempt,
-                    "retry",
-                    &reason,
-                    delay,
-                )
-                .await?;
+                ("retry", reason, delay)
             }
             Outcome::Failed { kind, reason } => {
                 QueueMetrics::add(&self.metrics.failed);
-                self.failed_attempt(
-                    rt,
-                    entry,
-                    &message.id,
-                    msg_type,
-                    attempt,
-                    kind.as_str(),
-                    &reason,
-                    None,
-                )
-                .await?;
+                (kind.as_str(), reason, None)
             }
+        };
+
+        let mut history = if attempt > 1 {
+            self.stream.failures(&entry.id).await?.unwrap_or_default()
+        } else {
+            FailureHistory::default()
+        };
+        history.record(attempt, kind, &reason);
+        if attempt >= q.max_attempts {
+            let reason = format!("gave up after {attempt} attempts; last error ({kind}): {reason}");
+            QueueMetrics::add(&self.metrics.dead_lettered);
+            self.metrics.settled_by(plugin);
+            tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome = kind, reason = %reason, "Message dead-lettered.");
+            return Ok(Settlement::DeadLetter {
+                reason,
+                attempts: attempt,
+                history: Some(history),
+            });
         }
-        Ok(())
+        let delay = delay.unwrap_or_else(|| q.backoff(attempt + 1));
+        tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome = kind, reason = %reason, retry_in_ms = delay.as_millis() as u64, "Attempt failed; will retry.");
+        Ok(Settlement::RetryLater { delay, history })
     }
 
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "all of it goes into one log line"
-    )]
-    async fn failed_attempt(
+    /// Writes a settlement to Redis, in one atomic step.
+    async fn settle(
         &self,
         rt: &QueueRuntime,
         entry: &Entry,
-        msg_id: &str,
-        msg_type: &str,
-        attempt: u32,
-        outcome: &str,
-        reason: &str,
-        delay: Option<Duration>,
+        settlement: &Settlement,
     ) -> Result<()> {
-        let q = &rt.queue;
-        let plugin = &rt.plugin.hash;
-        if attempt >= q.max_attempts {
-            let reason =
-                format!("gave up after {attempt} attempts; last error ({outcome}): {reason}");
-            self.stream
-                .dead_letter(entry, &reason, attempt, plugin)
-                .await?;
-            QueueMetrics::add(&self.metrics.dead_lettered);
-            tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, "Message dead-lettered.");
-            return Ok(());
+        match settlement {
+            Settlement::Ack { had_failures } => self.stream.ack(&entry.id, *had_failures).await,
+            Settlement::DeadLetter {
+                reason,
+                attempts,
+                history,
+            } => {
+                let plugin = if *attempts == 0 {
+                    ""
+                } else {
+                    rt.plugin.hash.as_str()
+                };
+                self.stream
+                    .dead_letter(entry, reason, *attempts, plugin, history.as_ref())
+                    .await
+                    .map(drop)
+            }
+            Settlement::RetryLater { delay, history } => {
+                self.stream
+                    .retry_later(&entry.id, rt.queue.visibility_timeout, *delay, history)
+                    .await
+            }
         }
-        let delay = delay.unwrap_or_else(|| q.backoff(attempt + 1));
-        let error = format!("attempt {attempt} ({outcome}): {reason}");
-        self.stream
-            .retry_later(&entry.id, q.visibility_timeout, delay, &error)
-            .await?;
-        tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, retry_in_ms = delay.as_millis() as u64, "Attempt failed; will retry.");
-        Ok(())
     }
 }

@@ -17,7 +17,7 @@ use crate::admin::metrics::{Metrics, QueueMetrics};
 use crate::config::{Config, QueueConfig};
 use crate::dispatch::{QueueRuntime, QueueWorker, Slots};
 use crate::plugin::{LoadLimits, LoadedPlugin, POOL_INSTANCES, PluginEngine};
-use crate::redis_conn::{self, Reader};
+use crate::redis_conn::{self, Health, Reader};
 use crate::router::Router;
 use crate::stream::ingress::IngressRouter;
 use crate::stream::queue::QueueStream;
@@ -180,6 +180,7 @@ pub async fn run(
         engine,
         consumer,
         metrics,
+        health: Arc::new(Health::default()),
         plugins,
         queues: BTreeMap::new(),
         readers: CancellationToken::new(),
@@ -222,6 +223,8 @@ struct Supervisor {
     engine: PluginEngine,
     consumer: String,
     metrics: Arc<Metrics>,
+    /// Whether Redis answers, for logging outages once.
+    health: Arc<Health>,
     router: Arc<ArcSwap<Router>>,
     /// The plugins in use, by file.
     plugins: BTreeMap<PathBuf, Arc<LoadedPlugin>>,
@@ -254,6 +257,7 @@ impl Supervisor {
             visibility_timeout: self.config.ingress.visibility_timeout,
             router: self.router.clone(),
             metrics: self.metrics.clone(),
+            health: self.health.clone(),
         };
         self.loops.spawn(router.run(self.readers.clone()));
     }
@@ -278,6 +282,7 @@ impl Supervisor {
             QueueStream::new(self.conn.clone(), &self.keys, &name, &self.consumer),
             Reader::new(self.client.clone()),
             self.metrics.queue(&name),
+            self.health.clone(),
         );
         self.loops
             .spawn(worker.run(stop.clone(), self.handlers.clone()));

@@ -68,3 +68,76 @@ impl Reader {
 pub fn describe(client: &redis::Client) -> String {
     client.get_connection_info().addr().to_string()
 }
+
+/// Whether an error means Redis could not be reached (as opposed to Redis
+/// answering with an error).
+pub fn is_outage(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<redis::RedisError>())
+        .any(|e| {
+            e.is_io_error()
+                || e.is_connection_refusal()
+                || e.is_connection_dropped()
+                || e.is_timeout()
+                || e.is_unrecoverable_error()
+        })
+}
+
+/// Whether Redis answers, shared by every loop of a host, so that an outage
+/// is logged once when it starts and once when it ends, not by every loop at
+/// every retry.
+#[derive(Debug, Default)]
+pub struct Health {
+    down_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Health {
+    /// A call failed; `what` says which.
+    pub fn failed(&self, what: &str, e: &anyhow::Error) {
+        if !is_outage(e) {
+            tracing::error!(error = %format!("{e:#}"), "{what} failed; retrying.");
+            return;
+        }
+        let mut down = self.down_since.lock().expect("health lock");
+        if down.is_none() {
+            *down = Some(std::time::Instant::now());
+            tracing::error!(error = %format!("{e:#}"), "Redis is unreachable; retrying with backoff until it is back.");
+        } else {
+            tracing::debug!(error = %format!("{e:#}"), "{what} failed: Redis still unreachable.");
+        }
+    }
+
+    /// A call succeeded.
+    pub fn ok(&self) {
+        let mut down = self.down_since.lock().expect("health lock");
+        if let Some(since) = down.take() {
+            tracing::warn!(
+                down_for_ms = since.elapsed().as_millis() as u64,
+                "Redis is reachable again; resuming."
+            );
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down_since.lock().expect("health lock").is_some()
+    }
+}
+
+/// Exponential backoff for a loop whose Redis calls fail: 100 ms doubling to
+/// 2 s, so an outage neither spins nor delays recovery by more than 2 s.
+#[derive(Debug, Default)]
+pub struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn delay(&mut self) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let ms = 100u64.saturating_mul(1 << self.failures.min(6).saturating_sub(1));
+        Duration::from_millis(ms.min(2_000))
+    }
+
+    pub fn reset(&mut self) {
+        self.failures = 0;
+    }
+}

@@ -140,6 +140,30 @@ async fn each_outcome_is_settled_as_promised() {
     assert_eq!(field(one, "trace").as_deref(), Some("x"));
     assert_eq!(field(one, "body").as_deref(), Some("{\"n\":1}"));
     assert_eq!(field(one, "dead-plugin").map(|p| p.len()), Some(16));
+    // Every attempt's error, oldest first, and when the failures began and
+    // ended.
+    let retried = all
+        .iter()
+        .find(|e| field(e, "id").as_deref() == Some("retry-0"))
+        .unwrap();
+    let errors: Vec<String> =
+        serde_json::from_str(&field(retried, "dead-errors").unwrap()).unwrap();
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    for (i, e) in errors.iter().enumerate() {
+        let n = i + 1;
+        assert!(
+            e.starts_with(&format!(
+                "attempt {n} (retry): upstream unavailable (attempt {n})"
+            )),
+            "{e}"
+        );
+    }
+    let first = field(retried, "dead-first-failure").unwrap();
+    let last = field(retried, "dead-last-failure").unwrap();
+    assert!(
+        first.ends_with('Z') && last.ends_with('Z') && first < last,
+        "{first} {last}"
+    );
 
     for queue in ["Reject", "Retry", "Trap"] {
         assert_eq!(

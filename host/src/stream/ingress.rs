@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Entry, Keys, dead_fields, now_rfc3339, parse_entries, parse_read};
 use crate::admin::metrics::Metrics;
 use crate::failpoint;
+use crate::redis_conn::{Backoff, Health};
 use crate::router::{Decision, Router};
 
 /// Acks each ingress entry and, only if that ack took it off the pending list
@@ -72,6 +73,7 @@ pub struct IngressRouter {
     pub visibility_timeout: Duration,
     pub router: Arc<arc_swap::ArcSwap<Router>>,
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
 }
 
 impl std::fmt::Debug for IngressRouter {
@@ -116,12 +118,15 @@ impl IngressRouter {
                 anyhow::Ok(())
             };
             match step.await {
-                Ok(()) => backoff.reset(),
+                Ok(()) => {
+                    backoff.reset();
+                    self.health.ok();
+                }
                 Err(e) => {
-                    tracing::error!(stream = %self.stream, error = %format!("{e:#}"), "Routing failed; retrying.");
+                    self.health.failed("Routing", &e);
                     tokio::select! {
                         _ = cancel.cancelled() => {}
-                        _ = tokio::time::sleep(backoff.next()) => {}
+                        _ = tokio::time::sleep(backoff.delay()) => {}
                     }
                 }
             }
@@ -271,24 +276,5 @@ fn push_fields(
     }
     for (k, v) in fields {
         inv.arg(k.as_slice()).arg(v.as_slice());
-    }
-}
-
-/// Exponential backoff for a loop whose Redis calls fail: 100 ms doubling to
-/// 5 s, so an outage neither spins nor stalls recovery.
-#[derive(Debug, Default)]
-pub(crate) struct Backoff {
-    failures: u32,
-}
-
-impl Backoff {
-    pub(crate) fn next(&mut self) -> Duration {
-        self.failures = self.failures.saturating_add(1);
-        let ms = 100u64.saturating_mul(1 << self.failures.min(6).saturating_sub(1));
-        Duration::from_millis(ms.min(5_000))
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.failures = 0;
     }
 }

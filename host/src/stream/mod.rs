@@ -10,7 +10,7 @@
 //! | `chat:events` | stream | ingress: the chat server XADDs here (group `switchyard`) |
 //! | `switchyard:queue:<Queue>` | stream | one per queue (group `switchyard`) |
 //! | `switchyard:dead` | stream | dead letters, with the reason and the original fields |
-//! | `switchyard:errors:<Queue>` | hash | last error of each message that failed and is pending a retry |
+//! | `switchyard:errors:<Queue>` | hash | failures (JSON) of each message that failed and is pending a retry |
 //!
 //! Every consumer group is named after the prefix and created at the start of
 //! its stream's history, so entries added before the host first ran are
@@ -79,6 +79,12 @@ pub mod dead_fields {
     pub const AT: &str = "dead-at";
     /// Content hash of the plugin that made the last attempt.
     pub const PLUGIN: &str = "dead-plugin";
+    /// The last few failed attempts, a JSON array of strings, oldest first.
+    pub const ERRORS: &str = "dead-errors";
+    /// When the first attempt failed.
+    pub const FIRST_FAILURE: &str = "dead-first-failure";
+    /// When the last attempt failed.
+    pub const LAST_FAILURE: &str = "dead-last-failure";
 }
 
 /// Creates `group` on `stream` at the start of its history, creating the

@@ -11,6 +11,49 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 
 use super::{Entry, Keys, dead_fields, now_rfc3339, parse_entries, parse_read};
 
+/// The failed attempts of a message pending a retry, kept in Redis (the
+/// queue's errors hash) so that any host, after any restart, continues the
+/// record and puts it in the dead-letter entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FailureHistory {
+    /// When the first attempt failed, RFC 3339.
+    pub first: String,
+    /// When the last attempt failed, RFC 3339.
+    pub last: String,
+    /// The last few failures, oldest first: `attempt N (kind): reason`.
+    pub errors: Vec<String>,
+}
+
+/// Failures kept per message; older ones are dropped.
+const KEPT_FAILURES: usize = 5;
+/// Bytes kept of one failure's reason.
+const MAX_REASON: usize = 1024;
+
+impl FailureHistory {
+    /// Adds a failed attempt.
+    pub fn record(&mut self, attempt: u32, kind: &str, reason: &str) {
+        let now = now_rfc3339();
+        if self.first.is_empty() {
+            self.first = now.clone();
+        }
+        self.last = now;
+        let mut reason = reason.to_owned();
+        if reason.len() > MAX_REASON {
+            let mut end = MAX_REASON;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason.truncate(end);
+            reason.push('…');
+        }
+        self.errors
+            .push(format!("attempt {attempt} ({kind}): {reason}"));
+        if self.errors.len() > KEPT_FAILURES {
+            self.errors.remove(0);
+        }
+    }
+}
+
 /// A queue's stream, group and consumer.
 #[derive(Clone)]
 pub struct QueueStream {
@@ -192,17 +235,19 @@ impl QueueStream {
     }
 
     /// The attempt failed and another will follow: keep the message pending,
-    /// record the error, and set its idle clock so that it becomes claimable
-    /// (idle for `visibility_timeout`) after `delay`. The schedule lives in
-    /// Redis, so another host, or this one after a restart, keeps it.
+    /// record its failures, and set its idle clock so that it becomes
+    /// claimable (idle for `visibility_timeout`) after `delay`. The schedule
+    /// lives in Redis, so another host, or this one after a restart, keeps
+    /// it.
     pub async fn retry_later(
         &self,
         id: &str,
         visibility_timeout: Duration,
         delay: Duration,
-        error: &str,
+        history: &FailureHistory,
     ) -> Result<()> {
         let idle = visibility_timeout.saturating_sub(delay).as_millis() as u64;
+        let record = serde_json::to_string(history)?;
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
@@ -219,22 +264,31 @@ impl QueueStream {
             .cmd("HSET")
             .arg(&self.errors)
             .arg(id)
-            .arg(error)
+            .arg(record)
             .ignore()
             .query_async::<()>(&mut conn)
             .await
             .with_context(|| format!("scheduling a retry of {id} on {:?}", self.stream))
     }
 
-    /// The last error recorded for a pending message.
-    pub async fn last_error(&self, id: &str) -> Result<Option<String>> {
+    /// The failures recorded for a pending message.
+    pub async fn failures(&self, id: &str) -> Result<Option<FailureHistory>> {
         let mut conn = self.conn.clone();
-        redis::cmd("HGET")
+        let record: Option<String> = redis::cmd("HGET")
             .arg(&self.errors)
             .arg(id)
             .query_async(&mut conn)
             .await
-            .with_context(|| format!("reading the last error of {id}"))
+            .with_context(|| format!("reading the failures of {id}"))?;
+        Ok(record.map(|r| {
+            serde_json::from_str(&r).unwrap_or_else(|_| {
+                // Written by something else: keep it as one opaque error.
+                FailureHistory {
+                    errors: vec![r],
+                    ..Default::default()
+                }
+            })
+        }))
     }
 
     /// Moves an entry to the dead-letter stream with `reason` and acks it, in
@@ -245,6 +299,7 @@ impl QueueStream {
         reason: &str,
         attempts: u32,
         plugin: &str,
+        history: Option<&FailureHistory>,
     ) -> Result<String> {
         let mut conn = self.conn.clone();
         let mut xadd = redis::cmd("XADD");
@@ -264,6 +319,14 @@ impl QueueStream {
             .arg(now_rfc3339())
             .arg(dead_fields::PLUGIN)
             .arg(plugin);
+        if let Some(h) = history {
+            xadd.arg(dead_fields::ERRORS)
+                .arg(serde_json::to_string(&h.errors)?)
+                .arg(dead_fields::FIRST_FAILURE)
+                .arg(&h.first)
+                .arg(dead_fields::LAST_FAILURE)
+                .arg(&h.last);
+        }
         for (k, v) in &entry.fields {
             xadd.arg(k.as_slice()).arg(v.as_slice());
         }
