@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test: the plugins' payload tests, the host's unit tests, and the
 # integration tests (each with its own redis-server on a free loopback port
-# and the real plugins built from plugins/).
+# and the real plugins built from plugins/), then prints the totals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build-plugins.sh --quiet
 host=$(rustc -vV | sed -n 's/^host: //p')
-(cd plugins && cargo test -p chat-events --lib --target "$host" "$@")
-cargo test --workspace --all-targets "$@"
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+(cd plugins && cargo test -p chat-events --lib --target "$host" "$@") 2>&1 | tee -a "$out"
+cargo test --workspace --all-targets "$@" 2>&1 | tee -a "$out"
+awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$out"

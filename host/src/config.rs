@@ -47,6 +47,20 @@ pub struct HostSettings {
     pub plugin_compile_timeout: Duration,
     /// A plugin file larger than this is refused.
     pub max_plugin_bytes: u64,
+    /// What to do when a consumer group the host reads vanishes.
+    pub on_missing_group: MissingGroup,
+}
+
+/// What to do when a consumer group vanishes (Redis lost its data, or an
+/// operator deleted it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingGroup {
+    /// Recreate it at the start of the stream (every entry still there is
+    /// handled; none is skipped), and say so loudly.
+    Recreate,
+    /// Stop reading that stream, and say so loudly, until an operator
+    /// recreates the group.
+    Stop,
 }
 
 /// The default cache folder: `$XDG_CACHE_HOME/switchyard`, else
@@ -84,12 +98,17 @@ pub struct QueueConfig {
     pub handler_timeout: Duration,
     /// Linear memory cap of one plugin instance, in MiB.
     pub memory_mib: u32,
-    /// A message delivered this long ago and not yet acknowledged is taken to
-    /// be abandoned (its consumer died or hung) and is delivered again.
+    /// A message whose consumer has not renewed its lease for this long is
+    /// taken to be abandoned (its host died or hung) and is delivered again.
+    /// A live host renews the lease of every message it is handling.
     pub visibility_timeout: Duration,
     /// Deliveries before a failing message is dead-lettered.
     pub max_attempts: u32,
-    /// Delay before the second attempt; doubled for each later one.
+    /// Retries made quickly, `retry_quick_delay` apart, before the spaced
+    /// ones (in the spirit of CAP's three immediate retries).
+    pub retry_quick: u32,
+    pub retry_quick_delay: Duration,
+    /// Delay before the first spaced retry; doubled for each later one.
     pub retry_delay: Duration,
     /// Upper bound of the doubling backoff.
     pub retry_delay_max: Duration,
@@ -98,9 +117,14 @@ pub struct QueueConfig {
 }
 
 impl QueueConfig {
-    /// The backoff before attempt `next_attempt` (2, 3, ...).
+    /// The backoff before attempt `next_attempt` (2, 3, ...): the quick
+    /// retries first, then the doubling ones.
     pub fn backoff(&self, next_attempt: u32) -> Duration {
-        let doublings = next_attempt.saturating_sub(2).min(30);
+        let retry = next_attempt.saturating_sub(1);
+        if retry <= self.retry_quick {
+            return self.retry_quick_delay;
+        }
+        let doublings = (retry - self.retry_quick - 1).min(30);
         self.retry_delay
             .saturating_mul(1u32 << doublings)
             .min(self.retry_delay_max)
@@ -333,10 +357,25 @@ impl Validator {
             if !(1..=4096).contains(&max_plugin_mib) {
                 self.error(s.key("max_plugin_mib"), "must be between 1 and 4096");
             }
+            let on_missing_group = match self
+                .get::<String>(&mut s, "on_missing_group", "\"recreate\" or \"stop\"")
+                .as_deref()
+            {
+                None | Some("recreate") => MissingGroup::Recreate,
+                Some("stop") => MissingGroup::Stop,
+                Some(other) => {
+                    self.error(
+                        s.key("on_missing_group"),
+                        format!("must be \"recreate\" or \"stop\", found {other:?}"),
+                    );
+                    MissingGroup::Recreate
+                }
+            };
             self.finish(s);
             HostSettings {
                 prefix,
                 shutdown_timeout,
+                on_missing_group,
                 cache_dir,
                 plugin_compile_timeout,
                 max_plugin_bytes: max_plugin_mib.clamp(1, 4096) as u64 * 1024 * 1024,
@@ -495,26 +534,28 @@ impl Validator {
         let visibility_timeout = self
             .duration(&mut s, "visibility_timeout")
             .unwrap_or(Duration::from_secs(60));
-        if visibility_timeout <= handler_timeout {
-            self.error(
-                s.key("visibility_timeout"),
-                format!(
-                    "must be longer than handler_timeout ({}), or a message still being handled \
-                     would be delivered again",
-                    humantime::format_duration(handler_timeout)
-                ),
-            );
+        if visibility_timeout < Duration::from_secs(1) {
+            // Leases are renewed at a third of it: shorter would spend the
+            // host on renewals.
+            self.error(s.key("visibility_timeout"), "must be at least 1s");
         }
-        let max_attempts: i64 = self.get(&mut s, "max_attempts", "an integer").unwrap_or(5);
+        let max_attempts: i64 = self.get(&mut s, "max_attempts", "an integer").unwrap_or(15);
         if !(1..=10_000).contains(&max_attempts) {
             self.error(s.key("max_attempts"), "must be between 1 and 10000");
         }
+        let retry_quick: i64 = self.get(&mut s, "retry_quick", "an integer").unwrap_or(3);
+        if !(0..=100).contains(&retry_quick) {
+            self.error(s.key("retry_quick"), "must be between 0 and 100");
+        }
+        let retry_quick_delay = self
+            .duration(&mut s, "retry_quick_delay")
+            .unwrap_or(Duration::from_millis(100));
         let retry_delay = self
             .duration(&mut s, "retry_delay")
-            .unwrap_or(Duration::from_secs(1));
+            .unwrap_or(Duration::from_secs(30));
         let retry_delay_max = self
             .duration(&mut s, "retry_delay_max")
-            .unwrap_or(Duration::from_secs(300));
+            .unwrap_or(Duration::from_secs(600));
         if retry_delay_max < retry_delay {
             self.error(
                 s.key("retry_delay_max"),
@@ -541,6 +582,8 @@ impl Validator {
             memory_mib: memory_mib as u32,
             visibility_timeout,
             max_attempts: max_attempts as u32,
+            retry_quick: retry_quick as u32,
+            retry_quick_delay,
             retry_delay,
             retry_delay_max,
             plugin_config,
@@ -668,15 +711,14 @@ mod tests {
     }
 
     #[test]
-    fn rejects_a_visibility_timeout_shorter_than_the_handler_timeout() {
+    fn rejects_a_visibility_timeout_under_a_second() {
         let err = parse(
             r#"
             [routes]
             "a" = ["Q"]
             [queues.Q]
             plugin = "PLUGIN"
-            handler_timeout = "30s"
-            visibility_timeout = "10s"
+            visibility_timeout = "500ms"
             "#,
         )
         .unwrap_err();
@@ -697,13 +739,15 @@ mod tests {
             "a" = ["Q"]
             [queues.Q]
             plugin = "PLUGIN"
+            retry_quick = 2
+            retry_quick_delay = "250ms"
             retry_delay = "1s"
             retry_delay_max = "5s"
             "#,
         )
         .unwrap();
         let q = &c.queues["Q"];
-        let delays: Vec<u64> = (2..7).map(|a| q.backoff(a).as_secs()).collect();
-        assert_eq!(delays, [1, 2, 4, 5, 5]);
+        let delays: Vec<u128> = (2..9).map(|a| q.backoff(a).as_millis()).collect();
+        assert_eq!(delays, [250, 250, 1000, 2000, 4000, 5000, 5000]);
     }
 }

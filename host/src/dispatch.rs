@@ -2,6 +2,7 @@
 //! plugin on each in a fresh instance, and settle the outcome: ack, retry
 //! later, or dead-letter.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::metrics::QueueMetrics;
-use crate::config::QueueConfig;
+use crate::config::{MissingGroup, QueueConfig};
 use crate::message::Message;
 use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WitMessage};
-use crate::redis_conn::{Backoff, Health, Reader, is_outage};
+use crate::redis_conn::{Backoff, Health, Reader, is_missing_group, is_outage};
 use crate::stream::Entry;
 use crate::stream::queue::{FailureHistory, QueueStream};
 
@@ -106,6 +107,19 @@ impl Slots {
     }
 }
 
+/// What a queue's workers are made of.
+#[derive(Debug)]
+pub struct QueueParts {
+    pub runtime: Arc<ArcSwap<QueueRuntime>>,
+    pub slots: Arc<Slots>,
+    pub engine: PluginEngine,
+    pub stream: QueueStream,
+    pub reader: Reader,
+    pub metrics: Arc<QueueMetrics>,
+    pub health: Arc<Health>,
+    pub on_missing_group: MissingGroup,
+}
+
 /// The workers of one queue in one host.
 pub struct QueueWorker {
     shared: Arc<Shared>,
@@ -121,6 +135,10 @@ struct Shared {
     stream: QueueStream,
     metrics: Arc<QueueMetrics>,
     health: Arc<Health>,
+    /// Entry ids being handled now, whose leases are renewed.
+    in_flight: Mutex<HashSet<String>>,
+    /// What to do if the queue's consumer group vanishes.
+    on_missing_group: MissingGroup,
 }
 
 impl std::fmt::Debug for QueueWorker {
@@ -132,26 +150,20 @@ impl std::fmt::Debug for QueueWorker {
 }
 
 impl QueueWorker {
-    pub fn new(
-        runtime: Arc<ArcSwap<QueueRuntime>>,
-        slots: Arc<Slots>,
-        engine: PluginEngine,
-        stream: QueueStream,
-        reader: Reader,
-        metrics: Arc<QueueMetrics>,
-        health: Arc<Health>,
-    ) -> Self {
+    pub fn new(parts: QueueParts) -> Self {
         QueueWorker {
             shared: Arc::new(Shared {
-                name: stream.queue.clone(),
-                runtime,
-                slots,
-                engine,
-                stream,
-                metrics,
-                health,
+                name: parts.stream.queue.clone(),
+                runtime: parts.runtime,
+                slots: parts.slots,
+                engine: parts.engine,
+                stream: parts.stream,
+                metrics: parts.metrics,
+                health: parts.health,
+                in_flight: Mutex::new(HashSet::new()),
+                on_missing_group: parts.on_missing_group,
             }),
-            reader,
+            reader: parts.reader,
         }
     }
 
@@ -162,6 +174,10 @@ impl QueueWorker {
     pub async fn run(mut self, cancel: CancellationToken, tracker: TaskTracker) {
         let name = self.shared.name.clone();
         let semaphore = self.shared.slots.semaphore.clone();
+        // Leases are renewed while handlers run, including after this loop
+        // stops reading (shutdown, or the queue removed) until the last one
+        // is done; so the task is tracked with the handlers.
+        tracker.spawn(self.shared.clone().renew_leases(cancel.clone()));
         let mut next_claim = tokio::time::Instant::now();
         let mut cursor = "0-0".to_string();
         let mut backoff = Backoff::default();
@@ -231,6 +247,9 @@ impl QueueWorker {
                         .health
                         .failed(&format!("Reading queue {name}"), &e);
                     drop(permits);
+                    if is_missing_group(&e) {
+                        self.shared.group_missing().await;
+                    }
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(backoff.delay()) => continue,
@@ -239,6 +258,11 @@ impl QueueWorker {
             };
             for ((entry, attempt), permit) in batch.into_iter().zip(permits) {
                 let shared = self.shared.clone();
+                shared
+                    .in_flight
+                    .lock()
+                    .expect("in-flight lock")
+                    .insert(entry.id.clone());
                 tracker.spawn(async move {
                     shared.handle(entry, attempt).await;
                     shared.slots.release(permit);
@@ -266,13 +290,72 @@ enum Settlement {
 }
 
 impl Shared {
+    /// Renews the lease of every message being handled, every third of the
+    /// visibility timeout, so that no other consumer takes over a message a
+    /// live host is still handling, however long its handler runs. Ends once
+    /// `stop` has fired and no handler is left.
+    async fn renew_leases(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            let every = self.runtime.load().queue.visibility_timeout / 3;
+            if stop.is_cancelled() {
+                tokio::time::sleep(every).await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+            let ids: Vec<String> = self
+                .in_flight
+                .lock()
+                .expect("in-flight lock")
+                .iter()
+                .cloned()
+                .collect();
+            if ids.is_empty() {
+                if stop.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            match self.stream.renew_leases(&ids).await {
+                Ok(_) => self.health.ok(),
+                Err(e) => self.health.failed("Renewing leases", &e),
+            }
+        }
+    }
+
+    /// The queue's consumer group is gone (Redis lost its data, or someone
+    /// deleted it). Said loudly; recreated at the start of the stream, never
+    /// at its end, only if the operator chose so.
+    async fn group_missing(&self) {
+        match self.on_missing_group {
+            MissingGroup::Recreate => {
+                tracing::error!(queue = %self.name, stream = %self.stream.stream, "The queue's consumer group is gone (did Redis lose its data?); recreating it at the start of the stream (host.on_missing_group = \"recreate\").");
+                if let Err(e) = self.stream.recreate_group().await {
+                    tracing::error!(queue = %self.name, error = %format!("{e:#}"), "Recreating the consumer group failed.");
+                }
+            }
+            MissingGroup::Stop => {
+                tracing::error!(queue = %self.name, stream = %self.stream.stream, "The queue's consumer group is gone (did Redis lose its data?); not reading until an operator recreates it (host.on_missing_group = \"stop\").");
+            }
+        }
+    }
+
     /// Runs one delivery of one message and settles it. If Redis cannot be
     /// reached to settle it, settling is retried for a while (half the
     /// visibility timeout), so a short outage does not make a handled message
     /// run again; after that it stays pending and is delivered again.
     async fn handle(&self, entry: Entry, attempt: u32) {
         let rt = self.runtime.load_full();
-        let settlement = match self.attempt(&rt, &entry, attempt).await {
+        let settlement = self.attempt(&rt, &entry, attempt).await;
+        // Done running: no more lease renewals (a renewal now would undo the
+        // retry delay the settlement sets).
+        self.in_flight
+            .lock()
+            .expect("in-flight lock")
+            .remove(&entry.id);
+        let settlement = match settlement {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(queue = %self.name, entry_id = %entry.id, error = %format!("{e:#}"), "Preparing a delivery failed; the message stays pending and will be delivered again.");

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::metrics::{Metrics, QueueMetrics};
 use crate::config::{Config, QueueConfig};
-use crate::dispatch::{QueueRuntime, QueueWorker, Slots};
+use crate::dispatch::{QueueParts, QueueRuntime, QueueWorker, Slots};
 use crate::plugin::{LoadLimits, LoadedPlugin, POOL_INSTANCES, PluginEngine};
 use crate::redis_conn::{self, Health, Reader};
 use crate::router::Router;
@@ -258,6 +258,7 @@ impl Supervisor {
             router: self.router.clone(),
             metrics: self.metrics.clone(),
             health: self.health.clone(),
+            on_missing_group: self.config.host.on_missing_group,
         };
         self.loops.spawn(router.run(self.readers.clone()));
     }
@@ -275,15 +276,16 @@ impl Supervisor {
         let slots = Arc::new(Slots::new(queue.concurrency as usize));
         let runtime = Arc::new(ArcSwap::from_pointee(QueueRuntime::new(queue, plugin)));
         let stop = self.readers.child_token();
-        let worker = QueueWorker::new(
-            runtime.clone(),
-            slots.clone(),
-            self.engine.clone(),
-            QueueStream::new(self.conn.clone(), &self.keys, &name, &self.consumer),
-            Reader::new(self.client.clone()),
-            self.metrics.queue(&name),
-            self.health.clone(),
-        );
+        let worker = QueueWorker::new(QueueParts {
+            runtime: runtime.clone(),
+            slots: slots.clone(),
+            engine: self.engine.clone(),
+            stream: QueueStream::new(self.conn.clone(), &self.keys, &name, &self.consumer),
+            reader: Reader::new(self.client.clone()),
+            metrics: self.metrics.queue(&name),
+            health: self.health.clone(),
+            on_missing_group: self.config.host.on_missing_group,
+        });
         self.loops
             .spawn(worker.run(stop.clone(), self.handlers.clone()));
         self.queues.insert(

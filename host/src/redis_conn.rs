@@ -83,6 +83,13 @@ pub fn is_outage(e: &anyhow::Error) -> bool {
         })
 }
 
+/// Whether an error says a consumer group (or its stream) does not exist.
+pub fn is_missing_group(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<redis::RedisError>())
+        .any(|e| e.code() == Some("NOGROUP"))
+}
+
 /// Whether Redis answers, shared by every loop of a host, so that an outage
 /// is logged once when it starts and once when it ends, not by every loop at
 /// every retry.

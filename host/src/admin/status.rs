@@ -169,6 +169,22 @@ async fn stream_status<C: ConnectionLike>(
         status.pending = int(field("pending")).unwrap_or(0);
         status.consumers = int(field("consumers")).unwrap_or(0);
         status.lag = int(field("lag"));
+        // Redis 7.0 can miscount `lag` after an AOF reload; what is certain is
+        // that nothing waits once the group has read up to the last entry.
+        if let Some(last) = field("last-delivered-id").and_then(string) {
+            let newest: Value = redis::cmd("XREVRANGE")
+                .arg(key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(conn)
+                .await?;
+            let newest = parse_entries(&newest)?;
+            if newest.first().is_none_or(|e| e.id == last) {
+                status.lag = Some(0);
+            }
+        }
     }
     Ok(status)
 }

@@ -74,6 +74,7 @@ pub struct IngressRouter {
     pub router: Arc<arc_swap::ArcSwap<Router>>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
+    pub on_missing_group: crate::config::MissingGroup,
 }
 
 impl std::fmt::Debug for IngressRouter {
@@ -124,6 +125,9 @@ impl IngressRouter {
                 }
                 Err(e) => {
                     self.health.failed("Routing", &e);
+                    if crate::redis_conn::is_missing_group(&e) {
+                        self.group_missing().await;
+                    }
                     tokio::select! {
                         _ = cancel.cancelled() => {}
                         _ = tokio::time::sleep(backoff.delay()) => {}
@@ -132,6 +136,19 @@ impl IngressRouter {
             }
         }
         tracing::info!(stream = %self.stream, "Router stopped.");
+    }
+
+    /// The ingress group is gone: said loudly, and recreated at the start of
+    /// the stream only if the operator chose so.
+    async fn group_missing(&mut self) {
+        if self.on_missing_group == crate::config::MissingGroup::Stop {
+            tracing::error!(stream = %self.stream, "The ingress consumer group is gone (did Redis lose its data?); not routing until an operator recreates it (host.on_missing_group = \"stop\").");
+            return;
+        }
+        tracing::error!(stream = %self.stream, "The ingress consumer group is gone (did Redis lose its data?); recreating it at the start of the stream (host.on_missing_group = \"recreate\").");
+        if let Err(e) = super::ensure_group(&mut self.conn, &self.stream, self.keys.group()).await {
+            tracing::error!(stream = %self.stream, error = %format!("{e:#}"), "Recreating the ingress consumer group failed.");
+        }
     }
 
     async fn read(&mut self) -> Result<Vec<Entry>> {

@@ -54,6 +54,21 @@ impl FailureHistory {
     }
 }
 
+/// For each entry id: if it is pending for this consumer, XCLAIM it to this
+/// consumer again with JUSTID, which resets its idle time and leaves its
+/// delivery count alone. KEYS[1]: stream; ARGV: group, consumer, ids.
+const RENEW_SCRIPT: &str = r#"
+local renewed = 0
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+    renewed = renewed + 1
+  end
+end
+return renewed
+"#;
+
 /// A queue's stream, group and consumer.
 #[derive(Clone)]
 pub struct QueueStream {
@@ -213,6 +228,29 @@ impl QueueStream {
             }
         }
         Ok(counts)
+    }
+
+    /// Resets the idle clock of entries this consumer is handling, so no
+    /// other consumer takes them over; an entry another consumer has taken
+    /// meanwhile is left alone. Returns how many were renewed.
+    pub async fn renew_leases(&self, ids: &[String]) -> Result<u64> {
+        let script = redis::Script::new(RENEW_SCRIPT);
+        let mut inv = script.key(&self.stream);
+        inv.arg(&self.group).arg(&self.consumer);
+        for id in ids {
+            inv.arg(id);
+        }
+        let mut conn = self.conn.clone();
+        inv.invoke_async(&mut conn)
+            .await
+            .with_context(|| format!("renewing leases on {:?}", self.stream))
+    }
+
+    /// Creates the group again at the start of the stream (never at `$`,
+    /// which would skip every entry in it).
+    pub async fn recreate_group(&self) -> Result<()> {
+        let mut conn = self.conn.clone();
+        super::ensure_group(&mut conn, &self.stream, &self.group).await
     }
 
     /// The message was handled: acknowledge it. `had_failures` also clears
