@@ -26,6 +26,7 @@ pub struct Config {
     pub path: PathBuf,
     pub host: HostSettings,
     pub ingress: IngressSettings,
+    pub retention: RetentionSettings,
     /// Message type, lower-cased, to the queues it fans out to, in file order.
     pub routes: BTreeMap<String, Vec<String>>,
     /// Queue name to its settings.
@@ -84,6 +85,24 @@ pub struct IngressSettings {
     /// An ingress entry read by a router that has been pending this long is
     /// taken over by another router (its reader died).
     pub visibility_timeout: Duration,
+}
+
+/// The `[retention]` table: how streams are kept bounded.
+#[derive(Debug, Clone)]
+pub struct RetentionSettings {
+    /// How often the host trims.
+    pub interval: Duration,
+    /// Handled entries of the ingress and queue streams are kept this long
+    /// (for inspection), then trimmed. Entries not yet read, or read and
+    /// still pending, are never trimmed.
+    pub keep_handled: Duration,
+    /// Dead letters are kept this long (CAP keeps failed messages 15 days).
+    pub dead_letter_age: Duration,
+    /// And at most this many; 0 for no limit.
+    pub dead_letter_max_len: u64,
+    /// A consumer idle this long with nothing pending (its process is gone)
+    /// is removed from its group.
+    pub idle_consumer: Duration,
 }
 
 /// One `[queues.<name>]` table.
@@ -407,6 +426,32 @@ impl Validator {
             }
         };
 
+        let retention = {
+            let t = self.table(&mut top, "retention");
+            let empty = toml::Table::new();
+            let mut s = Section::new("retention", t.unwrap_or(&empty));
+            let r = RetentionSettings {
+                interval: self
+                    .duration(&mut s, "interval")
+                    .unwrap_or(Duration::from_secs(60)),
+                keep_handled: self
+                    .duration(&mut s, "keep_handled")
+                    .unwrap_or(Duration::from_secs(3600)),
+                dead_letter_age: self
+                    .duration(&mut s, "dead_letter_age")
+                    .unwrap_or(Duration::from_secs(15 * 24 * 3600)),
+                dead_letter_max_len: self
+                    .get::<i64>(&mut s, "dead_letter_max_len", "an integer")
+                    .unwrap_or(0)
+                    .max(0) as u64,
+                idle_consumer: self
+                    .duration(&mut s, "idle_consumer")
+                    .unwrap_or(Duration::from_secs(3600)),
+            };
+            self.finish(s);
+            r
+        };
+
         let mut queues = BTreeMap::new();
         match self.table(&mut top, "queues") {
             None => self.error("queues".into(), "at least one queue must be declared"),
@@ -488,6 +533,7 @@ impl Validator {
             path: path.to_owned(),
             host,
             ingress,
+            retention,
             routes,
             queues,
         }

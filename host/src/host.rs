@@ -21,7 +21,7 @@ use crate::redis_conn::{self, Health, Reader};
 use crate::router::Router;
 use crate::stream::ingress::IngressRouter;
 use crate::stream::queue::QueueStream;
-use crate::stream::{Keys, ensure_group};
+use crate::stream::{Keys, ensure_group, retention};
 use crate::watch::Watcher;
 
 /// A name for this process's consumers, unique among every process that
@@ -193,6 +193,8 @@ pub async fn run(
         host.start_queue(queue).await?;
     }
 
+    let mut maintenance = tokio::time::interval(host.config.retention.interval);
+    maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let changed = async {
             match &mut watcher {
@@ -202,6 +204,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = maintenance.tick() => host.maintain().await,
             changed = changed => {
                 host.apply(&changed).await;
                 if let Some(w) = &mut watcher {
@@ -426,6 +429,44 @@ impl Supervisor {
         self.config = new;
         QueueMetrics::add(&self.metrics.reloads.config_applied);
         tracing::info!(path = %self.config.path.display(), queues = self.queues.len(), "queues.toml applied.");
+    }
+
+    /// Keeps the streams bounded and the groups free of dead consumers (see
+    /// [`crate::stream::retention`]).
+    async fn maintain(&mut self) {
+        let r = self.config.retention.clone();
+        let mut streams = vec![self.config.ingress.stream.clone()];
+        streams.extend(self.queues.keys().map(|q| self.keys.queue_stream(q)));
+        let mut conn = self.conn.clone();
+        let result = async {
+            for stream in &streams {
+                let trimmed = retention::trim_handled(&mut conn, stream, r.keep_handled).await?;
+                if trimmed > 0 {
+                    tracing::debug!(stream = %stream, trimmed, "Trimmed handled entries.");
+                }
+                let removed = retention::remove_idle_consumers(
+                    &mut conn,
+                    stream,
+                    self.keys.group(),
+                    r.idle_consumer,
+                    &self.consumer,
+                )
+                .await?;
+                if !removed.is_empty() {
+                    tracing::info!(stream = %stream, consumers = ?removed, "Removed consumers idle with nothing pending.");
+                }
+            }
+            let dead = self.keys.dead_letter();
+            let trimmed = retention::trim_dead_letters(&mut conn, &dead, &r).await?;
+            if trimmed > 0 {
+                tracing::info!(stream = %dead, trimmed, "Trimmed dead letters past their retention.");
+            }
+            anyhow::Ok(())
+        };
+        match result.await {
+            Ok(()) => self.health.ok(),
+            Err(e) => self.health.failed("Trimming streams", &e),
+        }
     }
 
     async fn drain(self) {

@@ -18,6 +18,7 @@
 
 pub mod ingress;
 pub mod queue;
+pub mod retention;
 
 use anyhow::{Context, Result, bail};
 use redis::Value;

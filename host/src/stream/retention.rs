@@ -1,0 +1,221 @@
+//! Keeping streams bounded: handled entries of the ingress and queue streams
+//! are trimmed after a while, dead letters after their retention, and the
+//! consumers of processes that are gone are removed once nothing is pending
+//! for them.
+//!
+//! An entry is trimmed only if every group on its stream has read it and
+//! none has it pending: the trim point is the lowest of each group's oldest
+//! pending entry and first unread entry, and both only move forward.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use redis::Value;
+use redis::aio::ConnectionLike;
+
+use super::string;
+use crate::config::RetentionSettings;
+
+/// Removes a consumer only if nothing is pending for it, atomically.
+/// KEYS[1]: stream; ARGV: group, consumer.
+const DELETE_CONSUMER: &str = r#"
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+"#;
+
+/// A stream entry id as numbers, for comparing.
+fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+fn pairs(v: &Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Array(flat) => flat
+            .chunks_exact(2)
+            .filter_map(|kv| Some((string(&kv[0])?, kv[1].clone())))
+            .collect(),
+        Value::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| Some((string(k)?, v.clone())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn get<'a>(pairs: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// The first entry id no group still needs: every entry below it has been
+/// read by every group and is pending for none. `None` if the stream has no
+/// group.
+pub async fn safe_trim_point<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+) -> Result<Option<(u64, u64)>> {
+    let groups: Value = match redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(conn)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("ERR") => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("XINFO GROUPS {stream}")),
+    };
+    let Value::Array(groups) = groups else {
+        return Ok(None);
+    };
+    let mut point: Option<(u64, u64)> = None;
+    for g in &groups {
+        let g = pairs(g);
+        let Some(name) = get(&g, "name").and_then(string) else {
+            continue;
+        };
+        let last = get(&g, "last-delivered-id")
+            .and_then(string)
+            .and_then(|id| parse_id(&id))
+            .context("a group without a last-delivered id")?;
+        // The first entry this group has not read.
+        let mut bound = (last.0, last.1.saturating_add(1));
+        let oldest: Value = redis::cmd("XPENDING")
+            .arg(stream)
+            .arg(&name)
+            .arg("-")
+            .arg("+")
+            .arg(1)
+            .query_async(conn)
+            .await?;
+        if let Value::Array(rows) = oldest
+            && let Some(Value::Array(row)) = rows.first()
+            && let Some(id) = row.first().and_then(string).and_then(|id| parse_id(&id))
+        {
+            bound = bound.min(id);
+        }
+        point = Some(point.map_or(bound, |p| p.min(bound)));
+    }
+    Ok(point)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Trims handled entries older than `keep` from `stream`. Returns how many
+/// were removed.
+pub async fn trim_handled<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+    keep: Duration,
+) -> Result<u64> {
+    let Some(safe) = safe_trim_point(conn, stream).await? else {
+        return Ok(0);
+    };
+    let by_age = (now_ms().saturating_sub(keep.as_millis() as u64), 0);
+    let (ms, seq) = safe.min(by_age);
+    let removed: u64 = redis::cmd("XTRIM")
+        .arg(stream)
+        .arg("MINID")
+        .arg(format!("{ms}-{seq}"))
+        .query_async(conn)
+        .await
+        .with_context(|| format!("trimming {stream}"))?;
+    Ok(removed)
+}
+
+/// Trims dead letters past their age, then past the count limit.
+pub async fn trim_dead_letters<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+    r: &RetentionSettings,
+) -> Result<u64> {
+    let cutoff = now_ms().saturating_sub(r.dead_letter_age.as_millis() as u64);
+    let mut removed: u64 = redis::cmd("XTRIM")
+        .arg(stream)
+        .arg("MINID")
+        .arg(format!("{cutoff}-0"))
+        .query_async(conn)
+        .await
+        .with_context(|| format!("trimming {stream}"))?;
+    if r.dead_letter_max_len > 0 {
+        let n: u64 = redis::cmd("XTRIM")
+            .arg(stream)
+            .arg("MAXLEN")
+            .arg(r.dead_letter_max_len)
+            .query_async(conn)
+            .await
+            .with_context(|| format!("trimming {stream}"))?;
+        removed += n;
+    }
+    Ok(removed)
+}
+
+/// Removes the consumers of `group` on `stream` that have been idle longer
+/// than `idle` with nothing pending, except `keep` (this process's own).
+/// Returns their names.
+pub async fn remove_idle_consumers<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+    group: &str,
+    idle: Duration,
+    keep: &str,
+) -> Result<Vec<String>> {
+    let consumers: Value = match redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(stream)
+        .arg(group)
+        .query_async(conn)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("NOGROUP") || e.code() == Some("ERR") => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("XINFO CONSUMERS {stream}")),
+    };
+    let Value::Array(consumers) = consumers else {
+        return Ok(Vec::new());
+    };
+    let script = redis::Script::new(DELETE_CONSUMER);
+    let mut removed = Vec::new();
+    for c in &consumers {
+        let c = pairs(c);
+        let Some(name) = get(&c, "name").and_then(string) else {
+            continue;
+        };
+        let int = |k: &str| match get(&c, k) {
+            Some(Value::Int(i)) => *i as u64,
+            _ => 0,
+        };
+        if name == keep || int("pending") > 0 || int("idle") < idle.as_millis() as u64 {
+            continue;
+        }
+        let deleted: i64 = script
+            .key(stream)
+            .arg(group)
+            .arg(&name)
+            .invoke_async(conn)
+            .await
+            .with_context(|| format!("removing consumer {name} of {stream}"))?;
+        if deleted >= 0 {
+            removed.push(name);
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_id;
+
+    #[test]
+    fn ids_compare_as_numbers() {
+        assert_eq!(parse_id("1700000000000-12"), Some((1_700_000_000_000, 12)));
+        assert!(parse_id("99-0") < parse_id("100-0"));
+        assert_eq!(parse_id("nope"), None);
+    }
+}
