@@ -52,6 +52,31 @@ pub fn plugin(name: &str) -> PathBuf {
     path
 }
 
+/// Another version of a plugin: the same component with a custom section
+/// appended, so it behaves the same and has another content hash.
+pub fn plugin_version(base: &[u8], tag: u32) -> Vec<u8> {
+    let name = b"switchyard-test-version";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&tag.to_le_bytes());
+    let mut out = base.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8); // its size: < 128, one LEB128 byte
+    out.extend_from_slice(&section);
+    out
+}
+
+/// The version name the host gives a plugin file: the first 16 hex digits
+/// of its SHA-256.
+pub fn version_hash(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
+    digest.iter().take(8).fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
 /// A redis-server for one test, stopped when dropped.
 #[derive(Debug)]
 pub struct Redis {

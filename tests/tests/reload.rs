@@ -13,30 +13,6 @@ use switchyard::admin::metrics::{Metrics, ReloadMetrics};
 use switchyard::host::RunningHost;
 use switchyard_tests::*;
 
-/// The same component with a custom section appended: behaves the same, has
-/// another content hash (another version).
-fn variant(base: &[u8], tag: u32) -> Vec<u8> {
-    let name = b"switchyard-test-version";
-    let payload = tag.to_le_bytes();
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name);
-    section.extend_from_slice(&payload);
-    let mut out = base.to_vec();
-    out.push(0); // custom section id
-    out.push(section.len() as u8); // size (< 128, one LEB128 byte)
-    out.extend_from_slice(&section);
-    out
-}
-
-fn sha16(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
-    digest.iter().take(8).fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
 /// Replaces a file the way deploy tools do: write beside it, rename over it.
 fn replace(path: &Path, bytes: &[u8]) {
     let tmp = path.with_extension("tmp");
@@ -96,7 +72,7 @@ async fn swaps_under_load_lose_and_fail_nothing() {
     let dir = std::env::temp_dir().join(format!("switchyard-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let work = dir.join("work.wasm");
-    std::fs::write(&work, variant(&base, 0)).unwrap();
+    std::fs::write(&work, plugin_version(&base, 0)).unwrap();
     let cfg = TestConfig::new(&work_config(4, 2, "").replace("work.wasm", work.to_str().unwrap()));
     let config_path = cfg.path.clone();
     let write_config = |text: String| {
@@ -137,13 +113,13 @@ async fn swaps_under_load_lose_and_fail_nothing() {
     .await;
 
     let mut valid: BTreeSet<String> = BTreeSet::new();
-    valid.insert(sha16(&variant(&base, 0)));
+    valid.insert(version_hash(&plugin_version(&base, 0)));
     let mut expect = [0u64; 4];
     for round in 1..=3u32 {
         // Three new versions, each replaced by rename.
         for k in 0..3 {
-            let bytes = variant(&base, round * 10 + k);
-            valid.insert(sha16(&bytes));
+            let bytes = plugin_version(&base, round * 10 + k);
+            valid.insert(version_hash(&bytes));
             replace(&work, &bytes);
             expect[0] += 1;
             wait_reloads(&m, "a swap", |r| r[0] == expect[0]).await;
@@ -155,8 +131,8 @@ async fn swaps_under_load_lose_and_fail_nothing() {
             _ => {
                 // Written in place in two chunks, the watcher seeing the
                 // first half on its own.
-                let bytes = variant(&base, 99);
-                valid.insert(sha16(&bytes));
+                let bytes = plugin_version(&base, 99);
+                valid.insert(version_hash(&bytes));
                 let half = bytes.len() / 2;
                 std::fs::write(&work, &bytes[..half]).unwrap();
                 expect[1] += 1;
@@ -181,8 +157,8 @@ async fn swaps_under_load_lose_and_fail_nothing() {
             "the old version must keep serving"
         );
         // A valid version again.
-        let bytes = variant(&base, round * 10 + 9);
-        valid.insert(sha16(&bytes));
+        let bytes = plugin_version(&base, round * 10 + 9);
+        valid.insert(version_hash(&bytes));
         replace(&work, &bytes);
         expect[0] += 1;
         wait_reloads(&m, "a swap after a refusal", |r| r[0] == expect[0]).await;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use switchyard::host::RunningHost;
-use switchyard_tests::{Redis, TestConfig, xadd};
+use switchyard_tests::{Redis, TestConfig, plugin_version, version_hash, xadd};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -28,23 +28,6 @@ struct Args {
     /// Linear memory cap for the queue (large runtimes need more).
     #[arg(long, default_value_t = 256)]
     memory_mib: u32,
-}
-
-fn variant(base: &[u8], tag: u32) -> Vec<u8> {
-    let name = b"switchyard-bench-version";
-    let mut section = vec![name.len() as u8];
-    section.extend_from_slice(name);
-    section.extend_from_slice(&tag.to_le_bytes());
-    let mut out = base.to_vec();
-    out.push(0);
-    out.push(section.len() as u8);
-    out.extend_from_slice(&section);
-    out
-}
-
-fn sha16(bytes: &[u8]) -> String {
-    let digest = <sha2::Sha256 as sha2::Digest>::digest(bytes);
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn summary(label: &str, mut samples: Vec<Duration>) {
@@ -68,7 +51,7 @@ async fn main() -> Result<()> {
     let dir = std::env::temp_dir().join(format!("switchyard-bench-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let file = dir.join("plugin.wasm");
-    std::fs::write(&file, variant(&base, 0))?;
+    std::fs::write(&file, plugin_version(&base, 0))?;
     let cfg = TestConfig::new(&format!(
         r#"
 [host]
@@ -141,8 +124,8 @@ visibility_timeout = "10s"
 
     let mut fresh = Vec::new();
     for round in 1..=args.rounds {
-        let bytes = variant(&base, round);
-        let hash = sha16(&bytes);
+        let bytes = plugin_version(&base, round);
+        let hash = version_hash(&bytes);
         let waiting = until_served(hash);
         swap(bytes);
         fresh.push(waiting.await?);
@@ -151,8 +134,8 @@ visibility_timeout = "10s"
     // counts as served again once its count grows.
     let mut cached = Vec::new();
     for round in 1..=args.rounds.min(5) {
-        let bytes = variant(&base, round);
-        let hash = sha16(&bytes);
+        let bytes = plugin_version(&base, round);
+        let hash = version_hash(&bytes);
         let before = m.queue("Work").by_plugin().get(&hash).copied().unwrap_or(0);
         let t0 = Instant::now();
         swap(bytes);
