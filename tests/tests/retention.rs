@@ -135,6 +135,15 @@ plugin = "@PLUGINS@/always_reject.wasm"
         )
         .await;
     }
+    wait_for(Duration::from_secs(10), "all routed", || {
+        let n = host
+            .metrics
+            .router
+            .routed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        async move { n == 10 }
+    })
+    .await;
     // While the slow queue works through its messages, every message not
     // yet handled (and the one the ghost holds) stays in the stream.
     loop {
