@@ -131,6 +131,12 @@ pub struct QueueConfig {
     pub retry_delay: Duration,
     /// Upper bound of the doubling backoff.
     pub retry_delay_max: Duration,
+    /// Keep a plugin's instances between messages (up to `concurrency`)
+    /// instead of a fresh one per message: much cheaper per message, but
+    /// state a plugin keeps in memory carries over from one message to the
+    /// next. An instance whose call trapped, timed out or hit the memory cap
+    /// is discarded; a reload starts afresh.
+    pub reuse_instances: bool,
     /// The plugin's own settings, handed to it through the `config` import.
     pub plugin_config: serde_json::Map<String, serde_json::Value>,
 }
@@ -608,6 +614,9 @@ impl Validator {
                 "must not be shorter than retry_delay",
             );
         }
+        let reuse_instances: bool = self
+            .get(&mut s, "reuse_instances", "true or false")
+            .unwrap_or(false);
         let plugin_config = self
             .table(&mut s, "config")
             .map(|t| match serde_json::to_value(t) {
@@ -632,6 +641,7 @@ impl Validator {
             retry_quick_delay,
             retry_delay,
             retry_delay_max,
+            reuse_instances,
             plugin_config,
         })
     }

@@ -16,7 +16,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::metrics::QueueMetrics;
 use crate::config::{MissingGroup, QueueConfig};
 use crate::message::Message;
-use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WitMessage};
+use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WarmPool, WitMessage};
 use crate::redis_conn::{Backoff, Health, Reader, is_missing_group, is_outage};
 use crate::stream::Entry;
 use crate::stream::queue::{FailureHistory, QueueStream};
@@ -29,6 +29,8 @@ pub struct QueueRuntime {
     pub queue: Arc<QueueConfig>,
     pub plugin: Arc<LoadedPlugin>,
     pub cx: CallContext,
+    /// Instances kept between messages, if the queue reuses them.
+    pub warm: Option<Arc<WarmPool>>,
 }
 
 impl QueueRuntime {
@@ -40,6 +42,7 @@ impl QueueRuntime {
             config: Arc::new(queue.plugin_config.clone()),
         };
         QueueRuntime {
+            warm: queue.reuse_instances.then(|| Arc::new(WarmPool::default())),
             queue: Arc::new(queue),
             plugin,
             cx,
@@ -439,7 +442,7 @@ impl Shared {
         let started = std::time::Instant::now();
         let outcome = self
             .engine
-            .call(rt.plugin.clone(), rt.cx.clone(), wit)
+            .call(rt.plugin.clone(), rt.cx.clone(), wit, rt.warm.clone())
             .await;
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);

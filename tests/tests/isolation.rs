@@ -167,3 +167,81 @@ connect = "{addr}"
         assert!(report.contains(probe), "{probe} not in {report}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_are_reused_only_when_asked_and_never_after_a_trap() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = TestConfig::new(
+        r#"
+[routes]
+"fresh" = ["Fresh"]
+"warm" = ["Warm"]
+[queues.Fresh]
+plugin = "@PLUGINS@/counter.wasm"
+concurrency = 1
+max_attempts = 1
+[queues.Warm]
+plugin = "@PLUGINS@/counter.wasm"
+concurrency = 1
+max_attempts = 1
+reuse_instances = true
+"#,
+    );
+    let mut conn = redis.conn().await;
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let m = host.metrics.clone();
+    // One message at a time, so the order of calls is the order sent.
+    let send = |t: &'static str, id: String, body: &'static str| {
+        let mut conn = conn.clone();
+        let ingress = cfg.ingress().to_owned();
+        let m = m.clone();
+        async move {
+            let queue = if t == "warm" { "Warm" } else { "Fresh" };
+            let before = m.queue(queue).snapshot().dead_lettered;
+            xadd(
+                &mut conn,
+                &ingress,
+                &[("type", t), ("id", &id), ("body", body)],
+            )
+            .await;
+            wait_for(Duration::from_secs(10), "settled", || {
+                let n = m.queue(queue).snapshot().dead_lettered;
+                async move { n == before + 1 }
+            })
+            .await;
+        }
+    };
+    for i in 0..3 {
+        send("fresh", format!("f-{i}"), "{}").await;
+        send("warm", format!("w-{i}"), "{}").await;
+    }
+    send("warm", "w-trap".into(), "\"trap\"").await;
+    send("warm", "w-after".into(), "{}").await;
+    host.stop().await.unwrap();
+    let dead = dead_letters(&mut conn, &cfg).await;
+    let reason = |id: &str| {
+        dead.iter()
+            .find(|d| d.message_id == id)
+            .unwrap()
+            .reason
+            .clone()
+    };
+    for i in 0..3 {
+        assert_eq!(reason(&format!("f-{i}")), "rejected by the plugin: call 1");
+        assert_eq!(
+            reason(&format!("w-{i}")),
+            format!("rejected by the plugin: call {}", i + 1)
+        );
+    }
+    assert!(
+        reason("w-trap").contains("counter plugin traps on call 4"),
+        "{}",
+        reason("w-trap")
+    );
+    assert_eq!(
+        reason("w-after"),
+        "rejected by the plugin: call 1",
+        "a trapped instance must not be reused"
+    );
+}

@@ -139,7 +139,7 @@ fn rss_peak_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-fn config(queues: &[&str], concurrency: u32) -> TestConfig {
+fn config(queues: &[&str], concurrency: u32, reuse: bool) -> TestConfig {
     let mut text = format!(
         "[host]\nprefix = \"@PREFIX@\"\nshutdown_timeout = \"5s\"\n[ingress]\nstream = \"@PREFIX@:ingress\"\nbatch = 512\n[routes]\n\"bench\" = [{}]\n",
         queues
@@ -150,22 +150,24 @@ fn config(queues: &[&str], concurrency: u32) -> TestConfig {
     );
     for q in queues {
         text.push_str(&format!(
-            "[queues.{q}]\nplugin = \"@PLUGINS@/sleep.wasm\"\nconcurrency = {concurrency}\n[queues.{q}.config]\nms = 0\n"
+            "[queues.{q}]\nplugin = \"@PLUGINS@/sleep.wasm\"\nconcurrency = {concurrency}\nreuse_instances = {reuse}\n[queues.{q}.config]\nms = 0\n"
         ));
     }
     TestConfig::new(&text)
 }
 
 /// Runs the host on a pre-filled backlog of `n` messages routed to
-/// `queues`, and returns the time until every copy was handled.
+/// `queues` (reusing instances or not), and returns the time until every
+/// copy was handled.
 async fn host_run(
     redis: &Redis,
     queues: &[&str],
     n: usize,
     concurrency: u32,
     batch: usize,
+    reuse: bool,
 ) -> Result<Duration> {
-    let cfg = config(queues, concurrency);
+    let cfg = config(queues, concurrency, reuse);
     let mut conn = redis.conn().await;
     fill(&mut conn, cfg.ingress(), "bench", n, batch).await?;
     let started = Instant::now();
@@ -199,7 +201,11 @@ async fn main() -> Result<()> {
     let (xadd, consume) = (rate(a.messages, xadd), rate(a.messages, consume));
     let one = rate(
         a.messages,
-        host_run(&redis, &["Work"], a.messages, a.concurrency, a.batch).await?,
+        host_run(&redis, &["Work"], a.messages, a.concurrency, a.batch, false).await?,
+    );
+    let reused = rate(
+        a.messages,
+        host_run(&redis, &["Work"], a.messages, a.concurrency, a.batch, true).await?,
     );
     let six = [
         "Persistence",
@@ -209,7 +215,15 @@ async fn main() -> Result<()> {
         "Zendesk",
         "WebHook",
     ];
-    let fan = host_run(&redis, &six, a.fanout_messages, a.concurrency, a.batch).await?;
+    let fan = host_run(
+        &redis,
+        &six,
+        a.fanout_messages,
+        a.concurrency,
+        a.batch,
+        false,
+    )
+    .await?;
     let (fan_msgs, fan_copies) = (
         rate(a.fanout_messages, fan),
         rate(a.fanout_messages * 6, fan),
@@ -235,6 +249,12 @@ async fn main() -> Result<()> {
         "host, one route, no-op wasm plugin",
         format!("{one:.0}/s"),
         one / consume
+    );
+    println!(
+        "{:<52} {:>12}  {:.3} of raw consume",
+        "host, one route, no-op wasm plugin, reused instances",
+        format!("{reused:.0}/s"),
+        reused / consume
     );
     println!(
         "{:<52} {:>12}  ({:.0} copies/s, {:.3} of raw consume)",

@@ -359,6 +359,7 @@ impl PluginEngine {
         plugin: Arc<LoadedPlugin>,
         cx: CallContext,
         message: WitMessage,
+        pool: Option<Arc<WarmPool>>,
     ) -> Outcome {
         let engine = self.clone();
         let timeout = cx.timeout;
@@ -367,7 +368,8 @@ impl PluginEngine {
             .0
             .as_ref()
             .expect("the runtime lives as long as the engine");
-        let task = rt.spawn(async move { plugin.handle(&engine, &cx, &message).await });
+        let task =
+            rt.spawn(async move { plugin.handle(&engine, &cx, &message, pool.as_deref()).await });
         let abort = task.abort_handle();
         // The call enforces its own deadline; this is the backstop should the
         // plugin runtime itself be stuck.
@@ -396,55 +398,44 @@ impl LoadedPlugin {
         engine: &PluginEngine,
         cx: &CallContext,
         message: &WitMessage,
+        pool: Option<&WarmPool>,
     ) -> Outcome {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        let mut wasi = WasiCtx::builder();
-        wasi.stderr(stderr.clone());
-        let state = HostState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: host::MemoryCap::new(cx.memory_bytes),
-            queue: cx.queue.clone(),
-            message_id: message.id.clone(),
-            plugin: self.hash.clone(),
-            config: cx.config.clone(),
-            log_lines: 0,
-        };
-        let mut store = Store::new(&engine.engine, state);
-        store.limiter(|s| &mut s.limiter);
         let deadline = Instant::now() + cx.timeout;
-        let timeout = cx.timeout;
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(DeadlineExceeded(timeout).into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        store.set_epoch_deadline(1);
+        let mut w = match pool.and_then(WarmPool::take) {
+            Some(w) => w,
+            None => Warm::new(engine, cx, self),
+        };
+        w.prepare(message, deadline, cx.timeout);
 
         let call = async {
-            let instance = self
-                .pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| (true, e))?;
-            instance
+            if w.bindings.is_none() {
+                let bindings = self
+                    .pre
+                    .instantiate_async(&mut w.store)
+                    .await
+                    .map_err(|e| (true, e))?;
+                w.bindings = Some(bindings);
+            }
+            let bindings = w.bindings.as_ref().expect("instantiated above");
+            bindings
                 .switchyard_plugin_handler()
-                .call_handle(&mut store, message)
+                .call_handle(&mut w.store, message)
                 .await
                 .map_err(|e| (false, e))
         };
         // The epoch callback stops guest code; this also stops a call parked
         // in an async host import past its deadline.
         let result = tokio::time::timeout(cx.timeout, call).await;
-        let captured = String::from_utf8_lossy(&stderr.contents())
+        let written = w.stderr.contents();
+        let captured = String::from_utf8_lossy(&written[w.stderr_seen.min(written.len())..])
             .trim()
             .to_owned();
+        w.stderr_seen = written.len();
+        let completed = matches!(result, Ok(Ok(_)));
         let outcome = match result {
             Err(_) => Outcome::Failed {
                 kind: FailureKind::Timeout,
-                reason: DeadlineExceeded(timeout).to_string(),
+                reason: DeadlineExceeded(cx.timeout).to_string(),
             },
             Ok(Ok(Ok(()))) => Outcome::Success,
             Ok(Ok(Err(Failure::Retry(r)))) => Outcome::Retry {
@@ -453,7 +444,7 @@ impl LoadedPlugin {
             },
             Ok(Ok(Err(Failure::Reject(reason)))) => Outcome::Reject { reason },
             Ok(Err((instantiating, e))) => {
-                let (kind, reason) = classify(instantiating, &e, store.data().limiter.exceeded());
+                let (kind, reason) = classify(instantiating, &e, w.store.data().limiter.exceeded());
                 Outcome::Failed {
                     kind,
                     reason: if captured.is_empty() {
@@ -467,7 +458,89 @@ impl LoadedPlugin {
         if !captured.is_empty() && !matches!(outcome, Outcome::Failed { .. }) {
             tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, stderr = %captured, "Plugin wrote to stderr.");
         }
+        // Only an instance whose call completed is kept: after a trap, a
+        // timeout or a cap hit it cannot (or must not) be entered again.
+        if let Some(pool) = pool
+            && completed
+            && w.stderr_seen < STDERR_CAPACITY / 2
+        {
+            pool.put(w);
+        }
         outcome
+    }
+}
+
+/// A store with its instance, kept between calls when the queue reuses
+/// instances.
+struct Warm {
+    store: Store<HostState>,
+    bindings: Option<Plugin>,
+    stderr: MemoryOutputPipe,
+    /// Bytes of stderr already reported.
+    stderr_seen: usize,
+}
+
+impl Warm {
+    fn new(engine: &PluginEngine, cx: &CallContext, plugin: &LoadedPlugin) -> Self {
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let mut wasi = WasiCtx::builder();
+        wasi.stderr(stderr.clone());
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: host::MemoryCap::new(cx.memory_bytes),
+            queue: cx.queue.clone(),
+            message_id: String::new(),
+            plugin: plugin.hash.clone(),
+            config: cx.config.clone(),
+            log_lines: 0,
+        };
+        let mut store = Store::new(&engine.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        Warm {
+            store,
+            bindings: None,
+            stderr,
+            stderr_seen: 0,
+        }
+    }
+
+    /// Sets up the store for one call: the message it logs for, and the
+    /// call's deadline (epoch deadlines are absolute: set before every call).
+    fn prepare(&mut self, message: &WitMessage, deadline: Instant, timeout: Duration) {
+        let state = self.store.data_mut();
+        state.message_id.clone_from(&message.id);
+        state.log_lines = 0;
+        self.store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(DeadlineExceeded(timeout).into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        self.store.set_epoch_deadline(1);
+    }
+}
+
+/// Instances kept warm for one queue's current plugin version and settings
+/// (a reload makes a new pool, so a swapped plugin never runs on a stale
+/// instance). At most the queue's concurrency are ever out at once.
+#[derive(Default)]
+pub struct WarmPool(std::sync::Mutex<Vec<Warm>>);
+
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool").finish_non_exhaustive()
+    }
+}
+
+impl WarmPool {
+    fn take(&self) -> Option<Warm> {
+        self.0.lock().expect("warm pool lock").pop()
+    }
+
+    fn put(&self, warm: Warm) {
+        self.0.lock().expect("warm pool lock").push(warm);
     }
 }
 
