@@ -207,15 +207,16 @@ async fn a_second_host_takes_over_what_a_killed_host_left_pending() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_finishes_in_flight_work_and_acks_nothing_else() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = slow_config(800, "5s");
+/// Starts a host process on `cfg` (queue Slow, concurrency 3), sends it
+/// `n` slow messages, and waits until three are in flight.
+async fn busy_host(
+    cfg: &TestConfig,
+    redis: &Redis,
+    n: usize,
+) -> (HostProcess, redis::aio::MultiplexedConnection) {
     let mut conn = redis.conn().await;
-    let stream = cfg.queue_stream("Slow");
-    let mut host = HostProcess::spawn(&cfg, &redis, &[]);
-    for i in 0..7 {
+    let host = HostProcess::spawn(cfg, redis, &[]);
+    for i in 0..n {
         xadd(
             &mut conn,
             cfg.ingress(),
@@ -223,13 +224,24 @@ async fn graceful_shutdown_finishes_in_flight_work_and_acks_nothing_else() {
         )
         .await;
     }
-    // Concurrency 3: three in flight, four waiting.
+    let stream = cfg.queue_stream("Slow");
     wait_for(Duration::from_secs(20), "three in flight", || {
         let mut conn = conn.clone();
         let (stream, group) = (stream.clone(), cfg.prefix.clone());
         async move { pending(&mut conn, &stream, &group).await == 3 }
     })
     .await;
+    (host, conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_in_flight_work_and_acks_nothing_else() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = slow_config(800, "5s");
+    let stream = cfg.queue_stream("Slow");
+    // Concurrency 3: three in flight, four waiting.
+    let (mut host, mut conn) = busy_host(&cfg, &redis, 7).await;
     host.signal("TERM");
     let status = host.wait(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status:?}");
@@ -244,23 +256,8 @@ async fn shutdown_past_its_deadline_leaves_unfinished_work_pending() {
     init_logs();
     let redis = Redis::start();
     let cfg = slow_config(3000, "200ms");
-    let mut conn = redis.conn().await;
     let stream = cfg.queue_stream("Slow");
-    let mut host = HostProcess::spawn(&cfg, &redis, &[]);
-    for i in 0..5 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "slow"), ("id", &format!("s-{i}")), ("body", "{}")],
-        )
-        .await;
-    }
-    wait_for(Duration::from_secs(20), "three in flight", || {
-        let mut conn = conn.clone();
-        let (stream, group) = (stream.clone(), cfg.prefix.clone());
-        async move { pending(&mut conn, &stream, &group).await == 3 }
-    })
-    .await;
+    let (mut host, mut conn) = busy_host(&cfg, &redis, 5).await;
     host.signal("INT");
     let status = host.wait(Duration::from_secs(5)).unwrap();
     assert!(status.success(), "{status:?}");
