@@ -124,10 +124,6 @@ impl Health {
             );
         }
     }
-
-    pub fn is_down(&self) -> bool {
-        self.down_since.lock().expect("health lock").is_some()
-    }
 }
 
 /// Exponential backoff for a loop whose Redis calls fail: 100 ms doubling to

@@ -167,8 +167,7 @@ impl Drop for DurableRedis {
     }
 }
 
-fn chaos_config(dir: &Path) -> TestConfig {
-    let _ = dir;
+fn chaos_config() -> TestConfig {
     TestConfig::new(&format!(
         r#"
 [ingress]
@@ -273,7 +272,7 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut redis = DurableRedis::start(&dir)?;
-    let cfg = chaos_config(&dir);
+    let cfg = chaos_config();
     let mut rng = XorShift(opts.seed.max(1));
     let mut logs = Vec::new();
     let spawn = |logs: &mut Vec<PathBuf>, url: &str| -> Result<HostProcess> {

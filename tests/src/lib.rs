@@ -188,33 +188,7 @@ pub async fn entries(conn: &mut MultiplexedConnection, stream: &str) -> Vec<Entr
         .query_async(conn)
         .await
         .expect("XRANGE");
-    parse_entries(&v)
-}
-
-fn parse_entries(v: &Value) -> Vec<Entry> {
-    let Value::Array(items) = v else {
-        return Vec::new();
-    };
-    items
-        .iter()
-        .filter_map(|item| {
-            let Value::Array(parts) = item else {
-                return None;
-            };
-            let id = string(parts.first()?)?;
-            let Value::Array(flat) = parts.get(1)? else {
-                return None;
-            };
-            let fields = flat
-                .chunks_exact(2)
-                .filter_map(|kv| match (&kv[0], &kv[1]) {
-                    (Value::BulkString(k), Value::BulkString(v)) => Some((k.clone(), v.clone())),
-                    _ => None,
-                })
-                .collect();
-            Some(Entry { id, fields })
-        })
-        .collect()
+    switchyard::stream::parse_entries(&v).expect("an XRANGE reply")
 }
 
 fn string(v: &Value) -> Option<String> {

@@ -8,7 +8,7 @@ use redis::Value;
 use redis::aio::ConnectionLike;
 
 use crate::config::Config;
-use crate::stream::{Entry, Keys, dead_fields, parse_entries, string};
+use crate::stream::{Entry, Keys, dead_fields, info_field, info_pairs, parse_entries, string};
 
 /// One stream and its consumer group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -147,18 +147,8 @@ async fn stream_status<C: ConnectionLike>(
         return Ok(status);
     };
     for g in groups {
-        let pairs: Vec<(String, Value)> = match g {
-            Value::Array(flat) => flat
-                .chunks_exact(2)
-                .filter_map(|kv| Some((string(&kv[0])?, kv[1].clone())))
-                .collect(),
-            Value::Map(m) => m
-                .into_iter()
-                .filter_map(|(k, v)| Some((string(&k)?, v)))
-                .collect(),
-            _ => continue,
-        };
-        let field = |name: &str| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+        let pairs = info_pairs(&g);
+        let field = |name: &str| info_field(&pairs, name);
         if field("name").and_then(string).as_deref() != Some(group) {
             continue;
         }

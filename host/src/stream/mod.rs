@@ -123,9 +123,30 @@ pub(crate) fn string(v: &Value) -> Option<String> {
     bytes(v).map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
+/// Reads an XINFO reply entry (a flat array of name, value, ... in RESP2,
+/// a map in RESP3) into name/value pairs.
+pub(crate) fn info_pairs(v: &Value) -> Vec<(String, Value)> {
+    match v {
+        Value::Array(flat) => flat
+            .chunks_exact(2)
+            .filter_map(|kv| Some((string(&kv[0])?, kv[1].clone())))
+            .collect(),
+        Value::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| Some((string(k)?, v.clone())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The value of one XINFO field.
+pub(crate) fn info_field<'a>(pairs: &'a [(String, Value)], name: &str) -> Option<&'a Value> {
+    pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}
+
 /// Parses an array of `[id, [field, value, ...]]`. Entries whose data was
 /// deleted (nil fields) are skipped.
-pub(crate) fn parse_entries(v: &Value) -> Result<Vec<Entry>> {
+pub fn parse_entries(v: &Value) -> Result<Vec<Entry>> {
     let Value::Array(items) = v else {
         if matches!(v, Value::Nil) {
             return Ok(Vec::new());

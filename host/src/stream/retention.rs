@@ -13,7 +13,7 @@ use anyhow::{Context, Result};
 use redis::Value;
 use redis::aio::ConnectionLike;
 
-use super::string;
+use super::{info_field as get, info_pairs as pairs, string};
 use crate::config::RetentionSettings;
 
 /// Removes a consumer only if nothing is pending for it, atomically.
@@ -29,24 +29,6 @@ return -1
 fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
     Some((ms.parse().ok()?, seq.parse().ok()?))
-}
-
-fn pairs(v: &Value) -> Vec<(String, Value)> {
-    match v {
-        Value::Array(flat) => flat
-            .chunks_exact(2)
-            .filter_map(|kv| Some((string(&kv[0])?, kv[1].clone())))
-            .collect(),
-        Value::Map(m) => m
-            .iter()
-            .filter_map(|(k, v)| Some((string(k)?, v.clone())))
-            .collect(),
-        _ => Vec::new(),
-    }
-}
-
-fn get<'a>(pairs: &'a [(String, Value)], key: &str) -> Option<&'a Value> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v)
 }
 
 /// The first entry id no group still needs: every entry below it has been
