@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,7 +17,7 @@ use crate::admin::metrics::QueueMetrics;
 use crate::config::{MissingGroup, QueueConfig};
 use crate::message::Message;
 use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WarmPool, WitMessage};
-use crate::redis_conn::{Backoff, Health, Reader, is_missing_group, is_outage};
+use crate::redis_conn::{Backoff, Health, Reader, SharedFailure, is_missing_group, is_outage};
 use crate::stream::Entry;
 use crate::stream::queue::{FailureHistory, QueueStream};
 
@@ -127,6 +127,18 @@ pub struct QueueParts {
 pub struct QueueWorker {
     shared: Arc<Shared>,
     reader: Reader,
+    acks: mpsc::UnboundedReceiver<AckRequest>,
+}
+
+/// Acks gathered into one XACK: as many as arrived while the last one was
+/// under way, up to this many.
+const MAX_ACK_BATCH: usize = 512;
+
+/// One handled message waiting for its ack, and who to tell when it is done.
+struct AckRequest {
+    id: String,
+    had_failures: bool,
+    done: oneshot::Sender<Result<(), SharedFailure>>,
 }
 
 /// What every handler task of the queue needs.
@@ -142,6 +154,8 @@ struct Shared {
     in_flight: Mutex<HashSet<String>>,
     /// What to do if the queue's consumer group vanishes.
     on_missing_group: MissingGroup,
+    /// To the task that acks handled messages in batches.
+    acks: mpsc::UnboundedSender<AckRequest>,
 }
 
 impl std::fmt::Debug for QueueWorker {
@@ -154,7 +168,9 @@ impl std::fmt::Debug for QueueWorker {
 
 impl QueueWorker {
     pub fn new(parts: QueueParts) -> Self {
+        let (ack_tx, acks) = mpsc::unbounded_channel();
         QueueWorker {
+            acks,
             shared: Arc::new(Shared {
                 name: parts.stream.queue.clone(),
                 runtime: parts.runtime,
@@ -165,6 +181,7 @@ impl QueueWorker {
                 health: parts.health,
                 in_flight: Mutex::new(HashSet::new()),
                 on_missing_group: parts.on_missing_group,
+                acks: ack_tx,
             }),
             reader: parts.reader,
         }
@@ -181,6 +198,8 @@ impl QueueWorker {
         // stops reading (shutdown, or the queue removed) until the last one
         // is done; so the task is tracked with the handlers.
         tracker.spawn(self.shared.clone().renew_leases(cancel.clone()));
+        // Ends when the last handler is done with the queue's shared state.
+        tracker.spawn(ack_batches(self.shared.stream.clone(), self.acks));
         let mut next_claim = tokio::time::Instant::now();
         let mut cursor = "0-0".to_string();
         let mut backoff = Backoff::default();
@@ -267,8 +286,7 @@ impl QueueWorker {
                     .expect("in-flight lock")
                     .insert(entry.id.clone());
                 tracker.spawn(async move {
-                    shared.handle(entry, attempt).await;
-                    shared.slots.release(permit);
+                    shared.handle(entry, attempt, permit).await;
                 });
             }
         }
@@ -349,9 +367,12 @@ impl Shared {
     /// reached to settle it, settling is retried for a while (half the
     /// visibility timeout), so a short outage does not make a handled message
     /// run again; after that it stays pending and is delivered again.
-    async fn handle(&self, entry: Entry, attempt: u32) {
+    async fn handle(&self, entry: Entry, attempt: u32, slot: OwnedSemaphorePermit) {
         let rt = self.runtime.load_full();
         let settlement = self.attempt(&rt, &entry, attempt).await;
+        // The handler is done: its slot can take the next message while this
+        // one is settled (settling waits on Redis, not on the plugin).
+        self.slots.release(slot);
         // Done running: no more lease renewals (a renewal now would undo the
         // retry delay the settlement sets).
         self.in_flight
@@ -513,7 +534,19 @@ impl Shared {
         settlement: &Settlement,
     ) -> Result<()> {
         match settlement {
-            Settlement::Ack { had_failures } => self.stream.ack(&entry.id, *had_failures).await,
+            Settlement::Ack { had_failures } => {
+                let (done, result) = oneshot::channel();
+                self.acks
+                    .send(AckRequest {
+                        id: entry.id.clone(),
+                        had_failures: *had_failures,
+                        done,
+                    })
+                    .map_err(|_| anyhow::anyhow!("the ack task has stopped"))?;
+                Ok(result
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the ack task has stopped"))??)
+            }
             Settlement::DeadLetter {
                 reason,
                 attempts,
@@ -534,6 +567,28 @@ impl Shared {
                     .retry_later(&entry.id, rt.queue.visibility_timeout, *delay, history)
                     .await
             }
+        }
+    }
+}
+
+/// Acks handled messages in batches: each XACK takes every ack that arrived
+/// while the previous one was under way. Under load that is one round trip
+/// for many messages; when idle, an ack goes out at once. Runs until every
+/// sender is gone.
+async fn ack_batches(stream: QueueStream, mut requests: mpsc::UnboundedReceiver<AckRequest>) {
+    let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
+    let mut ids = Vec::with_capacity(MAX_ACK_BATCH);
+    while requests.recv_many(&mut batch, MAX_ACK_BATCH).await > 0 {
+        ids.extend(
+            batch
+                .iter()
+                .map(|r: &AckRequest| (r.id.clone(), r.had_failures)),
+        );
+        let result = stream.ack(&ids).await.map_err(|e| SharedFailure::new(&e));
+        ids.clear();
+        for request in batch.drain(..) {
+            // The handler may have given up waiting (shutdown); nothing to do.
+            let _ = request.done.send(result.clone());
         }
     }
 }

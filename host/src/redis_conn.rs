@@ -72,15 +72,33 @@ pub fn describe(client: &redis::Client) -> String {
 /// Whether an error means Redis could not be reached (as opposed to Redis
 /// answering with an error).
 pub fn is_outage(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<redis::RedisError>())
-        .any(|e| {
+    e.chain().any(|c| {
+        c.downcast_ref::<redis::RedisError>().is_some_and(|e| {
             e.is_io_error()
                 || e.is_connection_refusal()
                 || e.is_connection_dropped()
                 || e.is_timeout()
                 || e.is_unrecoverable_error()
-        })
+        }) || c.downcast_ref::<SharedFailure>().is_some_and(|s| s.outage)
+    })
+}
+
+/// One command's failure as seen by each of the callers it was done for
+/// (a batch of acks): the message, and whether it was an outage.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SharedFailure {
+    pub message: String,
+    pub outage: bool,
+}
+
+impl SharedFailure {
+    pub fn new(e: &anyhow::Error) -> Self {
+        SharedFailure {
+            message: format!("{e:#}"),
+            outage: is_outage(e),
+        }
+    }
 }
 
 /// Whether an error says a consumer group (or its stream) does not exist.

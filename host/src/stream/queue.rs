@@ -253,23 +253,31 @@ impl QueueStream {
         super::ensure_group(&mut conn, &self.stream, &self.group).await
     }
 
-    /// The message was handled: acknowledge it. `had_failures` also clears
-    /// its recorded last error.
-    pub async fn ack(&self, id: &str, had_failures: bool) -> Result<()> {
+    /// The messages were handled: acknowledge them, in one XACK. Each id
+    /// with `true` beside it also has its recorded failures cleared (in the
+    /// same transaction).
+    pub async fn ack(&self, acks: &[(String, bool)]) -> Result<()> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XACK")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(id)
-            .ignore();
-        if had_failures {
-            pipe.cmd("HDEL").arg(&self.errors).arg(id).ignore();
+        let cleared: Vec<&str> = acks
+            .iter()
+            .filter(|(_, had_failures)| *had_failures)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        if !cleared.is_empty() {
+            pipe.atomic();
+        }
+        let xack = pipe.cmd("XACK").arg(&self.stream).arg(&self.group);
+        for (id, _) in acks {
+            xack.arg(id);
+        }
+        xack.ignore();
+        if !cleared.is_empty() {
+            pipe.cmd("HDEL").arg(&self.errors).arg(&cleared).ignore();
         }
         pipe.query_async::<()>(&mut conn)
             .await
-            .with_context(|| format!("acking {id} on {:?}", self.stream))
+            .with_context(|| format!("acking {} entries on {:?}", acks.len(), self.stream))
     }
 
     /// The attempt failed and another will follow: keep the message pending,
