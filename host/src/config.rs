@@ -555,6 +555,15 @@ impl Validator {
                 None
             }
             None => None,
+            Some(p) if p.starts_with(crate::plugin::BUILTIN_PREFIX) => {
+                if let Some(Err(known)) = crate::plugin::builtin_name(&p) {
+                    self.error(
+                        s.key("plugin"),
+                        format!("no built-in handler {p:?} (there are: {known})"),
+                    );
+                }
+                Some(PathBuf::from(p))
+            }
             Some(p) => {
                 let resolved = base.join(&p);
                 if !resolved.is_file() {
@@ -764,6 +773,35 @@ mod tests {
         assert!(text.contains("line 3: host.prefx: unknown key"), "{text}");
         assert!(text.contains("line 8: queues.Email.concurrency"), "{text}");
         assert_eq!(err.errors.len(), 6, "{text}");
+    }
+
+    #[test]
+    fn accepts_a_built_in_handler_and_names_the_known_ones() {
+        let c = parse(
+            r#"
+            [routes]
+            "a" = ["Discard"]
+            [queues.Discard]
+            plugin = "builtin:noop"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.queues["Discard"].plugin, PathBuf::from("builtin:noop"));
+        let err = parse(
+            r#"
+            [routes]
+            "a" = ["Q"]
+            [queues.Q]
+            plugin = "builtin:nothing"
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(err.errors[0].key, "queues.Q.plugin");
+        let text = err.to_string();
+        assert!(
+            text.contains("no built-in handler \"builtin:nothing\" (there are: builtin:noop)"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -146,8 +146,12 @@ pub async fn run(
     // still noticed (a change to what was just loaded is a no-op).
     let mut watcher = match Watcher::new() {
         Ok(mut w) => {
-            let mut files: BTreeSet<PathBuf> =
-                config.queues.values().map(|q| q.plugin.clone()).collect();
+            let mut files: BTreeSet<PathBuf> = config
+                .queues
+                .values()
+                .map(|q| q.plugin.clone())
+                .filter(|p| !crate::plugin::is_builtin(p))
+                .collect();
             files.insert(config.path.clone());
             w.watch(files);
             Some(w)
@@ -304,7 +308,12 @@ impl Supervisor {
 
     /// The files whose changes matter: queues.toml and every plugin in use.
     fn watched_files(&self) -> BTreeSet<PathBuf> {
-        let mut files: BTreeSet<PathBuf> = self.plugins.keys().cloned().collect();
+        let mut files: BTreeSet<PathBuf> = self
+            .plugins
+            .keys()
+            .filter(|p| !crate::plugin::is_builtin(p))
+            .cloned()
+            .collect();
         files.insert(self.config.path.clone());
         files
     }

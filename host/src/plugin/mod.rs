@@ -51,6 +51,36 @@ const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 /// Bytes of a plugin's stderr kept per call (a panic message fits).
 const STDERR_CAPACITY: usize = 16 * 1024;
 
+/// How a queue names a handler built into the host instead of a file.
+pub const BUILTIN_PREFIX: &str = "builtin:";
+
+/// A handler built into the host: native code, trusted, no sandbox.
+type Builtin = fn(&WitMessage) -> Result<(), Failure>;
+
+/// The built-in handlers, by name. `noop` succeeds at once: it discards a
+/// queue's messages, and it is the native baseline the benchmarks measure
+/// the WebAssembly path against (same reading, hand-off and settling).
+const BUILTINS: &[(&str, Builtin)] = &[("noop", |_| Ok(()))];
+
+/// The built-in handler a queue's `plugin` value names, if it names one
+/// (`builtin:NAME`): `Some(Err(names))` for an unknown name.
+pub fn builtin_name(plugin: &str) -> Option<Result<&str, String>> {
+    let name = plugin.strip_prefix(BUILTIN_PREFIX)?;
+    Some(match BUILTINS.iter().find(|(n, _)| *n == name) {
+        Some((n, _)) => Ok(n),
+        None => Err(BUILTINS
+            .iter()
+            .map(|(n, _)| format!("{BUILTIN_PREFIX}{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")),
+    })
+}
+
+/// Whether a plugin path names a built-in handler (which has no file).
+pub fn is_builtin(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.starts_with(BUILTIN_PREFIX))
+}
+
 /// The engine every plugin runs on, with its epoch ticker and the runtime
 /// plugin code runs on.
 #[derive(Clone)]
@@ -211,7 +241,7 @@ impl PluginEngine {
             digest: file.digest.clone(),
             compile_time,
             from_cache,
-            pre,
+            code: Code::Component(pre),
         })
     }
 
@@ -224,6 +254,28 @@ impl PluginEngine {
         limits: &LoadLimits,
         unless: Option<&str>,
     ) -> Result<Option<LoadedPlugin>, LoadError> {
+        if let Some(found) = path.to_str().and_then(builtin_name) {
+            let name = found.map_err(|known| {
+                LoadError::Read(format!("no such built-in handler (there are: {known})"))
+            })?;
+            let digest = format!("{BUILTIN_PREFIX}{name}");
+            if unless == Some(digest.as_str()) {
+                return Ok(None);
+            }
+            let run = BUILTINS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, f)| *f)
+                .expect("found above");
+            return Ok(Some(LoadedPlugin {
+                path: path.to_owned(),
+                hash: digest.clone(),
+                digest,
+                compile_time: Duration::ZERO,
+                from_cache: false,
+                code: Code::Builtin(run),
+            }));
+        }
         let file = {
             let (path, limits) = (path.to_owned(), limits.clone());
             tokio::task::spawn_blocking(move || Self::read(&path, &limits))
@@ -288,7 +340,15 @@ pub struct LoadedPlugin {
     pub compile_time: Duration,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
-    pre: PluginPre<HostState>,
+    code: Code,
+}
+
+/// What runs a plugin's handler.
+enum Code {
+    /// A component, instantiated in a sandbox for each call.
+    Component(PluginPre<HostState>),
+    /// A handler built into the host.
+    Builtin(Builtin),
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -400,6 +460,10 @@ impl LoadedPlugin {
         message: &WitMessage,
         pool: Option<&WarmPool>,
     ) -> Outcome {
+        let pre = match &self.code {
+            Code::Component(pre) => pre,
+            Code::Builtin(run) => return outcome_of(run(message)),
+        };
         let deadline = Instant::now() + cx.timeout;
         let mut w = match pool.and_then(WarmPool::take) {
             Some(w) => w,
@@ -409,8 +473,7 @@ impl LoadedPlugin {
 
         let call = async {
             if w.bindings.is_none() {
-                let bindings = self
-                    .pre
+                let bindings = pre
                     .instantiate_async(&mut w.store)
                     .await
                     .map_err(|e| (true, e))?;
@@ -437,12 +500,7 @@ impl LoadedPlugin {
                 kind: FailureKind::Timeout,
                 reason: DeadlineExceeded(cx.timeout).to_string(),
             },
-            Ok(Ok(Ok(()))) => Outcome::Success,
-            Ok(Ok(Err(Failure::Retry(r)))) => Outcome::Retry {
-                reason: r.reason,
-                delay: r.delay_ms.map(Duration::from_millis),
-            },
-            Ok(Ok(Err(Failure::Reject(reason)))) => Outcome::Reject { reason },
+            Ok(Ok(returned)) => outcome_of(returned),
             Ok(Err((instantiating, e))) => {
                 let (kind, reason) = classify(instantiating, &e, w.store.data().limiter.exceeded());
                 Outcome::Failed {
@@ -467,6 +525,18 @@ impl LoadedPlugin {
             pool.put(w);
         }
         outcome
+    }
+}
+
+/// The outcome a handler returned.
+fn outcome_of(returned: Result<(), Failure>) -> Outcome {
+    match returned {
+        Ok(()) => Outcome::Success,
+        Err(Failure::Retry(r)) => Outcome::Retry {
+            reason: r.reason,
+            delay: r.delay_ms.map(Duration::from_millis),
+        },
+        Err(Failure::Reject(reason)) => Outcome::Reject { reason },
     }
 }
 
