@@ -333,3 +333,66 @@ plugin = "@PLUGINS@/sleep.wasm"
     assert_eq!(pending(&mut conn, cfg.ingress(), &cfg.prefix).await, 0);
     assert_eq!(lag(&mut conn, cfg.ingress(), &cfg.prefix).await, Some(0));
 }
+
+/// A queue can run a handler built into the host (`builtin:noop`) instead
+/// of a plugin file: every message is acked; and acks of many messages
+/// handled at once go out batched, none left pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_in_handler_acks_every_message_in_batches() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = TestConfig::new(
+        r#"
+[routes]
+"discard" = ["Discard"]
+[queues.Discard]
+plugin = "builtin:noop"
+concurrency = 32
+"#,
+    );
+    let mut conn = redis.conn().await;
+    let n = 2_000;
+    for i in 0..n {
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", "discard"), ("id", &i.to_string()), ("body", "{}")],
+        )
+        .await;
+    }
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let m = host.metrics.queue("Discard");
+    wait_for(Duration::from_secs(20), "every message handled", || {
+        let s = m.snapshot().succeeded;
+        async move { s == n }
+    })
+    .await;
+    let stream = cfg.queue_stream("Discard");
+    wait_for(Duration::from_secs(5), "nothing pending", || {
+        let mut conn = conn.clone();
+        let (stream, group) = (stream.clone(), cfg.prefix.clone());
+        async move { pending(&mut conn, &stream, &group).await == 0 }
+    })
+    .await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    host.stop().await.unwrap();
+    let s = m.snapshot();
+    assert_eq!((s.attempts, s.failed, s.dead_lettered), (n, 0, 0));
+    // Redis counts the router's XACKs (one per entry, inside its script)
+    // with the queue's; one XACK per message would make 2n.
+    let xacks: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_xack:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .expect("XACK stats");
+    let queue_acks = xacks - n;
+    assert!(
+        queue_acks * 2 < n,
+        "{queue_acks} XACK commands for {n} messages"
+    );
+}
