@@ -1,73 +1,45 @@
-//! Benchmark: end-to-end throughput of the host, from a pre-filled ingress
-//! backlog to every message handled and acknowledged, beside raw Redis
-//! baselines measured in the same run on the same redis-server.
+//! Benchmark: end-to-end throughput, from XADD to handled and acknowledged,
+//! beside baselines measured in the same run on the same redis-server: raw
+//! Redis (pipelined XADD; XREADGROUP + XACK in batches) and the host running
+//! its built-in native no-op handler on the same path as the plugin.
 //!
 //!     ./scripts/build-plugins.sh
 //!     cargo run --release -p switchyard-bench --bin throughput
-//!
-//! Baselines: pipelined XADD (the producer side), and XREADGROUP + XACK in
-//! batches (the least any consumer of a queue must do). The host runs the
-//! no-op plugin (`sleep` with `ms = 0`) in a fresh instance per message.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use clap::Parser;
 use redis::Value;
-use switchyard::host::RunningHost;
-use switchyard_tests::{Redis, TestConfig};
+use switchyard_bench::{Handler, SIX, drain_backlog, fill, rate, rss_peak_mib, with_producer};
+use switchyard_tests::Redis;
 
 #[derive(Debug, Parser)]
 struct Args {
     /// Messages for the one-route runs.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 200_000)]
     messages: usize,
-    /// Messages for the six-queue fan-out run.
-    #[arg(long, default_value_t = 20_000)]
+    /// Messages for the six-queue fan-out runs.
+    #[arg(long, default_value_t = 30_000)]
     fanout_messages: usize,
     /// Handler concurrency of each queue.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 64)]
     concurrency: u32,
-    /// Batch size (pipeline depth) of the baselines.
-    #[arg(long, default_value_t = 256)]
-    batch: usize,
+    /// Runs only the one-route backlog drain with this handler (native,
+    /// wasm, reused), for profiling.
+    #[arg(long)]
+    only: Option<String>,
+    /// Log as the `switchyard` binary does by default (info, one line per
+    /// handled message), into /dev/null: the cost of the log itself.
+    #[arg(long)]
+    log: bool,
 }
 
-async fn fill(
-    conn: &mut redis::aio::MultiplexedConnection,
-    stream: &str,
-    message_type: &str,
-    n: usize,
-    batch: usize,
-) -> Result<Duration> {
-    let started = Instant::now();
-    let mut i = 0;
-    while i < n {
-        let mut pipe = redis::pipe();
-        for j in i..(i + batch).min(n) {
-            pipe.cmd("XADD")
-                .arg(stream)
-                .arg("*")
-                .arg("type")
-                .arg(message_type)
-                .arg("id")
-                .arg(j)
-                .arg("body")
-                .arg(r#"{"SiteId":1}"#)
-                .ignore();
-        }
-        pipe.query_async::<()>(conn).await?;
-        i += batch;
-    }
-    Ok(started.elapsed())
-}
-
-/// XREADGROUP + XACK of `n` entries in batches: the raw consumer baseline.
+/// XREADGROUP + XACK of `n` entries, 256 a batch: the raw consumer baseline.
 async fn raw_consume(
     conn: &mut redis::aio::MultiplexedConnection,
     stream: &str,
     n: usize,
-    batch: usize,
 ) -> Result<Duration> {
     let _: Value = redis::cmd("XGROUP")
         .arg("CREATE")
@@ -84,187 +56,124 @@ async fn raw_consume(
             .arg("raw")
             .arg("c")
             .arg("COUNT")
-            .arg(batch)
+            .arg(256)
             .arg("STREAMS")
             .arg(stream)
             .arg(">")
             .query_async(conn)
             .await?;
-        let ids = ids_of(&reply);
-        if ids.is_empty() {
+        let entries = switchyard::stream::parse_read(&reply)?;
+        if entries.is_empty() {
             bail!("raw consumer ran dry at {done}");
         }
         let mut ack = redis::cmd("XACK");
         ack.arg(stream).arg("raw");
-        for id in &ids {
-            ack.arg(id);
+        for e in &entries {
+            ack.arg(&e.id);
         }
         let _: i64 = ack.query_async(conn).await?;
-        done += ids.len();
+        done += entries.len();
     }
     Ok(started.elapsed())
 }
 
-fn ids_of(v: &Value) -> Vec<String> {
-    let Value::Array(streams) = v else {
-        return Vec::new();
-    };
-    let Some(Value::Array(kv)) = streams.first() else {
-        return Vec::new();
-    };
-    let Some(Value::Array(entries)) = kv.get(1) else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter_map(|e| match e {
-            Value::Array(parts) => match parts.first() {
-                Some(Value::BulkString(b)) => Some(String::from_utf8_lossy(b).into_owned()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect()
-}
-
-fn rss_peak_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
-fn config(queues: &[&str], concurrency: u32, reuse: bool) -> TestConfig {
-    let mut text = format!(
-        "[host]\nprefix = \"@PREFIX@\"\nshutdown_timeout = \"5s\"\n[ingress]\nstream = \"@PREFIX@:ingress\"\nbatch = 512\n[routes]\n\"bench\" = [{}]\n",
-        queues
-            .iter()
-            .map(|q| format!("\"{q}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for q in queues {
-        text.push_str(&format!(
-            "[queues.{q}]\nplugin = \"@PLUGINS@/sleep.wasm\"\nconcurrency = {concurrency}\nreuse_instances = {reuse}\n[queues.{q}.config]\nms = 0\n"
-        ));
-    }
-    TestConfig::new(&text)
-}
-
-/// Runs the host on a pre-filled backlog of `n` messages routed to
-/// `queues` (reusing instances or not), and returns the time until every
-/// copy was handled.
-async fn host_run(
-    redis: &Redis,
-    queues: &[&str],
-    n: usize,
-    concurrency: u32,
-    batch: usize,
-    reuse: bool,
-) -> Result<Duration> {
-    let cfg = config(queues, concurrency, reuse);
-    let mut conn = redis.conn().await;
-    fill(&mut conn, cfg.ingress(), "bench", n, batch).await?;
-    let started = Instant::now();
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
-    let m = host.metrics.clone();
-    let total = (n * queues.len()) as u64;
-    loop {
-        let done: u64 = m.queues().values().map(|c| c.succeeded).sum();
-        if done >= total {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(600) {
-            bail!("only {done} of {total} handled in 600 s");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let elapsed = started.elapsed();
-    host.stop().await?;
-    Ok(elapsed)
+fn row(what: &str, rate: f64, ratios: &str) {
+    println!("{what:<66} {:>10}/s  {ratios}", format!("{rate:.0}"));
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let a = Args::parse();
+    if a.log {
+        let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(null))
+            .init();
+    }
     let redis = Redis::start();
     let mut conn = redis.conn().await;
-    let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+    let (n, f, c) = (a.messages, a.fanout_messages, a.concurrency);
 
-    let xadd = fill(&mut conn, "baseline", "bench", a.messages, a.batch).await?;
-    let consume = raw_consume(&mut conn, "baseline", a.messages, a.batch).await?;
-    let (xadd, consume) = (rate(a.messages, xadd), rate(a.messages, consume));
-    let one = rate(
-        a.messages,
-        host_run(&redis, &["Work"], a.messages, a.concurrency, a.batch, false).await?,
-    );
-    let reused = rate(
-        a.messages,
-        host_run(&redis, &["Work"], a.messages, a.concurrency, a.batch, true).await?,
-    );
-    let six = [
-        "Persistence",
-        "Email",
-        "Ticket",
-        "Salesforce",
-        "Zendesk",
-        "WebHook",
-    ];
-    let fan = host_run(
-        &redis,
-        &six,
-        a.fanout_messages,
-        a.concurrency,
-        a.batch,
-        false,
-    )
-    .await?;
-    let (fan_msgs, fan_copies) = (
-        rate(a.fanout_messages, fan),
-        rate(a.fanout_messages * 6, fan),
-    );
+    if let Some(only) = a.only {
+        let handler = match only.as_str() {
+            "native" => Handler::Native,
+            "wasm" => Handler::Wasm,
+            "reused" => Handler::WasmReused,
+            other => bail!("--only native|wasm|reused, not {other:?}"),
+        };
+        let r = rate(n, drain_backlog(&redis, &["Work"], handler, n, c).await?);
+        row(handler.label(), r, "");
+        return Ok(());
+    }
+
+    let xadd = rate(n, fill(&mut conn, "baseline", 0, n, 256).await?);
+    let consume = rate(n, raw_consume(&mut conn, "baseline", n).await?);
+
+    let mut backlog = Vec::new();
+    for h in [Handler::Native, Handler::Wasm, Handler::WasmReused] {
+        backlog.push((h, rate(n, drain_backlog(&redis, &["Work"], h, n, c).await?)));
+    }
+    let mut producer = Vec::new();
+    for h in [Handler::Native, Handler::Wasm] {
+        producer.push((h, rate(n, with_producer(&redis, &["Work"], h, n, c).await?)));
+    }
+    let mut fanout = Vec::new();
+    for h in [Handler::Native, Handler::Wasm] {
+        fanout.push((h, rate(f, drain_backlog(&redis, &SIX, h, f, c).await?)));
+    }
 
     println!(
-        "machine: {} cores; redis-server beside the host; batch {}",
+        "machine: {} cores, redis-server beside the host; {n} messages one route, {f} fan-out; concurrency {c} per queue",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        a.batch
     );
-    println!(
-        "{:<52} {:>12}",
-        "baseline: pipelined XADD",
-        format!("{xadd:.0}/s")
+    row("baseline: pipelined XADD, 256 a pipeline", xadd, "");
+    row(
+        "baseline: XREADGROUP + XACK, 256 a batch",
+        consume,
+        &format!("{:.3} of XADD", consume / xadd),
     );
+    let native = backlog[0].1;
+    println!("one route, pre-filled backlog:");
+    for (h, r) in &backlog {
+        row(
+            &format!("  {}", h.label()),
+            *r,
+            &format!(
+                "{:.3} of native, {:.3} of raw consume",
+                r / native,
+                r / consume
+            ),
+        );
+    }
+    println!("one route, producer adding while the host runs:");
+    for (h, r) in &producer {
+        row(
+            &format!("  {}", h.label()),
+            *r,
+            &format!(
+                "{:.3} of native, {:.3} of XADD",
+                r / producer[0].1,
+                r / xadd
+            ),
+        );
+    }
+    println!("chat.ended fan-out to 6 queues, pre-filled backlog (messages/s; copies = 6x):");
+    for (h, r) in &fanout {
+        row(
+            &format!("  {}", h.label()),
+            *r,
+            &format!(
+                "{:.0} copies/s, {:.3} of native, {:.3} of raw consume",
+                r * 6.0,
+                r / fanout[0].1,
+                r * 6.0 / consume
+            ),
+        );
+    }
     println!(
-        "{:<52} {:>12}",
-        "baseline: XREADGROUP + XACK, batched",
-        format!("{consume:.0}/s")
-    );
-    println!(
-        "{:<52} {:>12}  {:.3} of raw consume",
-        "host, one route, no-op wasm plugin",
-        format!("{one:.0}/s"),
-        one / consume
-    );
-    println!(
-        "{:<52} {:>12}  {:.3} of raw consume",
-        "host, one route, no-op wasm plugin, reused instances",
-        format!("{reused:.0}/s"),
-        reused / consume
-    );
-    println!(
-        "{:<52} {:>12}  ({:.0} copies/s, {:.3} of raw consume)",
-        "host, chat.ended fan-out to 6 queues",
-        format!("{fan_msgs:.0}/s"),
-        fan_copies,
-        fan_copies / consume
-    );
-    println!(
-        "peak RSS of this process (host + benchmark): {:.0} MiB",
+        "peak RSS of this process (host and benchmark): {:.0} MiB",
         rss_peak_mib()
     );
     Ok(())

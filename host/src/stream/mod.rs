@@ -175,7 +175,7 @@ pub fn parse_entries(v: &Value) -> Result<Vec<Entry>> {
 }
 
 /// Parses an XREADGROUP reply for one stream.
-pub(crate) fn parse_read(v: &Value) -> Result<Vec<Entry>> {
+pub fn parse_read(v: &Value) -> Result<Vec<Entry>> {
     match v {
         Value::Nil => Ok(Vec::new()),
         Value::Array(streams) => match streams.first() {

@@ -1,0 +1,209 @@
+//! What the benchmark programs share: filling a stream, the host's
+//! configuration for a run, and running the host until a number of messages
+//! are handled.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use redis::aio::MultiplexedConnection;
+use switchyard::host::RunningHost;
+use switchyard_tests::{Redis, TestConfig};
+
+/// The message type every benchmark route carries.
+pub const MESSAGE_TYPE: &str = "bench";
+
+/// The six queues chat.ended fans out to.
+pub const SIX: [&str; 6] = [
+    "Persistence",
+    "Email",
+    "Ticket",
+    "Salesforce",
+    "Zendesk",
+    "WebHook",
+];
+
+/// Which handler the host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// The host's built-in native no-op handler: the baseline.
+    Native,
+    /// The no-op WebAssembly plugin, a fresh instance per message.
+    Wasm,
+    /// The no-op WebAssembly plugin, instances reused per worker.
+    WasmReused,
+}
+
+impl Handler {
+    pub fn label(self) -> &'static str {
+        match self {
+            Handler::Native => "native no-op handler (builtin:noop)",
+            Handler::Wasm => "no-op wasm plugin, fresh instance per message",
+            Handler::WasmReused => "no-op wasm plugin, reused instances",
+        }
+    }
+}
+
+/// Adds `n` messages numbered from `first` (their `id` field) to `stream`,
+/// `batch` to a pipeline. Returns how long it took.
+pub async fn fill(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    first: usize,
+    n: usize,
+    batch: usize,
+) -> Result<Duration> {
+    let started = Instant::now();
+    let mut i = first;
+    while i < first + n {
+        let end = (i + batch).min(first + n);
+        xadd_range(conn, stream, i, end).await?;
+        i = end;
+    }
+    Ok(started.elapsed())
+}
+
+/// Adds the messages numbered `from..to` in one pipeline.
+pub async fn xadd_range(
+    conn: &mut MultiplexedConnection,
+    stream: &str,
+    from: usize,
+    to: usize,
+) -> Result<()> {
+    let mut pipe = redis::pipe();
+    for j in from..to {
+        pipe.cmd("XADD")
+            .arg(stream)
+            .arg("*")
+            .arg("type")
+            .arg(MESSAGE_TYPE)
+            .arg("id")
+            .arg(j)
+            .arg("body")
+            .arg(r#"{"SiteId":1}"#)
+            .ignore();
+    }
+    pipe.query_async::<()>(conn).await?;
+    Ok(())
+}
+
+/// A configuration routing the benchmark type to `queues`, each running
+/// `handler` with `concurrency` slots.
+pub fn config(queues: &[&str], handler: Handler, concurrency: u32) -> TestConfig {
+    let mut text = format!(
+        "[host]\nprefix = \"@PREFIX@\"\nshutdown_timeout = \"5s\"\n[ingress]\nstream = \"@PREFIX@:ingress\"\nbatch = 512\n[routes]\n\"{MESSAGE_TYPE}\" = [{}]\n",
+        queues
+            .iter()
+            .map(|q| format!("\"{q}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let (plugin, reuse) = match handler {
+        Handler::Native => ("builtin:noop".to_owned(), false),
+        Handler::Wasm => ("@PLUGINS@/noop.wasm".to_owned(), false),
+        Handler::WasmReused => ("@PLUGINS@/noop.wasm".to_owned(), true),
+    };
+    for q in queues {
+        text.push_str(&format!(
+            "[queues.{q}]\nplugin = \"{plugin}\"\nconcurrency = {concurrency}\nreuse_instances = {reuse}\n"
+        ));
+    }
+    TestConfig::new(&text)
+}
+
+/// Total messages handled successfully by a running host.
+pub fn handled(host: &RunningHost) -> u64 {
+    host.metrics.queues().values().map(|c| c.succeeded).sum()
+}
+
+/// Waits until `host` has handled `total` messages.
+pub async fn wait_handled(host: &RunningHost, total: u64, limit: Duration) -> Result<()> {
+    let started = Instant::now();
+    loop {
+        let done = handled(host);
+        if done >= total {
+            return Ok(());
+        }
+        if started.elapsed() > limit {
+            bail!("only {done} of {total} handled in {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Runs the host on a pre-filled backlog of `n` messages routed to
+/// `queues`, and returns the time until every copy was handled.
+pub async fn drain_backlog(
+    redis: &Redis,
+    queues: &[&str],
+    handler: Handler,
+    n: usize,
+    concurrency: u32,
+) -> Result<Duration> {
+    let cfg = config(queues, handler, concurrency);
+    let mut conn = redis.conn().await;
+    fill(&mut conn, cfg.ingress(), 0, n, 256).await?;
+    let started = Instant::now();
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    wait_handled(&host, (n * queues.len()) as u64, Duration::from_secs(600)).await?;
+    let elapsed = started.elapsed();
+    host.stop().await?;
+    Ok(elapsed)
+}
+
+/// Runs the host while a producer adds `n` messages as fast as pipelined
+/// XADD goes (256 a pipeline), and returns the time from the first XADD
+/// until every copy was handled.
+pub async fn with_producer(
+    redis: &Redis,
+    queues: &[&str],
+    handler: Handler,
+    n: usize,
+    concurrency: u32,
+) -> Result<Duration> {
+    let cfg = config(queues, handler, concurrency);
+    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    // The host is up when it has created the ingress group.
+    let mut conn = redis.conn().await;
+    let started = Instant::now();
+    while !group_exists(&mut conn, cfg.ingress()).await {
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("the host did not start in 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let started = Instant::now();
+    let stream = cfg.ingress().to_owned();
+    let producer = tokio::spawn(async move { fill(&mut conn, &stream, 0, n, 256).await });
+    wait_handled(&host, (n * queues.len()) as u64, Duration::from_secs(600)).await?;
+    let elapsed = started.elapsed();
+    producer.await??;
+    host.stop().await?;
+    Ok(elapsed)
+}
+
+async fn group_exists(conn: &mut MultiplexedConnection, stream: &str) -> bool {
+    redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async::<redis::Value>(conn)
+        .await
+        .is_ok_and(|v| matches!(v, redis::Value::Array(g) if !g.is_empty()))
+}
+
+/// Peak resident memory of this process (host and benchmark), in MiB.
+pub fn rss_peak_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Messages per second.
+pub fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
