@@ -33,6 +33,10 @@ struct Args {
     /// handled message), into /dev/null: the cost of the log itself.
     #[arg(long)]
     log: bool,
+    /// Instead of the full table: the one-route backlog drain for each
+    /// handler at concurrency 16, 64 and 256, in one run.
+    #[arg(long)]
+    sweep: bool,
 }
 
 /// XREADGROUP + XACK of `n` entries, 256 a batch: the raw consumer baseline.
@@ -105,6 +109,27 @@ async fn main() -> Result<()> {
         };
         let r = rate(n, drain_backlog(&redis, &["Work"], handler, n, c).await?);
         row(handler.label(), r, "");
+        return Ok(());
+    }
+
+    if a.sweep {
+        println!(
+            "one route, pre-filled backlog of {n}; messages/s, and ratio to native at the same concurrency"
+        );
+        for c in [16, 64, 256] {
+            let mut native = 0.0;
+            for h in [Handler::Native, Handler::Wasm, Handler::WasmReused] {
+                let r = rate(n, drain_backlog(&redis, &["Work"], h, n, c).await?);
+                if h == Handler::Native {
+                    native = r;
+                }
+                row(
+                    &format!("  concurrency {c:>3}: {}", h.label()),
+                    r,
+                    &format!("{:.3} of native", r / native),
+                );
+            }
+        }
         return Ok(());
     }
 
