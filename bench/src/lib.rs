@@ -12,16 +12,6 @@ use switchyard_tests::{Redis, TestConfig};
 /// The message type every benchmark route carries.
 pub const MESSAGE_TYPE: &str = "bench";
 
-/// The six queues chat.ended fans out to.
-pub const SIX: [&str; 6] = [
-    "Persistence",
-    "Email",
-    "Ticket",
-    "Salesforce",
-    "Zendesk",
-    "WebHook",
-];
-
 /// Which handler the host runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handler {

@@ -555,8 +555,8 @@ impl Validator {
                 None
             }
             None => None,
-            Some(p) if p.starts_with(crate::plugin::BUILTIN_PREFIX) => {
-                if let Some(Err(known)) = crate::plugin::builtin_name(&p) {
+            Some(p) if let Some(found) = crate::plugin::builtin(&p) => {
+                if let Err(known) = found {
                     self.error(
                         s.key("plugin"),
                         format!("no built-in handler {p:?} (there are: {known})"),

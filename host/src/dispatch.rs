@@ -578,17 +578,17 @@ impl Shared {
 async fn ack_batches(stream: QueueStream, mut requests: mpsc::UnboundedReceiver<AckRequest>) {
     let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
     let mut ids = Vec::with_capacity(MAX_ACK_BATCH);
+    let mut waiting = Vec::with_capacity(MAX_ACK_BATCH);
     while requests.recv_many(&mut batch, MAX_ACK_BATCH).await > 0 {
-        ids.extend(
-            batch
-                .iter()
-                .map(|r: &AckRequest| (r.id.clone(), r.had_failures)),
-        );
+        for request in batch.drain(..) {
+            ids.push((request.id, request.had_failures));
+            waiting.push(request.done);
+        }
         let result = stream.ack(&ids).await.map_err(|e| SharedFailure::new(&e));
         ids.clear();
-        for request in batch.drain(..) {
+        for done in waiting.drain(..) {
             // The handler may have given up waiting (shutdown); nothing to do.
-            let _ = request.done.send(result.clone());
+            let _ = done.send(result.clone());
         }
     }
 }

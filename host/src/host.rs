@@ -43,6 +43,18 @@ pub fn consumer_name() -> String {
     )
 }
 
+/// The files whose changes matter: queues.toml and every plugin file it
+/// names (built-in handlers have none).
+fn files_to_watch(config: &Config) -> BTreeSet<PathBuf> {
+    config
+        .queues
+        .values()
+        .map(|q| q.plugin.clone())
+        .filter(|p| !crate::plugin::is_builtin(p))
+        .chain([config.path.clone()])
+        .collect()
+}
+
 /// The limits plugin files are loaded under.
 pub fn load_limits(config: &Config) -> LoadLimits {
     LoadLimits {
@@ -146,14 +158,7 @@ pub async fn run(
     // still noticed (a change to what was just loaded is a no-op).
     let mut watcher = match Watcher::new() {
         Ok(mut w) => {
-            let mut files: BTreeSet<PathBuf> = config
-                .queues
-                .values()
-                .map(|q| q.plugin.clone())
-                .filter(|p| !crate::plugin::is_builtin(p))
-                .collect();
-            files.insert(config.path.clone());
-            w.watch(files);
+            w.watch(files_to_watch(&config));
             Some(w)
         }
         Err(e) => {
@@ -212,7 +217,7 @@ pub async fn run(
             changed = changed => {
                 host.apply(&changed).await;
                 if let Some(w) = &mut watcher {
-                    w.watch(host.watched_files());
+                    w.watch(files_to_watch(&host.config));
                 }
             }
         }
@@ -304,18 +309,6 @@ impl Supervisor {
             },
         );
         Ok(())
-    }
-
-    /// The files whose changes matter: queues.toml and every plugin in use.
-    fn watched_files(&self) -> BTreeSet<PathBuf> {
-        let mut files: BTreeSet<PathBuf> = self
-            .plugins
-            .keys()
-            .filter(|p| !crate::plugin::is_builtin(p))
-            .cloned()
-            .collect();
-        files.insert(self.config.path.clone());
-        files
     }
 
     /// Applies a batch of changed files.

@@ -21,6 +21,16 @@ pub use switchyard;
 
 pub mod chaos;
 
+/// The six queues chat.ended fans out to (seed 000).
+pub const CHAT_ENDED_QUEUES: &[&str] = &[
+    "Persistence",
+    "Email",
+    "Ticket",
+    "Salesforce",
+    "Zendesk",
+    "WebHook",
+];
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,20 +7,11 @@ use std::time::Duration;
 use switchyard::host::RunningHost;
 use switchyard_tests::*;
 
-const SIX: &[&str] = &[
-    "Persistence",
-    "Email",
-    "Ticket",
-    "Salesforce",
-    "Zendesk",
-    "WebHook",
-];
-
 fn fanout_config() -> TestConfig {
     let mut text = String::from(
         "[routes]\n\"chat.ended\" = [\"Persistence\", \"Email\", \"Ticket\", \"Salesforce\", \"Zendesk\", \"WebHook\"]\n",
     );
-    for q in SIX {
+    for q in CHAT_ENDED_QUEUES {
         // A short visibility timeout: copies the dying host's workers read
         // in the instant before it aborted are taken over quickly.
         text.push_str(&format!(
@@ -32,7 +23,7 @@ fn fanout_config() -> TestConfig {
 
 async fn copies(conn: &mut redis::aio::MultiplexedConnection, cfg: &TestConfig) -> Vec<usize> {
     let mut n = Vec::new();
-    for q in SIX {
+    for q in CHAT_ENDED_QUEUES {
         n.push(entries(conn, &cfg.queue_stream(q)).await.len());
     }
     n
@@ -96,7 +87,7 @@ async fn fanout_is_all_or_nothing_when_the_host_dies() {
         let mut conn = conn.clone();
         let cfg = &cfg;
         async move {
-            for q in SIX {
+            for q in CHAT_ENDED_QUEUES {
                 let stream = cfg.queue_stream(q);
                 if pending(&mut conn, &stream, &cfg.prefix).await != 0
                     || lag(&mut conn, &stream, &cfg.prefix).await != Some(0)
@@ -112,7 +103,7 @@ async fn fanout_is_all_or_nothing_when_the_host_dies() {
     assert!(handled > 0 && handled <= 18, "{handled}");
     host.stop().await.unwrap();
     assert_eq!(copies(&mut conn, &cfg).await, [3; 6]);
-    for q in SIX {
+    for q in CHAT_ENDED_QUEUES {
         assert_eq!(
             pending(&mut conn, &cfg.queue_stream(q), &cfg.prefix).await,
             0,

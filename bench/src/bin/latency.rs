@@ -46,14 +46,10 @@ struct Recorder(Arc<Completions>);
 struct IdField(Option<usize>);
 
 impl Visit for IdField {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "msg_id" {
-            self.0 = value.parse().ok();
-        }
-    }
+    // The host records msg_id with `%` (Display), which arrives here.
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "msg_id" {
-            self.0 = format!("{value:?}").trim_matches('"').parse().ok();
+            self.0 = format!("{value:?}").parse().ok();
         }
     }
 }

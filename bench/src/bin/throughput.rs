@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, bail};
 use clap::Parser;
 use redis::Value;
-use switchyard_bench::{Handler, SIX, drain_backlog, fill, rate, rss_peak_mib, with_producer};
-use switchyard_tests::Redis;
+use switchyard_bench::{Handler, drain_backlog, fill, rate, rss_peak_mib, with_producer};
+use switchyard_tests::{CHAT_ENDED_QUEUES, Redis};
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -146,7 +146,10 @@ async fn main() -> Result<()> {
     }
     let mut fanout = Vec::new();
     for h in [Handler::Native, Handler::Wasm] {
-        fanout.push((h, rate(f, drain_backlog(&redis, &SIX, h, f, c).await?)));
+        fanout.push((
+            h,
+            rate(f, drain_backlog(&redis, CHAT_ENDED_QUEUES, h, f, c).await?),
+        ));
     }
 
     println!(

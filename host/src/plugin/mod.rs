@@ -55,7 +55,7 @@ const STDERR_CAPACITY: usize = 16 * 1024;
 pub const BUILTIN_PREFIX: &str = "builtin:";
 
 /// A handler built into the host: native code, trusted, no sandbox.
-type Builtin = fn(&WitMessage) -> Result<(), Failure>;
+pub type Builtin = fn(&WitMessage) -> Result<(), Failure>;
 
 /// The built-in handlers, by name. `noop` succeeds at once: it discards a
 /// queue's messages, and it is the native baseline the benchmarks measure
@@ -63,11 +63,11 @@ type Builtin = fn(&WitMessage) -> Result<(), Failure>;
 const BUILTINS: &[(&str, Builtin)] = &[("noop", |_| Ok(()))];
 
 /// The built-in handler a queue's `plugin` value names, if it names one
-/// (`builtin:NAME`): `Some(Err(names))` for an unknown name.
-pub fn builtin_name(plugin: &str) -> Option<Result<&str, String>> {
+/// (`builtin:NAME`): `Some(Err(names))`, the known names, for an unknown one.
+pub fn builtin(plugin: &str) -> Option<Result<Builtin, String>> {
     let name = plugin.strip_prefix(BUILTIN_PREFIX)?;
     Some(match BUILTINS.iter().find(|(n, _)| *n == name) {
-        Some((n, _)) => Ok(n),
+        Some((_, run)) => Ok(*run),
         None => Err(BUILTINS
             .iter()
             .map(|(n, _)| format!("{BUILTIN_PREFIX}{n}"))
@@ -254,23 +254,17 @@ impl PluginEngine {
         limits: &LoadLimits,
         unless: Option<&str>,
     ) -> Result<Option<LoadedPlugin>, LoadError> {
-        if let Some(found) = path.to_str().and_then(builtin_name) {
-            let name = found.map_err(|known| {
+        if let Some((name, found)) = path.to_str().and_then(|p| Some((p, builtin(p)?))) {
+            let run = found.map_err(|known| {
                 LoadError::Read(format!("no such built-in handler (there are: {known})"))
             })?;
-            let digest = format!("{BUILTIN_PREFIX}{name}");
-            if unless == Some(digest.as_str()) {
+            if unless == Some(name) {
                 return Ok(None);
             }
-            let run = BUILTINS
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, f)| *f)
-                .expect("found above");
             return Ok(Some(LoadedPlugin {
                 path: path.to_owned(),
-                hash: digest.clone(),
-                digest,
+                hash: name.to_owned(),
+                digest: name.to_owned(),
                 compile_time: Duration::ZERO,
                 from_cache: false,
                 code: Code::Builtin(run),
