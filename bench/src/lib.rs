@@ -133,7 +133,11 @@ pub async fn drain_backlog(
     let mut conn = redis.conn().await;
     fill(&mut conn, cfg.ingress(), 0, n, 256).await?;
     let started = Instant::now();
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = RunningHost::start(
+        cfg.config.clone(),
+        redis.client.clone(),
+        switchyard::plugin::Compiler::this_program()?,
+    );
     wait_handled(&host, (n * queues.len()) as u64, Duration::from_secs(600)).await?;
     let elapsed = started.elapsed();
     host.stop().await?;
@@ -151,7 +155,11 @@ pub async fn with_producer(
     concurrency: u32,
 ) -> Result<Duration> {
     let cfg = config(queues, handler, concurrency);
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = RunningHost::start(
+        cfg.config.clone(),
+        redis.client.clone(),
+        switchyard::plugin::Compiler::this_program()?,
+    );
     // The host is up when it has created the ingress group.
     let mut conn = redis.conn().await;
     let started = Instant::now();

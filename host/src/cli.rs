@@ -3,13 +3,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
 use crate::admin::{metrics::Metrics, status};
 use crate::config::Config;
+use crate::plugin::{Compiler, compile};
+use crate::shutdown::Shutdown;
 use crate::{demo, host, redis_conn, shutdown};
 
 #[derive(Debug, Parser)]
@@ -78,28 +80,24 @@ enum Command {
     },
 }
 
-/// Logs to stderr, one write per event (so a killed host loses no line it
-/// logged), in color only on a terminal; `RUST_LOG` overrides the default
-/// level (info).
-fn init_tracing() {
-    use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn load(config: &ConfigArg) -> Result<Config> {
     Ok(Config::load(&config.config)?)
 }
 
 /// Entry point of the `switchyard` binary.
 pub fn main() -> ExitCode {
+    // A compile the host started in a child process: no runtime, no
+    // logging, stdout is the output.
+    if let Some(code) = compile::serve_if_asked() {
+        return code;
+    }
     let cli = Cli::parse();
-    init_tracing();
+    // `check` reports on stdout and stderr itself; its log shows only what
+    // goes wrong.
+    crate::text::init_logging(match cli.command {
+        Command::Check { .. } => "warn",
+        _ => "info",
+    });
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -107,7 +105,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    // What is still running (a handler past the shutdown timeout) is
+    // abandoned: its message stays pending.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -116,15 +118,26 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn compiler() -> Result<Compiler> {
+    Compiler::this_program()
+        .map_err(|e| anyhow::anyhow!("cannot find this program to compile plugins with: {e}"))
+}
+
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run { config, redis } => {
+            let client = redis_conn::client(&redis.redis_url)?;
             let config = load(&config)?;
-            let client =
-                redis::Client::open(redis.redis_url.as_str()).context("parsing the Redis URL")?;
-            let token = CancellationToken::new();
-            shutdown::cancel_on_signal(token.clone())?;
-            host::run(config, client, token, Arc::new(Metrics::default())).await?;
+            let stop = Shutdown::new();
+            shutdown::on_signals(stop.clone())?;
+            host::run(
+                config,
+                client,
+                compiler()?,
+                stop,
+                Arc::new(Metrics::default()),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => check(&config).await,
@@ -133,9 +146,8 @@ async fn run(command: Command) -> Result<ExitCode> {
             redis,
             dead_letters,
         } => {
+            let client = redis_conn::client(&redis.redis_url)?;
             let config = load(&config)?;
-            let client =
-                redis::Client::open(redis.redis_url.as_str()).context("parsing the Redis URL")?;
             let mut conn = redis_conn::shared(&client).await?;
             print!("{}", status::read(&mut conn, &config, dead_letters).await?);
             Ok(ExitCode::SUCCESS)
@@ -145,7 +157,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             redis_url,
             events,
         } => {
-            demo::run(load(&config)?, redis_url, &events).await?;
+            demo::run(load(&config)?, redis_url, &events, compiler()?).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -161,7 +173,10 @@ async fn check(config: &ConfigArg) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let engine = host::engine(&config)?;
+    for w in &config.warnings {
+        println!("warning: {w}");
+    }
+    let engine = host::engine(&config, compiler()?)?;
     let metrics = Metrics::default();
     match host::prepare(&engine, &config, &Default::default(), &metrics).await {
         Ok(plugins) => {
@@ -183,8 +198,16 @@ async fn check(config: &ConfigArg) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("{}: refused:\n{e}", config.path.display());
+        Err(refusals) => {
+            eprintln!(
+                "{} refused ({} problem{}):",
+                config.path.display(),
+                refusals.0.len(),
+                if refusals.0.len() == 1 { "" } else { "s" }
+            );
+            for r in &refusals.0 {
+                eprintln!("  {r}");
+            }
             Ok(ExitCode::FAILURE)
         }
     }

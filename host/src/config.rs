@@ -1,10 +1,11 @@
 //! The model of `queues.toml`: parsing and complete validation.
 //!
 //! Parsing is strict (an unknown key is an error) and validation is complete:
-//! every problem in the file is reported in one run, each naming its key path
-//! (`queues.Email.concurrency`) and line, so an operator fixes everything in
-//! one edit. Nothing here touches Redis or compiles a plugin; `switchyard
-//! check` adds the plugin compilation on top.
+//! every problem in the file is reported in one run, in line order, each
+//! naming its key path (`queues.Email.concurrency`) and line, so an operator
+//! fixes everything in one edit. Settings that are valid but contradict each
+//! other are reported as warnings. Nothing here touches Redis or compiles a
+//! plugin; `switchyard check` adds the plugin compilation on top.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -18,6 +19,13 @@ use serde::de::DeserializeOwned;
 pub const MAX_MEMORY_MIB: u32 = 4096;
 /// Largest `concurrency` a queue may ask for.
 pub const MAX_CONCURRENCY: u32 = 1024;
+/// Largest `max_entry_kib`: 64 MiB. Redis keeps a whole entry in memory,
+/// and the host may hold a batch of them.
+pub const MAX_ENTRY_KIB: u64 = 64 * 1024;
+/// The longest duration any setting may have (a year of 365.25 days, as
+/// durations are written). Longer ones are
+/// surely typing errors, and would overflow the clocks they are added to.
+pub const MAX_DURATION: Duration = Duration::from_secs(31_557_600);
 
 /// A validated queues.toml.
 #[derive(Debug, Clone)]
@@ -31,6 +39,8 @@ pub struct Config {
     pub routes: BTreeMap<String, Vec<String>>,
     /// Queue name to its settings.
     pub queues: BTreeMap<String, QueueConfig>,
+    /// Settings that are valid but work against each other, in line order.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// The `[host]` table.
@@ -44,8 +54,12 @@ pub struct HostSettings {
     pub shutdown_timeout: Duration,
     /// Where compiled plugins are cached; `None` turns the cache off.
     pub cache_dir: Option<PathBuf>,
-    /// A plugin whose compilation takes longer is refused.
+    /// CPU time one plugin's compilation may take; it is stopped and the
+    /// plugin refused past it. CPU time, not wall-clock time, so that a busy
+    /// machine does not make a plugin fail that compiles fine.
     pub plugin_compile_timeout: Duration,
+    /// Memory one plugin's compilation may use.
+    pub plugin_compile_memory_mib: u32,
     /// A plugin file larger than this is refused.
     pub max_plugin_bytes: u64,
     /// What to do when a consumer group the host reads vanishes.
@@ -64,6 +78,15 @@ pub enum MissingGroup {
     Stop,
 }
 
+impl MissingGroup {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MissingGroup::Recreate => "recreate",
+            MissingGroup::Stop => "stop",
+        }
+    }
+}
+
 /// The default cache folder: `$XDG_CACHE_HOME/switchyard`, else
 /// `~/.cache/switchyard`.
 fn default_cache_dir() -> Option<PathBuf> {
@@ -75,7 +98,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 /// The `[ingress]` table: the stream the chat server XADDs to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IngressSettings {
     /// The stream key, used as is (not prefixed): it belongs to the producer.
     pub stream: String,
@@ -85,6 +108,21 @@ pub struct IngressSettings {
     /// An ingress entry read by a router that has been pending this long is
     /// taken over by another router (its reader died).
     pub visibility_timeout: Duration,
+    /// The largest entry the router takes, in bytes; a larger one is
+    /// dead-lettered without the host ever holding it. So the router holds
+    /// at most `batch` x this.
+    pub max_entry_bytes: usize,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        IngressSettings {
+            stream: "chat:events".into(),
+            batch: 256,
+            visibility_timeout: Duration::from_secs(30),
+            max_entry_bytes: 1024 * 1024,
+        }
+    }
 }
 
 /// The `[retention]` table: how streams are kept bounded.
@@ -117,6 +155,9 @@ pub struct QueueConfig {
     pub handler_timeout: Duration,
     /// Linear memory cap of one plugin instance, in MiB.
     pub memory_mib: u32,
+    /// The largest message this queue takes, in bytes; a larger copy is
+    /// dead-lettered for this queue instead of added to its stream.
+    pub max_entry_bytes: usize,
     /// A message whose consumer has not renewed its lease for this long is
     /// taken to be abandoned (its host died or hung) and is delivered again.
     /// A live host renews the lease of every message it is handling.
@@ -129,7 +170,8 @@ pub struct QueueConfig {
     pub retry_quick_delay: Duration,
     /// Delay before the first spaced retry; doubled for each later one.
     pub retry_delay: Duration,
-    /// Upper bound of the doubling backoff.
+    /// Upper bound of the doubling backoff; by default the visibility
+    /// timeout, the longest a retry can wait today.
     pub retry_delay_max: Duration,
     /// Keep a plugin's instances between messages (up to `concurrency`)
     /// instead of a fresh one per message: much cheaper per message, but
@@ -168,15 +210,17 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.key.is_empty(), self.line) {
-            (true, _) => write!(f, "{}", self.message),
-            (false, Some(line)) => write!(f, "line {line}: {}: {}", self.key, self.message),
-            (false, None) => write!(f, "{}: {}", self.key, self.message),
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
         }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        write!(f, "{}", self.message)
     }
 }
 
-/// Every problem found in one file.
+/// Every problem found in one file, in line order.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigErrors {
     pub path: PathBuf,
@@ -197,6 +241,12 @@ impl fmt::Display for ConfigErrors {
         }
         Ok(())
     }
+}
+
+/// Errors and warnings in the order of the file: by line, those without one
+/// (the file as a whole) first.
+fn sort_by_line(errors: &mut [ConfigError]) {
+    errors.sort_by_key(|e| e.line.unwrap_or(0));
 }
 
 impl Config {
@@ -221,32 +271,159 @@ impl Config {
         let base = path.parent().unwrap_or(Path::new("."));
         let table: toml::Table = toml::from_str(text).map_err(|e| ConfigErrors {
             path: path.to_owned(),
-            errors: vec![ConfigError {
-                key: String::new(),
-                line: None,
-                message: format!("not valid TOML: {e}"),
-            }],
+            errors: vec![syntax_error(text, &e)],
         })?;
         let mut v = Validator {
             lines: KeyLines::new(text),
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
-        let config = v.config(&table, path, base);
+        let mut config = v.config(&table, path, base);
         if v.errors.is_empty() {
+            sort_by_line(&mut v.warnings);
+            config.warnings = v.warnings;
             Ok(config)
         } else {
+            sort_by_line(&mut v.errors);
             Err(ConfigErrors {
                 path: path.to_owned(),
                 errors: v.errors,
             })
         }
     }
+
+    /// Every effective setting, defaults included, as `key path -> value`:
+    /// what a reload compares, and what operators are shown. Plugin config
+    /// values are shown as JSON.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let d = |d: &Duration| humantime::format_duration(*d).to_string();
+        let mut s = BTreeMap::new();
+        let h = &self.host;
+        s.insert("host.prefix".into(), h.prefix.clone());
+        s.insert("host.shutdown_timeout".into(), d(&h.shutdown_timeout));
+        s.insert(
+            "host.cache_dir".into(),
+            h.cache_dir
+                .as_ref()
+                .map_or_else(|| "(off)".into(), |p| p.display().to_string()),
+        );
+        s.insert(
+            "host.plugin_compile_timeout".into(),
+            d(&h.plugin_compile_timeout),
+        );
+        s.insert(
+            "host.plugin_compile_memory_mib".into(),
+            h.plugin_compile_memory_mib.to_string(),
+        );
+        s.insert(
+            "host.max_plugin_mib".into(),
+            (h.max_plugin_bytes / (1024 * 1024)).to_string(),
+        );
+        s.insert(
+            "host.on_missing_group".into(),
+            h.on_missing_group.as_str().into(),
+        );
+        let i = &self.ingress;
+        s.insert("ingress.stream".into(), i.stream.clone());
+        s.insert("ingress.batch".into(), i.batch.to_string());
+        s.insert(
+            "ingress.visibility_timeout".into(),
+            d(&i.visibility_timeout),
+        );
+        s.insert(
+            "ingress.max_entry_kib".into(),
+            (i.max_entry_bytes / 1024).to_string(),
+        );
+        let r = &self.retention;
+        s.insert("retention.interval".into(), d(&r.interval));
+        s.insert("retention.keep_handled".into(), d(&r.keep_handled));
+        s.insert("retention.dead_letter_age".into(), d(&r.dead_letter_age));
+        s.insert(
+            "retention.dead_letter_max_len".into(),
+            r.dead_letter_max_len.to_string(),
+        );
+        s.insert("retention.idle_consumer".into(), d(&r.idle_consumer));
+        for (message_type, queues) in &self.routes {
+            s.insert(format!("routes.\"{message_type}\""), queues.join(", "));
+        }
+        for q in self.queues.values() {
+            let k = |key: &str| format!("queues.{}.{key}", q.name);
+            s.insert(k("plugin"), q.plugin.display().to_string());
+            s.insert(k("concurrency"), q.concurrency.to_string());
+            s.insert(k("handler_timeout"), d(&q.handler_timeout));
+            s.insert(k("memory_mib"), q.memory_mib.to_string());
+            s.insert(k("max_entry_kib"), (q.max_entry_bytes / 1024).to_string());
+            s.insert(k("visibility_timeout"), d(&q.visibility_timeout));
+            s.insert(k("max_attempts"), q.max_attempts.to_string());
+            s.insert(k("retry_quick"), q.retry_quick.to_string());
+            s.insert(k("retry_quick_delay"), d(&q.retry_quick_delay));
+            s.insert(k("retry_delay"), d(&q.retry_delay));
+            s.insert(k("retry_delay_max"), d(&q.retry_delay_max));
+            s.insert(k("reuse_instances"), q.reuse_instances.to_string());
+            for (key, value) in &q.plugin_config {
+                s.insert(k(&format!("config.{key}")), value.to_string());
+            }
+        }
+        s
+    }
 }
 
-/// Collects errors while reading the document.
+/// What a reload of queues.toml changes, setting by setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigChanges {
+    /// Settings applied while running: `key: old -> new`.
+    pub applied: Vec<String>,
+    /// Settings that only a restart applies: `key: old -> new`.
+    pub at_restart: Vec<String>,
+}
+
+/// Settings fixed for the life of a process: every Redis key name derives
+/// from them, or the compiled-plugin cache is opened with them.
+pub const RESTART_ONLY: &[&str] = &["host.prefix", "host.cache_dir", "ingress.stream"];
+
+impl ConfigChanges {
+    /// The differences between two configurations.
+    pub fn between(old: &Config, new: &Config) -> Self {
+        let (a, b) = (old.settings(), new.settings());
+        let mut changes = ConfigChanges::default();
+        let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+        for key in keys {
+            let (from, to) = (a.get(key), b.get(key));
+            if from == to {
+                continue;
+            }
+            let show = |v: Option<&String>| v.map_or("(none)".to_string(), |v| v.clone());
+            let line = format!("{key}: {} -> {}", show(from), show(to));
+            if RESTART_ONLY.contains(&key.as_str()) {
+                changes.at_restart.push(line);
+            } else {
+                changes.applied.push(line);
+            }
+        }
+        changes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.applied.is_empty() && self.at_restart.is_empty()
+    }
+}
+
+/// A TOML syntax error as one line: where, and what.
+fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    ConfigError {
+        key: String::new(),
+        line: e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
+        message: format!("not valid TOML: {}", e.message().trim()),
+    }
+}
+
+/// Collects errors and warnings while reading the document.
 struct Validator {
     lines: KeyLines,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 /// A table being read: remembers which keys were used, so the rest can be
@@ -275,14 +452,28 @@ impl<'a> Section<'a> {
     }
 }
 
+/// What durations look like, for error messages.
+const DURATION_FORM: &str =
+    "write a number and a unit, like \"250ms\", \"5s\", \"10m\", \"2h\" or \"15d\"";
+
 impl Validator {
-    fn error(&mut self, key: String, message: impl Into<String>) {
+    fn problem(&self, key: String, message: impl Into<String>) -> ConfigError {
         let line = self.lines.line_of(&key);
-        self.errors.push(ConfigError {
+        ConfigError {
             key,
             line,
             message: message.into(),
-        });
+        }
+    }
+
+    fn error(&mut self, key: String, message: impl Into<String>) {
+        let e = self.problem(key, message);
+        self.errors.push(e);
+    }
+
+    fn warn(&mut self, key: String, message: impl Into<String>) {
+        let w = self.problem(key, message);
+        self.warnings.push(w);
     }
 
     /// Reads an optional key of type `T`.
@@ -306,17 +497,65 @@ impl Validator {
         }
     }
 
-    fn duration(&mut self, s: &mut Section<'_>, key: &'static str) -> Option<Duration> {
-        let text: String = self.get(s, key, "a duration such as \"5s\" or \"250ms\"")?;
+    /// Reads an optional integer within `range`.
+    fn int(
+        &mut self,
+        s: &mut Section<'_>,
+        key: &'static str,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> i64 {
+        let Some(n) = self.get::<i64>(s, key, "an integer") else {
+            return default;
+        };
+        if !range.contains(&n) {
+            self.error(
+                s.key(key),
+                format!(
+                    "must be between {} and {}, found {n}",
+                    range.start(),
+                    range.end()
+                ),
+            );
+            return default;
+        }
+        n
+    }
+
+    /// Reads an optional duration, more than zero and at most `max`.
+    fn duration(
+        &mut self,
+        s: &mut Section<'_>,
+        key: &'static str,
+        default: Duration,
+        max: Duration,
+    ) -> Duration {
+        let Some(text) = self.get::<String>(s, key, &format!("a duration ({DURATION_FORM})"))
+        else {
+            return default;
+        };
         match humantime::parse_duration(&text) {
             Ok(d) if d.is_zero() => {
                 self.error(s.key(key), "must be more than zero");
-                None
+                default
             }
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.error(s.key(key), format!("{text:?} is not a duration: {e}"));
-                None
+            Ok(d) if d > max => {
+                self.error(
+                    s.key(key),
+                    format!(
+                        "{text:?} is longer than the {} allowed",
+                        humantime::format_duration(max)
+                    ),
+                );
+                default
+            }
+            Ok(d) => d,
+            Err(_) => {
+                self.error(
+                    s.key(key),
+                    format!("{text:?} is not a duration: {DURATION_FORM}"),
+                );
+                default
             }
         }
     }
@@ -350,10 +589,10 @@ impl Validator {
 
     fn config(&mut self, table: &toml::Table, path: &Path, base: &Path) -> Config {
         let mut top = Section::new("", table);
+        let empty = toml::Table::new();
 
         let host = {
             let t = self.table(&mut top, "host");
-            let empty = toml::Table::new();
             let mut s = Section::new("host", t.unwrap_or(&empty));
             let prefix: String = self
                 .get(&mut s, "prefix", "a string")
@@ -361,9 +600,12 @@ impl Validator {
             if prefix.is_empty() || prefix.contains(char::is_whitespace) {
                 self.error(s.key("prefix"), "must be non-empty and without spaces");
             }
-            let shutdown_timeout = self
-                .duration(&mut s, "shutdown_timeout")
-                .unwrap_or(Duration::from_secs(10));
+            let shutdown_timeout = self.duration(
+                &mut s,
+                "shutdown_timeout",
+                Duration::from_secs(10),
+                Duration::from_secs(3600),
+            );
             let cache_dir = match self.get::<String>(
                 &mut s,
                 "cache_dir",
@@ -373,15 +615,15 @@ impl Validator {
                 Some(dir) => Some(base.join(dir)),
                 None => default_cache_dir(),
             };
-            let plugin_compile_timeout = self
-                .duration(&mut s, "plugin_compile_timeout")
-                .unwrap_or(Duration::from_secs(60));
-            let max_plugin_mib: i64 = self
-                .get(&mut s, "max_plugin_mib", "an integer")
-                .unwrap_or(128);
-            if !(1..=4096).contains(&max_plugin_mib) {
-                self.error(s.key("max_plugin_mib"), "must be between 1 and 4096");
-            }
+            let plugin_compile_timeout = self.duration(
+                &mut s,
+                "plugin_compile_timeout",
+                Duration::from_secs(60),
+                Duration::from_secs(3600),
+            );
+            let plugin_compile_memory_mib =
+                self.int(&mut s, "plugin_compile_memory_mib", 2048, 256..=65536);
+            let max_plugin_mib = self.int(&mut s, "max_plugin_mib", 128, 1..=4096);
             let on_missing_group = match self
                 .get::<String>(&mut s, "on_missing_group", "\"recreate\" or \"stop\"")
                 .as_deref()
@@ -403,56 +645,73 @@ impl Validator {
                 on_missing_group,
                 cache_dir,
                 plugin_compile_timeout,
-                max_plugin_bytes: max_plugin_mib.clamp(1, 4096) as u64 * 1024 * 1024,
+                plugin_compile_memory_mib: plugin_compile_memory_mib as u32,
+                max_plugin_bytes: max_plugin_mib as u64 * 1024 * 1024,
             }
         };
 
         let ingress = {
             let t = self.table(&mut top, "ingress");
-            let empty = toml::Table::new();
             let mut s = Section::new("ingress", t.unwrap_or(&empty));
-            let stream: String = self
-                .get(&mut s, "stream", "a string")
-                .unwrap_or_else(|| "chat:events".into());
+            let d = IngressSettings::default();
+            let stream: String = self.get(&mut s, "stream", "a string").unwrap_or(d.stream);
             if stream.is_empty() {
                 self.error(s.key("stream"), "must not be empty");
             }
-            let batch: i64 = self.get(&mut s, "batch", "an integer").unwrap_or(256);
-            if !(1..=10_000).contains(&batch) {
-                self.error(s.key("batch"), "must be between 1 and 10000");
-            }
-            let visibility_timeout = self
-                .duration(&mut s, "visibility_timeout")
-                .unwrap_or(Duration::from_secs(30));
+            let batch = self.int(&mut s, "batch", d.batch as i64, 1..=10_000);
+            let visibility_timeout = self.duration(
+                &mut s,
+                "visibility_timeout",
+                d.visibility_timeout,
+                MAX_DURATION,
+            );
+            let max_entry_kib = self.int(
+                &mut s,
+                "max_entry_kib",
+                (d.max_entry_bytes / 1024) as i64,
+                1..=MAX_ENTRY_KIB as i64,
+            );
             self.finish(s);
             IngressSettings {
                 stream,
-                batch: batch.clamp(1, 10_000) as usize,
+                batch: batch as usize,
                 visibility_timeout,
+                max_entry_bytes: max_entry_kib as usize * 1024,
             }
         };
 
         let retention = {
             let t = self.table(&mut top, "retention");
-            let empty = toml::Table::new();
             let mut s = Section::new("retention", t.unwrap_or(&empty));
+            // Retention may be long: ten years.
+            let long = MAX_DURATION * 10;
             let r = RetentionSettings {
-                interval: self
-                    .duration(&mut s, "interval")
-                    .unwrap_or(Duration::from_secs(60)),
-                keep_handled: self
-                    .duration(&mut s, "keep_handled")
-                    .unwrap_or(Duration::from_secs(3600)),
-                dead_letter_age: self
-                    .duration(&mut s, "dead_letter_age")
-                    .unwrap_or(Duration::from_secs(15 * 24 * 3600)),
-                dead_letter_max_len: self
-                    .get::<i64>(&mut s, "dead_letter_max_len", "an integer")
-                    .unwrap_or(0)
-                    .max(0) as u64,
-                idle_consumer: self
-                    .duration(&mut s, "idle_consumer")
-                    .unwrap_or(Duration::from_secs(3600)),
+                interval: self.duration(
+                    &mut s,
+                    "interval",
+                    Duration::from_secs(60),
+                    Duration::from_secs(24 * 3600),
+                ),
+                keep_handled: self.duration(
+                    &mut s,
+                    "keep_handled",
+                    Duration::from_secs(3600),
+                    long,
+                ),
+                dead_letter_age: self.duration(
+                    &mut s,
+                    "dead_letter_age",
+                    Duration::from_secs(15 * 24 * 3600),
+                    long,
+                ),
+                dead_letter_max_len: self.int(&mut s, "dead_letter_max_len", 0, 0..=i64::MAX)
+                    as u64,
+                idle_consumer: self.duration(
+                    &mut s,
+                    "idle_consumer",
+                    Duration::from_secs(3600),
+                    long,
+                ),
             };
             self.finish(s);
             r
@@ -481,7 +740,7 @@ impl Validator {
                             "queue names use only letters, digits, '_', '-' and '.'",
                         );
                     }
-                    if let Some(q) = self.queue(name, qt, base) {
+                    if let Some(q) = self.queue(name, qt, base, &ingress) {
                         queues.insert(name.clone(), q);
                     }
                 }
@@ -542,10 +801,17 @@ impl Validator {
             retention,
             routes,
             queues,
+            warnings: Vec::new(),
         }
     }
 
-    fn queue(&mut self, name: &str, table: &toml::Table, base: &Path) -> Option<QueueConfig> {
+    fn queue(
+        &mut self,
+        name: &str,
+        table: &toml::Table,
+        base: &Path,
+        ingress: &IngressSettings,
+    ) -> Option<QueueConfig> {
         let mut s = Section::new(format!("queues.{name}"), table);
         let before = self.errors.len();
 
@@ -567,61 +833,98 @@ impl Validator {
             Some(p) => {
                 let resolved = base.join(&p);
                 if !resolved.is_file() {
+                    // The shipped queues.toml names the plugins this
+                    // repository builds.
+                    let hint = if p.contains("wasm32-wasip2") {
+                        " (build the shipped plugins with ./scripts/build-plugins.sh)"
+                    } else {
+                        ""
+                    };
                     self.error(
                         s.key("plugin"),
-                        format!("plugin file {} does not exist", resolved.display()),
+                        format!("plugin file {} does not exist{hint}", resolved.display()),
                     );
                 }
                 Some(resolved)
             }
         };
-        let concurrency: i64 = self.get(&mut s, "concurrency", "an integer").unwrap_or(4);
-        if !(1..=i64::from(MAX_CONCURRENCY)).contains(&concurrency) {
-            self.error(
-                s.key("concurrency"),
-                format!("must be between 1 and {MAX_CONCURRENCY}, found {concurrency}"),
+        let concurrency = self.int(&mut s, "concurrency", 4, 1..=i64::from(MAX_CONCURRENCY));
+        let handler_timeout = self.duration(
+            &mut s,
+            "handler_timeout",
+            Duration::from_secs(10),
+            Duration::from_secs(24 * 3600),
+        );
+        let memory_mib = self.int(&mut s, "memory_mib", 64, 1..=i64::from(MAX_MEMORY_MIB));
+        let ingress_kib = (ingress.max_entry_bytes / 1024) as i64;
+        let max_entry_kib = self.int(
+            &mut s,
+            "max_entry_kib",
+            ingress_kib,
+            1..=MAX_ENTRY_KIB as i64,
+        );
+        if max_entry_kib > ingress_kib {
+            self.warn(
+                s.key("max_entry_kib"),
+                format!(
+                    "{max_entry_kib} is more than ingress.max_entry_kib ({ingress_kib}), which the router applies first"
+                ),
             );
         }
-        let handler_timeout = self
-            .duration(&mut s, "handler_timeout")
-            .unwrap_or(Duration::from_secs(10));
-        let memory_mib: i64 = self.get(&mut s, "memory_mib", "an integer").unwrap_or(64);
-        if !(1..=i64::from(MAX_MEMORY_MIB)).contains(&memory_mib) {
-            self.error(
-                s.key("memory_mib"),
-                format!("must be between 1 and {MAX_MEMORY_MIB}, found {memory_mib}"),
-            );
-        }
-        let visibility_timeout = self
-            .duration(&mut s, "visibility_timeout")
-            .unwrap_or(Duration::from_secs(60));
+        let visibility_timeout = self.duration(
+            &mut s,
+            "visibility_timeout",
+            Duration::from_secs(60),
+            MAX_DURATION,
+        );
         if visibility_timeout < Duration::from_secs(1) {
             // Leases are renewed at a third of it: shorter would spend the
             // host on renewals.
             self.error(s.key("visibility_timeout"), "must be at least 1s");
         }
-        let max_attempts: i64 = self.get(&mut s, "max_attempts", "an integer").unwrap_or(15);
-        if !(1..=10_000).contains(&max_attempts) {
-            self.error(s.key("max_attempts"), "must be between 1 and 10000");
-        }
-        let retry_quick: i64 = self.get(&mut s, "retry_quick", "an integer").unwrap_or(3);
-        if !(0..=100).contains(&retry_quick) {
-            self.error(s.key("retry_quick"), "must be between 0 and 100");
-        }
-        let retry_quick_delay = self
-            .duration(&mut s, "retry_quick_delay")
-            .unwrap_or(Duration::from_millis(100));
-        let retry_delay = self
-            .duration(&mut s, "retry_delay")
-            .unwrap_or(Duration::from_secs(30));
-        let retry_delay_max = self
-            .duration(&mut s, "retry_delay_max")
-            .unwrap_or(Duration::from_secs(600));
+        let max_attempts = self.int(&mut s, "max_attempts", 15, 1..=10_000);
+        let retry_quick = self.int(&mut s, "retry_quick", 3, 0..=100);
+        let retry_quick_delay = self.duration(
+            &mut s,
+            "retry_quick_delay",
+            Duration::from_millis(100),
+            MAX_DURATION,
+        );
+        let retry_delay =
+            self.duration(&mut s, "retry_delay", Duration::from_secs(30), MAX_DURATION);
+        // By default the backoff grows as far as a retry can wait (see
+        // below).
+        let retry_delay_max = self.duration(
+            &mut s,
+            "retry_delay_max",
+            visibility_timeout.max(retry_delay),
+            MAX_DURATION,
+        );
         if retry_delay_max < retry_delay {
             self.error(
                 s.key("retry_delay_max"),
                 "must not be shorter than retry_delay",
             );
+        }
+        // A retry is scheduled by setting the message's idle clock so that
+        // it becomes claimable after the delay: no delay can be longer than
+        // the visibility timeout.
+        for (key, delay) in [
+            ("retry_delay_max", retry_delay_max),
+            ("retry_delay", retry_delay),
+            ("retry_quick_delay", retry_quick_delay),
+        ] {
+            if delay > visibility_timeout && self.errors.len() == before {
+                self.warn(
+                    s.key(key),
+                    format!(
+                        "{} is longer than visibility_timeout ({}); retries wait at most visibility_timeout",
+                        humantime::format_duration(delay),
+                        humantime::format_duration(visibility_timeout)
+                    ),
+                );
+                break;
+            }
         }
         let reuse_instances: bool = self
             .get(&mut s, "reuse_instances", "true or false")
@@ -644,6 +947,7 @@ impl Validator {
             concurrency: concurrency as u32,
             handler_timeout,
             memory_mib: memory_mib as u32,
+            max_entry_bytes: max_entry_kib as usize * 1024,
             visibility_timeout,
             max_attempts: max_attempts as u32,
             retry_quick: retry_quick as u32,
@@ -730,6 +1034,7 @@ mod tests {
             plugin = "PLUGIN"
             concurrency = 2
             handler_timeout = "250ms"
+            max_entry_kib = 64
             [queues.Persistence.config]
             table = "chats"
             "#,
@@ -737,16 +1042,19 @@ mod tests {
         .unwrap();
         assert_eq!(c.host.prefix, "switchyard");
         assert_eq!(c.ingress.stream, "chat:events");
+        assert_eq!(c.ingress.max_entry_bytes, 1024 * 1024);
         assert_eq!(c.routes["chat.ended"], ["Email", "Persistence"]);
         let p = &c.queues["Persistence"];
         assert_eq!(p.concurrency, 2);
         assert_eq!(p.handler_timeout, Duration::from_millis(250));
+        assert_eq!(p.max_entry_bytes, 64 * 1024);
         assert_eq!(p.plugin_config["table"], "chats");
         assert_eq!(c.queues["Email"].concurrency, 4);
+        assert_eq!(c.queues["Email"].max_entry_bytes, 1024 * 1024);
     }
 
     #[test]
-    fn reports_every_error_with_its_key_and_line() {
+    fn reports_every_error_with_its_key_and_line_in_line_order() {
         let err = parse(
             r#"
             [host]
@@ -763,16 +1071,153 @@ mod tests {
         .unwrap_err();
         let text = err.to_string();
         let keys: Vec<&str> = err.errors.iter().map(|e| e.key.as_str()).collect();
-        assert!(keys.contains(&"host.prefx"), "{text}");
-        assert!(keys.contains(&"routes.\"chat.ended\""), "{text}");
-        assert!(keys.contains(&"queues.Email.plugin"), "{text}");
-        assert!(keys.contains(&"queues.Email.concurrency"), "{text}");
-        assert!(keys.contains(&"queues.Email.colour"), "{text}");
-        assert!(keys.contains(&"queues.Email.handler_timeout"), "{text}");
+        assert_eq!(
+            keys,
+            [
+                "host.prefx",
+                "routes.\"chat.ended\"",
+                "queues.Email.plugin",
+                "queues.Email.concurrency",
+                "queues.Email.colour",
+                "queues.Email.handler_timeout",
+            ],
+            "{text}"
+        );
+        let lines: Vec<usize> = err.errors.iter().map(|e| e.line.unwrap()).collect();
+        assert_eq!(lines, [3, 5, 7, 8, 9, 10], "{text}");
         assert!(text.contains("undeclared queue \"Nowhere\""), "{text}");
         assert!(text.contains("line 3: host.prefx: unknown key"), "{text}");
-        assert!(text.contains("line 8: queues.Email.concurrency"), "{text}");
-        assert_eq!(err.errors.len(), 6, "{text}");
+        assert!(
+            text.contains("line 8: queues.Email.concurrency: must be between 1 and 1024, found 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "line 10: queues.Email.handler_timeout: \"soon\" is not a duration: write a number and a unit, like \"250ms\""
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_is_one_line_with_its_line_number() {
+        let err = parse("[routes]\n\"a\" = [\"A\"]\n[queues.A\nplugin = \"x\"\n").unwrap_err();
+        assert_eq!(err.errors.len(), 1);
+        let e = err.errors[0].to_string();
+        assert!(e.starts_with("line 3: not valid TOML: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let err = parse(
+            r#"
+            [routes]
+            "a" = ["Q"]
+            [queues.Q]
+            plugin = "PLUGIN"
+            handler_timeout = "500000000000y"
+            retry_delay = "2y"
+            "#,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("queues.Q.handler_timeout: \"500000000000y\" is"),
+            "{text}"
+        );
+        assert!(
+            text.contains("queues.Q.retry_delay: \"2y\" is longer than the 1year allowed"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn contradictions_are_warnings() {
+        let c = parse(
+            r#"
+            [ingress]
+            max_entry_kib = 100
+            [routes]
+            "a" = ["Q"]
+            [queues.Q]
+            plugin = "PLUGIN"
+            visibility_timeout = "1m"
+            retry_delay = "30s"
+            retry_delay_max = "10m"
+            max_entry_kib = 200
+            "#,
+        )
+        .unwrap();
+        let w: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("queues.Q.retry_delay_max: 10m is longer than visibility_timeout (1m)"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].contains("queues.Q.max_entry_kib: 200 is more than ingress.max_entry_kib (100)"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_shipped_plugin_says_how_to_build_it() {
+        let err = parse(
+            r#"
+            [routes]
+            "a" = ["Q"]
+            [queues.Q]
+            plugin = "target/wasm32-wasip2/release/nothing.wasm"
+            "#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains(
+                "does not exist (build the shipped plugins with ./scripts/build-plugins.sh)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn changes_say_what_applies_now_and_what_at_restart() {
+        let old = parse(
+            r#"
+            [routes]
+            "a" = ["Q"]
+            [queues.Q]
+            plugin = "PLUGIN"
+            "#,
+        )
+        .unwrap();
+        let new = parse(
+            r#"
+            [host]
+            prefix = "other"
+            [ingress]
+            batch = 10
+            [retention]
+            interval = "5s"
+            [routes]
+            "a" = ["Q"]
+            [queues.Q]
+            plugin = "PLUGIN"
+            concurrency = 8
+            "#,
+        )
+        .unwrap();
+        let c = ConfigChanges::between(&old, &new);
+        assert_eq!(c.at_restart, ["host.prefix: switchyard -> other"]);
+        assert_eq!(
+            c.applied,
+            [
+                "ingress.batch: 256 -> 10",
+                "queues.Q.concurrency: 4 -> 8",
+                "retention.interval: 1m -> 5s",
+            ]
+        );
+        assert!(ConfigChanges::between(&old, &old).is_empty());
     }
 
     #[test]
@@ -817,12 +1262,6 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.errors[0].key, "queues.Q.visibility_timeout");
-    }
-
-    #[test]
-    fn reports_bad_toml() {
-        let err = parse("[routes\n").unwrap_err();
-        assert!(err.to_string().contains("not valid TOML"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use crate::admin::status;
 use crate::config::Config;
 use crate::host::RunningHost;
+use crate::plugin::Compiler;
 use crate::redis_conn;
 
 /// A redis-server this process started, stopped (by pid) when dropped.
@@ -95,7 +96,12 @@ pub fn read_events(path: &Path) -> Result<Vec<Vec<(String, String)>>> {
 }
 
 /// Runs the demo.
-pub async fn run(mut config: Config, redis_url: Option<String>, events: &Path) -> Result<()> {
+pub async fn run(
+    mut config: Config,
+    redis_url: Option<String>,
+    events: &Path,
+    compiler: Compiler,
+) -> Result<()> {
     let events = read_events(events)?;
     let (_local, url) = match redis_url {
         Some(url) => {
@@ -114,10 +120,10 @@ pub async fn run(mut config: Config, redis_url: Option<String>, events: &Path) -
             (Some(local), url)
         }
     };
-    let client = redis::Client::open(url.as_str())?;
+    let client = redis_conn::client(&url)?;
     let mut conn = redis_conn::shared(&client).await?;
 
-    let host = RunningHost::start(config.clone(), client.clone());
+    let host = RunningHost::start(config.clone(), client.clone(), compiler);
     eprintln!(
         "demo: XADDing {} sample events to {}",
         events.len(),

@@ -1,13 +1,16 @@
 //! Queue workers: read a queue's messages within its concurrency, run the
 //! plugin on each in a fresh instance, and settle the outcome: ack, retry
 //! later, or dead-letter.
+//!
+//! What to do with a delivery is decided by [`settlement`], a pure function
+//! of what happened, the attempt, the queue's policy and the message's
+//! failures so far; [`Shared::settle`] then writes it to Redis in one step.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Result;
 use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -15,11 +18,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::metrics::QueueMetrics;
 use crate::config::{MissingGroup, QueueConfig};
-use crate::message::Message;
+use crate::message::{Message, entry_bytes};
 use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WarmPool, WitMessage};
-use crate::redis_conn::{Backoff, Health, Reader, SharedFailure, is_missing_group, is_outage};
-use crate::stream::Entry;
+use crate::redis_conn::{Backoff, FailureKind, Health, Reader, StreamError, StreamResult};
+use crate::router::human_size;
+use crate::stream::now_rfc3339;
 use crate::stream::queue::{FailureHistory, QueueStream};
+use crate::stream::read::ReadEntry;
 
 /// What a queue runs with now: its settings and its plugin version. Swapped
 /// whole on a reload; each message loads it once, at its start, so a message
@@ -31,10 +36,16 @@ pub struct QueueRuntime {
     pub cx: CallContext,
     /// Instances kept between messages, if the queue reuses them.
     pub warm: Option<Arc<WarmPool>>,
+    /// What to do if the queue's consumer group vanishes.
+    pub on_missing_group: MissingGroup,
 }
 
 impl QueueRuntime {
-    pub fn new(queue: QueueConfig, plugin: Arc<LoadedPlugin>) -> Self {
+    pub fn new(
+        queue: QueueConfig,
+        plugin: Arc<LoadedPlugin>,
+        on_missing_group: MissingGroup,
+    ) -> Self {
         let cx = CallContext {
             queue: queue.name.as_str().into(),
             timeout: queue.handler_timeout,
@@ -46,6 +57,7 @@ impl QueueRuntime {
             queue: Arc::new(queue),
             plugin,
             cx,
+            on_missing_group,
         }
     }
 }
@@ -110,6 +122,122 @@ impl Slots {
     }
 }
 
+/// What happened to one delivery, before it is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    /// The entry cannot be a message for this queue (malformed, over the
+    /// queue's size bound); it was never handed to the plugin.
+    Unusable { reason: String },
+    /// Delivered more often than `max_attempts` with no outcome recorded
+    /// (its handler kept dying with its host): not run again.
+    Exhausted,
+    /// The plugin ran.
+    Ran(Outcome),
+}
+
+/// How a delivery ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    Ack {
+        /// Failures were recorded for it, to be cleared with the ack.
+        had_failures: bool,
+    },
+    DeadLetter {
+        reason: String,
+        /// Attempts made (0: never handed to the plugin).
+        attempts: u32,
+        history: Option<FailureHistory>,
+    },
+    RetryLater {
+        delay: Duration,
+        /// The delay asked for, when it was longer than the queue's
+        /// visibility timeout and so cut to it.
+        cut_from: Option<Duration>,
+        history: FailureHistory,
+    },
+}
+
+/// Whether [`settlement`] needs the message's recorded failures for this
+/// delivery: only a failure after an earlier one does.
+pub fn needs_history(delivered: &Delivered, attempt: u32) -> bool {
+    match delivered {
+        Delivered::Unusable { .. } | Delivered::Ran(Outcome::Success) => false,
+        Delivered::Exhausted => true,
+        Delivered::Ran(_) => attempt > 1,
+    }
+}
+
+/// Decides how a delivery ends: a pure function of what happened, the
+/// attempt (1, 2, ...), the queue's policy, the failures recorded before
+/// this attempt, and the time `now` (RFC 3339) for the record.
+pub fn settlement(
+    delivered: &Delivered,
+    attempt: u32,
+    policy: &QueueConfig,
+    history: Option<&FailureHistory>,
+    now: &str,
+) -> Settlement {
+    let (kind, reason, asked) = match delivered {
+        Delivered::Unusable { reason } => {
+            return Settlement::DeadLetter {
+                reason: reason.clone(),
+                attempts: 0,
+                history: None,
+            };
+        }
+        Delivered::Exhausted => {
+            let last = history
+                .and_then(|h| h.errors.last())
+                .map_or("none recorded: the handler never finished", String::as_str);
+            return Settlement::DeadLetter {
+                reason: format!(
+                    "gave up after {} deliveries (max_attempts {}); last error: {last}",
+                    attempt - 1,
+                    policy.max_attempts
+                ),
+                attempts: attempt - 1,
+                history: history.cloned(),
+            };
+        }
+        Delivered::Ran(Outcome::Success) => {
+            return Settlement::Ack {
+                had_failures: attempt > 1,
+            };
+        }
+        Delivered::Ran(Outcome::Reject { reason }) => {
+            return Settlement::DeadLetter {
+                reason: format!("rejected by the plugin: {reason}"),
+                attempts: attempt,
+                history: history.cloned(),
+            };
+        }
+        Delivered::Ran(Outcome::Retry { reason, delay }) => ("retry", reason, *delay),
+        Delivered::Ran(Outcome::Failed { kind, reason }) => (kind.as_str(), reason, None),
+    };
+    let mut history = history.cloned().unwrap_or_default();
+    history.record(attempt, kind, reason, now);
+    if attempt >= policy.max_attempts {
+        return Settlement::DeadLetter {
+            reason: format!("gave up after {attempt} attempts; last error ({kind}): {reason}"),
+            attempts: attempt,
+            history: Some(history),
+        };
+    }
+    let wanted = asked.unwrap_or_else(|| policy.backoff(attempt + 1));
+    // A retry is scheduled through the message's idle clock: no delay can
+    // be longer than the visibility timeout.
+    let (delay, cut_from) = if wanted > policy.visibility_timeout {
+        (policy.visibility_timeout, Some(wanted))
+    } else {
+        (wanted, None)
+    };
+    Settlement::RetryLater {
+        delay,
+        cut_from,
+        history,
+    }
+}
+
 /// What a queue's workers are made of.
 #[derive(Debug)]
 pub struct QueueParts {
@@ -120,7 +248,17 @@ pub struct QueueParts {
     pub reader: Reader,
     pub metrics: Arc<QueueMetrics>,
     pub health: Arc<Health>,
-    pub on_missing_group: MissingGroup,
+}
+
+/// The tasks a queue's workers run besides its reading loop.
+#[derive(Debug, Clone)]
+pub struct WorkerTasks {
+    /// Handler calls: shutdown waits for these.
+    pub handlers: TaskTracker,
+    /// Lease renewals and batched acks: they serve the handlers, and stop
+    /// when `bookkeeping_done` fires after the handlers are done.
+    pub bookkeeping: TaskTracker,
+    pub bookkeeping_done: CancellationToken,
 }
 
 /// The workers of one queue in one host.
@@ -138,7 +276,7 @@ const MAX_ACK_BATCH: usize = 512;
 struct AckRequest {
     id: String,
     had_failures: bool,
-    done: oneshot::Sender<Result<(), SharedFailure>>,
+    done: oneshot::Sender<StreamResult<()>>,
 }
 
 /// What every handler task of the queue needs.
@@ -152,8 +290,9 @@ struct Shared {
     health: Arc<Health>,
     /// Entry ids being handled now, whose leases are renewed.
     in_flight: Mutex<HashSet<String>>,
-    /// What to do if the queue's consumer group vanishes.
-    on_missing_group: MissingGroup,
+    /// The group was found missing and that was said; said again only once
+    /// it has been back.
+    group_reported: std::sync::atomic::AtomicBool,
     /// To the task that acks handled messages in batches.
     acks: mpsc::UnboundedSender<AckRequest>,
 }
@@ -180,7 +319,7 @@ impl QueueWorker {
                 metrics: parts.metrics,
                 health: parts.health,
                 in_flight: Mutex::new(HashSet::new()),
-                on_missing_group: parts.on_missing_group,
+                group_reported: std::sync::atomic::AtomicBool::new(false),
                 acks: ack_tx,
             }),
             reader: parts.reader,
@@ -188,18 +327,24 @@ impl QueueWorker {
     }
 
     /// Reads and dispatches until `cancel` fires. Handler calls run as tasks
-    /// on `tracker`, so shutdown can wait for them. A message is read only
-    /// when a handler slot is free for it: nothing waits in a local buffer
-    /// while its visibility timeout runs.
-    pub async fn run(mut self, cancel: CancellationToken, tracker: TaskTracker) {
+    /// on `tasks.handlers`, so shutdown can wait for them. A message is read
+    /// only when a handler slot is free for it: nothing waits in a local
+    /// buffer while its visibility timeout runs.
+    pub async fn run(mut self, cancel: CancellationToken, tasks: WorkerTasks) {
         let name = self.shared.name.clone();
         let semaphore = self.shared.slots.semaphore.clone();
         // Leases are renewed while handlers run, including after this loop
-        // stops reading (shutdown, or the queue removed) until the last one
-        // is done; so the task is tracked with the handlers.
-        tracker.spawn(self.shared.clone().renew_leases(cancel.clone()));
+        // stops reading (shutdown, or the queue removed), until the handlers
+        // are done.
+        tasks.bookkeeping.spawn(
+            self.shared
+                .clone()
+                .renew_leases(tasks.bookkeeping_done.clone()),
+        );
         // Ends when the last handler is done with the queue's shared state.
-        tracker.spawn(ack_batches(self.shared.stream.clone(), self.acks));
+        tasks
+            .bookkeeping
+            .spawn(ack_batches(self.shared.stream.clone(), self.acks));
         let mut next_claim = tokio::time::Instant::now();
         let mut cursor = "0-0".to_string();
         let mut backoff = Backoff::default();
@@ -227,7 +372,12 @@ impl QueueWorker {
                     let claimed = self
                         .shared
                         .stream
-                        .claim_idle(queue.visibility_timeout, &cursor, permits.len())
+                        .claim_idle(
+                            queue.visibility_timeout,
+                            &cursor,
+                            permits.len(),
+                            queue.max_entry_bytes,
+                        )
                         .await?;
                     for id in &claimed.deleted {
                         tracing::error!(queue = %queue.name, entry_id = %id, "A pending message's entry was deleted from the stream before it was handled.");
@@ -241,7 +391,7 @@ impl QueueWorker {
                             .metrics
                             .reclaimed
                             .fetch_add(claimed.entries.len() as u64, Ordering::Relaxed);
-                        return anyhow::Ok(claimed.entries);
+                        return StreamResult::Ok(claimed.entries);
                     }
                 }
                 let block = next_claim
@@ -256,21 +406,23 @@ impl QueueWorker {
                 if read.is_err() {
                     self.reader.reset();
                 }
-                Ok(read?.into_iter().map(|e| (e, 1)).collect())
+                read
             };
-            let batch: Vec<(Entry, u32)> = match batch.await {
+            let batch: Vec<ReadEntry> = match batch.await {
                 Ok(b) => {
                     backoff.reset();
                     self.shared.health.ok();
+                    if self.shared.group_reported.swap(false, Ordering::Relaxed) {
+                        tracing::info!(queue = %name, "The queue's consumer group is back; reading again.");
+                    }
                     b
                 }
                 Err(e) => {
-                    self.shared
-                        .health
-                        .failed(&format!("Reading queue {name}"), &e);
                     drop(permits);
-                    if is_missing_group(&e) {
+                    if e.kind == FailureKind::MissingGroup {
                         self.shared.group_missing().await;
+                    } else {
+                        self.shared.health.failed(&e);
                     }
                     tokio::select! {
                         _ = cancel.cancelled() => break,
@@ -278,15 +430,15 @@ impl QueueWorker {
                     }
                 }
             };
-            for ((entry, attempt), permit) in batch.into_iter().zip(permits) {
+            for (entry, permit) in batch.into_iter().zip(permits) {
                 let shared = self.shared.clone();
                 shared
                     .in_flight
                     .lock()
                     .expect("in-flight lock")
-                    .insert(entry.id.clone());
-                tracker.spawn(async move {
-                    shared.handle(entry, attempt, permit).await;
+                    .insert(entry.id().to_owned());
+                tasks.handlers.spawn(async move {
+                    shared.handle(entry, permit).await;
                 });
             }
         }
@@ -294,37 +446,17 @@ impl QueueWorker {
     }
 }
 
-/// How a delivery ends, decided before it is written to Redis.
-enum Settlement {
-    Ack {
-        had_failures: bool,
-    },
-    DeadLetter {
-        reason: String,
-        attempts: u32,
-        history: Option<FailureHistory>,
-    },
-    RetryLater {
-        delay: Duration,
-        history: FailureHistory,
-    },
-}
-
 impl Shared {
     /// Renews the lease of every message being handled, every third of the
     /// visibility timeout, so that no other consumer takes over a message a
-    /// live host is still handling, however long its handler runs. Ends once
-    /// `stop` has fired and no handler is left.
-    async fn renew_leases(self: Arc<Self>, stop: CancellationToken) {
+    /// live host is still handling, however long its handler runs. Ends when
+    /// `done` fires.
+    async fn renew_leases(self: Arc<Self>, done: CancellationToken) {
         loop {
             let every = self.runtime.load().queue.visibility_timeout / 3;
-            if stop.is_cancelled() {
-                tokio::time::sleep(every).await;
-            } else {
-                tokio::select! {
-                    _ = tokio::time::sleep(every) => {}
-                    _ = stop.cancelled() => {}
-                }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = done.cancelled() => return,
             }
             let ids: Vec<String> = self
                 .in_flight
@@ -334,14 +466,11 @@ impl Shared {
                 .cloned()
                 .collect();
             if ids.is_empty() {
-                if stop.is_cancelled() {
-                    return;
-                }
                 continue;
             }
             match self.stream.renew_leases(&ids).await {
                 Ok(_) => self.health.ok(),
-                Err(e) => self.health.failed("Renewing leases", &e),
+                Err(e) => self.health.failed(&e),
             }
         }
     }
@@ -350,11 +479,17 @@ impl Shared {
     /// deleted it). Said loudly; recreated at the start of the stream, never
     /// at its end, only if the operator chose so.
     async fn group_missing(&self) {
-        match self.on_missing_group {
+        QueueMetrics::add(&self.metrics.group_missing);
+        let policy = self.runtime.load().on_missing_group;
+        if policy == MissingGroup::Stop && self.group_reported.swap(true, Ordering::Relaxed) {
+            tracing::debug!(queue = %self.name, "The queue's consumer group is still missing.");
+            return;
+        }
+        match policy {
             MissingGroup::Recreate => {
                 tracing::error!(queue = %self.name, stream = %self.stream.stream, "The queue's consumer group is gone (did Redis lose its data?); recreating it at the start of the stream (host.on_missing_group = \"recreate\").");
                 if let Err(e) = self.stream.recreate_group().await {
-                    tracing::error!(queue = %self.name, error = %format!("{e:#}"), "Recreating the consumer group failed.");
+                    tracing::error!(queue = %self.name, error = %e, "Recreating the consumer group failed.");
                 }
             }
             MissingGroup::Stop => {
@@ -367,22 +502,21 @@ impl Shared {
     /// reached to settle it, settling is retried for a while (half the
     /// visibility timeout), so a short outage does not make a handled message
     /// run again; after that it stays pending and is delivered again.
-    async fn handle(&self, entry: Entry, attempt: u32, slot: OwnedSemaphorePermit) {
+    async fn handle(&self, entry: ReadEntry, slot: OwnedSemaphorePermit) {
         let rt = self.runtime.load_full();
-        let settlement = self.attempt(&rt, &entry, attempt).await;
+        let id = entry.id().to_owned();
+        let settled = self.run(&rt, entry).await;
         // The handler is done: its slot can take the next message while this
         // one is settled (settling waits on Redis, not on the plugin).
         self.slots.release(slot);
         // Done running: no more lease renewals (a renewal now would undo the
         // retry delay the settlement sets).
-        self.in_flight
-            .lock()
-            .expect("in-flight lock")
-            .remove(&entry.id);
-        let settlement = match settlement {
+        self.in_flight.lock().expect("in-flight lock").remove(&id);
+        let settlement = match settled {
             Ok(s) => s,
             Err(e) => {
-                tracing::error!(queue = %self.name, entry_id = %entry.id, error = %format!("{e:#}"), "Preparing a delivery failed; the message stays pending and will be delivered again.");
+                self.health.failed(&e);
+                tracing::error!(queue = %self.name, entry_id = %id, error = %e, "Preparing a delivery failed; the message stays pending and will be delivered again.");
                 return;
             }
         };
@@ -390,162 +524,151 @@ impl Shared {
         let started = std::time::Instant::now();
         let mut backoff = Backoff::default();
         loop {
-            match self.settle(&rt, &entry, &settlement).await {
+            match self.settle(&rt, &id, &settlement).await {
                 Ok(()) => {
                     self.health.ok();
                     return;
                 }
-                Err(e) if is_outage(&e) && started.elapsed() < budget => {
-                    self.health.failed("Settling a message", &e);
+                Err(e) if e.is_outage() && started.elapsed() < budget => {
+                    self.health.failed(&e);
                     tokio::time::sleep(backoff.delay()).await;
                 }
                 Err(e) => {
-                    tracing::error!(queue = %self.name, entry_id = %entry.id, error = %format!("{e:#}"), "Settling a message failed; it stays pending and will be delivered again.");
+                    tracing::error!(queue = %self.name, entry_id = %id, error = %e, "Settling a message failed; it stays pending and will be delivered again.");
                     return;
                 }
             }
         }
     }
 
-    /// Runs the plugin if the message may still be tried, and decides the
-    /// settlement.
-    async fn attempt(&self, rt: &QueueRuntime, entry: &Entry, attempt: u32) -> Result<Settlement> {
+    /// Runs the plugin if the message may be tried, and decides how the
+    /// delivery ends.
+    async fn run(&self, rt: &QueueRuntime, entry: ReadEntry) -> StreamResult<Settlement> {
         let q = &rt.queue;
-        let plugin = &rt.plugin.hash;
-        let message = match Message::parse(&entry.id, &entry.fields) {
-            Ok(m) => m,
-            Err(e) => {
-                let reason = e.to_string();
-                tracing::warn!(queue = %q.name, entry_id = %entry.id, reason = %reason, "Malformed queue entry dead-lettered.");
-                QueueMetrics::add(&self.metrics.dead_lettered);
-                return Ok(Settlement::DeadLetter {
-                    reason,
-                    attempts: 0,
-                    history: None,
-                });
+        let attempt = entry.deliveries();
+        let entry_id = entry.id().to_owned();
+        let unusable = |reason: String| (Delivered::Unusable { reason }, None);
+        let (delivered, message) = match entry {
+            ReadEntry::TooLarge { bytes, .. } => unusable(too_large(q, bytes)),
+            ReadEntry::Whole { entry, .. } if entry_bytes(&entry.fields) > q.max_entry_bytes => {
+                unusable(too_large(q, entry_bytes(&entry.fields) as u64))
             }
+            ReadEntry::Whole { entry, .. } => match Message::parse(&entry.id, &entry.fields) {
+                Err(e) => unusable(e.to_string()),
+                Ok(m) if attempt > q.max_attempts => (Delivered::Exhausted, Some(m)),
+                Ok(m) => {
+                    let outcome = self.call(rt, &m, attempt).await;
+                    (Delivered::Ran(outcome), Some(m))
+                }
+            },
         };
-        let (msg_id, msg_type) = (message.id.clone(), message.message_type.clone());
-        if attempt > q.max_attempts {
-            // Delivered more often than allowed without a recorded outcome:
-            // its handler kept dying with its host (or hanging). Never run it
-            // again.
-            let history = self.stream.failures(&entry.id).await?;
-            let reason = format!(
-                "gave up after {} deliveries (max_attempts {}); last error: {}",
-                attempt - 1,
-                q.max_attempts,
-                history
-                    .as_ref()
-                    .and_then(|h| h.errors.last())
-                    .map_or("none recorded: the handler never finished", String::as_str)
-            );
-            tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, reason = %reason, "Message dead-lettered.");
-            QueueMetrics::add(&self.metrics.dead_lettered);
-            self.metrics.settled_by(plugin);
-            return Ok(Settlement::DeadLetter {
-                reason,
-                attempts: attempt - 1,
-                history,
-            });
-        }
+        let history = if needs_history(&delivered, attempt) {
+            self.stream.failures(&entry_id).await?
+        } else {
+            None
+        };
+        let settlement = settlement(&delivered, attempt, q, history.as_ref(), &now_rfc3339());
+        self.record(
+            rt,
+            &entry_id,
+            message.as_ref(),
+            attempt,
+            &delivered,
+            &settlement,
+        );
+        Ok(settlement)
+    }
 
+    async fn call(&self, rt: &QueueRuntime, m: &Message, attempt: u32) -> Outcome {
         let wit = WitMessage {
-            id: message.id,
-            message_type: message.message_type,
-            queue: q.name.clone(),
-            body: message.body,
-            headers: message.headers,
+            id: m.id.clone(),
+            message_type: m.message_type.clone(),
+            queue: rt.queue.name.clone(),
+            body: m.body.clone(),
+            headers: m.headers.clone(),
             attempt,
         };
         QueueMetrics::add(&self.metrics.attempts);
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        let started = std::time::Instant::now();
         let outcome = self
             .engine
             .call(rt.plugin.clone(), rt.cx.clone(), wit, rt.warm.clone())
             .await;
-        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
 
-        let (kind, reason, delay) = match outcome {
-            Outcome::Success => {
-                QueueMetrics::add(&self.metrics.succeeded);
-                self.metrics.settled_by(plugin);
-                tracing::info!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, elapsed_ms, outcome = "success", "Message handled.");
-                return Ok(Settlement::Ack {
-                    had_failures: attempt > 1,
-                });
-            }
-            Outcome::Reject { reason } => {
-                let reason = format!("rejected by the plugin: {reason}");
-                QueueMetrics::add(&self.metrics.rejected);
-                QueueMetrics::add(&self.metrics.dead_lettered);
-                self.metrics.settled_by(plugin);
-                tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome = "reject", reason = %reason, "Message dead-lettered.");
-                let history = if attempt > 1 {
-                    self.stream.failures(&entry.id).await?
-                } else {
-                    None
-                };
-                return Ok(Settlement::DeadLetter {
-                    reason,
-                    attempts: attempt,
-                    history,
-                });
-            }
-            Outcome::Retry { reason, delay } => {
-                QueueMetrics::add(&self.metrics.retried);
-                ("retry", reason, delay)
-            }
-            Outcome::Failed { kind, reason } => {
-                QueueMetrics::add(&self.metrics.failed);
-                (kind.as_str(), reason, None)
-            }
-        };
-
-        let mut history = if attempt > 1 {
-            self.stream.failures(&entry.id).await?.unwrap_or_default()
-        } else {
-            FailureHistory::default()
-        };
-        history.record(attempt, kind, &reason);
-        if attempt >= q.max_attempts {
-            let reason = format!("gave up after {attempt} attempts; last error ({kind}): {reason}");
-            QueueMetrics::add(&self.metrics.dead_lettered);
-            self.metrics.settled_by(plugin);
-            tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome = kind, reason = %reason, "Message dead-lettered.");
-            return Ok(Settlement::DeadLetter {
-                reason,
-                attempts: attempt,
-                history: Some(history),
-            });
+    /// Logs a decided delivery and counts it.
+    fn record(
+        &self,
+        rt: &QueueRuntime,
+        entry_id: &str,
+        message: Option<&Message>,
+        attempt: u32,
+        delivered: &Delivered,
+        settlement: &Settlement,
+    ) {
+        let q = &rt.queue.name;
+        let plugin = rt.plugin.hash.as_str();
+        let (msg_id, msg_type) = message.map_or((entry_id, ""), |m| (&m.id, &m.message_type));
+        let m = &self.metrics;
+        match delivered {
+            Delivered::Ran(Outcome::Success) => QueueMetrics::add(&m.succeeded),
+            Delivered::Ran(Outcome::Reject { .. }) => QueueMetrics::add(&m.rejected),
+            Delivered::Ran(Outcome::Retry { .. }) => QueueMetrics::add(&m.retried),
+            Delivered::Ran(Outcome::Failed { .. }) => QueueMetrics::add(&m.failed),
+            Delivered::Unusable { .. } | Delivered::Exhausted => {}
         }
-        let delay = delay.unwrap_or_else(|| q.backoff(attempt + 1));
-        tracing::warn!(queue = %q.name, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome = kind, reason = %reason, retry_in_ms = delay.as_millis() as u64, "Attempt failed; will retry.");
-        Ok(Settlement::RetryLater { delay, history })
+        let outcome = match delivered {
+            Delivered::Ran(o) => o.kind(),
+            Delivered::Unusable { .. } => "unusable",
+            Delivered::Exhausted => "exhausted",
+        };
+        match settlement {
+            Settlement::Ack { .. } => {
+                m.settled_by(plugin);
+                tracing::info!(queue = %q, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, "Message handled.");
+            }
+            Settlement::DeadLetter { reason, .. } => {
+                QueueMetrics::add(&m.dead_lettered);
+                if !matches!(delivered, Delivered::Unusable { .. }) {
+                    m.settled_by(plugin);
+                }
+                tracing::warn!(queue = %q, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, "Message dead-lettered.");
+            }
+            Settlement::RetryLater {
+                delay,
+                cut_from,
+                history,
+            } => {
+                let reason = history.errors.last().map_or("", String::as_str);
+                tracing::warn!(queue = %q, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, retry_in_ms = delay.as_millis() as u64, "Attempt failed; will retry.");
+                if let Some(wanted) = cut_from {
+                    tracing::warn!(queue = %q, msg_id = %msg_id, wanted_ms = wanted.as_millis() as u64, "A retry delay longer than the queue's visibility_timeout was cut to it.");
+                }
+            }
+        }
     }
 
     /// Writes a settlement to Redis, in one atomic step.
     async fn settle(
         &self,
         rt: &QueueRuntime,
-        entry: &Entry,
+        id: &str,
         settlement: &Settlement,
-    ) -> Result<()> {
+    ) -> StreamResult<()> {
         match settlement {
             Settlement::Ack { had_failures } => {
                 let (done, result) = oneshot::channel();
+                let stopped = || StreamError::protocol("acking", "the ack task has stopped");
                 self.acks
                     .send(AckRequest {
-                        id: entry.id.clone(),
+                        id: id.to_owned(),
                         had_failures: *had_failures,
                         done,
                     })
-                    .map_err(|_| anyhow::anyhow!("the ack task has stopped"))?;
-                Ok(result
-                    .await
-                    .map_err(|_| anyhow::anyhow!("the ack task has stopped"))??)
+                    .map_err(|_| stopped())?;
+                result.await.map_err(|_| stopped())?
             }
             Settlement::DeadLetter {
                 reason,
@@ -558,17 +681,26 @@ impl Shared {
                     rt.plugin.hash.as_str()
                 };
                 self.stream
-                    .dead_letter(entry, reason, *attempts, plugin, history.as_ref())
+                    .dead_letter(id, reason, *attempts, plugin, history.as_ref())
                     .await
                     .map(drop)
             }
-            Settlement::RetryLater { delay, history } => {
+            Settlement::RetryLater { delay, history, .. } => {
                 self.stream
-                    .retry_later(&entry.id, rt.queue.visibility_timeout, *delay, history)
+                    .retry_later(id, rt.queue.visibility_timeout, *delay, history)
                     .await
             }
         }
     }
+}
+
+fn too_large(q: &QueueConfig, bytes: u64) -> String {
+    format!(
+        "entry is {}, more than queues.{}.max_entry_kib ({} KiB)",
+        human_size(bytes),
+        q.name,
+        q.max_entry_bytes / 1024
+    )
 }
 
 /// Acks handled messages in batches: each XACK takes every ack that arrived
@@ -584,11 +716,207 @@ async fn ack_batches(stream: QueueStream, mut requests: mpsc::UnboundedReceiver<
             ids.push((request.id, request.had_failures));
             waiting.push(request.done);
         }
-        let result = stream.ack(&ids).await.map_err(|e| SharedFailure::new(&e));
+        let result = stream.ack(&ids).await;
         ids.clear();
         for done in waiting.drain(..) {
             // The handler may have given up waiting (shutdown); nothing to do.
             let _ = done.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::FailureKind as Kind;
+
+    fn policy() -> QueueConfig {
+        QueueConfig {
+            name: "Q".into(),
+            plugin: "p.wasm".into(),
+            concurrency: 1,
+            handler_timeout: Duration::from_secs(1),
+            memory_mib: 64,
+            max_entry_bytes: 1024,
+            visibility_timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            retry_quick: 1,
+            retry_quick_delay: Duration::from_millis(100),
+            retry_delay: Duration::from_secs(30),
+            retry_delay_max: Duration::from_secs(600),
+            reuse_instances: false,
+            plugin_config: Default::default(),
+        }
+    }
+
+    fn history(errors: &[&str]) -> FailureHistory {
+        FailureHistory {
+            first: "T0".into(),
+            last: "T1".into(),
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    fn retry(reason: &str, delay_ms: Option<u64>) -> Delivered {
+        Delivered::Ran(Outcome::Retry {
+            reason: reason.into(),
+            delay: delay_ms.map(Duration::from_millis),
+        })
+    }
+
+    #[test]
+    fn settlement_table() {
+        let p = policy();
+        let trap = Delivered::Ran(Outcome::Failed {
+            kind: Kind::Trap,
+            reason: "boom".into(),
+        });
+        let before = history(&["attempt 1 (retry): down"]);
+        // (what happened, attempt, failures before, settlement)
+        let cases: Vec<(Delivered, u32, Option<FailureHistory>, Settlement)> = vec![
+            (
+                Delivered::Ran(Outcome::Success),
+                1,
+                None,
+                Settlement::Ack {
+                    had_failures: false,
+                },
+            ),
+            (
+                Delivered::Ran(Outcome::Success),
+                2,
+                Some(before.clone()),
+                Settlement::Ack { had_failures: true },
+            ),
+            (
+                Delivered::Unusable {
+                    reason: "missing field `body`".into(),
+                },
+                1,
+                None,
+                Settlement::DeadLetter {
+                    reason: "missing field `body`".into(),
+                    attempts: 0,
+                    history: None,
+                },
+            ),
+            (
+                Delivered::Ran(Outcome::Reject {
+                    reason: "bad site".into(),
+                }),
+                2,
+                Some(before.clone()),
+                Settlement::DeadLetter {
+                    reason: "rejected by the plugin: bad site".into(),
+                    attempts: 2,
+                    history: Some(before.clone()),
+                },
+            ),
+            // The first failure: the quick retry.
+            (
+                retry("down", None),
+                1,
+                None,
+                Settlement::RetryLater {
+                    delay: Duration::from_millis(100),
+                    cut_from: None,
+                    history: FailureHistory {
+                        first: "NOW".into(),
+                        last: "NOW".into(),
+                        errors: vec!["attempt 1 (retry): down".into()],
+                    },
+                },
+            ),
+            // The second: the spaced retry, after the quick ones.
+            (
+                trap.clone(),
+                2,
+                Some(before.clone()),
+                Settlement::RetryLater {
+                    delay: Duration::from_secs(30),
+                    cut_from: None,
+                    history: FailureHistory {
+                        first: "T0".into(),
+                        last: "NOW".into(),
+                        errors: vec![
+                            "attempt 1 (retry): down".into(),
+                            "attempt 2 (trap): boom".into(),
+                        ],
+                    },
+                },
+            ),
+            // The plugin's own delay wins, but never past the visibility
+            // timeout.
+            (
+                retry("slow down", Some(120_000)),
+                1,
+                None,
+                Settlement::RetryLater {
+                    delay: Duration::from_secs(60),
+                    cut_from: Some(Duration::from_secs(120)),
+                    history: FailureHistory {
+                        first: "NOW".into(),
+                        last: "NOW".into(),
+                        errors: vec!["attempt 1 (retry): slow down".into()],
+                    },
+                },
+            ),
+            // The last attempt fails: dead-lettered with every error.
+            (
+                trap,
+                3,
+                Some(before.clone()),
+                Settlement::DeadLetter {
+                    reason: "gave up after 3 attempts; last error (trap): boom".into(),
+                    attempts: 3,
+                    history: Some(FailureHistory {
+                        first: "T0".into(),
+                        last: "NOW".into(),
+                        errors: vec![
+                            "attempt 1 (retry): down".into(),
+                            "attempt 3 (trap): boom".into(),
+                        ],
+                    }),
+                },
+            ),
+            // Delivered past max_attempts without an outcome.
+            (
+                Delivered::Exhausted,
+                4,
+                None,
+                Settlement::DeadLetter {
+                    reason: "gave up after 3 deliveries (max_attempts 3); last error: none recorded: the handler never finished".into(),
+                    attempts: 3,
+                    history: None,
+                },
+            ),
+            (
+                Delivered::Exhausted,
+                5,
+                Some(before.clone()),
+                Settlement::DeadLetter {
+                    reason: "gave up after 4 deliveries (max_attempts 3); last error: attempt 1 (retry): down".into(),
+                    attempts: 4,
+                    history: Some(before),
+                },
+            ),
+        ];
+        for (delivered, attempt, history, want) in cases {
+            let got = settlement(&delivered, attempt, &p, history.as_ref(), "NOW");
+            assert_eq!(got, want, "{delivered:?} on attempt {attempt}");
+        }
+    }
+
+    #[test]
+    fn history_is_read_only_for_a_failure_after_another() {
+        let fail = retry("x", None);
+        assert!(!needs_history(&fail, 1));
+        assert!(needs_history(&fail, 2));
+        assert!(!needs_history(&Delivered::Ran(Outcome::Success), 5));
+        assert!(needs_history(&Delivered::Exhausted, 9));
+        assert!(!needs_history(
+            &Delivered::Unusable { reason: "x".into() },
+            3
+        ));
     }
 }

@@ -3,22 +3,27 @@
 //! files and queues.toml while running, and drains on shutdown.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::metrics::{Metrics, QueueMetrics};
-use crate::config::{Config, QueueConfig};
-use crate::dispatch::{QueueParts, QueueRuntime, QueueWorker, Slots};
-use crate::plugin::{LoadLimits, LoadedPlugin, POOL_INSTANCES, PluginEngine};
-use crate::redis_conn::{self, Health, Reader};
+use crate::config::{Config, ConfigChanges, MissingGroup, QueueConfig};
+use crate::dispatch::{QueueParts, QueueRuntime, QueueWorker, Slots, WorkerTasks};
+use crate::plugin::{
+    CompileLimits, Compiler, LoadError, LoadLimits, LoadedPlugin, POOL_INSTANCES, PluginEngine,
+};
+use crate::redis_conn::{self, Doorbell, Health, Reader};
 use crate::router::Router;
+use crate::shutdown::Shutdown;
 use crate::stream::ingress::IngressRouter;
 use crate::stream::queue::QueueStream;
 use crate::stream::{Keys, ensure_group, retention};
@@ -59,70 +64,200 @@ fn files_to_watch(config: &Config) -> BTreeSet<PathBuf> {
 pub fn load_limits(config: &Config) -> LoadLimits {
     LoadLimits {
         max_bytes: config.host.max_plugin_bytes,
-        compile_timeout: config.host.plugin_compile_timeout,
+        compile: CompileLimits {
+            cpu: config.host.plugin_compile_timeout,
+            memory_mib: config.host.plugin_compile_memory_mib,
+        },
     }
 }
 
-/// The engine for `config`, with its compiled-code cache.
-pub fn engine(config: &Config) -> Result<PluginEngine> {
-    PluginEngine::new(config.host.cache_dir.as_deref())
+/// The engine for `config`, compiling with `compiler`, with its
+/// compiled-code cache.
+pub fn engine(config: &Config, compiler: Compiler) -> Result<PluginEngine> {
+    PluginEngine::new(config.host.cache_dir.as_deref(), compiler)
 }
 
-/// Loads every plugin named in `config`, each file once, off the async
-/// runtime. A file whose content is that of a plugin in `known` (same path)
-/// is reused without compiling. Fails with every refusal listed, each naming
-/// its queue. `switchyard check`, the start and every reload use this.
+/// Why a configuration cannot run.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// The queues ask for more instances than the pool holds.
+    Pool { total: u32 },
+    /// A plugin file cannot serve the queues that name it.
+    Plugin {
+        queues: Vec<String>,
+        path: PathBuf,
+        error: PluginProblem,
+    },
+}
+
+/// What is wrong with a plugin for its queues.
+#[derive(Debug, Clone)]
+pub enum PluginProblem {
+    Load(LoadError),
+    /// Its initial memory does not fit the queue's cap.
+    Memory {
+        initial: u64,
+        memory_mib: u32,
+    },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Pool { total } => write!(
+                f,
+                "the queues' concurrency adds up to {total}, more than the {POOL_INSTANCES} plugin instances the host can run at once"
+            ),
+            Refusal::Plugin {
+                queues,
+                path,
+                error,
+            } => {
+                let keys: Vec<String> = queues
+                    .iter()
+                    .map(|q| format!("queues.{q}.plugin"))
+                    .collect();
+                write!(f, "{}: {} refused: ", keys.join(", "), path.display())?;
+                match error {
+                    PluginProblem::Load(e) => write!(f, "{e}"),
+                    PluginProblem::Memory {
+                        initial,
+                        memory_mib,
+                    } => write!(
+                        f,
+                        "its initial memory is {} MiB, more than queues.{}.memory_mib ({memory_mib} MiB)",
+                        initial.div_ceil(1024 * 1024),
+                        queues.first().map_or("?", String::as_str)
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Every reason a configuration was refused, one per line.
+#[derive(Debug, Clone)]
+pub struct Refusals(pub Vec<Refusal>);
+
+impl fmt::Display for Refusals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Refusals {}
+
+/// The plugins in use, by file.
+pub type Plugins = BTreeMap<PathBuf, Arc<LoadedPlugin>>;
+
+/// Checks that `plugin` can serve `queue`: its initial memory fits the
+/// queue's cap.
+fn fits(plugin: &LoadedPlugin, queue: &QueueConfig) -> Result<(), PluginProblem> {
+    match plugin.initial_memory {
+        Some(initial) if initial > u64::from(queue.memory_mib) * 1024 * 1024 => {
+            Err(PluginProblem::Memory {
+                initial,
+                memory_mib: queue.memory_mib,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The queues of `config` that use the plugin file `path`.
+fn users<'c>(config: &'c Config, path: &Path) -> Vec<&'c QueueConfig> {
+    config
+        .queues
+        .values()
+        .filter(|q| q.plugin == path)
+        .collect()
+}
+
+/// Loads every plugin named in `config`, each file once, one at a time.
+/// A file whose content is that of a plugin in `known` (same path) is reused
+/// without compiling. Returns every refusal, each naming its queues.
+/// `switchyard check`, the start and every reload use this.
 pub async fn load_plugins(
     engine: &PluginEngine,
     config: &Config,
-    known: &BTreeMap<PathBuf, Arc<LoadedPlugin>>,
+    known: &Plugins,
     metrics: &Metrics,
-) -> Result<BTreeMap<PathBuf, Arc<LoadedPlugin>>> {
+) -> Result<Plugins, Refusals> {
     let limits = load_limits(config);
     let mut loaded = BTreeMap::new();
-    let mut errors = Vec::new();
-    for queue in config.queues.values() {
-        if loaded.contains_key(&queue.plugin) {
-            continue;
-        }
-        let old = known.get(&queue.plugin);
-        match engine
-            .load(&queue.plugin, &limits, old.map(|p| p.digest.as_str()))
+    let mut refusals = Vec::new();
+    let paths: BTreeSet<&PathBuf> = config.queues.values().map(|q| &q.plugin).collect();
+    for path in paths {
+        let queues = users(config, path);
+        let names: Vec<String> = queues.iter().map(|q| q.name.clone()).collect();
+        let old = known.get(path);
+        let plugin = match engine
+            .load(path, &limits, old.map(|p| p.digest.as_str()))
             .await
         {
-            Ok(None) => {
-                loaded.insert(queue.plugin.clone(), old.expect("unchanged").clone());
-            }
+            Ok(None) => old.expect("unchanged").clone(),
             Ok(Some(plugin)) => {
                 count_load(metrics, &plugin);
-                tracing::info!(queue = %queue.name, plugin = %plugin.hash, path = %queue.plugin.display(), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin loaded.");
-                loaded.insert(queue.plugin.clone(), Arc::new(plugin));
+                tracing::info!(queues = ?names, plugin = %plugin.hash, path = %path.display(), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin loaded.");
+                Arc::new(plugin)
             }
-            Err(e) => errors.push(format!(
-                "queues.{}.plugin: {} refused: {e}",
-                queue.name,
-                queue.plugin.display()
-            )),
+            Err(e) => {
+                refusals.push(Refusal::Plugin {
+                    queues: names,
+                    path: path.clone(),
+                    error: PluginProblem::Load(e),
+                });
+                continue;
+            }
+        };
+        let mut ok = true;
+        for q in queues {
+            if let Err(problem) = fits(&plugin, q) {
+                ok = false;
+                refusals.push(Refusal::Plugin {
+                    queues: vec![q.name.clone()],
+                    path: path.clone(),
+                    error: problem,
+                });
+            }
+        }
+        if ok {
+            loaded.insert(path.clone(), plugin);
         }
     }
-    if !errors.is_empty() {
-        bail!("{}", errors.join("\n"));
+    if refusals.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(Refusals(refusals))
     }
-    Ok(loaded)
 }
 
 /// Everything a configuration needs before it can run: the instance pool
-/// fits it and every plugin loads. `switchyard check`, the start and every
-/// reload of queues.toml go through here, so a file `check` accepts is a
-/// file the running host accepts.
+/// fits it and every plugin loads and fits its queues. `switchyard check`,
+/// the start and every reload of queues.toml go through here, so a file
+/// `check` accepts is a file the running host accepts.
 pub async fn prepare(
     engine: &PluginEngine,
     config: &Config,
-    known: &BTreeMap<PathBuf, Arc<LoadedPlugin>>,
+    known: &Plugins,
     metrics: &Metrics,
-) -> Result<BTreeMap<PathBuf, Arc<LoadedPlugin>>> {
-    check_pool(config)?;
-    load_plugins(engine, config, known, metrics).await
+) -> Result<Plugins, Refusals> {
+    let total: u32 = config.queues.values().map(|q| q.concurrency).sum();
+    let pool = (total > POOL_INSTANCES).then_some(Refusal::Pool { total });
+    match load_plugins(engine, config, known, metrics).await {
+        Ok(plugins) if pool.is_none() => Ok(plugins),
+        Ok(_) => Err(Refusals(pool.into_iter().collect())),
+        Err(Refusals(mut r)) => {
+            r.splice(0..0, pool);
+            Err(Refusals(r))
+        }
+    }
 }
 
 fn count_load(metrics: &Metrics, plugin: &LoadedPlugin) {
@@ -134,26 +269,20 @@ fn count_load(metrics: &Metrics, plugin: &LoadedPlugin) {
     QueueMetrics::add(counter);
 }
 
-fn check_pool(config: &Config) -> Result<()> {
-    let total: u32 = config.queues.values().map(|q| q.concurrency).sum();
-    if total > POOL_INSTANCES {
-        bail!(
-            "the queues' concurrency adds up to {total}, more than the {POOL_INSTANCES} plugin instances the host can run at once"
-        );
-    }
-    Ok(())
-}
-
-/// Runs the host until `shutdown` fires, then drains: stops reading, gives
-/// in-flight handlers `shutdown_timeout` to finish, and returns. What did not
-/// finish stays pending and is delivered again later; nothing unhandled is
-/// acknowledged.
+/// Runs the host until `shutdown.drain` fires, then drains: stops reading,
+/// gives in-flight handlers `shutdown_timeout` to finish (or less, if
+/// `shutdown.now` fires), and returns. What did not finish stays pending and
+/// is delivered again later; nothing unhandled is acknowledged.
 pub async fn run(
     config: Config,
     client: redis::Client,
-    shutdown: CancellationToken,
+    compiler: Compiler,
+    shutdown: Shutdown,
     metrics: Arc<Metrics>,
 ) -> Result<()> {
+    for w in &config.warnings {
+        tracing::warn!(path = %config.path.display(), "queues.toml: {w}");
+    }
     // Watch before loading, so a file replaced while the host starts is
     // still noticed (a change to what was just loaded is a no-op).
     let mut watcher = match Watcher::new() {
@@ -166,11 +295,16 @@ pub async fn run(
             None
         }
     };
-    let keys = Keys::new(&config.host.prefix);
-    let mut conn = redis_conn::shared(&client).await?;
-    ensure_group(&mut conn, &config.ingress.stream, keys.group()).await?;
-    let engine = engine(&config)?;
-    let plugins = prepare(&engine, &config, &BTreeMap::new(), &metrics).await?;
+    let Some(mut conn) = redis_conn::connect_patiently(&client, &shutdown.drain).await? else {
+        return Ok(());
+    };
+    ensure_group(&mut conn, &config.ingress.stream, &config.host.prefix).await?;
+    let engine = engine(&config, compiler)?;
+    let none = Plugins::new();
+    let plugins = tokio::select! {
+        _ = shutdown.drain.cancelled() => return Ok(()),
+        p = prepare(&engine, &config, &none, &metrics) => p?,
+    };
     let consumer = consumer_name();
     tracing::info!(
         redis = %redis_conn::describe(&client),
@@ -183,7 +317,9 @@ pub async fn run(
 
     let mut host = Supervisor {
         router: Arc::new(ArcSwap::from_pointee(Router::new(&config))),
-        keys,
+        on_missing_group: Arc::new(ArcSwap::from_pointee(config.host.on_missing_group)),
+        current: Arc::new(ArcSwap::from_pointee(config.clone())),
+        keys: Keys::new(&config.host.prefix),
         client,
         conn,
         engine,
@@ -194,16 +330,19 @@ pub async fn run(
         queues: BTreeMap::new(),
         readers: CancellationToken::new(),
         loops: TaskTracker::new(),
-        handlers: TaskTracker::new(),
+        tasks: WorkerTasks {
+            handlers: TaskTracker::new(),
+            bookkeeping: TaskTracker::new(),
+            bookkeeping_done: CancellationToken::new(),
+        },
         config,
     };
     host.start_router();
+    host.start_maintenance();
     for queue in host.config.queues.clone().into_values() {
         host.start_queue(queue).await?;
     }
 
-    let mut maintenance = tokio::time::interval(host.config.retention.interval);
-    maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let changed = async {
             match &mut watcher {
@@ -212,23 +351,28 @@ pub async fn run(
             }
         };
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = maintenance.tick() => host.maintain().await,
+            _ = shutdown.drain.cancelled() => break,
             changed = changed => {
-                host.apply(&changed).await;
+                // A reload (and the compile in it) gives way to shutdown.
+                tokio::select! {
+                    _ = shutdown.drain.cancelled() => break,
+                    () = host.apply(&changed) => {}
+                }
                 if let Some(w) = &mut watcher {
                     w.watch(files_to_watch(&host.config));
                 }
             }
         }
     }
-    host.drain().await;
+    host.drain(&shutdown.now).await;
     Ok(())
 }
 
 /// The running host's parts, and what it is running now.
 struct Supervisor {
     config: Config,
+    /// The configuration the maintenance task reads.
+    current: Arc<ArcSwap<Config>>,
     keys: Keys,
     client: redis::Client,
     conn: ConnectionManager,
@@ -238,15 +382,16 @@ struct Supervisor {
     /// Whether Redis answers, for logging outages once.
     health: Arc<Health>,
     router: Arc<ArcSwap<Router>>,
+    on_missing_group: Arc<ArcSwap<MissingGroup>>,
     /// The plugins in use, by file.
-    plugins: BTreeMap<PathBuf, Arc<LoadedPlugin>>,
+    plugins: Plugins,
     queues: BTreeMap<String, QueueHandle>,
-    /// Stops every reading loop at shutdown.
+    /// Stops every reading loop (and the maintenance task) at shutdown.
     readers: CancellationToken,
-    /// The router's and the queues' reading loops.
+    /// The router's and the queues' reading loops, and maintenance.
     loops: TaskTracker,
-    /// Every handler call in flight.
-    handlers: TaskTracker,
+    /// Handler calls, and the tasks that serve them.
+    tasks: WorkerTasks,
 }
 
 /// A running queue.
@@ -261,18 +406,51 @@ impl Supervisor {
     fn start_router(&self) {
         let router = IngressRouter {
             conn: self.conn.clone(),
-            reader: Reader::new(self.client.clone()),
+            doorbell: Doorbell::new(&self.client, &self.config.ingress.stream),
             keys: self.keys.clone(),
-            stream: self.config.ingress.stream.clone(),
             consumer: self.consumer.clone(),
-            batch: self.config.ingress.batch,
-            visibility_timeout: self.config.ingress.visibility_timeout,
             router: self.router.clone(),
             metrics: self.metrics.clone(),
             health: self.health.clone(),
-            on_missing_group: self.config.host.on_missing_group,
+            on_missing_group: self.on_missing_group.clone(),
+            group_reported: false,
         };
         self.loops.spawn(router.run(self.readers.clone()));
+    }
+
+    /// Keeps the streams bounded and the groups free of dead consumers (see
+    /// [`crate::stream::retention`]), every `retention.interval`, on a task
+    /// of its own.
+    fn start_maintenance(&self) {
+        let (current, keys, consumer) = (
+            self.current.clone(),
+            self.keys.clone(),
+            self.consumer.clone(),
+        );
+        let (mut conn, health, stop) =
+            (self.conn.clone(), self.health.clone(), self.readers.clone());
+        let metrics = self.metrics.clone();
+        self.loops.spawn(async move {
+            loop {
+                let interval = current.load().retention.interval;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                let config = current.load_full();
+                let trimmed = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = maintain(&mut conn, &config, &keys, &consumer) => r,
+                };
+                match trimmed {
+                    Ok(()) => {
+                        health.ok();
+                        QueueMetrics::add(&metrics.retention_rounds);
+                    }
+                    Err(e) => health.failed(&e),
+                }
+            }
+        });
     }
 
     async fn start_queue(&mut self, queue: QueueConfig) -> Result<()> {
@@ -286,7 +464,11 @@ impl Supervisor {
         let name = queue.name.clone();
         let plugin = self.plugins[&queue.plugin].clone();
         let slots = Arc::new(Slots::new(queue.concurrency as usize));
-        let runtime = Arc::new(ArcSwap::from_pointee(QueueRuntime::new(queue, plugin)));
+        let runtime = Arc::new(ArcSwap::from_pointee(QueueRuntime::new(
+            queue,
+            plugin,
+            self.config.host.on_missing_group,
+        )));
         let stop = self.readers.child_token();
         let worker = QueueWorker::new(QueueParts {
             runtime: runtime.clone(),
@@ -296,10 +478,9 @@ impl Supervisor {
             reader: Reader::new(self.client.clone()),
             metrics: self.metrics.queue(&name),
             health: self.health.clone(),
-            on_missing_group: self.config.host.on_missing_group,
         });
         self.loops
-            .spawn(worker.run(stop.clone(), self.handlers.clone()));
+            .spawn(worker.run(stop.clone(), self.tasks.clone()));
         self.queues.insert(
             name,
             QueueHandle {
@@ -332,70 +513,81 @@ impl Supervisor {
     async fn reload_plugin(&mut self, path: &Path) {
         let current = self.plugins[path].clone();
         let limits = load_limits(&self.config);
-        match self.engine.load(path, &limits, Some(&current.digest)).await {
-            Ok(None) => {}
-            Ok(Some(plugin)) => {
-                count_load(&self.metrics, &plugin);
-                let plugin = Arc::new(plugin);
-                let mut swapped = Vec::new();
-                for (name, q) in &self.queues {
-                    let rt = q.runtime.load();
-                    if rt.plugin.path == path {
-                        let queue = (*rt.queue).clone();
-                        q.runtime
-                            .store(Arc::new(QueueRuntime::new(queue, plugin.clone())));
-                        swapped.push(name.clone());
-                    }
-                }
-                QueueMetrics::add(&self.metrics.reloads.plugin_swaps);
-                tracing::info!(path = %path.display(), old = %current.hash, new = %plugin.hash, queues = ?swapped, compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin swapped; the next messages run on the new version.");
-                self.plugins.insert(path.to_owned(), plugin);
-            }
-            Err(e) => {
-                QueueMetrics::add(&self.metrics.reloads.plugin_refused);
-                tracing::warn!(path = %path.display(), reason = %e, kept = %current.hash, "Plugin file refused; the running version keeps serving.");
+        let refuse = |metrics: &Metrics, reason: &dyn fmt::Display| {
+            QueueMetrics::add(&metrics.reloads.plugin_refused);
+            tracing::warn!(path = %path.display(), reason = %reason, kept = %current.hash, "Plugin file refused; the running version keeps serving.");
+        };
+        let plugin = match self.engine.load(path, &limits, Some(&current.digest)).await {
+            Ok(None) => return,
+            Ok(Some(plugin)) => plugin,
+            Err(e) => return refuse(&self.metrics, &e),
+        };
+        count_load(&self.metrics, &plugin);
+        for q in users(&self.config, path) {
+            if let Err(problem) = fits(&plugin, q) {
+                let refusal = Refusal::Plugin {
+                    queues: vec![q.name.clone()],
+                    path: path.to_owned(),
+                    error: problem,
+                };
+                return refuse(&self.metrics, &refusal);
             }
         }
+        let plugin = Arc::new(plugin);
+        let mut swapped = Vec::new();
+        for (name, q) in &self.queues {
+            let rt = q.runtime.load();
+            if rt.plugin.path == path {
+                let queue = (*rt.queue).clone();
+                q.runtime.store(Arc::new(QueueRuntime::new(
+                    queue,
+                    plugin.clone(),
+                    rt.on_missing_group,
+                )));
+                swapped.push(name.clone());
+            }
+        }
+        QueueMetrics::add(&self.metrics.reloads.plugin_swaps);
+        tracing::info!(path = %path.display(), old = %current.hash, new = %plugin.hash, queues = ?swapped, compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin swapped; the next messages run on the new version.");
+        self.plugins.insert(path.to_owned(), plugin);
     }
 
     async fn reload_config(&mut self) {
-        let refuse = |metrics: &Metrics| QueueMetrics::add(&metrics.reloads.config_refused);
-        let mut new = match Config::load(&self.config.path) {
+        let path = self.config.path.clone();
+        let refuse = |metrics: &Metrics, count: usize| {
+            QueueMetrics::add(&metrics.reloads.config_refused);
+            tracing::warn!(path = %path.display(), errors = count, "queues.toml edit refused; the running configuration stays.");
+        };
+        let mut new = match Config::load(&path) {
             Ok(c) => c,
             Err(errors) => {
                 for e in &errors.errors {
-                    tracing::warn!(path = %errors.path.display(), key = %e.key, line = ?e.line, problem = %e.message, "queues.toml error.");
+                    tracing::warn!(path = %path.display(), "queues.toml error: {e}");
                 }
-                tracing::warn!(path = %errors.path.display(), errors = errors.errors.len(), "queues.toml edit refused; the running configuration stays.");
-                refuse(&self.metrics);
-                return;
+                return refuse(&self.metrics, errors.errors.len());
             }
         };
-        // The router's stream and every key name are fixed for the life of
-        // the process.
-        if new.host.prefix != self.config.host.prefix
-            || new.ingress.stream != self.config.ingress.stream
-        {
-            tracing::warn!(
-                "host.prefix and ingress.stream changes take effect at the next restart."
-            );
+        for w in &new.warnings {
+            tracing::warn!(path = %path.display(), "queues.toml: {w}");
         }
+        let changes = ConfigChanges::between(&self.config, &new);
+        // Every key name and the compiled-code cache are fixed for the life
+        // of the process.
         new.host.prefix = self.config.host.prefix.clone();
-        new.ingress = self.config.ingress.clone();
+        new.host.cache_dir = self.config.host.cache_dir.clone();
+        new.ingress.stream = self.config.ingress.stream.clone();
         let plugins = match prepare(&self.engine, &new, &self.plugins, &self.metrics).await {
             Ok(p) => p,
-            Err(e) => {
-                for line in e.to_string().lines() {
-                    tracing::warn!(problem = %line, "queues.toml error.");
+            Err(refusals) => {
+                for r in &refusals.0 {
+                    tracing::warn!(path = %path.display(), "queues.toml error: {r}");
                 }
-                tracing::warn!("queues.toml edit refused; the running configuration stays.");
-                refuse(&self.metrics);
-                return;
+                return refuse(&self.metrics, refusals.0.len());
             }
         };
 
-        // Apply: the routes first, so no message is routed to a queue that
-        // is about to start without its group.
+        // Apply: the queues first, so no message is routed to a queue that
+        // is not started yet.
         let removed: Vec<String> = self
             .queues
             .keys()
@@ -403,13 +595,16 @@ impl Supervisor {
             .cloned()
             .collect();
         self.plugins = plugins;
+        self.config.host.on_missing_group = new.host.on_missing_group;
         for queue in new.queues.values() {
             let plugin = self.plugins[&queue.plugin].clone();
             match self.queues.get(&queue.name) {
                 Some(handle) => {
-                    handle
-                        .runtime
-                        .store(Arc::new(QueueRuntime::new(queue.clone(), plugin)));
+                    handle.runtime.store(Arc::new(QueueRuntime::new(
+                        queue.clone(),
+                        plugin,
+                        new.host.on_missing_group,
+                    )));
                     handle.slots.resize(queue.concurrency as usize);
                 }
                 None => {
@@ -422,93 +617,124 @@ impl Supervisor {
             }
         }
         self.router.store(Arc::new(Router::new(&new)));
+        self.on_missing_group
+            .store(Arc::new(new.host.on_missing_group));
         for name in removed {
             if let Some(handle) = self.queues.remove(&name) {
                 handle.stop.cancel();
                 tracing::info!(queue = %name, "Queue removed: it stops reading; messages in flight finish.");
             }
         }
+        self.current.store(Arc::new(new.clone()));
         self.config = new;
         QueueMetrics::add(&self.metrics.reloads.config_applied);
-        tracing::info!(path = %self.config.path.display(), queues = self.queues.len(), "queues.toml applied.");
-    }
-
-    /// Keeps the streams bounded and the groups free of dead consumers (see
-    /// [`crate::stream::retention`]).
-    async fn maintain(&mut self) {
-        let r = self.config.retention.clone();
-        let mut streams = vec![self.config.ingress.stream.clone()];
-        streams.extend(self.queues.keys().map(|q| self.keys.queue_stream(q)));
-        let mut conn = self.conn.clone();
-        let result = async {
-            for stream in &streams {
-                let trimmed = retention::trim_handled(&mut conn, stream, r.keep_handled).await?;
-                if trimmed > 0 {
-                    tracing::debug!(stream = %stream, trimmed, "Trimmed handled entries.");
-                }
-                let removed = retention::remove_idle_consumers(
-                    &mut conn,
-                    stream,
-                    self.keys.group(),
-                    r.idle_consumer,
-                    &self.consumer,
-                )
-                .await?;
-                if !removed.is_empty() {
-                    tracing::info!(stream = %stream, consumers = ?removed, "Removed consumers idle with nothing pending.");
-                }
-            }
-            let dead = self.keys.dead_letter();
-            let trimmed = retention::trim_dead_letters(&mut conn, &dead, &r).await?;
-            if trimmed > 0 {
-                tracing::info!(stream = %dead, trimmed, "Trimmed dead letters past their retention.");
-            }
-            anyhow::Ok(())
-        };
-        match result.await {
-            Ok(()) => self.health.ok(),
-            Err(e) => self.health.failed("Trimming streams", &e),
+        for change in &changes.applied {
+            tracing::info!(path = %path.display(), "queues.toml: applied {change}");
         }
+        for change in &changes.at_restart {
+            tracing::warn!(path = %path.display(), "queues.toml: {change} takes effect at the next restart");
+        }
+        let keys: Vec<&str> = changes
+            .applied
+            .iter()
+            .chain(&changes.at_restart)
+            .filter_map(|c| c.split(':').next())
+            .collect();
+        tracing::info!(path = %path.display(), queues = self.queues.len(), applied = changes.applied.len(), at_restart = changes.at_restart.len(), changed = ?keys, "queues.toml applied.");
     }
 
-    async fn drain(self) {
+    async fn drain(self, now: &CancellationToken) {
         self.readers.cancel();
         // Readers finish the read they are in (bounded by the block time),
         // and the router finishes routing what it read.
         self.loops.close();
-        self.loops.wait().await;
-        self.handlers.close();
-        let in_flight = self.handlers.len();
-        let timeout = self.config.host.shutdown_timeout;
-        if in_flight > 0 {
-            tracing::info!(in_flight, ?timeout, "Waiting for in-flight handlers.");
+        tokio::select! {
+            _ = self.loops.wait() => {}
+            _ = now.cancelled() => {}
         }
-        if tokio::time::timeout(timeout, self.handlers.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                unfinished = self.handlers.len(),
-                "Shutdown timeout reached; unfinished messages stay pending and will be delivered again."
+        let handlers = &self.tasks.handlers;
+        handlers.close();
+        let timeout = self.config.host.shutdown_timeout;
+        if !handlers.is_empty() {
+            tracing::info!(
+                in_flight = handlers.len(),
+                ?timeout,
+                "Waiting for in-flight handlers."
             );
+        }
+        tokio::select! {
+            _ = handlers.wait() => {}
+            _ = tokio::time::sleep(timeout) => {
+                tracing::warn!(
+                    unfinished = handlers.len(),
+                    "Shutdown timeout reached; unfinished messages stay pending and will be delivered again."
+                );
+            }
+            _ = now.cancelled() => {}
+        }
+        // Acks of the last handled messages go out; then nothing is left.
+        self.tasks.bookkeeping_done.cancel();
+        self.tasks.bookkeeping.close();
+        tokio::select! {
+            _ = self.tasks.bookkeeping.wait() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = now.cancelled() => {}
         }
         tracing::info!("Switchyard stopped.");
     }
+}
+
+/// One round of retention: trims the streams and removes consumers of
+/// processes that are gone.
+async fn maintain(
+    conn: &mut ConnectionManager,
+    config: &Config,
+    keys: &Keys,
+    consumer: &str,
+) -> crate::redis_conn::StreamResult<()> {
+    let r = &config.retention;
+    let mut streams = vec![config.ingress.stream.clone()];
+    streams.extend(config.queues.keys().map(|q| keys.queue_stream(q)));
+    for stream in &streams {
+        let trimmed = retention::trim_handled(conn, stream, r.keep_handled).await?;
+        if trimmed > 0 {
+            tracing::debug!(stream = %stream, trimmed, "Trimmed handled entries.");
+        }
+        let removed =
+            retention::remove_idle_consumers(conn, stream, keys.group(), r.idle_consumer, consumer)
+                .await?;
+        if !removed.is_empty() {
+            tracing::info!(stream = %stream, consumers = ?removed, "Removed consumers idle with nothing pending.");
+        }
+    }
+    let dead = keys.dead_letter();
+    let trimmed = retention::trim_dead_letters(conn, &dead, r).await?;
+    if trimmed > 0 {
+        tracing::info!(stream = %dead, trimmed, "Trimmed dead letters past their retention.");
+    }
+    Ok(())
 }
 
 /// A host running on a task of its own: for the demo and the tests.
 #[derive(Debug)]
 pub struct RunningHost {
     pub metrics: Arc<Metrics>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     task: tokio::task::JoinHandle<Result<()>>,
 }
 
 impl RunningHost {
-    pub fn start(config: Config, client: redis::Client) -> Self {
+    /// Starts a host; plugins are compiled by `compiler`.
+    pub fn start(config: Config, client: redis::Client, compiler: Compiler) -> Self {
         let metrics = Arc::new(Metrics::default());
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(config, client, shutdown.clone(), metrics.clone()));
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(run(
+            config,
+            client,
+            compiler,
+            shutdown.clone(),
+            metrics.clone(),
+        ));
         RunningHost {
             metrics,
             shutdown,
@@ -523,7 +749,7 @@ impl RunningHost {
 
     /// Stops the host and waits for it to drain.
     pub async fn stop(self) -> Result<()> {
-        self.shutdown.cancel();
+        self.shutdown.drain.cancel();
         self.task.await.context("host task panicked")?
     }
 }

@@ -13,7 +13,8 @@
 //! - [`plugin`]: wasmtime: the engine, the WIT bindings, host imports, one call.
 //! - [`dispatch`]: per-queue workers: concurrency, outcome to ack / retry / dead letter.
 //! - [`host`]: start-up, the tasks, reloads of plugins and queues.toml, draining on shutdown.
-//! - [`watch`]: watching queues.toml and plugin files, debounced.
+//! - [`watch`]: watching queues.toml and plugin files (and symlink targets), debounced.
+//! - [`text`]: text from outside bounded and escaped, and the log format that enforces it.
 //! - [`admin`]: counters and the status of every stream.
 //! - [`demo`]: the local end-to-end demo.
 //! - [`cli`]: the command line.
@@ -32,4 +33,5 @@ pub mod redis_conn;
 pub mod router;
 pub mod shutdown;
 pub mod stream;
+pub mod text;
 pub mod watch;

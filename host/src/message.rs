@@ -24,6 +24,21 @@ pub const CAP_ID_FIELD: &str = "cap-msg-id";
 /// them.
 pub type Fields = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// Most fields one entry may have. A chat event has four or five; the
+/// bound keeps every entry within what one Redis command issued from a
+/// script can carry (Lua's `unpack` stops near 8,000 values).
+pub const MAX_FIELDS: usize = 1000;
+
+/// Bytes a message id or type may have; a longer one is refused (it would
+/// be copied into every log line and dead letter about the message).
+pub const MAX_NAME: usize = 256;
+
+/// The size of an entry as the limits count it: the bytes of every field
+/// name and value.
+pub fn entry_bytes(fields: &Fields) -> usize {
+    fields.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
 /// A parsed message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -42,6 +57,8 @@ pub enum Malformed {
     EmptyType,
     MissingBody,
     BodyNotJson(String),
+    /// The type or id is longer than [`MAX_NAME`] bytes: (field, bytes).
+    TooLong(&'static str, usize),
 }
 
 impl fmt::Display for Malformed {
@@ -51,6 +68,10 @@ impl fmt::Display for Malformed {
             Malformed::EmptyType => write!(f, "field `type` is empty"),
             Malformed::MissingBody => write!(f, "missing field `body`"),
             Malformed::BodyNotJson(e) => write!(f, "body is not valid JSON: {e}"),
+            Malformed::TooLong(field, bytes) => write!(
+                f,
+                "field `{field}` is {bytes} bytes, more than the {MAX_NAME} allowed"
+            ),
         }
     }
 }
@@ -73,6 +94,9 @@ impl Message {
         let message_type = field(fields, TYPE_FIELD)
             .or_else(|| field(fields, CAP_NAME_FIELD))
             .ok_or(Malformed::MissingType)?;
+        if message_type.len() > MAX_NAME {
+            return Err(Malformed::TooLong(TYPE_FIELD, message_type.len()));
+        }
         let message_type = text(message_type).trim().to_owned();
         if message_type.is_empty() {
             return Err(Malformed::EmptyType);
@@ -84,8 +108,13 @@ impl Message {
         let body = std::str::from_utf8(body)
             .map_err(|e| Malformed::BodyNotJson(e.to_string()))?
             .to_owned();
-        let id = field(fields, ID_FIELD)
-            .or_else(|| field(fields, CAP_ID_FIELD))
+        let id = field(fields, ID_FIELD).or_else(|| field(fields, CAP_ID_FIELD));
+        if let Some(id) = id
+            && id.len() > MAX_NAME
+        {
+            return Err(Malformed::TooLong(ID_FIELD, id.len()));
+        }
+        let id = id
             .map(text)
             .filter(|id| !id.is_empty())
             .unwrap_or_else(|| entry_id.to_owned());
@@ -167,5 +196,19 @@ mod tests {
         );
         let e = Message::parse("1-0", &fields(&[("type", "a"), ("body", "{nope")])).unwrap_err();
         assert!(e.to_string().starts_with("body is not valid JSON"), "{e}");
+        let long = "x".repeat(MAX_NAME + 1);
+        assert_eq!(
+            Message::parse(
+                "1-0",
+                &fields(&[("type", "a"), ("id", &long), ("body", "{}")])
+            ),
+            Err(Malformed::TooLong("id", MAX_NAME + 1))
+        );
+        assert_eq!(
+            Message::parse("1-0", &fields(&[("type", &long), ("body", "{}")]))
+                .unwrap_err()
+                .to_string(),
+            "field `type` is 257 bytes, more than the 256 allowed"
+        );
     }
 }

@@ -1,26 +1,169 @@
 //! Connections to Redis: a shared, self-reconnecting connection for ordinary
-//! commands, and one dedicated connection per blocking reader.
+//! commands, one dedicated connection per blocking reader, the router's
+//! doorbell, and the failures the loops act on.
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use redis::AsyncConnectionConfig;
+use anyhow::{Result, bail};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind};
+use tokio::sync::mpsc;
 
 /// The longest a blocking read waits; the reader's response timeout is set
 /// above it, so a slow answer is not taken for a dead server.
 pub const MAX_BLOCK: Duration = Duration::from_secs(2);
 
-/// The shared connection for acks, claims, fan-out and dead letters. It
-/// reconnects by itself after Redis restarts.
-pub async fn shared(client: &redis::Client) -> Result<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
+/// Longest wait between two attempts to reach Redis, for the loops and the
+/// shared connection alike: once Redis is back, work resumes within it (plus
+/// a connection attempt).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// The form a Redis URL takes, for error messages.
+pub const URL_FORM: &str = "redis://[user:password@]host[:port][/db] (or rediss:// for TLS)";
+
+/// Why a Redis call failed, as the loops act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Redis could not be reached, or stopped answering: retry with
+    /// backoff, logging the outage once.
+    Outage,
+    /// A consumer group (or its stream) does not exist: recreate it, or
+    /// wait for an operator, as configured.
+    MissingGroup,
+    /// Redis answered, but with an error or a reply the host does not
+    /// understand (a key of the wrong type, a script error): logged as it
+    /// is, retried with backoff.
+    Refused,
+}
+
+/// A failed Redis call: what the host was doing, why it failed, and how to
+/// treat it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{what}: {detail}")]
+pub struct StreamError {
+    pub kind: FailureKind,
+    pub what: String,
+    pub detail: String,
+}
+
+/// A stream operation's result.
+pub type StreamResult<T> = std::result::Result<T, StreamError>;
+
+impl StreamError {
+    /// A Redis error met while doing `what`.
+    pub fn redis(what: impl Into<String>, e: &redis::RedisError) -> Self {
+        let kind = if e.code() == Some("NOGROUP") {
+            FailureKind::MissingGroup
+        } else if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+            || e.is_unrecoverable_error()
+        {
+            FailureKind::Outage
+        } else {
+            FailureKind::Refused
+        };
+        StreamError {
+            kind,
+            what: what.into(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// A reply the host did not expect while doing `what`.
+    pub fn protocol(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        StreamError {
+            kind: FailureKind::Refused,
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
+    pub fn is_outage(&self) -> bool {
+        self.kind == FailureKind::Outage
+    }
+}
+
+/// Adds what the host was doing to a Redis result.
+pub trait Doing<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> StreamResult<T>;
+}
+
+impl<T> Doing<T> for redis::RedisResult<T> {
+    fn doing(self, what: impl FnOnce() -> String) -> StreamResult<T> {
+        self.map_err(|e| StreamError::redis(what(), &e))
+    }
+}
+
+/// Checks that a Redis URL is one the host can use, naming the expected
+/// form when it is not.
+pub fn client(url: &str) -> Result<redis::Client> {
+    let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+        .iter()
+        .any(|s| url.starts_with(s));
+    if !scheme_ok {
+        bail!("{url:?} is not a Redis URL: expected {URL_FORM}");
+    }
+    redis::Client::open(url).map_err(|e| {
+        anyhow::anyhow!("{url:?} is not a usable Redis URL ({e}): expected {URL_FORM}")
+    })
+}
+
+/// The shared connection's reconnection policy: quick, capped at
+/// [`MAX_RETRY_DELAY`], so that commands succeed again soon after Redis is
+/// back.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
         .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(10)));
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(MAX_RETRY_DELAY)
+        .set_number_of_retries(2)
+}
+
+/// The shared connection for acks, claims, fan-out and dead letters. It
+/// reconnects by itself after Redis restarts. Fails at once, with the cause,
+/// if Redis cannot be reached now.
+pub async fn shared(client: &redis::Client) -> Result<ConnectionManager> {
     client
-        .get_connection_manager_with_config(config)
+        .get_connection_manager_with_config(manager_config())
         .await
-        .with_context(|| format!("connecting to Redis at {}", describe(client)))
+        .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {}: {e}", describe(client)))
+}
+
+/// Connects to Redis for a host that is starting: says where first, and
+/// while Redis cannot be reached says why once and keeps trying (a host is
+/// often started before its Redis), until `stop` fires.
+pub async fn connect_patiently(
+    client: &redis::Client,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<Option<ConnectionManager>> {
+    tracing::info!(redis = %describe(client), "Connecting to Redis.");
+    let mut backoff = Backoff::default();
+    let mut told = false;
+    loop {
+        match shared(client).await {
+            Ok(conn) => {
+                if told {
+                    tracing::info!(redis = %describe(client), "Connected to Redis.");
+                }
+                return Ok(Some(conn));
+            }
+            Err(e) => {
+                if !told {
+                    tracing::error!(error = %e, "Redis is unreachable; retrying until it answers (SIGINT or SIGTERM to stop).");
+                    told = true;
+                } else {
+                    tracing::debug!(error = %e, "Redis still unreachable.");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff.delay()) => {}
+        }
+    }
 }
 
 /// A dedicated connection for blocking reads, opened on first use and again
@@ -43,7 +186,7 @@ impl Reader {
         Reader { client, conn: None }
     }
 
-    pub async fn get(&mut self) -> Result<&mut MultiplexedConnection> {
+    pub async fn get(&mut self) -> StreamResult<&mut MultiplexedConnection> {
         if self.conn.is_none() {
             let config = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(Duration::from_secs(2)))
@@ -52,7 +195,7 @@ impl Reader {
                 .client
                 .get_multiplexed_async_connection_with_config(&config)
                 .await
-                .with_context(|| format!("connecting to Redis at {}", describe(&self.client)))?;
+                .doing(|| format!("connecting to Redis at {}", describe(&self.client)))?;
             self.conn = Some(conn);
         }
         Ok(self.conn.as_mut().expect("just connected"))
@@ -64,48 +207,122 @@ impl Reader {
     }
 }
 
-/// The server address, without credentials, for messages.
-pub fn describe(client: &redis::Client) -> String {
-    client.get_connection_info().addr().to_string()
+/// Wakes the router when the ingress stream changes, without reading it.
+///
+/// A blocking XREADGROUP would hand over whatever a producer wrote, however
+/// large; the router instead reads through a script that keeps oversized
+/// entries in Redis, and a script cannot block. So it waits on Redis's
+/// client-side caching invalidations (`CLIENT TRACKING ON BCAST PREFIX`):
+/// on a RESP3 connection of its own, Redis pushes the name of a key, not
+/// its content, whenever a command changes it. Should that connection
+/// fail or tracking be refused, the router polls.
+pub struct Doorbell {
+    client: Option<redis::Client>,
+    prefix: String,
+    conn: Option<MultiplexedConnection>,
+    tx: mpsc::UnboundedSender<PushInfo>,
+    rx: mpsc::UnboundedReceiver<PushInfo>,
+    warned: bool,
 }
 
-/// Whether an error means Redis could not be reached (as opposed to Redis
-/// answering with an error).
-pub fn is_outage(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<redis::RedisError>().is_some_and(|e| {
-            e.is_io_error()
-                || e.is_connection_refusal()
-                || e.is_connection_dropped()
-                || e.is_timeout()
-                || e.is_unrecoverable_error()
-        }) || c.downcast_ref::<SharedFailure>().is_some_and(|s| s.outage)
-    })
-}
-
-/// One command's failure as seen by each of the callers it was done for
-/// (a batch of acks): the message, and whether it was an outage.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct SharedFailure {
-    pub message: String,
-    pub outage: bool,
-}
-
-impl SharedFailure {
-    pub fn new(e: &anyhow::Error) -> Self {
-        SharedFailure {
-            message: format!("{e:#}"),
-            outage: is_outage(e),
-        }
+impl std::fmt::Debug for Doorbell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Doorbell")
+            .field("prefix", &self.prefix)
+            .field("connected", &self.conn.is_some())
+            .finish_non_exhaustive()
     }
 }
 
-/// Whether an error says a consumer group (or its stream) does not exist.
-pub fn is_missing_group(e: &anyhow::Error) -> bool {
-    e.chain()
-        .filter_map(|c| c.downcast_ref::<redis::RedisError>())
-        .any(|e| e.code() == Some("NOGROUP"))
+/// How often a router looks for new entries when its doorbell cannot ring.
+const POLL: Duration = Duration::from_millis(50);
+
+impl Doorbell {
+    /// A doorbell for changes of `key` (and of keys it is a prefix of).
+    pub fn new(client: &redis::Client, key: &str) -> Self {
+        let info = client.get_connection_info().clone();
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings)).ok();
+        let (tx, rx) = mpsc::unbounded_channel();
+        Doorbell {
+            client,
+            prefix: key.to_owned(),
+            conn: None,
+            tx,
+            rx,
+            warned: false,
+        }
+    }
+
+    /// Forgets what rang so far. Call it before looking for work, so that a
+    /// change made after the look rings in the next [`Doorbell::wait`].
+    pub fn clear(&mut self) {
+        while let Ok(push) = self.rx.try_recv() {
+            if push.kind == PushKind::Disconnection {
+                self.conn = None;
+            }
+        }
+    }
+
+    /// Waits until the key changes, `fallback` passes, or the connection
+    /// breaks. Right after (re)connecting it returns at once: a change may
+    /// have been missed while it was not listening.
+    pub async fn wait(&mut self, fallback: Duration) {
+        if self.conn.is_none() {
+            match self.connect().await {
+                Ok(()) => return,
+                Err(e) => {
+                    if !self.warned {
+                        self.warned = true;
+                        tracing::warn!(error = %e, "Redis will not notify the router of new entries; polling every 50ms instead.");
+                    }
+                    tokio::time::sleep(POLL).await;
+                    return;
+                }
+            }
+        }
+        if let Ok(Some(push)) = tokio::time::timeout(fallback, self.rx.recv()).await
+            && push.kind == PushKind::Disconnection
+        {
+            self.conn = None;
+        }
+    }
+
+    async fn connect(&mut self) -> StreamResult<()> {
+        let Some(client) = &self.client else {
+            return Err(StreamError::protocol(
+                "enabling change notifications",
+                "this connection cannot use RESP3",
+            ));
+        };
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_push_sender(self.tx.clone());
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .doing(|| "connecting for change notifications".into())?;
+        redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg(&self.prefix)
+            .query_async::<()>(&mut conn)
+            .await
+            .doing(|| "enabling change notifications (CLIENT TRACKING)".into())?;
+        self.conn = Some(conn);
+        Ok(())
+    }
+}
+
+/// The server address, without credentials, for messages.
+pub fn describe(client: &redis::Client) -> String {
+    client.get_connection_info().addr().to_string()
 }
 
 /// Whether Redis answers, shared by every loop of a host, so that an outage
@@ -117,18 +334,18 @@ pub struct Health {
 }
 
 impl Health {
-    /// A call failed; `what` says which.
-    pub fn failed(&self, what: &str, e: &anyhow::Error) {
-        if !is_outage(e) {
-            tracing::error!(error = %format!("{e:#}"), "{what} failed; retrying.");
+    /// A call failed.
+    pub fn failed(&self, e: &StreamError) {
+        if !e.is_outage() {
+            tracing::error!(error = %e, "Redis refused a command; retrying.");
             return;
         }
         let mut down = self.down_since.lock().expect("health lock");
         if down.is_none() {
             *down = Some(std::time::Instant::now());
-            tracing::error!(error = %format!("{e:#}"), "Redis is unreachable; retrying with backoff until it is back.");
+            tracing::error!(error = %e, "Redis is unreachable; retrying with backoff until it is back.");
         } else {
-            tracing::debug!(error = %format!("{e:#}"), "{what} failed: Redis still unreachable.");
+            tracing::debug!(error = %e, "Redis still unreachable.");
         }
     }
 
@@ -142,10 +359,15 @@ impl Health {
             );
         }
     }
+
+    /// Whether the last call failed for want of Redis.
+    pub fn is_down(&self) -> bool {
+        self.down_since.lock().expect("health lock").is_some()
+    }
 }
 
-/// Exponential backoff for a loop whose Redis calls fail: 100 ms doubling to
-/// 2 s, so an outage neither spins nor delays recovery by more than 2 s.
+/// Exponential backoff for a loop whose Redis calls fail: 50 ms doubling to
+/// [`MAX_RETRY_DELAY`], so an outage neither spins nor delays recovery.
 #[derive(Debug, Default)]
 pub struct Backoff {
     failures: u32,
@@ -154,11 +376,44 @@ pub struct Backoff {
 impl Backoff {
     pub fn delay(&mut self) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let ms = 100u64.saturating_mul(1 << self.failures.min(6).saturating_sub(1));
-        Duration::from_millis(ms.min(2_000))
+        let ms = 50u64.saturating_mul(1 << self.failures.min(8).saturating_sub(1));
+        Duration::from_millis(ms).min(MAX_RETRY_DELAY)
     }
 
     pub fn reset(&mut self) {
         self.failures = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_stays_under_the_cap() {
+        let mut b = Backoff::default();
+        let delays: Vec<u64> = (0..8).map(|_| b.delay().as_millis() as u64).collect();
+        assert_eq!(delays, [50, 100, 200, 400, 500, 500, 500, 500]);
+        b.reset();
+        assert_eq!(b.delay(), Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_url_without_a_redis_scheme_names_the_expected_form() {
+        let e = client("127.0.0.1:6379").unwrap_err().to_string();
+        assert!(e.contains("is not a Redis URL: expected redis://"), "{e}");
+        assert!(client("redis://127.0.0.1:6379/").is_ok());
+    }
+
+    #[test]
+    fn failures_are_classified() {
+        let io = redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ));
+        assert_eq!(StreamError::redis("x", &io).kind, FailureKind::Outage);
+        let p = StreamError::protocol("reading", "odd reply");
+        assert_eq!(p.kind, FailureKind::Refused);
+        assert_eq!(p.to_string(), "reading: odd reply");
     }
 }

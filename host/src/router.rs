@@ -3,34 +3,65 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::Config;
-use crate::message::{Fields, ID_FIELD, Message, TYPE_FIELD};
+use crate::config::{Config, IngressSettings};
+use crate::message::{Fields, ID_FIELD, MAX_FIELDS, Message, TYPE_FIELD, entry_bytes};
+use crate::stream::read::ReadEntry;
 
-/// The routing table of `queues.toml`: message type (lower-cased) to target
-/// queues.
-#[derive(Debug, Clone, Default)]
+/// The routing of `queues.toml`: message type (lower-cased) to target
+/// queues, and the size bounds of the ingress stream and of each queue.
+#[derive(Debug, Clone)]
 pub struct Router {
     routes: BTreeMap<String, Vec<String>>,
+    /// How the ingress stream is read.
+    pub ingress: IngressSettings,
+    /// Each queue's largest entry, in bytes.
+    queue_max_entry: BTreeMap<String, usize>,
 }
 
 /// What to do with one ingress entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Add `fields` to each target queue's stream.
+    /// Add `fields` to each of `queues`' streams; dead-letter the message
+    /// for each of `refused`.
     Fanout {
         message_id: String,
         message_type: String,
         queues: Vec<String>,
+        refused: Vec<Refusal>,
         fields: Fields,
     },
     /// The entry can never be handled: dead-letter it with this reason.
     DeadLetter { reason: String },
 }
 
+/// A queue the message is routed to but cannot take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub queue: String,
+    pub reason: String,
+}
+
+/// A size for people: bytes, KiB or MiB.
+pub fn human_size(bytes: u64) -> String {
+    if bytes < 1024 {
+        format!("{bytes} bytes")
+    } else if bytes < 1024 * 1024 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
 impl Router {
     pub fn new(config: &Config) -> Self {
         Router {
             routes: config.routes.clone(),
+            ingress: config.ingress.clone(),
+            queue_max_entry: config
+                .queues
+                .values()
+                .map(|q| (q.name.clone(), q.max_entry_bytes))
+                .collect(),
         }
     }
 
@@ -44,11 +75,41 @@ impl Router {
             .map(Vec::as_slice)
     }
 
+    /// Decides what happens to one entry as it was read: an entry over the
+    /// ingress bounds is dead-lettered with its size.
+    pub fn decide_read(&self, read: &ReadEntry) -> Decision {
+        match read {
+            ReadEntry::Whole { entry, .. } => self.decide(&entry.id, &entry.fields),
+            ReadEntry::TooLarge { bytes, fields, .. } => Decision::DeadLetter {
+                reason: self.oversized(*bytes, *fields),
+            },
+        }
+    }
+
+    fn oversized(&self, bytes: u64, fields: u64) -> String {
+        if fields > MAX_FIELDS as u64 {
+            format!("entry has {fields} fields, more than the {MAX_FIELDS} a message may have")
+        } else {
+            format!(
+                "entry is {}, more than ingress.max_entry_kib ({} KiB)",
+                human_size(bytes),
+                self.ingress.max_entry_bytes / 1024
+            )
+        }
+    }
+
     /// Decides what happens to one entry. The copy each queue receives holds
     /// the producer's fields unchanged, plus `type` and `id` when the producer
     /// named them the CAP way or left the id out, so that every queue sees
-    /// the same message id.
+    /// the same message id. A queue whose `max_entry_kib` the copy exceeds
+    /// gets a dead letter instead.
     pub fn decide(&self, entry_id: &str, fields: &Fields) -> Decision {
+        let bytes = entry_bytes(fields);
+        if fields.len() > MAX_FIELDS || bytes > self.ingress.max_entry_bytes {
+            return Decision::DeadLetter {
+                reason: self.oversized(bytes as u64, fields.len() as u64),
+            };
+        }
         let message = match Message::parse(entry_id, fields) {
             Ok(m) => m,
             Err(e) => {
@@ -57,7 +118,7 @@ impl Router {
                 };
             }
         };
-        let Some(queues) = self.targets(&message.message_type) else {
+        let Some(targets) = self.targets(&message.message_type) else {
             return Decision::DeadLetter {
                 reason: format!("no route for message type {:?}", message.message_type),
             };
@@ -70,10 +131,26 @@ impl Router {
         if !has(ID_FIELD) {
             out.push((ID_FIELD.into(), message.id.clone().into_bytes()));
         }
+        let copy_bytes = entry_bytes(&out);
+        let (mut queues, mut refused) = (Vec::new(), Vec::new());
+        for queue in targets {
+            match self.queue_max_entry.get(queue) {
+                Some(&max) if copy_bytes > max => refused.push(Refusal {
+                    queue: queue.clone(),
+                    reason: format!(
+                        "entry is {}, more than queues.{queue}.max_entry_kib ({} KiB)",
+                        human_size(copy_bytes as u64),
+                        max / 1024
+                    ),
+                }),
+                _ => queues.push(queue.clone()),
+            }
+        }
         Decision::Fanout {
             message_id: message.id,
             message_type: message.message_type,
-            queues: queues.to_vec(),
+            queues,
+            refused,
             fields: out,
         }
     }
@@ -87,7 +164,17 @@ mod tests {
         let mut routes = BTreeMap::new();
         routes.insert("chat.ended".to_string(), vec!["A".into(), "B".into()]);
         routes.insert("offlinemessage.submitted".to_string(), vec!["B".into()]);
-        Router { routes }
+        let mut queue_max_entry = BTreeMap::new();
+        queue_max_entry.insert("A".to_string(), 1024);
+        queue_max_entry.insert("B".to_string(), 4096);
+        Router {
+            routes,
+            ingress: IngressSettings {
+                max_entry_bytes: 4096,
+                ..IngressSettings::default()
+            },
+            queue_max_entry,
+        }
     }
 
     fn fields(pairs: &[(&str, &str)]) -> Fields {
@@ -100,6 +187,10 @@ mod tests {
     /// Entry fields, and the queues they go to or the start of the reason
     /// they are dead-lettered.
     type Case<'a> = (&'a [(&'a str, &'a str)], Result<&'a [&'a str], &'a str>);
+
+    /// A body that takes an entry just past the ingress bound of 4 KiB.
+    static BIG: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| format!("\"{}\"", "x".repeat(4096 - 16)));
 
     #[test]
     fn table() {
@@ -124,6 +215,10 @@ mod tests {
                 &[("type", "chat.ended"), ("body", "nope")],
                 Err("body is not valid JSON"),
             ),
+            (
+                &[("type", "chat.ended"), ("body", &BIG)],
+                Err("entry is 4.0 KiB, more than ingress.max_entry_kib (4 KiB)"),
+            ),
         ];
         for (input, expected) in cases {
             let got = r.decide("5-0", &fields(input));
@@ -137,6 +232,55 @@ mod tests {
                 _ => panic!("{input:?}: expected {expected:?}, got {got:?}"),
             }
         }
+    }
+
+    #[test]
+    fn bounds_are_checked_before_anything_else() {
+        let r = router();
+        let many: Fields = (0..=MAX_FIELDS)
+            .map(|i| (format!("h{i}").into_bytes(), b"v".to_vec()))
+            .collect();
+        assert_eq!(
+            r.decide("1-0", &many),
+            Decision::DeadLetter {
+                reason: "entry has 1001 fields, more than the 1000 a message may have".into()
+            }
+        );
+        let read = ReadEntry::TooLarge {
+            id: "1-0".into(),
+            deliveries: 1,
+            bytes: 10 * 1024 * 1024,
+            fields: 3,
+        };
+        assert_eq!(
+            r.decide_read(&read),
+            Decision::DeadLetter {
+                reason: "entry is 10.0 MiB, more than ingress.max_entry_kib (4 KiB)".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_queue_refuses_a_copy_over_its_own_bound() {
+        let body = format!("\"{}\"", "x".repeat(1100));
+        let d = router().decide(
+            "5-0",
+            &fields(&[("type", "chat.ended"), ("id", "m"), ("body", &body)]),
+        );
+        let Decision::Fanout {
+            queues, refused, ..
+        } = d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(queues, ["B"]);
+        assert_eq!(
+            refused,
+            [Refusal {
+                queue: "A".into(),
+                reason: "entry is 1.1 KiB, more than queues.A.max_entry_kib (1 KiB)".into()
+            }]
+        );
     }
 
     #[test]

@@ -1,15 +1,23 @@
 //! Watching queues.toml and the plugin files for changes.
 //!
 //! Editors and deploy tools replace files by rename, write them in several
-//! chunks, or delete and recreate them. So the folders are watched, not the
-//! files (a watch on a file is lost when the file is replaced), and changes
-//! are debounced: a batch is handed over once the files have been quiet for
-//! a moment. A file caught half-written is refused by the loader and picked
-//! up again when its last write lands.
+//! chunks, or delete and recreate them; Kubernetes and similar tools point a
+//! symlink at a file in a folder they swap. So the folders are watched, not
+//! the files (a watch on a file is lost when the file is replaced), the
+//! folders of symlink targets too, and a file counts as changed when an
+//! event names it or its target, or when what it resolves to changed.
+//! Changes are debounced: a batch is handed over once the files have been
+//! quiet for a moment. A file caught half-written is refused by the loader
+//! and picked up again when its last write lands.
+//!
+//! The debounce runs in a task of its own and hands batches over a channel:
+//! a batch waiting to be taken is never lost, whatever the receiver's
+//! `select!` does meanwhile.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 use notify::{EventKind, RecursiveMode, Watcher as _};
@@ -20,25 +28,93 @@ const QUIET: Duration = Duration::from_millis(200);
 /// A batch is applied after this long even if writes go on.
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
-/// Watches a set of files through their folders.
+/// What identifies the content a path leads to: where its symlinks end, and
+/// that file's identity and modification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fingerprint {
+    target: Option<PathBuf>,
+    inode: u64,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+fn fingerprint(path: &Path) -> Option<Fingerprint> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    Some(Fingerprint {
+        target: std::fs::canonicalize(path).ok(),
+        inode: meta.ino(),
+        len: meta.len(),
+        modified: meta.modified().ok(),
+    })
+}
+
+/// The files watched and what they resolved to.
+#[derive(Debug, Default)]
+struct Watched {
+    files: BTreeMap<PathBuf, Option<Fingerprint>>,
+}
+
+impl Watched {
+    /// The files an event on `path` may have changed: the file itself, a
+    /// file whose symlink target it is, and any file whose fingerprint moved
+    /// (a symlink in its chain was swapped).
+    fn changed_by(&mut self, path: &Path) -> BTreeSet<PathBuf> {
+        let mut changed = BTreeSet::new();
+        for (file, seen) in self.files.iter_mut() {
+            let now = fingerprint(file);
+            let named = file == path
+                || seen
+                    .as_ref()
+                    .and_then(|f| f.target.as_deref())
+                    .is_some_and(|t| t == path);
+            if named || now != *seen {
+                changed.insert(file.clone());
+            }
+            *seen = now;
+        }
+        changed
+    }
+
+    /// The folders to watch: each file's, and its symlink target's.
+    fn dirs(&self) -> BTreeSet<PathBuf> {
+        let mut dirs = BTreeSet::new();
+        for (file, seen) in &self.files {
+            if let Some(dir) = file.parent() {
+                dirs.insert(dir.to_owned());
+            }
+            if let Some(dir) = seen
+                .as_ref()
+                .and_then(|f| f.target.as_deref())
+                .and_then(Path::parent)
+            {
+                dirs.insert(dir.to_owned());
+            }
+        }
+        dirs
+    }
+}
+
+/// Watches a set of files; batches of changed files arrive on
+/// [`Watcher::changes`].
 pub struct Watcher {
-    inner: notify::RecommendedWatcher,
-    events: mpsc::UnboundedReceiver<PathBuf>,
-    files: BTreeSet<PathBuf>,
-    dirs: BTreeSet<PathBuf>,
+    watched: Arc<Mutex<Watched>>,
+    inner: Arc<Mutex<notify::RecommendedWatcher>>,
+    dirs: Arc<Mutex<BTreeSet<PathBuf>>>,
+    batches: mpsc::Receiver<BTreeSet<PathBuf>>,
 }
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watcher")
-            .field("files", &self.files)
-            .finish_non_exhaustive()
+        f.debug_struct("Watcher").finish_non_exhaustive()
     }
 }
 
 impl Watcher {
+    /// Starts watching (nothing yet: see [`Watcher::watch`]). The debounce
+    /// task runs until the watcher is dropped.
     pub fn new() -> Result<Self> {
-        let (tx, events) = mpsc::unbounded_channel();
+        let (tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
         let inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match event {
                 // Reads (our own among them) are not changes.
@@ -52,60 +128,170 @@ impl Watcher {
             }
         })
         .context("starting the file watcher")?;
+        let watched = Arc::new(Mutex::new(Watched::default()));
+        let inner = Arc::new(Mutex::new(inner));
+        let dirs = Arc::new(Mutex::new(BTreeSet::new()));
+        let (batch_tx, batches) = mpsc::channel(16);
+        let state = watched.clone();
+        let (watcher, watched_dirs) = (inner.clone(), dirs.clone());
+        tokio::spawn(async move {
+            loop {
+                let mut changed = BTreeSet::new();
+                // Wait for a change to a watched file...
+                while changed.is_empty() {
+                    let Some(path) = events.recv().await else {
+                        return;
+                    };
+                    changed = state.lock().expect("watch lock").changed_by(&path);
+                }
+                // ...then for quiet.
+                let deadline = tokio::time::Instant::now() + MAX_DELAY;
+                loop {
+                    let quiet = tokio::time::Instant::now() + QUIET;
+                    match tokio::time::timeout_at(quiet.min(deadline), events.recv()).await {
+                        Ok(Some(path)) => {
+                            let more = state.lock().expect("watch lock").changed_by(&path);
+                            changed.extend(more);
+                        }
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                // A symlink may now point into another folder.
+                let dirs = state.lock().expect("watch lock").dirs();
+                sync_dirs(&watcher, &watched_dirs, dirs);
+                if batch_tx.send(changed).await.is_err() {
+                    return;
+                }
+            }
+        });
         Ok(Watcher {
+            watched,
             inner,
-            events,
-            files: BTreeSet::new(),
-            dirs: BTreeSet::new(),
+            dirs,
+            batches,
         })
     }
 
     /// Watches exactly `files` from now on.
     pub fn watch(&mut self, files: BTreeSet<PathBuf>) {
-        let dirs: BTreeSet<PathBuf> = files
-            .iter()
-            .filter_map(|f| f.parent().map(Path::to_owned))
-            .collect();
-        for gone in self.dirs.difference(&dirs) {
-            let _ = self.inner.unwatch(gone);
-        }
-        for dir in dirs.difference(&self.dirs) {
-            if let Err(e) = self.inner.watch(dir, RecursiveMode::NonRecursive) {
-                tracing::error!(dir = %dir.display(), error = %e, "Cannot watch a folder; changes in it will not be reloaded.");
+        let dirs = {
+            let mut w = self.watched.lock().expect("watch lock");
+            let mut next = BTreeMap::new();
+            for file in files {
+                let seen = w.files.remove(&file).unwrap_or_else(|| fingerprint(&file));
+                next.insert(file, seen);
             }
-        }
-        self.dirs = dirs;
-        self.files = files;
+            w.files = next;
+            w.dirs()
+        };
+        sync_dirs(&self.inner, &self.dirs, dirs);
     }
 
-    /// Waits for changes to the watched files, then for them to be quiet,
-    /// and returns the files that changed.
+    /// The next batch of changed files. Cancel-safe: a batch not taken now
+    /// waits for the next call.
     pub async fn changes(&mut self) -> BTreeSet<PathBuf> {
-        let mut changed = BTreeSet::new();
-        loop {
-            let Some(first) = self.events.recv().await else {
-                return std::future::pending().await;
-            };
-            if self.files.contains(&first) {
-                changed.insert(first);
-                break;
-            }
+        match self.batches.recv().await {
+            Some(batch) => batch,
+            None => std::future::pending().await,
         }
-        let deadline = tokio::time::Instant::now() + MAX_DELAY;
-        loop {
-            let quiet = tokio::time::Instant::now() + QUIET;
-            match tokio::time::timeout_at(quiet.min(deadline), self.events.recv()).await {
-                Ok(Some(path)) => {
-                    if self.files.contains(&path) {
-                        changed.insert(path);
-                    }
-                }
-                Ok(None) | Err(_) => break,
-            }
-            if tokio::time::Instant::now() >= deadline {
-                break;
-            }
+    }
+}
+
+fn sync_dirs(
+    watcher: &Mutex<notify::RecommendedWatcher>,
+    current: &Mutex<BTreeSet<PathBuf>>,
+    wanted: BTreeSet<PathBuf>,
+) {
+    let mut watcher = watcher.lock().expect("watcher lock");
+    let mut current = current.lock().expect("watch lock");
+    for gone in current.difference(&wanted) {
+        let _ = watcher.unwatch(gone);
+    }
+    for dir in wanted.difference(&current) {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::error!(dir = %dir.display(), error = %e, "Cannot watch a folder; changes in it will not be reloaded.");
         }
-        changed
+    }
+    *current = wanted;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tempdir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-watch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_change_to_a_symlink_target_is_seen() {
+        let dir = tempdir("symlink");
+        let real = tempdir("symlink-target");
+        let target = real.join("plugin.wasm");
+        std::fs::write(&target, b"one").unwrap();
+        let link = dir.join("plugin.wasm");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let mut w = Watcher::new().unwrap();
+        w.watch([link.clone()].into());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&target, b"two, longer").unwrap();
+        let changed = tokio::time::timeout(Duration::from_secs(10), w.changes())
+            .await
+            .expect("the target's change was not seen");
+        assert_eq!(changed, [link].into());
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::remove_dir_all(real);
+    }
+
+    #[tokio::test]
+    async fn a_swapped_symlink_is_seen() {
+        // The shape Kubernetes gives mounted files: file -> ..data/file,
+        // ..data -> a folder that is replaced by a new one on each update.
+        let dir = tempdir("swap");
+        for (v, text) in [("v1", "one"), ("v2", "two")] {
+            std::fs::create_dir_all(dir.join(v)).unwrap();
+            std::fs::write(dir.join(v).join("queues.toml"), text).unwrap();
+        }
+        std::os::unix::fs::symlink("v1", dir.join("..data")).unwrap();
+        let file = dir.join("queues.toml");
+        std::os::unix::fs::symlink("..data/queues.toml", &file).unwrap();
+        let mut w = Watcher::new().unwrap();
+        w.watch([file.clone()].into());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::os::unix::fs::symlink("v2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        let changed = tokio::time::timeout(Duration::from_secs(10), w.changes())
+            .await
+            .expect("the swap was not seen");
+        assert_eq!(changed, [file].into());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_batch_waits_for_a_receiver_that_was_busy() {
+        let dir = tempdir("busy");
+        let file = dir.join("queues.toml");
+        std::fs::write(&file, b"one").unwrap();
+        let mut w = Watcher::new().unwrap();
+        w.watch([file.clone()].into());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::write(&file, b"two").unwrap();
+        // A receiver that gives up (a select! another branch won) before the
+        // batch is ready...
+        let _ = tokio::time::timeout(Duration::from_millis(50), w.changes()).await;
+        // ...still gets it later.
+        let changed = tokio::time::timeout(Duration::from_secs(10), w.changes())
+            .await
+            .expect("the change was lost");
+        assert_eq!(changed, [file].into());
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -7,11 +7,10 @@
 //! host that handled it died before it could acknowledge.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use crate::{HostProcess, TestConfig, lag, pending, plugin_dir};
 
@@ -95,77 +94,7 @@ impl XorShift {
 
 /// A redis-server that persists every write before answering, and that the
 /// harness kills and restarts on the same port and data.
-#[derive(Debug)]
-pub struct DurableRedis {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl DurableRedis {
-    pub fn start(dir: &Path) -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let mut r = DurableRedis {
-            port,
-            dir: dir.to_owned(),
-            child: None,
-        };
-        r.restart()?;
-        Ok(r)
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    pub fn restart(&mut self) -> Result<()> {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-            .args([
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting redis-server")?;
-        self.child = Some(child);
-        let client = redis::Client::open(self.url())?;
-        let started = Instant::now();
-        loop {
-            if let Ok(mut c) = client.get_connection()
-                && redis::cmd("PING").query::<String>(&mut c).is_ok()
-            {
-                return Ok(());
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                bail!("redis-server did not come back within 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for DurableRedis {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+pub type DurableRedis = crate::RedisServer;
 
 fn chaos_config() -> TestConfig {
     TestConfig::new(&format!(
@@ -243,19 +172,8 @@ async fn produce(url: String, stream: String, n: usize, rate: usize) -> BTreeSet
 /// Counts `record id=...` lines in every host log.
 fn read_handlings(logs: &[PathBuf]) -> Result<BTreeMap<String, usize>> {
     let mut counts = BTreeMap::new();
-    for log in logs {
-        let text =
-            std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
-        for line in text.lines() {
-            if let Some(rest) = line.split("record id=").nth(1) {
-                let id = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                *counts.entry(id).or_insert(0) += 1;
-            }
-        }
+    for ((_, id), n) in crate::handlings(logs) {
+        *counts.entry(id).or_insert(0) += n;
     }
     Ok(counts)
 }
@@ -271,7 +189,7 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport> {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let mut redis = DurableRedis::start(&dir)?;
+    let mut redis = DurableRedis::durable(&dir)?;
     let cfg = chaos_config();
     let mut rng = XorShift(opts.seed.max(1));
     let mut logs = Vec::new();
@@ -316,7 +234,7 @@ pub async fn run(opts: &ChaosOptions) -> Result<ChaosReport> {
     // A last host drains everything.
     let mut host = spawn(&mut logs, &redis.url())?;
     let client = redis::Client::open(redis.url())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    let mut conn = crate::connect(&client).await;
     let queue = cfg.queue_stream("Record");
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {

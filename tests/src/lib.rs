@@ -14,12 +14,16 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 use switchyard::admin::status::DeadLetter;
 use switchyard::config::Config;
-use switchyard::demo::LocalRedis;
+use switchyard::host::RunningHost;
+use switchyard::plugin::Compiler;
 use switchyard::stream::Entry;
 
 pub use switchyard;
 
 pub mod chaos;
+pub mod redis_server;
+
+pub use redis_server::RedisServer;
 
 /// The six queues chat.ended fans out to (seed 000).
 pub const CHAT_ENDED_QUEUES: &[&str] = &[
@@ -76,6 +80,52 @@ pub fn plugin_version(base: &[u8], tag: u32) -> Vec<u8> {
     out
 }
 
+/// A valid component that is slow to compile: a core module of `functions`
+/// functions, each a chain of arithmetic, and nothing exported. About 9 s of
+/// CPU for 60,000 functions on this kind of machine.
+pub fn slow_component(functions: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn section(id: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(id);
+        leb(payload.len(), out);
+        out.extend_from_slice(payload);
+    }
+    // One function type, (i32) -> i32.
+    let types = [1u8, 0x60, 1, 0x7f, 1, 0x7f];
+    let mut funcs = Vec::new();
+    leb(functions, &mut funcs);
+    funcs.extend(std::iter::repeat_n(0u8, functions));
+    // local.get 0, then (i32.const k; i32.add; i32.const 3; i32.mul) x 20.
+    let mut body = vec![0u8, 0x20, 0];
+    for k in 0..20u8 {
+        body.extend_from_slice(&[0x41, k & 0x3f, 0x6a, 0x41, 3, 0x6c]);
+    }
+    body.push(0x0b);
+    let mut code = Vec::new();
+    leb(functions, &mut code);
+    for _ in 0..functions {
+        leb(body.len(), &mut code);
+        code.extend_from_slice(&body);
+    }
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    section(1, &types, &mut module);
+    section(3, &funcs, &mut module);
+    section(10, &code, &mut module);
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    section(1, &module, &mut component);
+    component
+}
+
 /// The version name the host gives a plugin file: the first 16 hex digits
 /// of its SHA-256.
 pub fn version_hash(bytes: &[u8]) -> String {
@@ -90,27 +140,44 @@ pub fn version_hash(bytes: &[u8]) -> String {
 /// A redis-server for one test, stopped when dropped.
 #[derive(Debug)]
 pub struct Redis {
-    pub server: LocalRedis,
+    pub server: RedisServer,
     pub client: redis::Client,
+    url: String,
 }
 
 impl Redis {
     pub fn start() -> Self {
-        let server = LocalRedis::start().expect("starting redis-server");
-        let client = redis::Client::open(server.url.as_str()).expect("redis url");
-        Redis { server, client }
+        let server = RedisServer::start().expect("starting redis-server");
+        let url = server.url();
+        let client = redis::Client::open(url.as_str()).expect("redis url");
+        Redis {
+            server,
+            client,
+            url,
+        }
     }
 
     pub fn url(&self) -> &str {
-        &self.server.url
+        &self.url
     }
 
+    /// A connection for the test itself.
     pub async fn conn(&self) -> MultiplexedConnection {
-        self.client
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connecting to the test redis-server")
+        connect(&self.client).await
     }
+}
+
+/// A connection for a test: with response timeouts far above anything a
+/// busy machine makes a test wait (redis-rs waits 500 ms by default; a test
+/// reading hundreds of MiB of dead letters needs more).
+pub async fn connect(client: &redis::Client) -> MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(60)));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("connecting to the test redis-server")
 }
 
 /// A queues.toml written for one test. The text may use `@PLUGINS@` (the
@@ -315,6 +382,45 @@ pub async fn lag(conn: &mut MultiplexedConnection, stream: &str, group: &str) ->
     None
 }
 
+/// The handlings the `recorder` plugin logged in `logs`: how many times each
+/// (queue, message id) was handled.
+pub fn handlings(logs: &[PathBuf]) -> std::collections::BTreeMap<(String, String), usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        for line in text.lines() {
+            let Some(rest) = line.split("record id=").nth(1) else {
+                continue;
+            };
+            let mut words = rest.split_whitespace();
+            let id = words.next().unwrap_or_default().to_owned();
+            let queue = words
+                .next()
+                .and_then(|w| w.strip_prefix("queue="))
+                .unwrap_or_default()
+                .to_owned();
+            *counts.entry((queue, id)).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Waits until the file at `log` has a line containing `needle`, and
+/// returns that line; fails after `limit` with the whole log.
+pub async fn wait_for_line(log: &Path, needle: &str, limit: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        if started.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for {needle:?} in the log:\n{text}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls `check` every 20 ms until it returns true, or fails after `limit`.
 pub async fn wait_for<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
@@ -346,6 +452,17 @@ pub fn host_binary() -> PathBuf {
         .find(|p| p.is_file())
         .cloned()
         .unwrap_or_else(|| panic!("switchyard-under-test was not built (looked at {candidates:?})"))
+}
+
+/// Compiles plugins with the test build of the host, as `switchyard run`
+/// compiles with itself.
+pub fn compiler() -> Compiler {
+    Compiler::at(host_binary())
+}
+
+/// Starts a host in this process on `cfg`'s configuration.
+pub fn start_host(config: &Config, redis: &Redis) -> RunningHost {
+    RunningHost::start(config.clone(), redis.client.clone(), compiler())
 }
 
 /// The host as a child process, killed (SIGKILL) when dropped if still
@@ -393,20 +510,63 @@ impl HostProcess {
     /// Starts `switchyard run` with `cfg` against the Redis at `url`, its log
     /// (plugin lines and warnings) written to `log`.
     pub fn spawn_logged(cfg: &TestConfig, url: &str, log: &Path) -> Result<Self> {
+        Self::spawn_with(&cfg.path, url, log, &[("RUST_LOG", "warn,plugin=info")])
+    }
+
+    /// Starts `switchyard run --config config` against the Redis at `url`,
+    /// its log written to `log`, with `env` added to its environment.
+    pub fn spawn_with(config: &Path, url: &str, log: &Path, env: &[(&str, &str)]) -> Result<Self> {
         let file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(host_binary())
-            .arg("run")
+        let mut cmd = Command::new(host_binary());
+        cmd.arg("run")
             .arg("--config")
-            .arg(&cfg.path)
+            .arg(config)
             .arg("--redis-url")
             .arg(url)
-            .env("RUST_LOG", "warn,plugin=info")
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .context("starting the host process")?;
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("starting the host process")?;
         Ok(HostProcess { child })
+    }
+
+    /// The most memory the process has held (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("reading the host's /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+
+    /// The pids of the process's children (plugin compilers).
+    pub fn children(&self) -> Vec<u32> {
+        let pid = self.pid();
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so read after
+            // its closing parenthesis.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                found.push(child);
+            }
+        }
+        found
     }
 
     /// Waits for the process to exit, up to `limit`.
@@ -438,7 +598,8 @@ impl Drop for HostProcess {
     }
 }
 
-/// Logs of in-process hosts go to the test's output (shown on failure).
+/// Logs of in-process hosts go to the test's output (shown on failure), in
+/// the host's own format.
 pub fn init_logs() {
     static INIT: OnceLock<()> = OnceLock::new();
     INIT.get_or_init(|| {
@@ -447,6 +608,7 @@ pub fn init_logs() {
                 tracing_subscriber::EnvFilter::try_from_default_env()
                     .unwrap_or_else(|_| "info".into()),
             )
+            .fmt_fields(switchyard::text::SafeFields)
             .with_test_writer()
             .try_init();
     });

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use switchyard::host::RunningHost;
 use switchyard_tests::*;
 
 fn fanout_config() -> TestConfig {
@@ -13,9 +12,10 @@ fn fanout_config() -> TestConfig {
     );
     for q in CHAT_ENDED_QUEUES {
         // A short visibility timeout: copies the dying host's workers read
-        // in the instant before it aborted are taken over quickly.
+        // in the instant before it aborted are taken over quickly. The
+        // recorder logs every handling, outside the host.
         text.push_str(&format!(
-            "[queues.{q}]\nplugin = \"@PLUGINS@/sleep.wasm\"\nhandler_timeout = \"1s\"\nvisibility_timeout = \"2s\"\n"
+            "[queues.{q}]\nplugin = \"@PLUGINS@/recorder.wasm\"\nhandler_timeout = \"1s\"\nvisibility_timeout = \"2s\"\n"
         ));
     }
     TestConfig::new(&text)
@@ -47,14 +47,19 @@ async fn fanout_is_all_or_nothing_when_the_host_dies() {
         )
         .await;
     }
+    let logs: Vec<std::path::PathBuf> = (1..=3)
+        .map(|i| cfg.dir.join(format!("host{i}.log")))
+        .collect();
 
     // Killed just before the fan-out step: no queue has a copy, and the
     // ingress entries are still pending, not acknowledged.
-    let mut host = HostProcess::spawn(
-        &cfg,
-        &redis,
+    let mut host = HostProcess::spawn_with(
+        &cfg.path,
+        redis.url(),
+        &logs[0],
         &[("SWITCHYARD_FAILPOINT", "router-before-commit")],
-    );
+    )
+    .unwrap();
     let status = host.wait(Duration::from_secs(30)).unwrap();
     assert!(
         !status.success(),
@@ -66,11 +71,13 @@ async fn fanout_is_all_or_nothing_when_the_host_dies() {
     // A second host takes the pending entries over (after the ingress
     // visibility timeout, 1 s here) and dies just after the fan-out step:
     // every queue has its copy and the ingress entries are acknowledged.
-    let mut host = HostProcess::spawn(
-        &cfg,
-        &redis,
+    let mut host = HostProcess::spawn_with(
+        &cfg.path,
+        redis.url(),
+        &logs[1],
         &[("SWITCHYARD_FAILPOINT", "router-after-commit")],
-    );
+    )
+    .unwrap();
     let status = host.wait(Duration::from_secs(30)).unwrap();
     assert!(
         !status.success(),
@@ -79,11 +86,9 @@ async fn fanout_is_all_or_nothing_when_the_host_dies() {
     assert_eq!(copies(&mut conn, &cfg).await, [3; 6]);
     assert_eq!(pending(&mut conn, cfg.ingress(), &cfg.prefix).await, 0);
 
-    // A healthy host handles every copy (the dying host's workers may have
-    // read, even acked, a few in the instant before it aborted); no entry is
-    // routed twice.
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
-    wait_for(Duration::from_secs(20), "all copies handled", || {
+    // A healthy host handles every copy; no entry is routed twice.
+    let mut host = HostProcess::spawn_with(&cfg.path, redis.url(), &logs[2], &[]).unwrap();
+    wait_for(Duration::from_secs(30), "all copies handled", || {
         let mut conn = conn.clone();
         let cfg = &cfg;
         async move {
@@ -99,17 +104,35 @@ async fn fanout_is_all_or_nothing_when_the_host_dies() {
         }
     })
     .await;
-    let handled: u64 = host.metrics.queues().values().map(|c| c.succeeded).sum();
-    assert!(handled > 0 && handled <= 18, "{handled}");
-    host.stop().await.unwrap();
+    host.signal("TERM");
+    assert!(host.wait(Duration::from_secs(10)).unwrap().success());
     assert_eq!(copies(&mut conn, &cfg).await, [3; 6]);
-    for q in CHAT_ENDED_QUEUES {
-        assert_eq!(
-            pending(&mut conn, &cfg.queue_stream(q), &cfg.prefix).await,
-            0,
-            "{q}"
-        );
-    }
+
+    // Every copy was handled, each by the healthy host unless the dying one
+    // got to it in its last instant; a copy is handled twice only if the
+    // dying host handled it and died before acking it.
+    let all = handlings(&logs);
+    let expected: std::collections::BTreeSet<(String, String)> = CHAT_ENDED_QUEUES
+        .iter()
+        .flat_map(|q| (0..3).map(move |i| (q.to_string(), format!("c-{i}"))))
+        .collect();
+    assert_eq!(
+        all.keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected
+    );
+    assert!(
+        handlings(&logs[..1]).is_empty(),
+        "nothing was routed before the first death"
+    );
+    let by_dying: usize = handlings(&logs[1..2]).values().sum();
+    let total: usize = all.values().sum();
+    assert!(
+        total - expected.len() <= by_dying,
+        "{total} handlings of 18 copies, {by_dying} by the dying host"
+    );
+    assert!(all.values().all(|&n| n <= 2), "{all:?}");
 }
 
 fn slow_config(ms: u64, shutdown_timeout: &str) -> TestConfig {
@@ -173,7 +196,7 @@ async fn a_second_host_takes_over_what_a_killed_host_left_pending() {
         "kill -9 acknowledges nothing"
     );
 
-    let second = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let second = start_host(&cfg.config, &redis);
     let m = second.metrics.queue("Slow");
     wait_for(
         Duration::from_secs(30),

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use switchyard::host::RunningHost;
 use switchyard_tests::*;
 
 fn config() -> TestConfig {
@@ -46,7 +45,7 @@ async fn each_outcome_is_settled_as_promised() {
     let redis = Redis::start();
     let cfg = config();
     let mut conn = redis.conn().await;
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = start_host(&cfg.config, &redis);
     for (t, n) in [("ok", 20), ("reject", 3), ("retry", 2), ("trap", 2)] {
         for i in 0..n {
             xadd(
@@ -201,7 +200,7 @@ delay_ms = 1500
 "#,
     );
     let mut conn = redis.conn().await;
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = start_host(&cfg.config, &redis);
     xadd(
         &mut conn,
         cfg.ingress(),
@@ -242,7 +241,7 @@ plugin = "@PLUGINS@/sleep.wasm"
 "#,
     );
     let mut conn = redis.conn().await;
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = start_host(&cfg.config, &redis);
     xadd(
         &mut conn,
         cfg.ingress(),
@@ -360,7 +359,7 @@ concurrency = 32
         )
         .await;
     }
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = start_host(&cfg.config, &redis);
     let m = host.metrics.queue("Discard");
     wait_for(Duration::from_secs(20), "every message handled", || {
         let s = m.snapshot().succeeded;

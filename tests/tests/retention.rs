@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use switchyard::host::RunningHost;
 use switchyard_tests::*;
 
 async fn xlen(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> u64 {
@@ -67,7 +66,7 @@ plugin = "@PLUGINS@/always_reject.wasm"
 "#,
     );
     let mut conn = redis.conn().await;
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = start_host(&cfg.config, &redis);
     let m = host.metrics.queue("Slow");
     let slow = cfg.queue_stream("Slow");
     wait_for(Duration::from_secs(10), "the group", || {
@@ -167,7 +166,23 @@ plugin = "@PLUGINS@/always_reject.wasm"
         async move { xlen(&mut conn, &bad).await == 0 && xlen(&mut conn, &ingress).await == 0 }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two more rounds of retention, and still:
+    let rounds = host
+        .metrics
+        .retention_rounds
+        .load(std::sync::atomic::Ordering::Relaxed);
+    wait_for(
+        Duration::from_secs(10),
+        "two more rounds of retention",
+        || {
+            let n = host
+                .metrics
+                .retention_rounds
+                .load(std::sync::atomic::Ordering::Relaxed);
+            async move { n >= rounds + 2 }
+        },
+    )
+    .await;
     assert_eq!(
         xlen(&mut conn, &slow).await,
         7,

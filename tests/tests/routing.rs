@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use switchyard::host::RunningHost;
 use switchyard_tests::*;
 
 /// Seed 000's routing: message type to target queues.
@@ -118,7 +117,7 @@ async fn every_design_message_type_reaches_exactly_its_queues() {
         )
         .await;
     }
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = start_host(&cfg.config, &redis);
     let expected_total: usize = DESIGN.iter().map(|(_, qs)| qs.len()).sum();
     let metrics = host.metrics.clone();
     wait_for(Duration::from_secs(30), "every copy handled", || {

@@ -94,7 +94,11 @@ async fn offered(
     let total = (per_second * seconds) as usize;
     *done.0.lock().expect("completions lock") = vec![None; total];
     let cfg = config(&["Work"], handler, concurrency);
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = RunningHost::start(
+        cfg.config.clone(),
+        redis.client.clone(),
+        switchyard::plugin::Compiler::this_program()?,
+    );
     let mut conn = redis.conn().await;
     // Warm up: the host started and the path is hot before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -132,8 +136,16 @@ async fn offered(
     Ok(latencies)
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
+    // The embedded host compiles plugins with this same program.
+    if let Some(code) = switchyard::plugin::compile::serve_if_asked() {
+        return Ok(code);
+    }
+    tokio::runtime::Runtime::new()?.block_on(run())?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn run() -> Result<()> {
     let a = Args::parse();
     let done = Arc::new(Completions::default());
     tracing_subscriber::registry()

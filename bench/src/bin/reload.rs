@@ -42,8 +42,16 @@ fn summary(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
+    // The embedded host compiles plugins with this same program.
+    if let Some(code) = switchyard::plugin::compile::serve_if_asked() {
+        return Ok(code);
+    }
+    tokio::runtime::Runtime::new()?.block_on(run())?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn run() -> Result<()> {
     let args = Args::parse();
     let base = std::fs::read(&args.plugin)
         .with_context(|| format!("reading {}", args.plugin.display()))?;
@@ -70,7 +78,11 @@ visibility_timeout = "10s"
         plugin = file.display(),
         mem = args.memory_mib,
     ));
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = RunningHost::start(
+        cfg.config.clone(),
+        redis.client.clone(),
+        switchyard::plugin::Compiler::this_program()?,
+    );
     let m = host.metrics.clone();
 
     // A message every millisecond while the benchmark runs.

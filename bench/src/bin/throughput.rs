@@ -85,8 +85,16 @@ fn row(what: &str, rate: f64, ratios: &str) {
     println!("{what:<66} {:>10}/s  {ratios}", format!("{rate:.0}"));
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<std::process::ExitCode> {
+    // The embedded host compiles plugins with this same program.
+    if let Some(code) = switchyard::plugin::compile::serve_if_asked() {
+        return Ok(code);
+    }
+    tokio::runtime::Runtime::new()?.block_on(run())?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn run() -> Result<()> {
     let a = Args::parse();
     if a.log {
         let null = std::fs::OpenOptions::new().write(true).open("/dev/null")?;

@@ -24,6 +24,8 @@ pub struct QueueMetrics {
     pub reclaimed: AtomicU64,
     /// Handler calls running now.
     pub in_flight: AtomicU64,
+    /// Times the queue's consumer group was found missing.
+    pub group_missing: AtomicU64,
     /// Messages settled (acked or dead-lettered after an attempt), by the
     /// content hash of the plugin version that made the attempt.
     by_plugin: std::sync::Mutex<BTreeMap<String, u64>>,
@@ -117,6 +119,8 @@ impl ReloadMetrics {
 pub struct Metrics {
     pub router: RouterMetrics,
     pub reloads: ReloadMetrics,
+    /// Rounds of retention (trimming, idle consumers) completed.
+    pub retention_rounds: AtomicU64,
     queues: std::sync::RwLock<BTreeMap<String, Arc<QueueMetrics>>>,
 }
 

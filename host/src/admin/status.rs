@@ -9,6 +9,10 @@ use redis::aio::ConnectionLike;
 
 use crate::config::Config;
 use crate::stream::{Entry, Keys, dead_fields, info_field, info_pairs, parse_entries, string};
+use crate::text::{Escaped, bounded};
+
+/// Bytes of a dead letter's reason `status` prints.
+const SHOWN_REASON: usize = 300;
 
 /// One stream and its consumer group.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -211,6 +215,9 @@ impl fmt::Display for Status {
         }
         writeln!(f, "\nDead letters: {}", self.dead_letters)?;
         for d in &self.recent_dead_letters {
+            // Producers and plugins chose these texts: cut and escaped, so
+            // they can neither flood the terminal nor forge a line.
+            let cut = |t: &str| bounded(t, SHOWN_REASON);
             writeln!(
                 f,
                 "  {}  queue={} type={} id={} attempts={}\n      reason: {}",
@@ -220,10 +227,10 @@ impl fmt::Display for Status {
                 } else {
                     &d.queue
                 },
-                d.message_type,
-                d.message_id,
+                Escaped(&cut(&d.message_type)),
+                Escaped(&cut(&d.message_id)),
                 d.attempts,
-                d.reason
+                Escaped(&cut(&d.reason))
             )?;
         }
         Ok(())

@@ -1,13 +1,16 @@
-//! The compiled-code cache: each plugin compiled once per content and engine
-//! configuration, kept on disk, so a restart or a swap back to a known version
-//! does not compile again (components from Python or JS runtimes take seconds
-//! to compile).
+//! Compiled code: loading what the compiler child produced, and the on-disk
+//! cache that keeps it, so a restart or a swap back to a known version does
+//! not compile again (components from Python or JS runtimes take seconds to
+//! compile).
 //!
-//! A cache file is native code the host will run. Only the host writes the
-//! cache folder (created 0700), a file is named by the SHA-256 of the
-//! component it was compiled from and a hash of the engine configuration, and
-//! wasmtime checks on load that it was compiled by a compatible engine; a
-//! file that fails to load is deleted and the component compiled again.
+//! Compiled code is native code the host will run, and wasmtime cannot
+//! check it is what it claims to be; it can only check that it was compiled
+//! for a compatible engine. So the host loads compiled code from two places
+//! only: the output of its own compiler child (this same program, given the
+//! component's bytes on its stdin), and cache files it wrote itself, in a
+//! folder created 0700, each named by the SHA-256 of the component it was
+//! compiled from and a hash of the engine configuration. A cache file that
+//! fails to load is deleted and the component compiled again.
 
 #![allow(
     unsafe_code,
@@ -24,6 +27,14 @@ use wasmtime::component::Component;
 
 /// The version of wasmtime the host is built with; part of every cache key.
 const WASMTIME: &str = "48.0.8";
+
+/// Loads code the host's compiler child produced.
+pub(super) fn load_compiled(engine: &Engine, code: &[u8]) -> Result<Component, wasmtime::Error> {
+    // SAFETY: see the module doc: `code` is what this program, run as the
+    // compiler child, wrote for the component the host gave it; wasmtime
+    // checks that it was compiled for this engine's configuration.
+    unsafe { Component::deserialize(engine, code) }
+}
 
 /// Compiled components on disk.
 #[derive(Debug, Clone)]
@@ -74,40 +85,40 @@ impl CompileCache {
             .join(format!("{content_hash}-{}.cwasm", self.engine_key))
     }
 
-    /// The compiled component for `bytes` (whose SHA-256 is `content_hash`),
-    /// from the cache if it is there, else compiled and stored. Returns
-    /// whether it came from the cache.
-    pub fn component(
-        &self,
-        engine: &Engine,
-        bytes: &[u8],
-        content_hash: &str,
-    ) -> Result<(Component, bool), wasmtime::Error> {
+    /// The compiled component for the component whose SHA-256 is
+    /// `content_hash`, if the cache has it.
+    pub fn get(&self, engine: &Engine, content_hash: &str) -> Option<Component> {
         let path = self.path(content_hash);
-        if path.is_file() {
-            // SAFETY: see the module doc: the file was written by this host
-            // from a component with this content hash, in a folder only the
-            // host's user can write, and wasmtime checks its compatibility.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(c) => return Ok((c, true)),
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "Discarding an unusable cached plugin.");
-                    let _ = std::fs::remove_file(&path);
-                }
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: see the module doc: the file was written by this host
+        // from a component with this content hash, in a folder only the
+        // host's user can write, and wasmtime checks its compatibility.
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "Discarding an unusable cached plugin.");
+                let _ = std::fs::remove_file(&path);
+                None
             }
         }
-        let component = Component::new(engine, bytes)?;
-        if let Err(e) = self.store(&component, &path) {
-            tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "Could not cache a compiled plugin.");
-        }
-        Ok((component, false))
     }
 
-    fn store(&self, component: &Component, path: &Path) -> Result<()> {
-        let code = component.serialize().map_err(anyhow::Error::from)?;
+    /// Keeps compiled code for the component whose SHA-256 is
+    /// `content_hash`. A failure is logged: the cache is an optimisation.
+    pub fn put(&self, content_hash: &str, code: &[u8]) {
+        let path = self.path(content_hash);
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, code).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-        Ok(())
+        let result = std::fs::write(&tmp, code)
+            .with_context(|| format!("writing {}", tmp.display()))
+            .and_then(|()| {
+                std::fs::rename(&tmp, &path)
+                    .with_context(|| format!("renaming to {}", path.display()))
+            });
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "Could not cache a compiled plugin.");
+        }
     }
 }

@@ -8,13 +8,15 @@
 //! host carries on.
 
 mod cache;
+pub mod compile;
+pub mod contract;
 mod host;
 
 pub use cache::CompileCache;
+pub use compile::{CompileLimits, Compiler};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -48,8 +50,10 @@ pub const POOL_INSTANCES: u32 = 1024;
 /// Bytes of each linear memory slot kept resident between instances.
 const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 
-/// Bytes of a plugin's stderr kept per call (a panic message fits).
-const STDERR_CAPACITY: usize = 16 * 1024;
+/// Bytes of a plugin's stdout and stderr kept per instance: a panic message
+/// fits. What is kept of one call's output is bounded again, to
+/// [`crate::text::MAX_OUTPUT`], where it is appended to a reason or logged.
+const OUTPUT_CAPACITY: usize = 16 * 1024;
 
 /// How a queue names a handler built into the host instead of a file.
 pub const BUILTIN_PREFIX: &str = "builtin:";
@@ -89,7 +93,7 @@ pub struct PluginEngine {
     linker: Arc<Linker<HostState>>,
     runtime: Arc<PluginRuntime>,
     cache: Option<CompileCache>,
-    _ticker: Arc<Ticker>,
+    compiler: Compiler,
 }
 
 /// A tokio runtime of its own for guest code. Guest code yields only at epoch
@@ -115,21 +119,23 @@ impl std::fmt::Debug for PluginEngine {
     }
 }
 
-/// Increments the engine's epoch every [`EPOCH_TICK`] on a thread of its own,
-/// until dropped.
-struct Ticker {
-    stop: Arc<AtomicBool>,
+/// What an engine is for. Code compiled by a `Compile` engine runs on a
+/// `Host` engine: they differ only in how instances are allocated, which
+/// compiled code does not depend on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// Runs plugins: instances come from a pool sized for every queue.
+    Host,
+    /// Compiles plugins in a child process that bounds its own memory, so it
+    /// must not reserve the pool's address space.
+    Compile,
 }
 
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-impl PluginEngine {
-    /// An engine; with `cache_dir`, compiled plugins are kept there.
-    pub fn new(cache_dir: Option<&Path>) -> Result<Self> {
+/// The wasmtime configuration of every engine of the host.
+pub fn engine_config(kind: EngineKind) -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true).epoch_interruption(true);
+    if kind == EngineKind::Host {
         let mut pool = PoolingAllocationConfig::new();
         // Sized explicitly: one component instance per concurrent handler
         // call, a few core instances, memories and tables per component (a
@@ -153,12 +159,37 @@ impl PluginEngine {
             .async_stack_keep_resident(64 * 1024)
             .decommit_batch_size(32)
             .pagemap_scan(wasmtime::Enabled::Auto);
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    }
+    config
+}
+
+/// Increments the engine's epoch every [`EPOCH_TICK`] on a thread of its
+/// own, for as long as anything holds the engine: a plugin still running
+/// after the host let go of it (shutdown) still reaches its deadline, and
+/// yields at every tick, so its runtime can drop it.
+fn start_ticker(engine: &Engine) -> Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("switchyard-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match weak.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
+                }
+            }
+        })
+        .context("starting the epoch ticker")?;
+    Ok(())
+}
+
+impl PluginEngine {
+    /// An engine; plugins are compiled by `compiler`, and with `cache_dir`
+    /// the compiled code is kept there.
+    pub fn new(cache_dir: Option<&Path>, compiler: Compiler) -> Result<Self> {
+        let engine = Engine::new(&engine_config(EngineKind::Host))
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
 
@@ -169,22 +200,7 @@ impl PluginEngine {
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the switchyard:plugin imports")?;
-
-        let stop = Arc::new(AtomicBool::new(false));
-        let weak = engine.weak();
-        let flag = stop.clone();
-        std::thread::Builder::new()
-            .name("switchyard-epoch".into())
-            .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(engine) => engine.increment_epoch(),
-                        None => break,
-                    }
-                }
-            })
-            .context("starting the epoch ticker")?;
+        start_ticker(&engine)?;
 
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -202,7 +218,7 @@ impl PluginEngine {
             linker: Arc::new(linker),
             runtime: Arc::new(PluginRuntime(Some(runtime))),
             cache,
-            _ticker: Arc::new(Ticker { stop }),
+            compiler,
         })
     }
 
@@ -212,23 +228,35 @@ impl PluginEngine {
             .map_err(|e| LoadError::Read(e.to_string()))?
             .len();
         if size > limits.max_bytes {
-            return Err(LoadError::TooLarge(size, limits.max_bytes));
+            return Err(LoadError::TooLarge(format!(
+                "the file is {size} bytes, more than host.max_plugin_mib allows ({} bytes)",
+                limits.max_bytes
+            )));
         }
         let bytes = std::fs::read(path).map_err(|e| LoadError::Read(e.to_string()))?;
         let digest = hex(&Sha256::digest(&bytes));
         Ok(PluginFile { bytes, digest })
     }
 
-    /// Compiles (or takes from the cache) and links a plugin. Blocking and
-    /// CPU-heavy: call it off the async runtime.
-    pub fn compile(&self, path: &Path, file: &PluginFile) -> Result<LoadedPlugin, LoadError> {
-        let started = Instant::now();
-        let (component, from_cache) = match &self.cache {
-            Some(cache) => cache.component(&self.engine, &file.bytes, &file.digest),
-            None => Component::new(&self.engine, &file.bytes).map(|c| (c, false)),
-        }
-        .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
-        let compile_time = started.elapsed();
+    /// Links a compiled component and checks it against the contract.
+    fn link(
+        &self,
+        path: &Path,
+        file: &PluginFile,
+        component: Component,
+        compile_time: Duration,
+        from_cache: bool,
+    ) -> Result<LoadedPlugin, LoadError> {
+        contract::check_exports(&self.engine, &component, contract::PLUGIN_0_1).map_err(
+            |e| match e {
+                contract::ExportMismatch::NoExports => LoadError::NotAComponent(e.to_string()),
+                e => LoadError::WrongContract(e.to_string()),
+            },
+        )?;
+        let initial_memory = component
+            .resources_required()
+            .and_then(|r| r.max_initial_memory_size)
+            .map(|pages| pages.saturating_mul(64 * 1024));
         let instance_pre = self
             .linker
             .instantiate_pre(&component)
@@ -241,13 +269,15 @@ impl PluginEngine {
             digest: file.digest.clone(),
             compile_time,
             from_cache,
+            initial_memory,
             code: Code::Component(pre),
         })
     }
 
-    /// Reads and compiles a plugin off the async runtime, within
-    /// `limits.compile_timeout`. With `unless`, a file whose content hash is
-    /// that digest is not compiled again: `Ok(None)`.
+    /// Reads, compiles (in a child process, or from the cache) and links a
+    /// plugin. With `unless`, a file whose content hash is that digest is
+    /// not loaded again: `Ok(None)`. Cancelling the future stops the
+    /// compile.
     pub async fn load(
         &self,
         path: &Path,
@@ -267,6 +297,7 @@ impl PluginEngine {
                 digest: name.to_owned(),
                 compile_time: Duration::ZERO,
                 from_cache: false,
+                initial_memory: None,
                 code: Code::Builtin(run),
             }));
         }
@@ -279,18 +310,32 @@ impl PluginEngine {
         if unless == Some(file.digest.as_str()) {
             return Ok(None);
         }
-        let engine = self.clone();
-        let owned = path.to_owned();
-        // A compile that overruns is abandoned (its thread finishes in the
-        // background and its result is dropped); the plugin is refused.
-        let compile = tokio::task::spawn_blocking(move || engine.compile(&owned, &file));
-        match tokio::time::timeout(limits.compile_timeout, compile).await {
-            Ok(Ok(result)) => result.map(Some),
-            Ok(Err(e)) => Err(LoadError::NotAComponent(format!(
-                "compilation panicked: {e}"
-            ))),
-            Err(_) => Err(LoadError::TooSlow(limits.compile_timeout)),
-        }
+        let started = Instant::now();
+        let cached = match &self.cache {
+            Some(cache) => {
+                let (cache, engine, digest) =
+                    (cache.clone(), self.engine.clone(), file.digest.clone());
+                tokio::task::spawn_blocking(move || cache.get(&engine, &digest))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        let (component, from_cache) = match cached {
+            Some(c) => (c, true),
+            None => {
+                let code = self.compiler.compile(&file.bytes, limits.compile).await?;
+                let component = cache::load_compiled(&self.engine, &code)
+                    .map_err(|e| LoadError::Compiler(format!("loading compiled code: {e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&file.digest, &code);
+                }
+                (component, false)
+            }
+        };
+        self.link(path, &file, component, started.elapsed(), from_cache)
+            .map(Some)
     }
 }
 
@@ -298,7 +343,7 @@ impl PluginEngine {
 #[derive(Debug, Clone)]
 pub struct LoadLimits {
     pub max_bytes: u64,
-    pub compile_timeout: Duration,
+    pub compile: CompileLimits,
 }
 
 /// A plugin file's bytes and their SHA-256.
@@ -313,14 +358,18 @@ pub struct PluginFile {
 pub enum LoadError {
     #[error("cannot read the file: {0}")]
     Read(String),
-    #[error("the file is {0} bytes, more than the {1} allowed")]
-    TooLarge(u64, u64),
-    #[error("compiling took longer than {0:?}")]
-    TooSlow(Duration),
+    /// The file, or what compiling it needs, is over a bound.
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    TooSlow(String),
     #[error("not a valid WebAssembly component: {0}")]
     NotAComponent(String),
     #[error("does not fit the switchyard:plugin@0.1.0 `plugin` world: {0}")]
     WrongContract(String),
+    /// The compiler itself failed (it could not start, or died).
+    #[error("{0}")]
+    Compiler(String),
 }
 
 /// A compiled plugin, ready to instantiate.
@@ -334,6 +383,9 @@ pub struct LoadedPlugin {
     pub compile_time: Duration,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
+    /// The largest initial size of the plugin's linear memories, in bytes:
+    /// an instance needs at least this much of its queue's `memory_mib`.
+    pub initial_memory: Option<u64>,
     code: Code,
 }
 
@@ -378,6 +430,18 @@ pub enum Outcome {
     /// The call did not complete: a trap, the deadline, the memory cap, or a
     /// failure to instantiate. Counts as a failed attempt.
     Failed { kind: FailureKind, reason: String },
+}
+
+impl Outcome {
+    /// The outcome's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Reject { .. } => "reject",
+            Outcome::Failed { kind, .. } => kind.as_str(),
+        }
+    }
 }
 
 /// Why a call did not complete.
@@ -483,11 +547,14 @@ impl LoadedPlugin {
         // The epoch callback stops guest code; this also stops a call parked
         // in an async host import past its deadline.
         let result = tokio::time::timeout(cx.timeout, call).await;
-        let written = w.stderr.contents();
-        let captured = String::from_utf8_lossy(&written[w.stderr_seen.min(written.len())..])
-            .trim()
-            .to_owned();
-        w.stderr_seen = written.len();
+        let written = w.output.contents();
+        let captured = crate::text::bounded_lossy(
+            &written[w.output_seen.min(written.len())..],
+            crate::text::MAX_OUTPUT,
+        )
+        .trim()
+        .to_owned();
+        w.output_seen = written.len();
         let completed = matches!(result, Ok(Ok(_)));
         let outcome = match result {
             Err(_) => Outcome::Failed {
@@ -497,24 +564,25 @@ impl LoadedPlugin {
             Ok(Ok(returned)) => outcome_of(returned),
             Ok(Err((instantiating, e))) => {
                 let (kind, reason) = classify(instantiating, &e, w.store.data().limiter.exceeded());
+                let reason = crate::text::bounded(&reason, crate::text::MAX_REASON);
                 Outcome::Failed {
                     kind,
                     reason: if captured.is_empty() {
                         reason
                     } else {
-                        format!("{reason}; plugin stderr: {captured}")
+                        format!("{reason}; plugin output: {captured}")
                     },
                 }
             }
         };
         if !captured.is_empty() && !matches!(outcome, Outcome::Failed { .. }) {
-            tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, stderr = %captured, "Plugin wrote to stderr.");
+            tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, output = %captured, "Plugin wrote to stdout or stderr.");
         }
         // Only an instance whose call completed is kept: after a trap, a
         // timeout or a cap hit it cannot (or must not) be entered again.
         if let Some(pool) = pool
             && completed
-            && w.stderr_seen < STDERR_CAPACITY / 2
+            && w.output_seen < OUTPUT_CAPACITY / 2
         {
             pool.put(w);
         }
@@ -522,15 +590,19 @@ impl LoadedPlugin {
     }
 }
 
-/// The outcome a handler returned.
+/// The outcome a handler returned, its reason cut to
+/// [`crate::text::MAX_REASON`] bytes.
 fn outcome_of(returned: Result<(), Failure>) -> Outcome {
+    use crate::text::{MAX_REASON, bounded};
     match returned {
         Ok(()) => Outcome::Success,
         Err(Failure::Retry(r)) => Outcome::Retry {
-            reason: r.reason,
+            reason: bounded(&r.reason, MAX_REASON),
             delay: r.delay_ms.map(Duration::from_millis),
         },
-        Err(Failure::Reject(reason)) => Outcome::Reject { reason },
+        Err(Failure::Reject(reason)) => Outcome::Reject {
+            reason: bounded(&reason, MAX_REASON),
+        },
     }
 }
 
@@ -539,16 +611,17 @@ fn outcome_of(returned: Result<(), Failure>) -> Outcome {
 struct Warm {
     store: Store<HostState>,
     bindings: Option<Plugin>,
-    stderr: MemoryOutputPipe,
-    /// Bytes of stderr already reported.
-    stderr_seen: usize,
+    /// What the plugin writes to stdout and stderr, interleaved.
+    output: MemoryOutputPipe,
+    /// Bytes of output already reported.
+    output_seen: usize,
 }
 
 impl Warm {
     fn new(engine: &PluginEngine, cx: &CallContext, plugin: &LoadedPlugin) -> Self {
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
+        let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let mut wasi = WasiCtx::builder();
-        wasi.stderr(stderr.clone());
+        wasi.stdout(output.clone()).stderr(output.clone());
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -564,8 +637,8 @@ impl Warm {
         Warm {
             store,
             bindings: None,
-            stderr,
-            stderr_seen: 0,
+            output,
+            output_seen: 0,
         }
     }
 

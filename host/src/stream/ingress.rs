@@ -1,132 +1,128 @@
 //! The router loop: reads the ingress stream through the consumer group and
 //! fans each entry out to its queues, or dead-letters it, in one atomic step.
+//!
+//! What the router reads is bounded: entries come through the read script,
+//! at most `ingress.batch` of them, none over `ingress.max_entry_kib` (those
+//! are dead-lettered by the route script, copied inside Redis). It waits for
+//! new entries on a doorbell that carries no data (see
+//! [`crate::redis_conn::Doorbell`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-use redis::Value;
+use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use super::{Entry, Keys, dead_fields, now_rfc3339, parse_entries, parse_read};
+use super::read::{self, Bounds, ROUTE, ReadEntry, ReadMode, SCRIPT_BUDGET};
+use super::{Keys, dead_fields, now_rfc3339};
 use crate::admin::metrics::Metrics;
+use crate::config::MissingGroup;
 use crate::failpoint;
-use crate::redis_conn::{Backoff, Health};
+use crate::message::MAX_FIELDS;
+use crate::redis_conn::{Backoff, Doing, Doorbell, FailureKind, Health, StreamResult};
 use crate::router::{Decision, Router};
+use crate::text::bounded;
 
-/// Acks each ingress entry and, only if that ack took it off the pending list
-/// (no other router got there first), adds its copies. One script, so Redis
-/// runs it as one step: a crash leaves either all of a batch done or none of
-/// it, and an entry claimed by two routers is fanned out once.
-///
-/// KEYS[1]: ingress stream; KEYS[2..]: target streams.
-/// ARGV: group, entry count, then per entry: ingress id, target count, the
-/// targets' KEYS indexes, field count, fields.
-const ROUTE_SCRIPT: &str = r#"
-local group = ARGV[1]
-local n = tonumber(ARGV[2])
-local i = 3
-local done = 0
-for _ = 1, n do
-  local id = ARGV[i]
-  local nt = tonumber(ARGV[i + 1])
-  i = i + 2
-  local targets = {}
-  for t = 1, nt do
-    targets[t] = KEYS[tonumber(ARGV[i])]
-    i = i + 1
-  end
-  local nf = tonumber(ARGV[i])
-  i = i + 1
-  local fields = {}
-  for f = 1, nf do
-    fields[f] = ARGV[i]
-    i = i + 1
-  end
-  if redis.call('XACK', KEYS[1], group, id) == 1 then
-    for t = 1, nt do
-      redis.call('XADD', targets[t], '*', unpack(fields))
-    end
-    done = done + 1
-  end
-end
-return done
-"#;
-
-/// How long one blocking read waits for new entries. Also bounds how long
-/// shutdown waits for the router to notice.
-const BLOCK: Duration = Duration::from_millis(500);
+/// How long the router waits for its doorbell before it looks anyway, in
+/// case a notification was lost. Also bounds how long shutdown waits for
+/// the router to notice.
+const WAKE_AT_LEAST_EVERY: Duration = Duration::from_millis(500);
 
 /// Reads the ingress stream and routes what it reads.
 pub struct IngressRouter {
-    /// Acks, claims and the route script.
+    /// Reads, claims and the route script.
     pub conn: ConnectionManager,
-    /// Blocking reads only: a blocking XREADGROUP stalls every other command
-    /// on its connection.
-    pub reader: crate::redis_conn::Reader,
+    /// Rings when the ingress stream changes.
+    pub doorbell: Doorbell,
     pub keys: Keys,
-    pub stream: String,
     pub consumer: String,
-    pub batch: usize,
-    pub visibility_timeout: Duration,
-    pub router: Arc<arc_swap::ArcSwap<Router>>,
+    /// The routes and the ingress settings, swapped whole on a reload.
+    pub router: Arc<ArcSwap<Router>>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    pub on_missing_group: crate::config::MissingGroup,
+    pub on_missing_group: Arc<ArcSwap<MissingGroup>>,
+    /// The group was found missing and that was said.
+    pub group_reported: bool,
 }
 
 impl std::fmt::Debug for IngressRouter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IngressRouter")
-            .field("stream", &self.stream)
             .field("consumer", &self.consumer)
             .finish_non_exhaustive()
     }
 }
 
 impl IngressRouter {
+    fn stream(&self) -> String {
+        self.router.load().ingress.stream.clone()
+    }
+
     /// Routes until `cancel` fires. A batch that was read is always finished
     /// before the loop stops.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let script = redis::Script::new(ROUTE_SCRIPT);
         let mut claim_cursor = "0-0".to_string();
         let mut next_claim = tokio::time::Instant::now();
         let mut backoff = Backoff::default();
         while !cancel.is_cancelled() {
+            // Whatever changes the stream from here on rings the doorbell.
+            self.doorbell.clear();
             let step = async {
+                let router = self.router.load_full();
                 let now = tokio::time::Instant::now();
                 let mut entries = Vec::new();
                 if now >= next_claim {
-                    let (cursor, claimed) = self.claim(&claim_cursor).await?;
-                    if cursor == "0-0" {
-                        next_claim = now + self.visibility_timeout / 4;
+                    let claimed = self
+                        .read(
+                            &router,
+                            ReadMode::Claim {
+                                min_idle: router.ingress.visibility_timeout,
+                                cursor: &claim_cursor,
+                            },
+                        )
+                        .await?;
+                    if claimed.cursor == "0-0" {
+                        next_claim = now + router.ingress.visibility_timeout / 4;
                     }
-                    claim_cursor = cursor;
-                    self.metrics
-                        .router
-                        .reclaimed
-                        .fetch_add(claimed.len() as u64, Ordering::Relaxed);
-                    entries = claimed;
+                    claim_cursor = claimed.cursor;
+                    if !claimed.entries.is_empty() {
+                        tracing::warn!(stream = %router.ingress.stream, count = claimed.entries.len(), "Took over ingress entries a stopped router left unrouted.");
+                        self.metrics
+                            .router
+                            .reclaimed
+                            .fetch_add(claimed.entries.len() as u64, Ordering::Relaxed);
+                    }
+                    entries = claimed.entries;
                 }
                 if entries.is_empty() {
-                    entries = self.read().await?;
+                    entries = self.read(&router, ReadMode::New).await?.entries;
                 }
                 if !entries.is_empty() {
-                    self.route(&script, &entries).await?;
+                    self.route(&router, &entries).await?;
                 }
-                anyhow::Ok(())
+                StreamResult::Ok(entries.len())
             };
             match step.await {
-                Ok(()) => {
+                Ok(read) => {
                     backoff.reset();
                     self.health.ok();
+                    if std::mem::take(&mut self.group_reported) {
+                        tracing::info!(stream = %self.stream(), "The ingress consumer group is back; routing again.");
+                    }
+                    if read == 0 {
+                        tokio::select! {
+                            _ = cancel.cancelled() => {}
+                            _ = self.doorbell.wait(WAKE_AT_LEAST_EVERY) => {}
+                        }
+                    }
                 }
                 Err(e) => {
-                    self.health.failed("Routing", &e);
-                    if crate::redis_conn::is_missing_group(&e) {
+                    if e.kind == FailureKind::MissingGroup {
                         self.group_missing().await;
+                    } else {
+                        self.health.failed(&e);
                     }
                     tokio::select! {
                         _ = cancel.cancelled() => {}
@@ -135,80 +131,73 @@ impl IngressRouter {
                 }
             }
         }
-        tracing::info!(stream = %self.stream, "Router stopped.");
+        tracing::info!(stream = %self.stream(), "Router stopped.");
+    }
+
+    async fn read(&mut self, router: &Router, mode: ReadMode<'_>) -> StreamResult<read::ReadBatch> {
+        read::read(
+            &mut self.conn,
+            &router.ingress.stream,
+            self.keys.group(),
+            &self.consumer,
+            mode,
+            router.ingress.batch,
+            Bounds {
+                max_bytes: router.ingress.max_entry_bytes,
+                max_fields: MAX_FIELDS,
+            },
+        )
+        .await
     }
 
     /// The ingress group is gone: said loudly, and recreated at the start of
     /// the stream only if the operator chose so.
     async fn group_missing(&mut self) {
-        if self.on_missing_group == crate::config::MissingGroup::Stop {
-            tracing::error!(stream = %self.stream, "The ingress consumer group is gone (did Redis lose its data?); not routing until an operator recreates it (host.on_missing_group = \"stop\").");
+        let stream = self.stream();
+        if **self.on_missing_group.load() == MissingGroup::Stop {
+            if std::mem::replace(&mut self.group_reported, true) {
+                return;
+            }
+            tracing::error!(stream = %stream, "The ingress consumer group is gone (did Redis lose its data?); not routing until an operator recreates it (host.on_missing_group = \"stop\").");
             return;
         }
-        tracing::error!(stream = %self.stream, "The ingress consumer group is gone (did Redis lose its data?); recreating it at the start of the stream (host.on_missing_group = \"recreate\").");
-        if let Err(e) = super::ensure_group(&mut self.conn, &self.stream, self.keys.group()).await {
-            tracing::error!(stream = %self.stream, error = %format!("{e:#}"), "Recreating the ingress consumer group failed.");
+        tracing::error!(stream = %stream, "The ingress consumer group is gone (did Redis lose its data?); recreating it at the start of the stream (host.on_missing_group = \"recreate\").");
+        if let Err(e) = super::ensure_group(&mut self.conn, &stream, self.keys.group()).await {
+            tracing::error!(stream = %stream, error = %e, "Recreating the ingress consumer group failed.");
         }
     }
 
-    async fn read(&mut self) -> Result<Vec<Entry>> {
-        let reply: redis::RedisResult<Value> = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(self.keys.group())
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(self.batch)
-            .arg("BLOCK")
-            .arg(BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(">")
-            .query_async(self.reader.get().await?)
-            .await;
-        match reply {
-            Ok(reply) => parse_read(&reply),
-            Err(e) => {
-                self.reader.reset();
-                Err(e).with_context(|| format!("reading ingress stream {:?}", self.stream))
+    /// Routes `entries`: every decision is made here, before anything is
+    /// written. Each route script call is atomic; a batch whose copies would
+    /// amount to more than [`SCRIPT_BUDGET`] bytes is routed in several
+    /// calls, so no call holds Redis long.
+    async fn route(&mut self, router: &Router, entries: &[ReadEntry]) -> StreamResult<()> {
+        let decisions: Vec<Decision> = entries.iter().map(|e| router.decide_read(e)).collect();
+        let mut start = 0;
+        while start < entries.len() {
+            let mut end = start;
+            let mut volume = 0;
+            while end < entries.len() && (end == start || volume < SCRIPT_BUDGET) {
+                volume += copy_volume(&entries[end], &decisions[end]);
+                end += 1;
             }
+            self.route_step(router, &entries[start..end], &decisions[start..end])
+                .await?;
+            start = end;
         }
+        Ok(())
     }
 
-    /// Takes over entries another router read and never routed.
-    async fn claim(&mut self, cursor: &str) -> Result<(String, Vec<Entry>)> {
-        let reply: Value = redis::cmd("XAUTOCLAIM")
-            .arg(&self.stream)
-            .arg(self.keys.group())
-            .arg(&self.consumer)
-            .arg(self.visibility_timeout.as_millis() as u64)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(self.batch)
-            .query_async(&mut self.conn)
-            .await
-            .with_context(|| format!("claiming idle entries of {:?}", self.stream))?;
-        let Value::Array(parts) = &reply else {
-            anyhow::bail!("unexpected XAUTOCLAIM reply: {reply:?}");
-        };
-        let next = parts
-            .first()
-            .and_then(super::string)
-            .unwrap_or_else(|| "0-0".into());
-        let entries = parts
-            .get(1)
-            .map(parse_entries)
-            .transpose()?
-            .unwrap_or_default();
-        if !entries.is_empty() {
-            tracing::warn!(stream = %self.stream, count = entries.len(), "Took over ingress entries a stopped router left unrouted.");
-        }
-        Ok((next, entries))
-    }
-
-    async fn route(&mut self, script: &redis::Script, entries: &[Entry]) -> Result<()> {
-        let router = self.router.load();
+    /// Routes `entries` in one script call.
+    async fn route_step(
+        &mut self,
+        router: &Router,
+        entries: &[ReadEntry],
+        decisions: &[Decision],
+    ) -> StreamResult<()> {
+        let stream = &router.ingress.stream;
         let dead_key = self.keys.dead_letter();
-        let mut keys: Vec<String> = vec![self.stream.clone()];
+        let mut keys: Vec<String> = vec![stream.clone(), dead_key];
         let key_index = |key: String, keys: &mut Vec<String>| -> usize {
             match keys.iter().position(|k| *k == key) {
                 Some(i) => i + 1,
@@ -218,39 +207,42 @@ impl IngressRouter {
                 }
             }
         };
-        let mut inv = script.prepare_invoke();
+        let mut inv = ROUTE.prepare_invoke();
         inv.arg(self.keys.group()).arg(entries.len());
-        let mut routed = 0u64;
-        let mut dead = 0u64;
-        for entry in entries {
-            inv.arg(&entry.id);
-            match router.decide(&entry.id, &entry.fields) {
+        let (mut routed, mut dead) = (0u64, 0u64);
+        let at = now_rfc3339();
+        for (read, decision) in entries.iter().zip(decisions) {
+            let id = read.id();
+            inv.arg(id);
+            match decision {
                 Decision::Fanout {
                     message_id,
                     message_type,
                     queues,
+                    refused,
                     fields,
                 } => {
                     tracing::debug!(msg_id = %message_id, msg_type = %message_type, queues = ?queues, "Routing message.");
                     inv.arg(queues.len());
-                    for q in &queues {
+                    for q in queues {
                         inv.arg(key_index(self.keys.queue_stream(q), &mut keys));
                     }
-                    push_fields(&mut inv, &[], &fields);
+                    inv.arg(fields.len() * 2);
+                    for (k, v) in fields {
+                        inv.arg(k.as_slice()).arg(v.as_slice());
+                    }
+                    inv.arg(refused.len());
+                    for r in refused {
+                        tracing::warn!(queue = %r.queue, msg_id = %message_id, msg_type = %message_type, reason = %r.reason, "Message dead-lettered for a queue.");
+                        push_dead(&mut inv, &r.reason, &r.queue, stream, id, &at);
+                        dead += 1;
+                    }
                     routed += 1;
                 }
                 Decision::DeadLetter { reason } => {
-                    tracing::warn!(entry_id = %entry.id, stream = %self.stream, reason = %reason, "Ingress entry dead-lettered.");
-                    inv.arg(1).arg(key_index(dead_key.clone(), &mut keys));
-                    let record = [
-                        (dead_fields::REASON, reason.as_str()),
-                        (dead_fields::QUEUE, ""),
-                        (dead_fields::SOURCE, self.stream.as_str()),
-                        (dead_fields::SOURCE_ID, entry.id.as_str()),
-                        (dead_fields::ATTEMPTS, "0"),
-                        (dead_fields::AT, &now_rfc3339()),
-                    ];
-                    push_fields(&mut inv, &record, &entry.fields);
+                    tracing::warn!(entry_id = %id, stream = %stream, reason = %reason, "Ingress entry dead-lettered.");
+                    inv.arg(0).arg(0).arg(1);
+                    push_dead(&mut inv, reason, "", stream, id, &at);
                     dead += 1;
                 }
             }
@@ -262,7 +254,7 @@ impl IngressRouter {
         let done: u64 = inv
             .invoke_async(&mut self.conn)
             .await
-            .with_context(|| format!("routing {} entries of {:?}", entries.len(), self.stream))?;
+            .doing(|| format!("routing {} entries of {stream:?}", entries.len()))?;
         failpoint::hit("router-after-commit");
         if done < entries.len() as u64 {
             tracing::info!(
@@ -282,16 +274,42 @@ impl IngressRouter {
     }
 }
 
-fn push_fields(
+/// About how many bytes routing an entry copies inside Redis: one copy per
+/// queue, one per dead letter (which copies the stored entry).
+fn copy_volume(read: &ReadEntry, decision: &Decision) -> usize {
+    let bytes = match read {
+        ReadEntry::Whole { entry, .. } => crate::message::entry_bytes(&entry.fields),
+        ReadEntry::TooLarge { bytes, .. } => *bytes as usize,
+    };
+    let copies = match decision {
+        Decision::Fanout {
+            queues, refused, ..
+        } => queues.len() + refused.len(),
+        Decision::DeadLetter { .. } => 1,
+    };
+    bytes * copies.max(1)
+}
+
+/// The host fields of one dead letter the route script adds.
+fn push_dead(
     inv: &mut redis::ScriptInvocation<'_>,
-    extra: &[(&str, &str)],
-    fields: &[(Vec<u8>, Vec<u8>)],
+    reason: &str,
+    queue: &str,
+    stream: &str,
+    id: &str,
+    at: &str,
 ) {
-    inv.arg((extra.len() + fields.len()) * 2);
-    for (k, v) in extra {
-        inv.arg(*k).arg(*v);
-    }
-    for (k, v) in fields {
-        inv.arg(k.as_slice()).arg(v.as_slice());
+    let reason = bounded(reason, crate::text::MAX_REASON * 2);
+    let record = [
+        (dead_fields::REASON, reason.as_str()),
+        (dead_fields::QUEUE, queue),
+        (dead_fields::SOURCE, stream),
+        (dead_fields::SOURCE_ID, id),
+        (dead_fields::ATTEMPTS, "0"),
+        (dead_fields::AT, at),
+    ];
+    inv.arg(record.len() * 2);
+    for (k, v) in record {
+        inv.arg(k).arg(v);
     }
 }

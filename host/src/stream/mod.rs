@@ -18,6 +18,7 @@
 
 pub mod ingress;
 pub mod queue;
+pub mod read;
 pub mod retention;
 
 use anyhow::{Context, Result, bail};
@@ -25,6 +26,7 @@ use redis::Value;
 use redis::aio::ConnectionLike;
 
 use crate::message::Fields;
+use crate::redis_conn::{StreamError, StreamResult};
 
 /// The names of every Redis key the host uses.
 #[derive(Debug, Clone)]
@@ -64,7 +66,9 @@ pub struct Entry {
     pub fields: Fields,
 }
 
-/// Dead-letter record fields, written before the original fields.
+/// Dead-letter record fields, written before the original fields. Every
+/// name the host writes starts with `dead-`; an original field named so is
+/// kept as `orig-` + its name (see [`read::original_fields`]).
 pub mod dead_fields {
     /// Why the message was dead-lettered.
     pub const REASON: &str = "dead-reason";
@@ -86,6 +90,12 @@ pub mod dead_fields {
     pub const FIRST_FAILURE: &str = "dead-first-failure";
     /// When the last attempt failed.
     pub const LAST_FAILURE: &str = "dead-last-failure";
+    /// An entry with more fields than one script command can carry, whole:
+    /// a JSON array of names and values.
+    pub const FIELDS: &str = "dead-fields";
+    /// Set when the entry was deleted from its stream before it could be
+    /// copied.
+    pub const ORIGINAL: &str = "dead-original";
 }
 
 /// Creates `group` on `stream` at the start of its history, creating the
@@ -94,7 +104,7 @@ pub async fn ensure_group<C: ConnectionLike>(
     conn: &mut C,
     stream: &str,
     group: &str,
-) -> Result<()> {
+) -> StreamResult<()> {
     let created: redis::RedisResult<Value> = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(stream)
@@ -106,11 +116,14 @@ pub async fn ensure_group<C: ConnectionLike>(
     match created {
         Ok(_) => Ok(()),
         Err(e) if e.code() == Some("BUSYGROUP") => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating group {group:?} on stream {stream:?}")),
+        Err(e) => Err(StreamError::redis(
+            format!("creating group {group:?} on stream {stream:?}"),
+            &e,
+        )),
     }
 }
 
-fn bytes(v: &Value) -> Option<Vec<u8>> {
+pub(crate) fn bytes(v: &Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b.clone()),
         Value::SimpleString(s) => Some(s.clone().into_bytes()),

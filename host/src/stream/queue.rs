@@ -2,14 +2,15 @@
 //! abandoned ones, and settle each message (ack, retry later, dead-letter),
 //! every settlement one atomic step.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 
-use super::{Entry, Keys, dead_fields, now_rfc3339, parse_entries, parse_read};
+use super::read::{self, Bounds, ReadBatch, ReadEntry, ReadMode, SETTLE_DEAD};
+use super::{Keys, dead_fields, now_rfc3339, parse_read};
+use crate::message::MAX_FIELDS;
+use crate::redis_conn::{Doing, StreamError, StreamResult};
 
 /// The failed attempts of a message pending a retry, kept in Redis (the
 /// queue's errors hash) so that any host, after any restart, continues the
@@ -26,26 +27,16 @@ pub struct FailureHistory {
 
 /// Failures kept per message; older ones are dropped.
 const KEPT_FAILURES: usize = 5;
-/// Bytes kept of one failure's reason.
-const MAX_REASON: usize = 1024;
 
 impl FailureHistory {
-    /// Adds a failed attempt.
-    pub fn record(&mut self, attempt: u32, kind: &str, reason: &str) {
-        let now = now_rfc3339();
+    /// Adds a failed attempt, its reason cut to
+    /// [`crate::text::MAX_REASON`] bytes.
+    pub fn record(&mut self, attempt: u32, kind: &str, reason: &str, at: &str) {
         if self.first.is_empty() {
-            self.first = now.clone();
+            self.first = at.to_owned();
         }
-        self.last = now;
-        let mut reason = reason.to_owned();
-        if reason.len() > MAX_REASON {
-            let mut end = MAX_REASON;
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            reason.truncate(end);
-            reason.push('…');
-        }
+        self.last = at.to_owned();
+        let reason = crate::text::bounded(reason, crate::text::MAX_REASON);
         self.errors
             .push(format!("attempt {attempt} ({kind}): {reason}"));
         if self.errors.len() > KEPT_FAILURES {
@@ -90,18 +81,6 @@ impl std::fmt::Debug for QueueStream {
     }
 }
 
-/// Entries taken over from other consumers, with their delivery counts.
-#[derive(Debug, Default)]
-pub struct Claimed {
-    /// Where the next scan of the pending list starts; `0-0` when this scan
-    /// reached its end.
-    pub cursor: String,
-    /// Each entry with the number of times it has now been delivered.
-    pub entries: Vec<(Entry, u32)>,
-    /// Pending ids whose entries no longer exist (trimmed away).
-    pub deleted: Vec<String>,
-}
-
 impl QueueStream {
     pub fn new(conn: ConnectionManager, keys: &Keys, queue: &str, consumer: &str) -> Self {
         QueueStream {
@@ -117,13 +96,15 @@ impl QueueStream {
 
     /// Reads up to `count` entries never delivered to any consumer, waiting
     /// up to `block` for one to arrive. Uses `reader`, a connection of its
-    /// own, since it blocks.
+    /// own, since it blocks. The queue's stream is written by the router,
+    /// within the queue's `max_entry_kib`, so this read is bounded by
+    /// `count` entries of that size.
     pub async fn read_new(
         &self,
         reader: &mut MultiplexedConnection,
         count: usize,
         block: Duration,
-    ) -> Result<Vec<Entry>> {
+    ) -> StreamResult<Vec<ReadEntry>> {
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.group)
@@ -137,103 +118,50 @@ impl QueueStream {
             .arg(">")
             .query_async(reader)
             .await
-            .with_context(|| format!("reading queue stream {:?}", self.stream))?;
-        parse_read(&reply)
+            .doing(|| format!("reading queue stream {:?}", self.stream))?;
+        let entries = parse_read(&reply).map_err(|e| {
+            StreamError::protocol(format!("reading {:?}", self.stream), e.to_string())
+        })?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| ReadEntry::Whole {
+                entry,
+                deliveries: 1,
+            })
+            .collect())
     }
 
     /// Takes over up to `count` entries pending for longer than `min_idle`:
     /// their consumer died or hung, or a failed attempt's retry delay is over.
-    /// Delivery counts come from XPENDING, which every Redis version reports
-    /// (XAUTOCLAIM does not return them).
+    /// Each comes with its delivery count (XAUTOCLAIM counts the take-over),
+    /// and one over `max_bytes` comes as its size only.
     pub async fn claim_idle(
         &self,
         min_idle: Duration,
         cursor: &str,
         count: usize,
-    ) -> Result<Claimed> {
+        max_bytes: usize,
+    ) -> StreamResult<ReadBatch> {
         let mut conn = self.conn.clone();
-        let reply: Value = redis::cmd("XAUTOCLAIM")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg(min_idle.as_millis() as u64)
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await
-            .with_context(|| format!("claiming idle entries of {:?}", self.stream))?;
-        let Value::Array(parts) = &reply else {
-            anyhow::bail!("unexpected XAUTOCLAIM reply: {reply:?}");
-        };
-        let cursor = parts
-            .first()
-            .and_then(super::string)
-            .unwrap_or_else(|| "0-0".into());
-        let entries = parts
-            .get(1)
-            .map(parse_entries)
-            .transpose()?
-            .unwrap_or_default();
-        let deleted = match parts.get(2) {
-            Some(Value::Array(ids)) => ids.iter().filter_map(super::string).collect(),
-            _ => Vec::new(),
-        };
-        if entries.is_empty() {
-            return Ok(Claimed {
-                cursor,
-                entries: Vec::new(),
-                deleted,
-            });
-        }
-        let counts = self.delivery_counts(&entries).await?;
-        let entries = entries
-            .into_iter()
-            .map(|e| {
-                let n = counts.get(&e.id).copied().unwrap_or(2);
-                (e, n)
-            })
-            .collect();
-        Ok(Claimed {
-            cursor,
-            entries,
-            deleted,
-        })
-    }
-
-    async fn delivery_counts(&self, entries: &[Entry]) -> Result<HashMap<String, u32>> {
-        let mut pipe = redis::pipe();
-        for e in entries {
-            pipe.cmd("XPENDING")
-                .arg(&self.stream)
-                .arg(&self.group)
-                .arg(&e.id)
-                .arg(&e.id)
-                .arg(1);
-        }
-        let mut conn = self.conn.clone();
-        let replies: Vec<Value> = pipe
-            .query_async(&mut conn)
-            .await
-            .with_context(|| format!("reading delivery counts of {:?}", self.stream))?;
-        let mut counts = HashMap::new();
-        for reply in replies {
-            // [[id, consumer, idle ms, delivery count]]
-            if let Value::Array(rows) = reply
-                && let Some(Value::Array(row)) = rows.first()
-                && let (Some(id), Some(Value::Int(n))) =
-                    (row.first().and_then(super::string), row.get(3))
-            {
-                counts.insert(id, (*n).clamp(1, i64::from(u32::MAX)) as u32);
-            }
-        }
-        Ok(counts)
+        read::read(
+            &mut conn,
+            &self.stream,
+            &self.group,
+            &self.consumer,
+            ReadMode::Claim { min_idle, cursor },
+            count,
+            Bounds {
+                max_bytes,
+                max_fields: MAX_FIELDS,
+            },
+        )
+        .await
     }
 
     /// Resets the idle clock of entries this consumer is handling, so no
     /// other consumer takes them over; an entry another consumer has taken
     /// meanwhile is left alone. Returns how many were renewed.
-    pub async fn renew_leases(&self, ids: &[String]) -> Result<u64> {
+    pub async fn renew_leases(&self, ids: &[String]) -> StreamResult<u64> {
         let script = redis::Script::new(RENEW_SCRIPT);
         let mut inv = script.key(&self.stream);
         inv.arg(&self.group).arg(&self.consumer);
@@ -243,12 +171,12 @@ impl QueueStream {
         let mut conn = self.conn.clone();
         inv.invoke_async(&mut conn)
             .await
-            .with_context(|| format!("renewing leases on {:?}", self.stream))
+            .doing(|| format!("renewing leases on {:?}", self.stream))
     }
 
     /// Creates the group again at the start of the stream (never at `$`,
     /// which would skip every entry in it).
-    pub async fn recreate_group(&self) -> Result<()> {
+    pub async fn recreate_group(&self) -> StreamResult<()> {
         let mut conn = self.conn.clone();
         super::ensure_group(&mut conn, &self.stream, &self.group).await
     }
@@ -256,7 +184,7 @@ impl QueueStream {
     /// The messages were handled: acknowledge them, in one XACK. Each id
     /// with `true` beside it also has its recorded failures cleared (in the
     /// same transaction).
-    pub async fn ack(&self, acks: &[(String, bool)]) -> Result<()> {
+    pub async fn ack(&self, acks: &[(String, bool)]) -> StreamResult<()> {
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         let cleared: Vec<&str> = acks
@@ -277,7 +205,7 @@ impl QueueStream {
         }
         pipe.query_async::<()>(&mut conn)
             .await
-            .with_context(|| format!("acking {} entries on {:?}", acks.len(), self.stream))
+            .doing(|| format!("acking {} entries on {:?}", acks.len(), self.stream))
     }
 
     /// The attempt failed and another will follow: keep the message pending,
@@ -291,9 +219,10 @@ impl QueueStream {
         visibility_timeout: Duration,
         delay: Duration,
         history: &FailureHistory,
-    ) -> Result<()> {
+    ) -> StreamResult<()> {
         let idle = visibility_timeout.saturating_sub(delay).as_millis() as u64;
-        let record = serde_json::to_string(history)?;
+        let record = serde_json::to_string(history)
+            .map_err(|e| StreamError::protocol("recording failures", e.to_string()))?;
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
@@ -314,18 +243,18 @@ impl QueueStream {
             .ignore()
             .query_async::<()>(&mut conn)
             .await
-            .with_context(|| format!("scheduling a retry of {id} on {:?}", self.stream))
+            .doing(|| format!("scheduling a retry of {id} on {:?}", self.stream))
     }
 
     /// The failures recorded for a pending message.
-    pub async fn failures(&self, id: &str) -> Result<Option<FailureHistory>> {
+    pub async fn failures(&self, id: &str) -> StreamResult<Option<FailureHistory>> {
         let mut conn = self.conn.clone();
         let record: Option<String> = redis::cmd("HGET")
             .arg(&self.errors)
             .arg(id)
             .query_async(&mut conn)
             .await
-            .with_context(|| format!("reading the failures of {id}"))?;
+            .doing(|| format!("reading the failures of {id}"))?;
         Ok(record.map(|r| {
             serde_json::from_str(&r).unwrap_or_else(|_| {
                 // Written by something else: keep it as one opaque error.
@@ -338,59 +267,47 @@ impl QueueStream {
     }
 
     /// Moves an entry to the dead-letter stream with `reason` and acks it, in
-    /// one step.
+    /// one step. Its fields are copied inside Redis (see
+    /// `lua/dead_letter.lua`), so an entry the host did not read whole can
+    /// be dead-lettered too.
     pub async fn dead_letter(
         &self,
-        entry: &Entry,
+        id: &str,
         reason: &str,
         attempts: u32,
         plugin: &str,
         history: Option<&FailureHistory>,
-    ) -> Result<String> {
-        let mut conn = self.conn.clone();
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&self.dead)
-            .arg("*")
-            .arg(dead_fields::REASON)
-            .arg(reason)
-            .arg(dead_fields::QUEUE)
-            .arg(&self.queue)
-            .arg(dead_fields::SOURCE)
-            .arg(&self.stream)
-            .arg(dead_fields::SOURCE_ID)
-            .arg(&entry.id)
-            .arg(dead_fields::ATTEMPTS)
-            .arg(attempts)
-            .arg(dead_fields::AT)
-            .arg(now_rfc3339())
-            .arg(dead_fields::PLUGIN)
-            .arg(plugin);
+    ) -> StreamResult<String> {
+        let mut inv = SETTLE_DEAD.key(&self.stream);
+        inv.key(&self.dead).key(&self.errors);
+        inv.arg(&self.group).arg(id);
+        let attempts = attempts.to_string();
+        let at = now_rfc3339();
+        let mut host: Vec<(&str, String)> = vec![
+            (
+                dead_fields::REASON,
+                crate::text::bounded(reason, 4 * crate::text::MAX_REASON),
+            ),
+            (dead_fields::QUEUE, self.queue.clone()),
+            (dead_fields::SOURCE, self.stream.clone()),
+            (dead_fields::SOURCE_ID, id.to_owned()),
+            (dead_fields::ATTEMPTS, attempts),
+            (dead_fields::AT, at),
+            (dead_fields::PLUGIN, plugin.to_owned()),
+        ];
         if let Some(h) = history {
-            xadd.arg(dead_fields::ERRORS)
-                .arg(serde_json::to_string(&h.errors)?)
-                .arg(dead_fields::FIRST_FAILURE)
-                .arg(&h.first)
-                .arg(dead_fields::LAST_FAILURE)
-                .arg(&h.last);
+            let errors = serde_json::to_string(&h.errors)
+                .map_err(|e| StreamError::protocol("recording failures", e.to_string()))?;
+            host.push((dead_fields::ERRORS, errors));
+            host.push((dead_fields::FIRST_FAILURE, h.first.clone()));
+            host.push((dead_fields::LAST_FAILURE, h.last.clone()));
         }
-        for (k, v) in &entry.fields {
-            xadd.arg(k.as_slice()).arg(v.as_slice());
+        for (k, v) in &host {
+            inv.arg(*k).arg(v);
         }
-        let (dead_id,): (String,) = redis::pipe()
-            .atomic()
-            .add_command(xadd)
-            .cmd("XACK")
-            .arg(&self.stream)
-            .arg(&self.group)
-            .arg(&entry.id)
-            .ignore()
-            .cmd("HDEL")
-            .arg(&self.errors)
-            .arg(&entry.id)
-            .ignore()
-            .query_async(&mut conn)
+        let mut conn = self.conn.clone();
+        inv.invoke_async(&mut conn)
             .await
-            .with_context(|| format!("dead-lettering {} of {:?}", entry.id, self.stream))?;
-        Ok(dead_id)
+            .doing(|| format!("dead-lettering {id} of {:?}", self.stream))
     }
 }

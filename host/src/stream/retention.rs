@@ -9,12 +9,12 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
 use redis::Value;
 use redis::aio::ConnectionLike;
 
 use super::{info_field as get, info_pairs as pairs, string};
 use crate::config::RetentionSettings;
+use crate::redis_conn::{Doing, StreamError, StreamResult};
 
 /// Removes a consumer only if nothing is pending for it, atomically.
 /// KEYS[1]: stream; ARGV: group, consumer.
@@ -37,7 +37,7 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
 pub async fn safe_trim_point<C: ConnectionLike>(
     conn: &mut C,
     stream: &str,
-) -> Result<Option<(u64, u64)>> {
+) -> StreamResult<Option<(u64, u64)>> {
     let groups: Value = match redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(stream)
@@ -46,7 +46,7 @@ pub async fn safe_trim_point<C: ConnectionLike>(
     {
         Ok(v) => v,
         Err(e) if e.code() == Some("ERR") => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("XINFO GROUPS {stream}")),
+        Err(e) => return Err(StreamError::redis(format!("XINFO GROUPS {stream}"), &e)),
     };
     let Value::Array(groups) = groups else {
         return Ok(None);
@@ -60,7 +60,12 @@ pub async fn safe_trim_point<C: ConnectionLike>(
         let last = get(&g, "last-delivered-id")
             .and_then(string)
             .and_then(|id| parse_id(&id))
-            .context("a group without a last-delivered id")?;
+            .ok_or_else(|| {
+                StreamError::protocol(
+                    format!("XINFO GROUPS {stream}"),
+                    "a group without a last-delivered id",
+                )
+            })?;
         // The first entry this group has not read.
         let mut bound = (last.0, last.1.saturating_add(1));
         let oldest: Value = redis::cmd("XPENDING")
@@ -70,7 +75,8 @@ pub async fn safe_trim_point<C: ConnectionLike>(
             .arg("+")
             .arg(1)
             .query_async(conn)
-            .await?;
+            .await
+            .doing(|| format!("XPENDING {stream}"))?;
         if let Value::Array(rows) = oldest
             && let Some(Value::Array(row)) = rows.first()
             && let Some(id) = row.first().and_then(string).and_then(|id| parse_id(&id))
@@ -95,7 +101,7 @@ pub async fn trim_handled<C: ConnectionLike>(
     conn: &mut C,
     stream: &str,
     keep: Duration,
-) -> Result<u64> {
+) -> StreamResult<u64> {
     let Some(safe) = safe_trim_point(conn, stream).await? else {
         return Ok(0);
     };
@@ -107,7 +113,7 @@ pub async fn trim_handled<C: ConnectionLike>(
         .arg(format!("{ms}-{seq}"))
         .query_async(conn)
         .await
-        .with_context(|| format!("trimming {stream}"))?;
+        .doing(|| format!("trimming {stream}"))?;
     Ok(removed)
 }
 
@@ -116,7 +122,7 @@ pub async fn trim_dead_letters<C: ConnectionLike>(
     conn: &mut C,
     stream: &str,
     r: &RetentionSettings,
-) -> Result<u64> {
+) -> StreamResult<u64> {
     let cutoff = now_ms().saturating_sub(r.dead_letter_age.as_millis() as u64);
     let mut removed: u64 = redis::cmd("XTRIM")
         .arg(stream)
@@ -124,7 +130,7 @@ pub async fn trim_dead_letters<C: ConnectionLike>(
         .arg(format!("{cutoff}-0"))
         .query_async(conn)
         .await
-        .with_context(|| format!("trimming {stream}"))?;
+        .doing(|| format!("trimming {stream}"))?;
     if r.dead_letter_max_len > 0 {
         let n: u64 = redis::cmd("XTRIM")
             .arg(stream)
@@ -132,7 +138,7 @@ pub async fn trim_dead_letters<C: ConnectionLike>(
             .arg(r.dead_letter_max_len)
             .query_async(conn)
             .await
-            .with_context(|| format!("trimming {stream}"))?;
+            .doing(|| format!("trimming {stream}"))?;
         removed += n;
     }
     Ok(removed)
@@ -147,7 +153,7 @@ pub async fn remove_idle_consumers<C: ConnectionLike>(
     group: &str,
     idle: Duration,
     keep: &str,
-) -> Result<Vec<String>> {
+) -> StreamResult<Vec<String>> {
     let consumers: Value = match redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(stream)
@@ -157,7 +163,7 @@ pub async fn remove_idle_consumers<C: ConnectionLike>(
     {
         Ok(v) => v,
         Err(e) if e.code() == Some("NOGROUP") || e.code() == Some("ERR") => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("XINFO CONSUMERS {stream}")),
+        Err(e) => return Err(StreamError::redis(format!("XINFO CONSUMERS {stream}"), &e)),
     };
     let Value::Array(consumers) = consumers else {
         return Ok(Vec::new());
@@ -182,7 +188,7 @@ pub async fn remove_idle_consumers<C: ConnectionLike>(
             .arg(&name)
             .invoke_async(conn)
             .await
-            .with_context(|| format!("removing consumer {name} of {stream}"))?;
+            .doing(|| format!("removing consumer {name} of {stream}"))?;
         if deleted >= 0 {
             removed.push(name);
         }

@@ -1,0 +1,247 @@
+//! Compiling plugins in a child process.
+//!
+//! Compiling a component takes time and memory that grow with its size, and
+//! a plugin file is someone else's. A compile in a thread of the host cannot
+//! be stopped: abandoning it leaves its thread running and its memory
+//! allocated (six swaps of a component with 60,000 functions once left a
+//! host at 2.5 GB). So each compile runs in a child process, this same
+//! program run as `switchyard compile-plugin`, that bounds itself before it
+//! reads the component: CPU time (RLIMIT_CPU), data memory (RLIMIT_DATA),
+//! no core dump. The host waits for it, kills it when it is dropped (a
+//! reload overtaken, shutdown) or overruns a wall-clock backstop, and gets
+//! back the compiled code, or the reason it failed. When the child exits its
+//! memory goes with it.
+//!
+//! The budget is CPU time, not wall-clock time: on a busy machine a compile
+//! takes longer without costing more, and one slow plugin must not get an
+//! unrelated one refused.
+
+use std::io::{Read, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{EngineKind, LoadError, engine_config};
+
+/// The hidden subcommand that runs a compile.
+pub const SUBCOMMAND: &str = "compile-plugin";
+
+/// Bytes of a failed compile's message kept.
+const MAX_ERROR: usize = 4096;
+
+/// What a compile may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompileLimits {
+    /// CPU time, all of the compile's threads together.
+    pub cpu: Duration,
+    /// Data memory (heap and anonymous mappings), in MiB.
+    pub memory_mib: u32,
+}
+
+/// Runs compiles as child processes of `program`.
+#[derive(Debug, Clone)]
+pub struct Compiler {
+    program: PathBuf,
+}
+
+impl Compiler {
+    /// Compiles with `program`, a build of this host (the `switchyard`
+    /// binary, or a test's copy of it).
+    pub fn at(program: impl Into<PathBuf>) -> Self {
+        Compiler {
+            program: program.into(),
+        }
+    }
+
+    /// Compiles with the running program, which must be a build of the
+    /// host's command line.
+    pub fn this_program() -> std::io::Result<Self> {
+        Ok(Compiler::at(std::env::current_exe()?))
+    }
+
+    /// Compiles `wasm` into code for an engine configured like the host's.
+    /// Cancelling the returned future kills the compile.
+    pub async fn compile(&self, wasm: &[u8], limits: CompileLimits) -> Result<Vec<u8>, LoadError> {
+        let started = Instant::now();
+        let mut child = tokio::process::Command::new(&self.program)
+            .arg(SUBCOMMAND)
+            .arg("--cpu-ms")
+            .arg(limits.cpu.as_millis().to_string())
+            .arg("--memory-mib")
+            .arg(limits.memory_mib.to_string())
+            .env_clear()
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                LoadError::Compiler(format!(
+                    "cannot start the compiler {}: {e}",
+                    self.program.display()
+                ))
+            })?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let io = async {
+            let write = async {
+                // A child that dies early closes its end; its exit status
+                // says why.
+                let _ = stdin.write_all(wasm).await;
+                drop(stdin);
+            };
+            let mut code = Vec::new();
+            let mut message = Vec::new();
+            let read = async {
+                let _ = stdout.read_to_end(&mut code).await;
+            };
+            let read_err = async {
+                let _ = (&mut stderr)
+                    .take(MAX_ERROR as u64)
+                    .read_to_end(&mut message)
+                    .await;
+            };
+            tokio::join!(write, read, read_err);
+            let status = child.wait().await;
+            (code, message, status)
+        };
+        // A backstop for a child that neither finishes nor uses CPU (its
+        // CPU limit would stop one that computes).
+        let backstop = limits.cpu * 4 + Duration::from_secs(10);
+        let (code, message, status) = match tokio::time::timeout(backstop, io).await {
+            Ok(done) => done,
+            Err(_) => {
+                return Err(LoadError::TooSlow(format!(
+                    "compiling did not finish within {} (wall clock)",
+                    humantime::format_duration(backstop)
+                )));
+            }
+        };
+        let status =
+            status.map_err(|e| LoadError::Compiler(format!("waiting for the compiler: {e}")))?;
+        let message = crate::text::bounded_lossy(&message, MAX_ERROR);
+        let message = message.trim();
+        if status.success() {
+            tracing::debug!(
+                ms = started.elapsed().as_millis() as u64,
+                bytes = code.len(),
+                "Plugin compiled."
+            );
+            return Ok(code);
+        }
+        let cpu = humantime::format_duration(limits.cpu);
+        match status.signal() {
+            Some(libc_signal::SIGXCPU) | Some(libc_signal::SIGKILL) => Err(LoadError::TooSlow(
+                format!("compiling took more than {cpu} of CPU time (host.plugin_compile_timeout)"),
+            )),
+            _ if message.contains("memory allocation") || message.contains("out of memory") => {
+                Err(LoadError::TooLarge(format!(
+                    "compiling needed more than {} MiB of memory (host.plugin_compile_memory_mib)",
+                    limits.memory_mib
+                )))
+            }
+            Some(signal) => Err(LoadError::Compiler(format!(
+                "the compiler died (signal {signal}){}",
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
+            ))),
+            None if status.code() == Some(INVALID) => {
+                Err(LoadError::NotAComponent(message.to_owned()))
+            }
+            None => Err(LoadError::Compiler(format!(
+                "the compiler failed ({status}){}",
+                if message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {message}")
+                }
+            ))),
+        }
+    }
+}
+
+/// Signal numbers the compiler's exit may carry (Linux).
+mod libc_signal {
+    pub const SIGKILL: i32 = 9;
+    pub const SIGXCPU: i32 = 24;
+}
+
+/// The child's exit code for a file that is not a valid component.
+const INVALID: i32 = 3;
+
+/// If this process was started as a compiler child
+/// (`<program> compile-plugin --cpu-ms N --memory-mib M`), compiles and
+/// returns the exit code; else `None`. A program that embeds the host and
+/// compiles with itself ([`Compiler::this_program`]) calls this first thing
+/// in `main`.
+pub fn serve_if_asked() -> Option<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) != Some(SUBCOMMAND) {
+        return None;
+    }
+    let value = |name: &str| -> Option<u64> {
+        let i = args.iter().position(|a| a == name)?;
+        args.get(i + 1)?.parse().ok()
+    };
+    let (Some(cpu_ms), Some(memory_mib)) = (value("--cpu-ms"), value("--memory-mib")) else {
+        eprintln!("usage: {SUBCOMMAND} --cpu-ms N --memory-mib M < component > compiled");
+        return Some(ExitCode::FAILURE);
+    };
+    Some(child_main(
+        Duration::from_millis(cpu_ms),
+        u32::try_from(memory_mib).unwrap_or(u32::MAX),
+    ))
+}
+
+/// The child's side: bounds itself, reads a component on stdin, writes the
+/// compiled code on stdout. Run by `switchyard compile-plugin`.
+pub fn child_main(cpu: Duration, memory_mib: u32) -> ExitCode {
+    if let Err(e) = limit_self(cpu, memory_mib) {
+        eprintln!("cannot limit the compile: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut wasm = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut wasm) {
+        eprintln!("cannot read the component: {e}");
+        return ExitCode::FAILURE;
+    }
+    let engine = match wasmtime::Engine::new(&engine_config(EngineKind::Compile)) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("cannot create the engine: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match engine.precompile_component(&wasm) {
+        Ok(code) => match std::io::stdout().lock().write_all(&code) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cannot write the compiled code: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(INVALID as u8)
+        }
+    }
+}
+
+fn limit_self(cpu: Duration, memory_mib: u32) -> std::io::Result<()> {
+    use rlimit::Resource;
+    // The soft CPU limit sends SIGXCPU; the hard one, a second later, SIGKILL.
+    let secs = cpu.as_secs_f64().ceil().max(1.0) as u64;
+    Resource::CPU.set(secs, secs + 1)?;
+    let bytes = u64::from(memory_mib) * 1024 * 1024;
+    Resource::DATA.set(bytes, bytes)?;
+    Resource::CORE.set(0, 0)?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! Checking a component against the contract before it runs.
+//!
+//! Linking checks a plugin's imports, and finding its exports checks their
+//! names, but wasmtime checks the *types* of an export only when the host
+//! first calls it. A plugin built against the right package with a `handle`
+//! of another signature would pass loading and then fail every message. So
+//! the type of each export the host calls is compared, at load, with the
+//! type the host calls it with, both written in WIT.
+
+use wasmtime::Engine;
+use wasmtime::component::Component;
+use wasmtime::component::types::{ComponentFunc, ComponentItem, Type};
+
+/// An export the host calls: the interface that holds it, its name, and
+/// its signature in WIT.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpectedExport {
+    pub interface: &'static str,
+    pub func: &'static str,
+    pub signature: &'static str,
+}
+
+/// What `switchyard:plugin@0.1.0` plugins export.
+pub const PLUGIN_0_1: &[ExpectedExport] = &[ExpectedExport {
+    interface: "switchyard:plugin/handler@0.1.0",
+    func: "handle",
+    signature: "func(message: record { id: string, message-type: string, queue: string, \
+                body: string, headers: list<tuple<string, string>>, attempt: u32 }) \
+                -> result<_, variant { retry(record { reason: string, delay-ms: option<u64> }), \
+                reject(string) }>",
+}];
+
+/// Why a component does not export what the host calls.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportMismatch {
+    #[error("the component exports nothing: the file is truncated, or not built as a plugin")]
+    NoExports,
+    #[error("no export {interface} (it exports: {found})")]
+    MissingInterface { interface: String, found: String },
+    #[error("{interface} has no function `{func}`")]
+    MissingFunc { interface: String, func: String },
+    #[error("`{func}` of {interface} has the wrong type: expected {expected}, found {found}")]
+    WrongType {
+        interface: String,
+        func: String,
+        expected: String,
+        found: String,
+    },
+}
+
+/// Checks that `component` exports every function of `expected` with the
+/// expected type.
+pub fn check_exports(
+    engine: &Engine,
+    component: &Component,
+    expected: &[ExpectedExport],
+) -> Result<(), ExportMismatch> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if exports.is_empty() {
+        return Err(ExportMismatch::NoExports);
+    }
+    for e in expected {
+        let Some(item) = ty.get_export(engine, e.interface) else {
+            return Err(ExportMismatch::MissingInterface {
+                interface: e.interface.into(),
+                found: exports.join(", "),
+            });
+        };
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            return Err(ExportMismatch::MissingInterface {
+                interface: e.interface.into(),
+                found: exports.join(", "),
+            });
+        };
+        let func = match instance.get_export(engine, e.func).map(|f| f.ty) {
+            Some(ComponentItem::ComponentFunc(f)) => f,
+            _ => {
+                return Err(ExportMismatch::MissingFunc {
+                    interface: e.interface.into(),
+                    func: e.func.into(),
+                });
+            }
+        };
+        let found = signature(&func);
+        if normalize(&found) != normalize(e.signature) {
+            return Err(ExportMismatch::WrongType {
+                interface: e.interface.into(),
+                func: e.func.into(),
+                expected: normalize(e.signature),
+                found,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Collapses runs of whitespace, so an expected signature can be written
+/// across lines.
+fn normalize(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A function's type in WIT.
+pub fn signature(f: &ComponentFunc) -> String {
+    let params: Vec<String> = f
+        .params()
+        .map(|(name, ty)| format!("{name}: {}", wit(&ty)))
+        .collect();
+    let results: Vec<String> = f.results().map(|ty| wit(&ty)).collect();
+    let mut s = format!("func({})", params.join(", "));
+    match results.as_slice() {
+        [] => {}
+        [one] => s.push_str(&format!(" -> {one}")),
+        many => s.push_str(&format!(" -> ({})", many.join(", "))),
+    }
+    s
+}
+
+/// A value type in WIT, records and variants written out in full (they are
+/// compared by structure, as the component model does).
+pub fn wit(ty: &Type) -> String {
+    let list = |items: Vec<String>| items.join(", ");
+    match ty {
+        Type::Bool => "bool".into(),
+        Type::S8 => "s8".into(),
+        Type::U8 => "u8".into(),
+        Type::S16 => "s16".into(),
+        Type::U16 => "u16".into(),
+        Type::S32 => "s32".into(),
+        Type::U32 => "u32".into(),
+        Type::S64 => "s64".into(),
+        Type::U64 => "u64".into(),
+        Type::Float32 => "f32".into(),
+        Type::Float64 => "f64".into(),
+        Type::Char => "char".into(),
+        Type::String => "string".into(),
+        Type::List(l) => format!("list<{}>", wit(&l.ty())),
+        Type::FixedLengthList(l) => format!("list<{}, {}>", wit(&l.ty()), l.len()),
+        Type::Map(m) => format!("map<{}, {}>", wit(&m.key()), wit(&m.value())),
+        Type::Record(r) => format!(
+            "record {{ {} }}",
+            list(
+                r.fields()
+                    .map(|f| format!("{}: {}", f.name, wit(&f.ty)))
+                    .collect()
+            )
+        ),
+        Type::Tuple(t) => format!("tuple<{}>", list(t.types().map(|t| wit(&t)).collect())),
+        Type::Variant(v) => format!(
+            "variant {{ {} }}",
+            list(
+                v.cases()
+                    .map(|c| match c.ty {
+                        Some(ty) => format!("{}({})", c.name, wit(&ty)),
+                        None => c.name.to_owned(),
+                    })
+                    .collect()
+            )
+        ),
+        Type::Enum(e) => format!(
+            "enum {{ {} }}",
+            list(e.names().map(str::to_owned).collect())
+        ),
+        Type::Flags(f) => format!(
+            "flags {{ {} }}",
+            list(f.names().map(str::to_owned).collect())
+        ),
+        Type::Option(o) => format!("option<{}>", wit(&o.ty())),
+        Type::Result(r) => {
+            let part = |t: Option<Type>| t.map_or("_".to_string(), |t| wit(&t));
+            format!("result<{}, {}>", part(r.ok()), part(r.err()))
+        }
+        Type::Own(_) => "own<resource>".into(),
+        Type::Borrow(_) => "borrow<resource>".into(),
+        Type::Future(f) => format!("future<{}>", f.ty().map_or("_".into(), |t| wit(&t))),
+        Type::Stream(s) => format!("stream<{}>", s.ty().map_or("_".into(), |t| wit(&t))),
+        Type::ErrorContext => "error-context".into(),
+    }
+}

@@ -1,0 +1,305 @@
+//! Reading entries through a consumer group within size bounds, and the
+//! Lua scripts every atomic step runs.
+//!
+//! Producers decide how large an entry is. The router must not hold more
+//! than its batch of entries of at most `max_entry_kib` each, so it reads
+//! through a script ([`read`]) that returns an entry over the bounds as its
+//! size only; such an entry is dead-lettered by a script that copies it
+//! inside Redis. Queue streams are written by the router, within the
+//! queues' bounds, so their workers read new entries directly; their
+//! claims of abandoned entries go through the same script, which is also the
+//! one place XAUTOCLAIM replies are parsed.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::Value;
+use redis::aio::ConnectionLike;
+
+use super::{Entry, bytes, string};
+use crate::message::{Fields, MAX_FIELDS};
+use crate::redis_conn::{Doing, StreamError, StreamResult};
+
+const DEAD_LETTER_LUA: &str = include_str!("lua/dead_letter.lua");
+
+/// A script that writes: run only when Redis has memory for it (the
+/// `#!lua` header makes Redis refuse it under OOM before it starts, rather
+/// than at its first write), with the dead-letter helpers.
+fn writing_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!(
+        "#!lua\nlocal MAX_FIELD_VALUES = {}\n{DEAD_LETTER_LUA}\n{body}",
+        2 * MAX_FIELDS
+    ))
+}
+
+/// Routes a batch of ingress entries (see `lua/route.lua`).
+pub(crate) static ROUTE: LazyLock<redis::Script> =
+    LazyLock::new(|| writing_script(include_str!("lua/route.lua")));
+
+/// Dead-letters one queue message (see `lua/settle_dead.lua`).
+pub(crate) static SETTLE_DEAD: LazyLock<redis::Script> =
+    LazyLock::new(|| writing_script(include_str!("lua/settle_dead.lua")));
+
+/// Reads within bounds (see `lua/read.lua`). It only moves entries between
+/// a group's lists, so it may run when Redis is out of memory: that is
+/// when draining matters most.
+static READ: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(&format!(
+        "#!lua flags=allow-oom\n{}",
+        include_str!("lua/read.lua")
+    ))
+});
+
+/// Which entries to read.
+#[derive(Debug, Clone, Copy)]
+pub enum ReadMode<'a> {
+    /// Entries never delivered to the group.
+    New,
+    /// Entries pending for longer than `min_idle`, taken over from their
+    /// consumer, scanning the pending list from `cursor`.
+    Claim { min_idle: Duration, cursor: &'a str },
+}
+
+/// How large an entry handed to the host may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub max_bytes: usize,
+    pub max_fields: usize,
+}
+
+/// Bytes one script call loads or copies at most (plus one entry): Redis
+/// runs a script alone, so a call over a backlog of large entries would
+/// hold up every other client, the producers among them. At about 20 ms per
+/// 8 MiB copied, this keeps a call under a few tens of milliseconds.
+pub const SCRIPT_BUDGET: usize = 16 * 1024 * 1024;
+
+/// One entry read, whole or, over the bounds, as its size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadEntry {
+    Whole {
+        entry: Entry,
+        /// Times the entry has been delivered, this delivery included.
+        deliveries: u32,
+    },
+    TooLarge {
+        id: String,
+        deliveries: u32,
+        bytes: u64,
+        fields: u64,
+    },
+}
+
+impl ReadEntry {
+    pub fn id(&self) -> &str {
+        match self {
+            ReadEntry::Whole { entry, .. } => &entry.id,
+            ReadEntry::TooLarge { id, .. } => id,
+        }
+    }
+
+    pub fn deliveries(&self) -> u32 {
+        match self {
+            ReadEntry::Whole { deliveries, .. } | ReadEntry::TooLarge { deliveries, .. } => {
+                *deliveries
+            }
+        }
+    }
+}
+
+/// What one read returned.
+#[derive(Debug, Default)]
+pub struct ReadBatch {
+    /// Where the next claim scan starts; `0-0` when this one reached the end
+    /// of the pending list (always, for new entries).
+    pub cursor: String,
+    pub entries: Vec<ReadEntry>,
+    /// Pending ids whose entries no longer exist (deleted from the stream);
+    /// Redis drops them from the pending list.
+    pub deleted: Vec<String>,
+}
+
+/// Reads up to `count` entries of `stream` for `consumer` of `group`,
+/// never returning one over `bounds` whole. Does not block.
+pub async fn read<C: ConnectionLike>(
+    conn: &mut C,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    mode: ReadMode<'_>,
+    count: usize,
+    bounds: Bounds,
+) -> StreamResult<ReadBatch> {
+    let mut inv = READ.key(stream);
+    inv.arg(group)
+        .arg(consumer)
+        .arg(count)
+        .arg(bounds.max_bytes)
+        .arg(bounds.max_fields)
+        .arg(SCRIPT_BUDGET);
+    match mode {
+        ReadMode::New => {
+            inv.arg("new");
+        }
+        ReadMode::Claim { min_idle, cursor } => {
+            inv.arg("claim")
+                .arg(min_idle.as_millis() as u64)
+                .arg(cursor);
+        }
+    }
+    let reply: Value = inv
+        .invoke_async(conn)
+        .await
+        .doing(|| format!("reading {stream:?}"))?;
+    parse_batch(&reply)
+        .map_err(|detail| StreamError::protocol(format!("reading {stream:?}"), detail))
+}
+
+fn parse_batch(v: &Value) -> Result<ReadBatch, String> {
+    let unexpected = || format!("unexpected read reply: {v:?}");
+    let Value::Array(parts) = v else {
+        return Err(unexpected());
+    };
+    let [cursor, deleted, entries] = parts.as_slice() else {
+        return Err(unexpected());
+    };
+    let cursor = string(cursor).unwrap_or_else(|| "0-0".into());
+    let deleted = match deleted {
+        Value::Array(ids) => ids.iter().filter_map(string).collect(),
+        _ => Vec::new(),
+    };
+    let Value::Array(entries) = entries else {
+        return Err(unexpected());
+    };
+    let int = |v: &Value| match v {
+        Value::Int(n) => Some(*n),
+        _ => None,
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let Value::Array(items) = e else {
+            return Err(format!("unexpected read entry: {e:?}"));
+        };
+        let id = items
+            .first()
+            .and_then(string)
+            .ok_or_else(|| format!("read entry without an id: {e:?}"))?;
+        let deliveries = items
+            .get(1)
+            .and_then(int)
+            .unwrap_or(1)
+            .clamp(1, i64::from(u32::MAX)) as u32;
+        match items.get(2) {
+            Some(Value::Array(flat)) => out.push(ReadEntry::Whole {
+                entry: Entry {
+                    id,
+                    fields: pairs(flat),
+                },
+                deliveries,
+            }),
+            Some(Value::Int(bytes)) => out.push(ReadEntry::TooLarge {
+                id,
+                deliveries,
+                bytes: (*bytes).max(0) as u64,
+                fields: items.get(3).and_then(int).unwrap_or(0).max(0) as u64,
+            }),
+            other => return Err(format!("unexpected read entry: {other:?}")),
+        }
+    }
+    Ok(ReadBatch {
+        cursor,
+        entries: out,
+        deleted,
+    })
+}
+
+fn pairs(flat: &[Value]) -> Fields {
+    flat.chunks_exact(2)
+        .filter_map(|kv| Some((bytes(&kv[0])?, bytes(&kv[1])?)))
+        .collect()
+}
+
+/// Undoes the renaming a dead-letter record applies to the original fields
+/// (see `lua/dead_letter.lua`): `orig-dead-reason` was the producer's
+/// `dead-reason`. Fields of the host's own (`dead-*`) are not original and
+/// are left out.
+pub fn original_fields(record: &Fields) -> Fields {
+    record
+        .iter()
+        .filter(|(k, _)| !k.starts_with(b"dead-"))
+        .map(|(k, v)| match k.strip_prefix(b"orig-") {
+            Some(name) => (name.to_vec(), v.clone()),
+            None => (k.clone(), v.clone()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn parses_whole_and_oversized_entries() {
+        let reply = Value::Array(vec![
+            bulk("5-0"),
+            Value::Array(vec![bulk("3-0")]),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("4-0"),
+                    Value::Int(2),
+                    Value::Array(vec![bulk("type"), bulk("a")]),
+                ]),
+                Value::Array(vec![
+                    bulk("4-1"),
+                    Value::Int(1),
+                    Value::Int(10_485_760),
+                    Value::Int(3),
+                ]),
+            ]),
+        ]);
+        let b = parse_batch(&reply).unwrap();
+        assert_eq!(b.cursor, "5-0");
+        assert_eq!(b.deleted, ["3-0"]);
+        assert_eq!(
+            b.entries,
+            [
+                ReadEntry::Whole {
+                    entry: Entry {
+                        id: "4-0".into(),
+                        fields: vec![(b"type".to_vec(), b"a".to_vec())]
+                    },
+                    deliveries: 2
+                },
+                ReadEntry::TooLarge {
+                    id: "4-1".into(),
+                    deliveries: 1,
+                    bytes: 10_485_760,
+                    fields: 3
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn original_fields_undo_the_renaming() {
+        let f = |pairs: &[(&str, &str)]| -> Fields {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let record = f(&[
+            ("dead-reason", "host"),
+            ("type", "a"),
+            ("orig-dead-reason", "producer"),
+            ("orig-orig-x", "1"),
+        ]);
+        assert_eq!(
+            original_fields(&record),
+            f(&[("type", "a"), ("dead-reason", "producer"), ("orig-x", "1")])
+        );
+    }
+}
