@@ -23,7 +23,7 @@ fn check(path: &std::path::Path) -> (bool, String) {
 }
 
 #[test]
-fn the_shipped_configuration_passes() {
+fn the_shipped_configuration_passes_without_warnings() {
     plugin("persistence");
     let (ok, out) = check(&repo_root().join("queues.toml"));
     assert!(ok, "{out}");
@@ -31,6 +31,245 @@ fn the_shipped_configuration_passes() {
         out.contains("OK (17 message types, 6 queues, 4 plugins)"),
         "{out}"
     );
+    assert!(!out.contains("warning"), "{out}");
+}
+
+/// Writes `text` as queues.toml in a fresh folder, with `files` beside it.
+fn config_with(name: &str, text: &str, files: &[(&str, &[u8])]) -> std::path::PathBuf {
+    let dir = tempdir(name);
+    for (file, bytes) in files {
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+    let path = dir.join("queues.toml");
+    std::fs::write(
+        &path,
+        text.replace("@PLUGINS@", plugin_dir().to_str().unwrap()),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn contradicting_retry_delays_are_a_warning() {
+    plugin("sleep");
+    let path = config_with(
+        "check-warnings",
+        r#"
+[routes]
+"a" = ["Q"]
+[queues.Q]
+plugin = "@PLUGINS@/sleep.wasm"
+visibility_timeout = "1m"
+retry_delay_max = "10m"
+"#,
+        &[],
+    );
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains(
+            "warning: line 7: queues.Q.retry_delay_max: 10m is longer than visibility_timeout (1m); retries wait at most visibility_timeout"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_duration_too_long_to_add_to_a_clock_is_refused() {
+    plugin("sleep");
+    let path = config_with(
+        "check-durations",
+        r#"
+[routes]
+"a" = ["Q"]
+[queues.Q]
+plugin = "@PLUGINS@/sleep.wasm"
+handler_timeout = "500000000000y"
+"#,
+        &[],
+    );
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("line 6: queues.Q.handler_timeout: \"500000000000y\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_export_type_is_checked_with_both_types_named() {
+    let path = config_with(
+        "check-signature",
+        r#"
+[routes]
+"a" = ["Q"]
+[queues.Q]
+plugin = "@PLUGINS@/wrong_signature.wasm"
+"#,
+        &[],
+    );
+    plugin("wrong_signature");
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("queues.Q.plugin"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains(
+            "`handle` of switchyard:plugin/handler@0.1.0 has the wrong type: expected func(message: record { id: string, message-type: string, queue: string, body: string, headers: list<tuple<string, string>>, attempt: u32 }) -> result<_, variant { retry(record { reason: string, delay-ms: option<u64> }), reject(string) }>, found func(message: string)"
+        ),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_plugin_whose_initial_memory_exceeds_the_cap_is_refused_with_both_numbers() {
+    plugin("bigmem");
+    let path = config_with(
+        "check-memory",
+        r#"
+[routes]
+"a" = ["Small", "Large"]
+[queues.Small]
+plugin = "@PLUGINS@/bigmem.wasm"
+memory_mib = 64
+[queues.Large]
+plugin = "@PLUGINS@/bigmem.wasm"
+memory_mib = 128
+"#,
+        &[],
+    );
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "refused: its initial memory is 82 MiB, more than queues.Small.memory_mib (64 MiB)"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("queues.Large"), "{out}");
+}
+
+/// The ends of a component's top-level sections.
+fn section_ends(bytes: &[u8]) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut i = 8;
+    while i < bytes.len() {
+        i += 1;
+        let (mut size, mut shift) = (0usize, 0);
+        loop {
+            let b = bytes[i];
+            i += 1;
+            size |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            if b < 0x80 {
+                break;
+            }
+        }
+        i += size;
+        ends.push(i);
+    }
+    ends
+}
+
+#[test]
+fn a_file_cut_between_sections_is_reported_as_truncated() {
+    let good = std::fs::read(plugin("sleep")).unwrap();
+    let ends = section_ends(&good);
+    // Cut after the first section, in the middle, and before the exports.
+    let cuts = [ends[0], ends[ends.len() / 2], ends[ends.len() - 6]];
+    let files: Vec<(String, Vec<u8>)> = cuts
+        .iter()
+        .enumerate()
+        .map(|(i, &end)| (format!("cut{i}.wasm"), good[..end].to_vec()))
+        .collect();
+    let borrowed: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let path = config_with(
+        "check-truncated",
+        r#"
+[routes]
+"a" = ["C0", "C1", "C2"]
+[queues.C0]
+plugin = "cut0.wasm"
+[queues.C1]
+plugin = "cut1.wasm"
+[queues.C2]
+plugin = "cut2.wasm"
+"#,
+        &borrowed,
+    );
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    for i in 0..3 {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("queues.C{i}.plugin")))
+            .unwrap_or_else(|| panic!("C{i} not refused:\n{out}"));
+        assert!(
+            line.contains("not a valid WebAssembly component")
+                && line.contains("the file is truncated"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_slow_compile_is_stopped_by_its_cpu_budget_and_others_pass_under_load() {
+    plugin("sleep");
+    let path = config_with(
+        "check-slow",
+        r#"
+[host]
+cache_dir = ""
+plugin_compile_timeout = "1s"
+[routes]
+"a" = ["Slow", "Sleep", "Persistence", "Webhook"]
+[queues.Slow]
+plugin = "slow.wasm"
+[queues.Sleep]
+plugin = "@PLUGINS@/sleep.wasm"
+[queues.Persistence]
+plugin = "@PLUGINS@/persistence.wasm"
+[queues.Webhook]
+plugin = "@PLUGINS@/webhook.wasm"
+"#,
+        &[("slow.wasm", &slow_component(60_000))],
+    );
+    // Both cores busy while check runs: a budget of CPU time, not of wall
+    // time, is unmoved by it.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spinners: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (ok, out) = check(&path);
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for s in spinners {
+        s.join().unwrap();
+    }
+    assert!(!ok, "{out}");
+    let refused: Vec<&str> = out.lines().filter(|l| l.contains(" refused: ")).collect();
+    assert_eq!(refused.len(), 1, "{out}");
+    assert!(
+        refused[0].contains("queues.Slow.plugin")
+            && refused[0]
+                .contains("compiling took more than 1s of CPU time (host.plugin_compile_timeout)"),
+        "{out}"
+    );
+    // The 60,000-function compile needs about 9 s of CPU; stopped at 1 s.
+    assert!(took < std::time::Duration::from_secs(30), "{took:?}");
 }
 
 #[test]
@@ -118,7 +357,7 @@ plugin = "wrong-world.wasm"
     }
     assert!(
         out.contains("queues.Other.plugin: ")
-            && out.contains("does not fit the switchyard:plugin@0.1.0 `plugin` world"),
+            && out.contains("does not fit the switchyard:plugin@0.1.0 `plugin` world: no export switchyard:plugin/handler@0.1.0 (it exports: run)"),
         "wrong world not refused in:\n{out}"
     );
     let _ = std::fs::remove_dir_all(dir);

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use switchyard::admin::metrics::{Metrics, ReloadMetrics};
-use switchyard::host::RunningHost;
 use switchyard_tests::*;
 
 /// Replaces a file the way deploy tools do: write beside it, rename over it.
@@ -84,7 +83,7 @@ async fn swaps_under_load_lose_and_fail_nothing() {
         )
     };
 
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = start_host(&cfg.config, &redis);
     let m = host.metrics.clone();
     let mut conn = redis.conn().await;
 
@@ -151,11 +150,15 @@ async fn swaps_under_load_lose_and_fail_nothing() {
         expect[1] += 1;
         wait_reloads(&m, "a broken file refused", |r| r[1] == expect[1]).await;
         let served = m.queue("Work").snapshot().succeeded;
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(
-            m.queue("Work").snapshot().succeeded > served,
-            "the old version must keep serving"
-        );
+        wait_for(
+            Duration::from_secs(10),
+            "the old version serving on",
+            || {
+                let n = m.queue("Work").snapshot().succeeded;
+                async move { n > served }
+            },
+        )
+        .await;
         // A valid version again.
         let bytes = plugin_version(&base, round * 10 + 9);
         valid.insert(version_hash(&bytes));
@@ -232,7 +235,7 @@ concurrency = 2
 ms = 1500
 "#,
     );
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = start_host(&cfg.config, &redis);
     let m = host.metrics.clone();
     let mut conn = redis.conn().await;
     for i in 0..2 {
@@ -312,7 +315,7 @@ plugin = "@PLUGINS@/persistence.wasm"
 plugin = "@PLUGINS@/webhook.wasm"
 "#,
     );
-    let cold = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let cold = start_host(&cfg.config, &redis);
     let m = cold.metrics.clone();
     wait_for(Duration::from_secs(10), "plugins loaded", || {
         let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
@@ -323,7 +326,7 @@ plugin = "@PLUGINS@/webhook.wasm"
     assert_eq!(ReloadMetrics::get(&m.reloads.compiles), 2);
     assert_eq!(ReloadMetrics::get(&m.reloads.cache_hits), 0);
 
-    let warm = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let warm = start_host(&cfg.config, &redis);
     let m = warm.metrics.clone();
     wait_for(Duration::from_secs(10), "plugins loaded", || {
         let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
@@ -371,7 +374,7 @@ max_attempts = 1
 ms = 0
 "#,
     );
-    let host = RunningHost::start(cfg.config.clone(), redis.client.clone());
+    let host = start_host(&cfg.config, &redis);
     let m = host.metrics.clone();
     let mut conn = redis.conn().await;
     xadd(
@@ -414,4 +417,135 @@ ms = 0
         "{}",
         dead[0].reason
     );
+}
+
+/// The control loop once rebuilt the watcher's debounce inside its
+/// `select!`: with a maintenance tick of 100 ms, the tick won every race
+/// and a plugin swap never happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_is_applied_whatever_else_the_host_does_meanwhile() {
+    init_logs();
+    let redis = Redis::start();
+    let base = std::fs::read(plugin("sleep")).unwrap();
+    let dir = std::env::temp_dir().join(format!("switchyard-tick-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let work = dir.join("work.wasm");
+    std::fs::write(&work, plugin_version(&base, 0)).unwrap();
+    let cfg = TestConfig::new(
+        &work_config(2, 0, "")
+            .replace("work.wasm", work.to_str().unwrap())
+            .replace("[ingress]", "[retention]\ninterval = \"100ms\"\n[ingress]"),
+    );
+    let host = start_host(&cfg.config, &redis);
+    let m = host.metrics.clone();
+    wait_for(Duration::from_secs(10), "plugins loaded", || {
+        let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
+        async move { n == 1 }
+    })
+    .await;
+    for k in 1..=3 {
+        replace(&work, &plugin_version(&base, k));
+        wait_reloads(&m, "a swap", |r| r[0] == u64::from(k)).await;
+    }
+    host.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A plugin file that is a symlink: a change to the file it points to, in
+/// another folder, is a change of the plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_behind_a_symlink_is_seen() {
+    init_logs();
+    let redis = Redis::start();
+    let base = std::fs::read(plugin("sleep")).unwrap();
+    let root = std::env::temp_dir().join(format!("switchyard-link-{}", std::process::id()));
+    let (links, releases) = (root.join("links"), root.join("releases"));
+    std::fs::create_dir_all(&links).unwrap();
+    std::fs::create_dir_all(&releases).unwrap();
+    let target = releases.join("work.wasm");
+    std::fs::write(&target, plugin_version(&base, 0)).unwrap();
+    let link = links.join("work.wasm");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let cfg = TestConfig::new(&work_config(2, 0, "").replace("work.wasm", link.to_str().unwrap()));
+    let host = start_host(&cfg.config, &redis);
+    let m = host.metrics.clone();
+    wait_for(Duration::from_secs(10), "plugins loaded", || {
+        let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
+        async move { n == 1 }
+    })
+    .await;
+    // The release is rewritten in place; then the link is pointed at a new
+    // release.
+    std::fs::write(&target, plugin_version(&base, 1)).unwrap();
+    wait_reloads(&m, "the rewritten target swapped in", |r| r[0] == 1).await;
+    let next = releases.join("work-2.wasm");
+    std::fs::write(&next, plugin_version(&base, 2)).unwrap();
+    let tmp = links.join("work.tmp");
+    std::os::unix::fs::symlink(&next, &tmp).unwrap();
+    std::fs::rename(&tmp, &link).unwrap();
+    wait_reloads(&m, "the relinked file swapped in", |r| r[0] == 2).await;
+    host.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(root);
+}
+
+/// Compiles that overrun are stopped, not abandoned: six swaps of a
+/// component that takes seconds to compile once left a host at 2.5 GB.
+/// Each compile is killed at its CPU budget, the host's memory does not
+/// grow with them, no compiler is left running, and the next good version
+/// swaps in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiles_over_budget_are_stopped_and_cost_the_host_nothing() {
+    let redis = Redis::start();
+    let base = std::fs::read(plugin("sleep")).unwrap();
+    let dir = std::env::temp_dir().join(format!("switchyard-budget-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let work = dir.join("work.wasm");
+    std::fs::write(&work, plugin_version(&base, 0)).unwrap();
+    let cfg = TestConfig::new(
+        &work_config(2, 0, "")
+            .replace("work.wasm", work.to_str().unwrap())
+            .replace(
+                "cache_dir = \"cache\"",
+                "cache_dir = \"\"\nplugin_compile_timeout = \"1s\"",
+            ),
+    );
+    let log = dir.join("host.log");
+    let mut host = HostProcess::spawn_with(&cfg.path, redis.url(), &log, &[]).unwrap();
+    wait_for_line(&log, "Switchyard started.", Duration::from_secs(20)).await;
+    let before = host.peak_rss_kib();
+    let slow = slow_component(60_000);
+    for k in 0..6u32 {
+        let mut bytes = slow.clone();
+        // Another version each time: a custom section with the round.
+        bytes.extend_from_slice(&[0, 6, 1, b'v', 0, 0, 0, k as u8]);
+        replace(&work, &bytes);
+        wait_for(Duration::from_secs(60), "the slow version refused", || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let n = text.matches("Plugin file refused").count();
+            async move { n == k as usize + 1 }
+        })
+        .await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        text.matches("compiling took more than 1s of CPU time")
+            .count(),
+        6,
+        "{text}"
+    );
+    let after = host.peak_rss_kib();
+    assert!(
+        after - before < 50 * 1024,
+        "the host's peak RSS grew from {before} KiB to {after} KiB"
+    );
+    assert!(
+        host.children().is_empty(),
+        "compilers left running: {:?}",
+        host.children()
+    );
+    replace(&work, &plugin_version(&base, 7));
+    wait_for_line(&log, "Plugin swapped", Duration::from_secs(20)).await;
+    host.signal("TERM");
+    assert!(host.wait(Duration::from_secs(10)).unwrap().success());
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -20,6 +20,11 @@ fn outcome<T, E: std::fmt::Debug>(r: Result<T, E>) -> String {
 impl Guest for Probe {
     fn handle(_message: Message) -> Result<(), Failure> {
         let env = std::env::vars().count();
+        // A variable the test sets in the host's own environment.
+        let secret = match std::env::var("SWITCHYARD_TEST_SECRET") {
+            Ok(_) => "present",
+            Err(_) => "absent",
+        };
         let args = std::env::args().count();
         let root = outcome(std::fs::read_dir("/"));
         let etc = outcome(std::fs::read("/etc/hostname"));
@@ -29,7 +34,7 @@ impl Guest for Probe {
             None => "not tried".into(),
         };
         Err(Failure::Reject(format!(
-            "env={env} args={args} root={root} etc={etc} cwd={cwd} net={net}"
+            "env={env} secret={secret} args={args} root={root} etc={etc} cwd={cwd} net={net}"
         )))
     }
 }
