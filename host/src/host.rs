@@ -677,7 +677,12 @@ impl Supervisor {
         self.tasks.bookkeeping.close();
         tokio::select! {
             _ = self.tasks.bookkeeping.wait() => {}
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                tracing::warn!(
+                    tasks = self.tasks.bookkeeping.len(),
+                    "Acks and lease renewals did not stop within 2 s; exiting anyway."
+                );
+            }
             _ = now.cancelled() => {}
         }
         tracing::info!("Switchyard stopped.");

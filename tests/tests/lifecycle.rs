@@ -143,6 +143,8 @@ async fn shutdown_exits_as_soon_as_the_handlers_finish() {
     assert!(took < Duration::from_secs(8), "exit took {took:?}");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("unfinished"), "{text}");
+    assert!(!text.contains("did not stop"), "{text}");
+    assert!(text.contains("Switchyard stopped."), "{text}");
     assert_eq!(pending(&mut conn, &stream, &cfg.prefix).await, 0);
     let _ = std::fs::remove_dir_all(dir);
 }
