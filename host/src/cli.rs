@@ -118,6 +118,16 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout; a reader that stopped early (`status | head`) is not an
+/// error.
+fn print_out(text: &str) -> Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 fn compiler() -> Result<Compiler> {
     Compiler::this_program()
         .map_err(|e| anyhow::anyhow!("cannot find this program to compile plugins with: {e}"))
@@ -149,7 +159,8 @@ async fn run(command: Command) -> Result<ExitCode> {
             let client = redis_conn::client(&redis.redis_url)?;
             let config = load(&config)?;
             let mut conn = redis_conn::shared(&client).await?;
-            print!("{}", status::read(&mut conn, &config, dead_letters).await?);
+            let report = status::read(&mut conn, &config, dead_letters).await?;
+            print_out(&report.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -206,7 +217,8 @@ async fn check(config: &ConfigArg) -> Result<ExitCode> {
                 if refusals.0.len() == 1 { "" } else { "s" }
             );
             for r in &refusals.0 {
-                eprintln!("  {r}");
+                // A refusal may quote the compiler or the plugin's own names.
+                eprintln!("  {}", crate::text::Escaped(&r.to_string()));
             }
             Ok(ExitCode::FAILURE)
         }

@@ -225,6 +225,10 @@ impl fmt::Display for ConfigError {
 pub struct ConfigErrors {
     pub path: PathBuf,
     pub errors: Vec<ConfigError>,
+    /// The plugin files the file names, resolved (missing ones among them):
+    /// a running host watches them, so that building a missing plugin
+    /// retries the edit.
+    pub plugins: BTreeSet<PathBuf>,
 }
 
 impl fmt::Display for ConfigErrors {
@@ -261,6 +265,7 @@ impl Config {
                 line: None,
                 message: format!("cannot read {}: {e}", path.display()),
             }],
+            plugins: BTreeSet::new(),
         })?;
         Self::parse(&text, path)
     }
@@ -272,11 +277,13 @@ impl Config {
         let table: toml::Table = toml::from_str(text).map_err(|e| ConfigErrors {
             path: path.to_owned(),
             errors: vec![syntax_error(text, &e)],
+            plugins: BTreeSet::new(),
         })?;
         let mut v = Validator {
             lines: KeyLines::new(text),
             errors: Vec::new(),
             warnings: Vec::new(),
+            plugins: BTreeSet::new(),
         };
         let mut config = v.config(&table, path, base);
         if v.errors.is_empty() {
@@ -288,6 +295,7 @@ impl Config {
             Err(ConfigErrors {
                 path: path.to_owned(),
                 errors: v.errors,
+                plugins: v.plugins,
             })
         }
     }
@@ -371,7 +379,8 @@ impl Config {
 /// What a reload of queues.toml changes, setting by setting.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigChanges {
-    /// Settings applied while running: `key: old -> new`.
+    /// Settings applied while running: `key: old -> new`. A plugin's own
+    /// settings are shown as `key: changed`: they may hold credentials.
     pub applied: Vec<String>,
     /// Settings that only a restart applies: `key: old -> new`.
     pub at_restart: Vec<String>,
@@ -393,7 +402,16 @@ impl ConfigChanges {
                 continue;
             }
             let show = |v: Option<&String>| v.map_or("(none)".to_string(), |v| v.clone());
-            let line = format!("{key}: {} -> {}", show(from), show(to));
+            let line = if key.contains(".config.") {
+                let what = match (from, to) {
+                    (None, _) => "added",
+                    (_, None) => "removed",
+                    _ => "changed",
+                };
+                format!("{key}: {what}")
+            } else {
+                format!("{key}: {} -> {}", show(from), show(to))
+            };
             if RESTART_ONLY.contains(&key.as_str()) {
                 changes.at_restart.push(line);
             } else {
@@ -424,6 +442,8 @@ struct Validator {
     lines: KeyLines,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
+    /// Every plugin file named.
+    plugins: BTreeSet<PathBuf>,
 }
 
 /// A table being read: remembers which keys were used, so the rest can be
@@ -832,7 +852,13 @@ impl Validator {
             }
             Some(p) => {
                 let resolved = base.join(&p);
-                if !resolved.is_file() {
+                self.plugins.insert(resolved.clone());
+                if resolved.exists() && !resolved.is_file() {
+                    self.error(
+                        s.key("plugin"),
+                        format!("{} is not a regular file", resolved.display()),
+                    );
+                } else if !resolved.is_file() {
                     // The shipped queues.toml names the plugins this
                     // repository builds.
                     let hint = if p.contains("wasm32-wasip2") {
@@ -1199,11 +1225,13 @@ mod tests {
             batch = 10
             [retention]
             interval = "5s"
-            [routes]
+                        [routes]
             "a" = ["Q"]
             [queues.Q]
             plugin = "PLUGIN"
             concurrency = 8
+            [queues.Q.config]
+            token = "s3cret"
             "#,
         )
         .unwrap();
@@ -1214,6 +1242,7 @@ mod tests {
             [
                 "ingress.batch: 256 -> 10",
                 "queues.Q.concurrency: 4 -> 8",
+                "queues.Q.config.token: added",
                 "retention.interval: 1m -> 5s",
             ]
         );

@@ -20,7 +20,7 @@ use crate::admin::metrics::QueueMetrics;
 use crate::config::{MissingGroup, QueueConfig};
 use crate::message::{Message, entry_bytes};
 use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WarmPool, WitMessage};
-use crate::redis_conn::{Backoff, FailureKind, Health, Reader, StreamError, StreamResult};
+use crate::redis_conn::{Backoff, Health, Reader, RedisFailure, StreamError, StreamResult};
 use crate::router::human_size;
 use crate::stream::now_rfc3339;
 use crate::stream::queue::{FailureHistory, QueueStream};
@@ -250,15 +250,31 @@ pub struct QueueParts {
     pub health: Arc<Health>,
 }
 
-/// The tasks a queue's workers run besides its reading loop.
-#[derive(Debug, Clone)]
+/// The tasks of one queue's workers besides its reading loop.
+#[derive(Debug, Clone, Default)]
 pub struct WorkerTasks {
-    /// Handler calls: shutdown waits for these.
+    /// Handler calls: shutdown and a queue's removal wait for these.
     pub handlers: TaskTracker,
     /// Lease renewals and batched acks: they serve the handlers, and stop
     /// when `bookkeeping_done` fires after the handlers are done.
     pub bookkeeping: TaskTracker,
     pub bookkeeping_done: CancellationToken,
+    /// Fired when the reading loop has stopped: no handler starts after.
+    pub reading_stopped: CancellationToken,
+}
+
+impl WorkerTasks {
+    /// Once the reading loop has stopped and every handler is done, stops
+    /// the bookkeeping (the acks of the last handlers go out first: the ack
+    /// task ends when its last sender is gone).
+    pub async fn wind_down(&self) {
+        self.reading_stopped.cancelled().await;
+        self.handlers.close();
+        self.handlers.wait().await;
+        self.bookkeeping_done.cancel();
+        self.bookkeeping.close();
+        self.bookkeeping.wait().await;
+    }
 }
 
 /// The workers of one queue in one host.
@@ -290,6 +306,10 @@ struct Shared {
     health: Arc<Health>,
     /// Entry ids being handled now, whose leases are renewed.
     in_flight: Mutex<HashSet<String>>,
+    /// Held while leases are renewed, and taken before a retry is scheduled:
+    /// a renewal in flight for a message whose handler just finished would
+    /// otherwise reset the idle clock the retry sets.
+    renewing: tokio::sync::Mutex<()>,
     /// The group was found missing and that was said; said again only once
     /// it has been back.
     group_reported: std::sync::atomic::AtomicBool,
@@ -319,6 +339,7 @@ impl QueueWorker {
                 metrics: parts.metrics,
                 health: parts.health,
                 in_flight: Mutex::new(HashSet::new()),
+                renewing: tokio::sync::Mutex::new(()),
                 group_reported: std::sync::atomic::AtomicBool::new(false),
                 acks: ack_tx,
             }),
@@ -331,6 +352,9 @@ impl QueueWorker {
     /// only when a handler slot is free for it: nothing waits in a local
     /// buffer while its visibility timeout runs.
     pub async fn run(mut self, cancel: CancellationToken, tasks: WorkerTasks) {
+        // However the loop ends, say so: the queue's removal and shutdown
+        // wait for it before they stop the bookkeeping.
+        let _stopped = tasks.reading_stopped.clone().drop_guard();
         let name = self.shared.name.clone();
         let semaphore = self.shared.slots.semaphore.clone();
         // Leases are renewed while handlers run, including after this loop
@@ -382,7 +406,12 @@ impl QueueWorker {
                     for id in &claimed.deleted {
                         tracing::error!(queue = %queue.name, entry_id = %id, "A pending message's entry was deleted from the stream before it was handled.");
                     }
-                    if claimed.cursor == "0-0" {
+                    if !claimed.deleted.is_empty() {
+                        self.shared.stream.forget(&claimed.deleted).await?;
+                    }
+                    // The pending list is scanned a stretch at a time; a
+                    // stretch with nothing due waits for the next round.
+                    if claimed.cursor == "0-0" || claimed.entries.is_empty() {
                         next_claim = now + claim_interval;
                     }
                     cursor = claimed.cursor;
@@ -418,8 +447,10 @@ impl QueueWorker {
                     b
                 }
                 Err(e) => {
-                    drop(permits);
-                    if e.kind == FailureKind::MissingGroup {
+                    for permit in permits {
+                        self.shared.slots.release(permit);
+                    }
+                    if e.kind == RedisFailure::MissingGroup {
                         self.shared.group_missing().await;
                     } else {
                         self.shared.health.failed(&e);
@@ -430,7 +461,8 @@ impl QueueWorker {
                     }
                 }
             };
-            for (entry, permit) in batch.into_iter().zip(permits) {
+            let mut permits = permits.into_iter();
+            for (entry, permit) in batch.into_iter().zip(permits.by_ref()) {
                 let shared = self.shared.clone();
                 shared
                     .in_flight
@@ -440,6 +472,11 @@ impl QueueWorker {
                 tasks.handlers.spawn(async move {
                     shared.handle(entry, permit).await;
                 });
+            }
+            // Slots the read did not fill go back the way a handler's do,
+            // so that a lowered concurrency retires them.
+            for permit in permits {
+                self.shared.slots.release(permit);
             }
         }
         tracing::info!(queue = %name, "Queue worker stopped reading.");
@@ -468,6 +505,7 @@ impl Shared {
             if ids.is_empty() {
                 continue;
             }
+            let _renewing = self.renewing.lock().await;
             match self.stream.renew_leases(&ids).await {
                 Ok(_) => self.health.ok(),
                 Err(e) => self.health.failed(&e),
@@ -525,8 +563,13 @@ impl Shared {
         let mut backoff = Backoff::default();
         loop {
             match self.settle(&rt, &id, &settlement).await {
-                Ok(()) => {
+                Ok(true) => {
                     self.health.ok();
+                    return;
+                }
+                Ok(false) => {
+                    self.health.ok();
+                    tracing::warn!(queue = %self.name, entry_id = %id, "The message was taken over by another consumer before it was settled (this host was cut off from Redis for longer than the visibility timeout); it is left to that consumer.");
                     return;
                 }
                 Err(e) if e.is_outage() && started.elapsed() < budget => {
@@ -650,13 +693,14 @@ impl Shared {
         }
     }
 
-    /// Writes a settlement to Redis, in one atomic step.
+    /// Writes a settlement to Redis, in one atomic step. Returns false when
+    /// the message was no longer this consumer's, and nothing was written.
     async fn settle(
         &self,
         rt: &QueueRuntime,
         id: &str,
         settlement: &Settlement,
-    ) -> StreamResult<()> {
+    ) -> StreamResult<bool> {
         match settlement {
             Settlement::Ack { had_failures } => {
                 let (done, result) = oneshot::channel();
@@ -668,7 +712,8 @@ impl Shared {
                         done,
                     })
                     .map_err(|_| stopped())?;
-                result.await.map_err(|_| stopped())?
+                result.await.map_err(|_| stopped())??;
+                Ok(true)
             }
             Settlement::DeadLetter {
                 reason,
@@ -683,9 +728,10 @@ impl Shared {
                 self.stream
                     .dead_letter(id, reason, *attempts, plugin, history.as_ref())
                     .await
-                    .map(drop)
+                    .map(|dead| dead.is_some())
             }
             Settlement::RetryLater { delay, history, .. } => {
+                let _no_renewal = self.renewing.lock().await;
                 self.stream
                     .retry_later(id, rt.queue.visibility_timeout, *delay, history)
                     .await

@@ -79,7 +79,7 @@ pub fn engine(config: &Config, compiler: Compiler) -> Result<PluginEngine> {
 
 /// Why a configuration cannot run.
 #[derive(Debug, Clone)]
-pub enum Refusal {
+pub enum ConfigRefusal {
     /// The queues ask for more instances than the pool holds.
     Pool { total: u32 },
     /// A plugin file cannot serve the queues that name it.
@@ -101,14 +101,14 @@ pub enum PluginProblem {
     },
 }
 
-impl fmt::Display for Refusal {
+impl fmt::Display for ConfigRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Refusal::Pool { total } => write!(
+            ConfigRefusal::Pool { total } => write!(
                 f,
                 "the queues' concurrency adds up to {total}, more than the {POOL_INSTANCES} plugin instances the host can run at once"
             ),
-            Refusal::Plugin {
+            ConfigRefusal::Plugin {
                 queues,
                 path,
                 error,
@@ -137,9 +137,9 @@ impl fmt::Display for Refusal {
 
 /// Every reason a configuration was refused, one per line.
 #[derive(Debug, Clone)]
-pub struct Refusals(pub Vec<Refusal>);
+pub struct ConfigRefusals(pub Vec<ConfigRefusal>);
 
-impl fmt::Display for Refusals {
+impl fmt::Display for ConfigRefusals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, r) in self.0.iter().enumerate() {
             if i > 0 {
@@ -151,7 +151,7 @@ impl fmt::Display for Refusals {
     }
 }
 
-impl std::error::Error for Refusals {}
+impl std::error::Error for ConfigRefusals {}
 
 /// The plugins in use, by file.
 pub type Plugins = BTreeMap<PathBuf, Arc<LoadedPlugin>>;
@@ -188,7 +188,7 @@ pub async fn load_plugins(
     config: &Config,
     known: &Plugins,
     metrics: &Metrics,
-) -> Result<Plugins, Refusals> {
+) -> Result<Plugins, ConfigRefusals> {
     let limits = load_limits(config);
     let mut loaded = BTreeMap::new();
     let mut refusals = Vec::new();
@@ -208,7 +208,7 @@ pub async fn load_plugins(
                 Arc::new(plugin)
             }
             Err(e) => {
-                refusals.push(Refusal::Plugin {
+                refusals.push(ConfigRefusal::Plugin {
                     queues: names,
                     path: path.clone(),
                     error: PluginProblem::Load(e),
@@ -220,7 +220,7 @@ pub async fn load_plugins(
         for q in queues {
             if let Err(problem) = fits(&plugin, q) {
                 ok = false;
-                refusals.push(Refusal::Plugin {
+                refusals.push(ConfigRefusal::Plugin {
                     queues: vec![q.name.clone()],
                     path: path.clone(),
                     error: problem,
@@ -234,7 +234,7 @@ pub async fn load_plugins(
     if refusals.is_empty() {
         Ok(loaded)
     } else {
-        Err(Refusals(refusals))
+        Err(ConfigRefusals(refusals))
     }
 }
 
@@ -247,15 +247,15 @@ pub async fn prepare(
     config: &Config,
     known: &Plugins,
     metrics: &Metrics,
-) -> Result<Plugins, Refusals> {
+) -> Result<Plugins, ConfigRefusals> {
     let total: u32 = config.queues.values().map(|q| q.concurrency).sum();
-    let pool = (total > POOL_INSTANCES).then_some(Refusal::Pool { total });
+    let pool = (total > POOL_INSTANCES).then_some(ConfigRefusal::Pool { total });
     match load_plugins(engine, config, known, metrics).await {
         Ok(plugins) if pool.is_none() => Ok(plugins),
-        Ok(_) => Err(Refusals(pool.into_iter().collect())),
-        Err(Refusals(mut r)) => {
+        Ok(_) => Err(ConfigRefusals(pool.into_iter().collect())),
+        Err(ConfigRefusals(mut r)) => {
             r.splice(0..0, pool);
-            Err(Refusals(r))
+            Err(ConfigRefusals(r))
         }
     }
 }
@@ -330,11 +330,7 @@ pub async fn run(
         queues: BTreeMap::new(),
         readers: CancellationToken::new(),
         loops: TaskTracker::new(),
-        tasks: WorkerTasks {
-            handlers: TaskTracker::new(),
-            bookkeeping: TaskTracker::new(),
-            bookkeeping_done: CancellationToken::new(),
-        },
+        retired: Vec::new(),
         config,
     };
     host.start_router();
@@ -353,13 +349,17 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.drain.cancelled() => break,
             changed = changed => {
-                // A reload (and the compile in it) gives way to shutdown.
-                tokio::select! {
+                                // A reload (and the compile in it) gives way to shutdown.
+                let attempted = tokio::select! {
                     _ = shutdown.drain.cancelled() => break,
-                    () = host.apply(&changed) => {}
-                }
+                    attempted = host.apply(&changed) => attempted,
+                };
+                // The files of an edit that was refused are watched too: a
+                // plugin it names may be built after it was saved.
                 if let Some(w) = &mut watcher {
-                    w.watch(files_to_watch(&host.config));
+                    let mut files = files_to_watch(&host.config);
+                    files.extend(attempted);
+                    w.watch(files);
                 }
             }
         }
@@ -390,8 +390,8 @@ struct Supervisor {
     readers: CancellationToken,
     /// The router's and the queues' reading loops, and maintenance.
     loops: TaskTracker,
-    /// Handler calls, and the tasks that serve them.
-    tasks: WorkerTasks,
+    /// The tasks of removed queues, winding down.
+    retired: Vec<WorkerTasks>,
 }
 
 /// A running queue.
@@ -400,6 +400,8 @@ struct QueueHandle {
     slots: Arc<Slots>,
     /// Stops this queue's reading loop alone (the queue was removed).
     stop: CancellationToken,
+    /// Its handler calls and the tasks that serve them.
+    tasks: WorkerTasks,
 }
 
 impl Supervisor {
@@ -470,6 +472,7 @@ impl Supervisor {
             self.config.host.on_missing_group,
         )));
         let stop = self.readers.child_token();
+        let tasks = WorkerTasks::default();
         let worker = QueueWorker::new(QueueParts {
             runtime: runtime.clone(),
             slots: slots.clone(),
@@ -479,25 +482,30 @@ impl Supervisor {
             metrics: self.metrics.queue(&name),
             health: self.health.clone(),
         });
-        self.loops
-            .spawn(worker.run(stop.clone(), self.tasks.clone()));
+        self.loops.spawn(worker.run(stop.clone(), tasks.clone()));
         self.queues.insert(
             name,
             QueueHandle {
                 runtime,
                 slots,
                 stop,
+                tasks,
             },
         );
         Ok(())
     }
 
-    /// Applies a batch of changed files.
-    async fn apply(&mut self, changed: &BTreeSet<PathBuf>) {
-        if changed.contains(&self.config.path) {
+    /// Applies a batch of changed files. Returns the plugin files of a
+    /// queues.toml edit that was refused, to keep watching them.
+    async fn apply(&mut self, changed: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
+        // A changed file the running configuration does not use belongs to
+        // an edit that was refused: try that edit again.
+        let retry = changed
+            .iter()
+            .any(|p| !self.plugins.contains_key(p) && *p != self.config.path);
+        if changed.contains(&self.config.path) || retry {
             // A config reload also picks up every changed plugin file.
-            self.reload_config().await;
-            return;
+            return self.reload_config().await;
         }
         let paths: Vec<PathBuf> = self
             .plugins
@@ -508,6 +516,7 @@ impl Supervisor {
         for path in paths {
             self.reload_plugin(&path).await;
         }
+        BTreeSet::new()
     }
 
     async fn reload_plugin(&mut self, path: &Path) {
@@ -525,7 +534,7 @@ impl Supervisor {
         count_load(&self.metrics, &plugin);
         for q in users(&self.config, path) {
             if let Err(problem) = fits(&plugin, q) {
-                let refusal = Refusal::Plugin {
+                let refusal = ConfigRefusal::Plugin {
                     queues: vec![q.name.clone()],
                     path: path.to_owned(),
                     error: problem,
@@ -552,7 +561,7 @@ impl Supervisor {
         self.plugins.insert(path.to_owned(), plugin);
     }
 
-    async fn reload_config(&mut self) {
+    async fn reload_config(&mut self) -> BTreeSet<PathBuf> {
         let path = self.config.path.clone();
         let refuse = |metrics: &Metrics, count: usize| {
             QueueMetrics::add(&metrics.reloads.config_refused);
@@ -564,7 +573,8 @@ impl Supervisor {
                 for e in &errors.errors {
                     tracing::warn!(path = %path.display(), "queues.toml error: {e}");
                 }
-                return refuse(&self.metrics, errors.errors.len());
+                refuse(&self.metrics, errors.errors.len());
+                return errors.plugins;
             }
         };
         for w in &new.warnings {
@@ -582,7 +592,8 @@ impl Supervisor {
                 for r in &refusals.0 {
                     tracing::warn!(path = %path.display(), "queues.toml error: {r}");
                 }
-                return refuse(&self.metrics, refusals.0.len());
+                refuse(&self.metrics, refusals.0.len());
+                return files_to_watch(&new);
             }
         };
 
@@ -622,7 +633,12 @@ impl Supervisor {
         for name in removed {
             if let Some(handle) = self.queues.remove(&name) {
                 handle.stop.cancel();
-                tracing::info!(queue = %name, "Queue removed: it stops reading; messages in flight finish.");
+                // Its acks and lease renewals stop once its last handler is
+                // done. Its unread messages stay in its stream.
+                let tasks = handle.tasks.clone();
+                tokio::spawn(async move { tasks.wind_down().await });
+                self.retired.push(handle.tasks);
+                tracing::info!(queue = %name, "Queue removed: it stops reading; messages in flight finish; messages never read stay in its stream.");
             }
         }
         self.current.store(Arc::new(new.clone()));
@@ -641,45 +657,79 @@ impl Supervisor {
             .filter_map(|c| c.split(':').next())
             .collect();
         tracing::info!(path = %path.display(), queues = self.queues.len(), applied = changes.applied.len(), at_restart = changes.at_restart.len(), changed = ?keys, "queues.toml applied.");
+        BTreeSet::new()
     }
 
+    /// Stops reading, waits for the handlers within the shutdown timeout
+    /// (or until `now` fires), lets the last acks go out, and returns.
     async fn drain(self, now: &CancellationToken) {
+        let timeout = self.config.host.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         self.readers.cancel();
-        // Readers finish the read they are in (bounded by the block time),
-        // and the router finishes routing what it read.
+        // Readers finish the read they are in, and the router routes what it
+        // read (within the deadline: a route script already sent runs
+        // whole or not at all in Redis, so abandoning the wait loses
+        // nothing).
         self.loops.close();
         tokio::select! {
             _ = self.loops.wait() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
             _ = now.cancelled() => {}
         }
-        let handlers = &self.tasks.handlers;
-        handlers.close();
-        let timeout = self.config.host.shutdown_timeout;
-        if !handlers.is_empty() {
+        let all: Vec<&WorkerTasks> = self
+            .queues
+            .values()
+            .map(|q| &q.tasks)
+            .chain(&self.retired)
+            .collect();
+        for t in &all {
+            t.handlers.close();
+        }
+        let in_flight = |all: &[&WorkerTasks]| all.iter().map(|t| t.handlers.len()).sum::<usize>();
+        if in_flight(&all) > 0 {
             tracing::info!(
-                in_flight = handlers.len(),
+                in_flight = in_flight(&all),
                 ?timeout,
                 "Waiting for in-flight handlers."
             );
         }
-        tokio::select! {
-            _ = handlers.wait() => {}
-            _ = tokio::time::sleep(timeout) => {
+        let handlers = async {
+            for t in &all {
+                t.handlers.wait().await;
+            }
+        };
+        let finished = tokio::select! {
+            _ = handlers => true,
+            _ = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(
-                    unfinished = handlers.len(),
+                    unfinished = in_flight(&all),
                     "Shutdown timeout reached; unfinished messages stay pending and will be delivered again."
                 );
+                false
             }
-            _ = now.cancelled() => {}
+            _ = now.cancelled() => false,
+        };
+        // Every finished handler has seen its ack go out; stop the lease
+        // renewals. The ack tasks end with the last handler. With handlers
+        // left unfinished there is nothing more to wait for.
+        for t in &all {
+            t.bookkeeping_done.cancel();
+            t.bookkeeping.close();
         }
-        // Acks of the last handled messages go out; then nothing is left.
-        self.tasks.bookkeeping_done.cancel();
-        self.tasks.bookkeeping.close();
+        if !finished {
+            tracing::info!("Switchyard stopped.");
+            return;
+        }
+        let bookkeeping = async {
+            for t in &all {
+                t.bookkeeping.wait().await;
+            }
+        };
         tokio::select! {
-            _ = self.tasks.bookkeeping.wait() => {}
+            _ = bookkeeping => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {
                 tracing::warn!(
-                    tasks = self.tasks.bookkeeping.len(),
+                    tasks = all.iter().map(|t| t.bookkeeping.len()).sum::<usize>(),
                     "Acks and lease renewals did not stop within 2 s; exiting anyway."
                 );
             }

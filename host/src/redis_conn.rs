@@ -23,9 +23,10 @@ pub const URL_FORM: &str = "redis://[user:password@]host[:port][/db] (or rediss:
 
 /// Why a Redis call failed, as the loops act on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Redis could not be reached, or stopped answering: retry with
-    /// backoff, logging the outage once.
+pub enum RedisFailure {
+    /// Redis could not be reached, stopped answering, or says it cannot
+    /// serve for now (loading its data, its master down, busy with a
+    /// script): retry with backoff, logging the outage once.
     Outage,
     /// A consumer group (or its stream) does not exist: recreate it, or
     /// wait for an operator, as configured.
@@ -41,7 +42,7 @@ pub enum FailureKind {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{what}: {detail}")]
 pub struct StreamError {
-    pub kind: FailureKind,
+    pub kind: RedisFailure,
     pub what: String,
     pub detail: String,
 }
@@ -53,16 +54,20 @@ impl StreamError {
     /// A Redis error met while doing `what`.
     pub fn redis(what: impl Into<String>, e: &redis::RedisError) -> Self {
         let kind = if e.code() == Some("NOGROUP") {
-            FailureKind::MissingGroup
+            RedisFailure::MissingGroup
         } else if e.is_io_error()
             || e.is_connection_refusal()
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_unrecoverable_error()
+            || matches!(
+                e.code(),
+                Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "BUSY" | "CLUSTERDOWN")
+            )
         {
-            FailureKind::Outage
+            RedisFailure::Outage
         } else {
-            FailureKind::Refused
+            RedisFailure::Refused
         };
         StreamError {
             kind,
@@ -74,14 +79,14 @@ impl StreamError {
     /// A reply the host did not expect while doing `what`.
     pub fn protocol(what: impl Into<String>, detail: impl Into<String>) -> Self {
         StreamError {
-            kind: FailureKind::Refused,
+            kind: RedisFailure::Refused,
             what: what.into(),
             detail: detail.into(),
         }
     }
 
     pub fn is_outage(&self) -> bool {
-        self.kind == FailureKind::Outage
+        self.kind == RedisFailure::Outage
     }
 }
 
@@ -411,9 +416,39 @@ mod tests {
             std::io::ErrorKind::ConnectionRefused,
             "refused",
         ));
-        assert_eq!(StreamError::redis("x", &io).kind, FailureKind::Outage);
+        assert_eq!(StreamError::redis("x", &io).kind, RedisFailure::Outage);
         let p = StreamError::protocol("reading", "odd reply");
-        assert_eq!(p.kind, FailureKind::Refused);
+        assert_eq!(p.kind, RedisFailure::Refused);
         assert_eq!(p.to_string(), "reading: odd reply");
+        // Errors Redis answers with, as it sends them.
+        let reply = |wire: &str| {
+            redis::parse_redis_value(wire.as_bytes())
+                .and_then(redis::Value::extract_error)
+                .expect_err("an error reply")
+        };
+        for (wire, kind) in [
+            (
+                "-NOGROUP No such key or consumer group\r\n",
+                RedisFailure::MissingGroup,
+            ),
+            (
+                "-LOADING Redis is loading the dataset in memory\r\n",
+                RedisFailure::Outage,
+            ),
+            (
+                "-MASTERDOWN Link with MASTER is down\r\n",
+                RedisFailure::Outage,
+            ),
+            (
+                "-BUSY Redis is busy running a script\r\n",
+                RedisFailure::Outage,
+            ),
+            (
+                "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+                RedisFailure::Refused,
+            ),
+        ] {
+            assert_eq!(StreamError::redis("x", &reply(wire)).kind, kind, "{wire}");
+        }
     }
 }

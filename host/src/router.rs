@@ -27,7 +27,7 @@ pub enum Decision {
         message_id: String,
         message_type: String,
         queues: Vec<String>,
-        refused: Vec<Refusal>,
+        refused: Vec<QueueRefusal>,
         fields: Fields,
     },
     /// The entry can never be handled: dead-letter it with this reason.
@@ -36,7 +36,7 @@ pub enum Decision {
 
 /// A queue the message is routed to but cannot take.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refusal {
+pub struct QueueRefusal {
     pub queue: String,
     pub reason: String,
 }
@@ -100,14 +100,15 @@ impl Router {
 
     /// Decides what happens to one entry. The copy each queue receives holds
     /// the producer's fields unchanged, plus `type` and `id` when the producer
-    /// named them the CAP way or left the id out, so that every queue sees
-    /// the same message id. A queue whose `max_entry_kib` the copy exceeds
-    /// gets a dead letter instead.
+    /// named them the CAP way or left the id out (or empty), so that every
+    /// queue sees the same message id. The bounds apply to the copy as
+    /// queues receive it, those fields included, so an entry within the
+    /// ingress bound fits every queue left at the default. A queue whose
+    /// `max_entry_kib` the copy exceeds gets a dead letter instead.
     pub fn decide(&self, entry_id: &str, fields: &Fields) -> Decision {
-        let bytes = entry_bytes(fields);
-        if fields.len() > MAX_FIELDS || bytes > self.ingress.max_entry_bytes {
+        if fields.len() > MAX_FIELDS {
             return Decision::DeadLetter {
-                reason: self.oversized(bytes as u64, fields.len() as u64),
+                reason: self.oversized(entry_bytes(fields) as u64, fields.len() as u64),
             };
         }
         let message = match Message::parse(entry_id, fields) {
@@ -128,14 +129,21 @@ impl Router {
         if !has(TYPE_FIELD) {
             out.push((TYPE_FIELD.into(), message.message_type.clone().into_bytes()));
         }
-        if !has(ID_FIELD) {
-            out.push((ID_FIELD.into(), message.id.clone().into_bytes()));
+        match out.iter_mut().find(|(k, _)| k == ID_FIELD.as_bytes()) {
+            Some((_, v)) if v.is_empty() => *v = message.id.clone().into_bytes(),
+            Some(_) => {}
+            None => out.push((ID_FIELD.into(), message.id.clone().into_bytes())),
         }
         let copy_bytes = entry_bytes(&out);
+        if copy_bytes > self.ingress.max_entry_bytes {
+            return Decision::DeadLetter {
+                reason: self.oversized(copy_bytes as u64, out.len() as u64),
+            };
+        }
         let (mut queues, mut refused) = (Vec::new(), Vec::new());
         for queue in targets {
             match self.queue_max_entry.get(queue) {
-                Some(&max) if copy_bytes > max => refused.push(Refusal {
+                Some(&max) if copy_bytes > max => refused.push(QueueRefusal {
                     queue: queue.clone(),
                     reason: format!(
                         "entry is {}, more than queues.{queue}.max_entry_kib ({} KiB)",
@@ -276,10 +284,31 @@ mod tests {
         assert_eq!(queues, ["B"]);
         assert_eq!(
             refused,
-            [Refusal {
+            [QueueRefusal {
                 queue: "A".into(),
                 reason: "entry is 1.1 KiB, more than queues.A.max_entry_kib (1 KiB)".into()
             }]
+        );
+    }
+
+    #[test]
+    fn an_empty_id_is_replaced_so_every_queue_sees_the_same() {
+        let d = router().decide(
+            "5-0",
+            &fields(&[("type", "chat.ended"), ("id", ""), ("body", "{}")]),
+        );
+        let Decision::Fanout {
+            fields: out,
+            message_id,
+            ..
+        } = d
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(message_id, "5-0");
+        assert_eq!(
+            out,
+            fields(&[("type", "chat.ended"), ("id", "5-0"), ("body", "{}")])
         );
     }
 

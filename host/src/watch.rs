@@ -139,7 +139,12 @@ impl Watcher {
                 let mut changed = BTreeSet::new();
                 // Wait for a change to a watched file...
                 while changed.is_empty() {
-                    let Some(path) = events.recv().await else {
+                    // Ends with the watcher: its receiver gone.
+                    let path = tokio::select! {
+                        path = events.recv() => path,
+                        _ = batch_tx.closed() => None,
+                    };
+                    let Some(path) = path else {
                         return;
                     };
                     changed = state.lock().expect("watch lock").changed_by(&path);

@@ -368,3 +368,49 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[test]
+fn a_plugin_path_that_is_not_a_regular_file_is_refused_without_reading_it() {
+    let dir = tempdir("check-device");
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.wasm")).unwrap();
+    let path = dir.join("queues.toml");
+    std::fs::write(
+        &path,
+        "[routes]\n\"a\" = [\"Q\"]\n[queues.Q]\nplugin = \"zero.wasm\"\n",
+    )
+    .unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("queues.Q.plugin") && out.contains("not a regular file"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_cache_folder_others_can_write_to_is_refused() {
+    plugin("sleep");
+    let dir = tempdir("check-cache");
+    let shared = dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let path = config_with(
+        "check-cache-config",
+        &format!(
+            "[host]\ncache_dir = \"{}\"\n[routes]\n\"a\" = [\"Q\"]\n[queues.Q]\nplugin = \"@PLUGINS@/sleep.wasm\"\n",
+            shared.display()
+        ),
+        &[],
+    );
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("must be a folder of this user that no one else can write to"),
+        "{out}"
+    );
+    let mode = std::fs::metadata(&shared).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o777, "the folder's permissions are left alone");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -391,6 +391,10 @@ retry_quick_delay = "10ms"
     let forged_id = "m-1\n2026-01-01T00:00:00.000000Z  INFO switchyard: FORGED";
     let messages = [
         (
+            "print-lots",
+            r#"{"do":"print-lots","bytes":65536}"#.to_string(),
+        ),
+        (
             "huge-reject",
             format!(r#"{{"do":"reject","bytes":{ten_mib}}}"#),
         ),
@@ -455,6 +459,13 @@ retry_quick_delay = "10ms"
         serde_json::from_str(&field(by_id("huge-retry"), "dead-errors").unwrap()).unwrap();
     assert_eq!(errors.len(), 2);
     assert!(errors.iter().all(|e| e.len() < 2048));
+    // Printing 64 KiB is not a failure.
+    assert!(
+        !records
+            .iter()
+            .any(|e| field(e, "id").as_deref() == Some("print-lots")),
+        "print-lots was dead-lettered"
+    );
     // What a plugin prints to stdout is kept with its failure.
     let trap = field(by_id("print-then-trap"), "dead-reason").unwrap();
     assert!(
@@ -501,4 +512,144 @@ retry_quick_delay = "10ms"
         "{status}"
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A key of another type where a queue's stream should be (someone SET it)
+/// once made the route script fail after it had acknowledged the entry. The
+/// script checks its keys before it writes: routing waits, nothing is lost,
+/// and it resumes once the key is a stream again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_key_of_the_wrong_type_holds_routing_without_losing_anything() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = TestConfig::new(
+        r#"
+[routes]
+"ok" = ["Ok", "Other"]
+[queues.Ok]
+plugin = "@PLUGINS@/sleep.wasm"
+[queues.Other]
+plugin = "@PLUGINS@/sleep.wasm"
+"#,
+    );
+    let mut conn = redis.conn().await;
+    let host = start_host(&cfg.config, &redis);
+    let m = host.metrics.clone();
+    let other = cfg.queue_stream("Other");
+    wait_for(
+        Duration::from_secs(10),
+        "the queues' groups created",
+        || {
+            let mut conn = conn.clone();
+            let other = other.clone();
+            async move {
+                let t: String = redis::cmd("TYPE")
+                    .arg(&other)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap();
+                t == "stream"
+            }
+        },
+    )
+    .await;
+    let _: () = redis::cmd("DEL")
+        .arg(&other)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&other)
+        .arg("not a stream")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", "ok"), ("id", &format!("m-{i}")), ("body", "{}")],
+        )
+        .await;
+    }
+    // Routing is refused whole, every time, before it writes anything.
+    wait_for(Duration::from_secs(10), "the entries read and held", || {
+        let mut conn = conn.clone();
+        let (ingress, group) = (cfg.ingress().to_owned(), cfg.prefix.clone());
+        async move { pending(&mut conn, &ingress, &group).await == 3 }
+    })
+    .await;
+    assert!(entries(&mut conn, &cfg.queue_stream("Ok")).await.is_empty());
+    assert_eq!(m.router.routed.load(Ordering::Relaxed), 0);
+    // Once the key is a stream again (its group recreated), the entries
+    // are routed.
+    let _: () = redis::cmd("DEL")
+        .arg(&other)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&other)
+        .arg(&cfg.prefix)
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "every copy handled", || {
+        let (ok, other) = (
+            m.queue("Ok").snapshot().succeeded,
+            m.queue("Other").snapshot().succeeded,
+        );
+        async move { ok == 3 && other == 3 }
+    })
+    .await;
+    host.stop().await.unwrap();
+    assert_eq!(pending(&mut conn, cfg.ingress(), &cfg.prefix).await, 0);
+}
+
+/// A producer that leaves out `type` and `id` (sending CAP's names) with
+/// 1,000 fields: the copy carries 1,002, and a redelivery must read it as
+/// the first delivery did, not refuse it as oversized.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_with_the_fields_the_router_adds_is_delivered_again_whole() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = TestConfig::new(
+        r#"
+[routes]
+"retry" = ["Retry"]
+[queues.Retry]
+plugin = "@PLUGINS@/always_retry.wasm"
+max_attempts = 2
+retry_quick_delay = "10ms"
+"#,
+    );
+    let mut conn = redis.conn().await;
+    let mut fields: Vec<(String, String)> = vec![
+        ("cap-msg-name".into(), "retry".into()),
+        ("body".into(), "{}".into()),
+    ];
+    fields.extend((0..998).map(|i| (format!("h{i}"), "v".into())));
+    xadd_owned(&mut conn, cfg.ingress(), &fields).await;
+    let host = start_host(&cfg.config, &redis);
+    let m = host.metrics.queue("Retry");
+    wait_for(
+        Duration::from_secs(20),
+        "dead-lettered after two attempts",
+        || {
+            let n = m.snapshot().dead_lettered;
+            async move { n == 1 }
+        },
+    )
+    .await;
+    host.stop().await.unwrap();
+    let dead = dead_letters(&mut conn, &cfg).await;
+    assert!(
+        dead[0].reason.starts_with("gave up after 2 attempts"),
+        "{}",
+        dead[0].reason
+    );
+    assert_eq!(m.snapshot().attempts, 2);
 }

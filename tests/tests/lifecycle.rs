@@ -345,3 +345,25 @@ plugin = "@PLUGINS@/crm_sync.wasm"
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `status | head` is normal use: a reader that stops early is not a
+/// crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_into_a_pipe_closed_early_exits_cleanly() {
+    let redis = Redis::start();
+    let cfg = slow_config(0, "");
+    let mut child = Command::new(host_binary())
+        .args(["status", "--config"])
+        .arg(&cfg.path)
+        .args(["--redis-url", redis.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reader goes away before status writes anything.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}

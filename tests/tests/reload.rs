@@ -549,3 +549,99 @@ async fn compiles_over_budget_are_stopped_and_cost_the_host_nothing() {
     assert!(host.wait(Duration::from_secs(10)).unwrap().success());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// An edit that names a plugin not built yet is refused; building the
+/// plugin then applies the edit, without saving queues.toml again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_refused_for_a_missing_plugin_applies_once_it_is_built() {
+    init_logs();
+    let redis = Redis::start();
+    let dir = std::env::temp_dir().join(format!("switchyard-later-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = TestConfig::new(
+        r#"
+[routes]
+"a" = ["A"]
+[queues.A]
+plugin = "@PLUGINS@/sleep.wasm"
+"#,
+    );
+    let host = start_host(&cfg.config, &redis);
+    let m = host.metrics.clone();
+    wait_for(Duration::from_secs(10), "plugins loaded", || {
+        let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
+        async move { n == 1 }
+    })
+    .await;
+    let later = dir.join("later.wasm");
+    let text = std::fs::read_to_string(&cfg.path).unwrap().replace(
+        "\"a\" = [\"A\"]",
+        &format!(
+            "\"a\" = [\"A\"]\n\"b\" = [\"B\"]\n[queues.B]\nplugin = \"{}\"",
+            later.display()
+        ),
+    );
+    replace(&cfg.path, text.as_bytes());
+    wait_reloads(&m, "the edit refused", |r| r[3] == 1).await;
+    replace(&later, &std::fs::read(plugin("sleep")).unwrap());
+    wait_reloads(&m, "the edit applied", |r| r[2] == 1).await;
+    let mut conn = redis.conn().await;
+    xadd(&mut conn, cfg.ingress(), &[("type", "b"), ("body", "{}")]).await;
+    wait_for(Duration::from_secs(10), "B serving", || {
+        let n = m.queue("B").snapshot().succeeded;
+        async move { n == 1 }
+    })
+    .await;
+    host.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Lowering a queue's concurrency while it is idle takes effect for the
+/// next burst: the slots the reading loop held are retired too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lower_concurrency_applies_to_the_next_burst() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = TestConfig::new(
+        r#"
+[routes]
+"s" = ["S"]
+[queues.S]
+plugin = "@PLUGINS@/sleep.wasm"
+concurrency = 8
+[queues.S.config]
+ms = 200
+"#,
+    );
+    let host = start_host(&cfg.config, &redis);
+    let m = host.metrics.clone();
+    wait_for(Duration::from_secs(10), "plugins loaded", || {
+        let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
+        async move { n == 1 }
+    })
+    .await;
+    let text = std::fs::read_to_string(&cfg.path)
+        .unwrap()
+        .replace("concurrency = 8", "concurrency = 1");
+    replace(&cfg.path, text.as_bytes());
+    wait_reloads(&m, "the edit applied", |r| r[2] == 1).await;
+    let mut conn = redis.conn().await;
+    for i in 0..4 {
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", "s"), ("id", &format!("s-{i}")), ("body", "{}")],
+        )
+        .await;
+    }
+    let q = m.queue("S");
+    let mut most = 0;
+    let started = std::time::Instant::now();
+    while q.snapshot().succeeded < 4 {
+        most = most.max(q.snapshot().in_flight);
+        assert!(started.elapsed() < Duration::from_secs(30), "not handled");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    host.stop().await.unwrap();
+    assert_eq!(most, 1, "handled {most} at once with concurrency 1");
+}

@@ -8,6 +8,7 @@ use redis::Value;
 use redis::aio::ConnectionLike;
 
 use crate::config::Config;
+use crate::stream::scripts::{DEAD_SUMMARIES, LAST_ID};
 use crate::stream::{Entry, Keys, dead_fields, info_field, info_pairs, parse_entries, string};
 use crate::text::{Escaped, bounded};
 
@@ -77,13 +78,12 @@ pub async fn read<C: ConnectionLike>(
     }
     let dead = keys.dead_letter();
     let dead_letters: u64 = redis::cmd("XLEN").arg(&dead).query_async(conn).await?;
-    let reply: Value = redis::cmd("XREVRANGE")
-        .arg(&dead)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
+    // Summaries only: a dead letter may hold an entry of any size.
+    let reply: Value = DEAD_SUMMARIES
+        .key(&dead)
         .arg(recent)
-        .query_async(conn)
+        .arg(SHOWN_REASON)
+        .invoke_async(conn)
         .await?;
     let recent_dead_letters = parse_entries(&reply)?
         .iter()
@@ -166,16 +166,8 @@ async fn stream_status<C: ConnectionLike>(
         // Redis 7.0 can miscount `lag` after an AOF reload; what is certain is
         // that nothing waits once the group has read up to the last entry.
         if let Some(last) = field("last-delivered-id").and_then(string) {
-            let newest: Value = redis::cmd("XREVRANGE")
-                .arg(key)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(conn)
-                .await?;
-            let newest = parse_entries(&newest)?;
-            if newest.first().is_none_or(|e| e.id == last) {
+            let newest: Option<String> = LAST_ID.key(key).invoke_async(conn).await?;
+            if newest.is_none_or(|id| id == last) {
                 status.lag = Some(0);
             }
         }

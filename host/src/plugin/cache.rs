@@ -8,9 +8,16 @@
 //! for a compatible engine. So the host loads compiled code from two places
 //! only: the output of its own compiler child (this same program, given the
 //! component's bytes on its stdin), and cache files it wrote itself, in a
-//! folder created 0700, each named by the SHA-256 of the component it was
-//! compiled from and a hash of the engine configuration. A cache file that
-//! fails to load is deleted and the component compiled again.
+//! folder only its user can write, each named by the SHA-256 of the
+//! component it was compiled from and a hash of the engine configuration. A
+//! cache file that fails to load is deleted and the component compiled
+//! again.
+//!
+//! The compiler child bounds what compiling costs; it is not a security
+//! boundary. It runs as the host's user, without a seccomp filter, and the
+//! host trusts its output as it would trust wasmtime compiling in-process:
+//! a component that could exploit the compiler (Cranelift) could have the
+//! host load native code of its choosing, in-process or not.
 
 #![allow(
     unsafe_code,
@@ -59,16 +66,29 @@ impl Hasher for ShaHasher {
 }
 
 impl CompileCache {
-    /// A cache in `dir`, created if needed, for components compiled by
-    /// `engine`.
+    /// A cache in `dir`, created (0700) if needed, for components compiled
+    /// by `engine`. An existing folder that another user owns, or that others
+    /// may write to, is refused: whoever can write there could have the host
+    /// run native code.
     pub fn new(dir: &Path, engine: &Engine) -> Result<Self> {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating the plugin cache {}", dir.display()))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .with_context(|| format!("restricting {} to its owner", dir.display()))?;
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating the plugin cache {}", dir.display()))?;
+        }
+        let meta = std::fs::metadata(dir)
+            .with_context(|| format!("reading the plugin cache {}", dir.display()))?;
+        let uid = std::fs::metadata("/proc/self")
+            .map(|m| m.uid())
+            .unwrap_or(meta.uid());
+        if !meta.is_dir() || meta.uid() != uid || meta.mode() & 0o022 != 0 {
+            anyhow::bail!(
+                "the plugin cache {} must be a folder of this user that no one else can write to (host.cache_dir; \"\" turns the cache off)",
+                dir.display()
+            );
         }
         let mut hasher = ShaHasher(Sha256::new());
         WASMTIME.hash(&mut hasher);

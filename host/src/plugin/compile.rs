@@ -57,9 +57,17 @@ impl Compiler {
     }
 
     /// Compiles with the running program, which must be a build of the
-    /// host's command line.
+    /// host's command line (or call [`serve_if_asked`] first thing). It is
+    /// run through `/proc/self/exe`, which is the image running even after
+    /// the file was replaced by an upgrade: the compiled code must match the
+    /// engine of this process.
     pub fn this_program() -> std::io::Result<Self> {
-        Ok(Compiler::at(std::env::current_exe()?))
+        let exe = PathBuf::from("/proc/self/exe");
+        if exe.exists() {
+            Ok(Compiler::at(exe))
+        } else {
+            Ok(Compiler::at(std::env::current_exe()?))
+        }
     }
 
     /// Compiles `wasm` into code for an engine configured like the host's.
@@ -97,14 +105,22 @@ impl Compiler {
             };
             let mut code = Vec::new();
             let mut message = Vec::new();
+            // Compiled code is bounded by the child's memory limit.
+            let max_code = u64::from(limits.memory_mib) * 1024 * 1024;
             let read = async {
-                let _ = stdout.read_to_end(&mut code).await;
+                let _ = (&mut stdout).take(max_code).read_to_end(&mut code).await;
             };
+            // The first bytes of the message are kept; the rest is read and
+            // dropped, so a chatty child never blocks on a full pipe.
             let read_err = async {
-                let _ = (&mut stderr)
-                    .take(MAX_ERROR as u64)
-                    .read_to_end(&mut message)
-                    .await;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stderr.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let room = MAX_ERROR.saturating_sub(message.len());
+                    message.extend_from_slice(&buf[..n.min(room)]);
+                }
             };
             tokio::join!(write, read, read_err);
             let status = child.wait().await;
@@ -139,12 +155,12 @@ impl Compiler {
             Some(libc_signal::SIGXCPU) | Some(libc_signal::SIGKILL) => Err(LoadError::TooSlow(
                 format!("compiling took more than {cpu} of CPU time (host.plugin_compile_timeout)"),
             )),
-            _ if message.contains("memory allocation") || message.contains("out of memory") => {
-                Err(LoadError::TooLarge(format!(
-                    "compiling needed more than {} MiB of memory (host.plugin_compile_memory_mib)",
-                    limits.memory_mib
-                )))
-            }
+            // Rust aborts when an allocation fails, and the child's only
+            // allocations that can fail are under its RLIMIT_DATA.
+            Some(libc_signal::SIGABRT) => Err(LoadError::TooLarge(format!(
+                "compiling needed more than {} MiB of memory (host.plugin_compile_memory_mib)",
+                limits.memory_mib
+            ))),
             Some(signal) => Err(LoadError::Compiler(format!(
                 "the compiler died (signal {signal}){}",
                 if message.is_empty() {
@@ -170,6 +186,7 @@ impl Compiler {
 
 /// Signal numbers the compiler's exit may carry (Linux).
 mod libc_signal {
+    pub const SIGABRT: i32 = 6;
     pub const SIGKILL: i32 = 9;
     pub const SIGXCPU: i32 = 24;
 }

@@ -11,6 +11,7 @@ mod cache;
 pub mod compile;
 pub mod contract;
 mod host;
+pub mod output;
 
 pub use cache::CompileCache;
 pub use compile::{CompileLimits, Compiler};
@@ -25,7 +26,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, UpdateDeadline,
 };
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 pub use host::HostState;
@@ -49,11 +50,6 @@ pub const POOL_INSTANCES: u32 = 1024;
 
 /// Bytes of each linear memory slot kept resident between instances.
 const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
-
-/// Bytes of a plugin's stdout and stderr kept per instance: a panic message
-/// fits. What is kept of one call's output is bounded again, to
-/// [`crate::text::MAX_OUTPUT`], where it is appended to a reason or logged.
-const OUTPUT_CAPACITY: usize = 16 * 1024;
 
 /// How a queue names a handler built into the host instead of a file.
 pub const BUILTIN_PREFIX: &str = "builtin:";
@@ -200,40 +196,60 @@ impl PluginEngine {
         Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)
             .context("linking the switchyard:plugin imports")?;
-        start_ticker(&engine)?;
-
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("switchyard-plugin")
-            .enable_all()
-            .build()
-            .context("starting the plugin runtime")?;
-
         let cache = cache_dir
             .map(|dir| CompileCache::new(dir, &engine))
             .transpose()?;
+        start_ticker(&engine)?;
+
+        // Built last, and wrapped at once: a runtime dropped bare on an
+        // async task would panic.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = PluginRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name("switchyard-plugin")
+                .enable_all()
+                .build()
+                .context("starting the plugin runtime")?,
+        ));
         Ok(PluginEngine {
             engine,
             linker: Arc::new(linker),
-            runtime: Arc::new(PluginRuntime(Some(runtime))),
+            runtime: Arc::new(runtime),
             cache,
             compiler,
         })
     }
 
-    /// Reads a plugin file, refusing one over `limits.max_bytes`.
+    /// Reads a plugin file, refusing one over `limits.max_bytes`. The file
+    /// is opened once and read from that handle, at most one byte past the
+    /// bound: a path that leads to a device or a pipe, or a file that grows
+    /// while it is read, cannot make the host read without end.
     pub fn read(path: &Path, limits: &LoadLimits) -> Result<PluginFile, LoadError> {
-        let size = std::fs::metadata(path)
-            .map_err(|e| LoadError::Read(e.to_string()))?
-            .len();
-        if size > limits.max_bytes {
-            return Err(LoadError::TooLarge(format!(
+        use std::io::Read;
+        let file = std::fs::File::open(path).map_err(|e| LoadError::Read(e.to_string()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| LoadError::Read(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(LoadError::Read("not a regular file".into()));
+        }
+        let too_large = |size: u64| {
+            LoadError::TooLarge(format!(
                 "the file is {size} bytes, more than host.max_plugin_mib allows ({} bytes)",
                 limits.max_bytes
-            )));
+            ))
+        };
+        if meta.len() > limits.max_bytes {
+            return Err(too_large(meta.len()));
         }
-        let bytes = std::fs::read(path).map_err(|e| LoadError::Read(e.to_string()))?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.take(limits.max_bytes + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| LoadError::Read(e.to_string()))?;
+        if bytes.len() as u64 > limits.max_bytes {
+            return Err(too_large(bytes.len() as u64));
+        }
         let digest = hex(&Sha256::digest(&bytes));
         Ok(PluginFile { bytes, digest })
     }
@@ -547,14 +563,7 @@ impl LoadedPlugin {
         // The epoch callback stops guest code; this also stops a call parked
         // in an async host import past its deadline.
         let result = tokio::time::timeout(cx.timeout, call).await;
-        let written = w.output.contents();
-        let captured = crate::text::bounded_lossy(
-            &written[w.output_seen.min(written.len())..],
-            crate::text::MAX_OUTPUT,
-        )
-        .trim()
-        .to_owned();
-        w.output_seen = written.len();
+        let captured = w.output.take(crate::text::MAX_OUTPUT);
         let completed = matches!(result, Ok(Ok(_)));
         let outcome = match result {
             Err(_) => Outcome::Failed {
@@ -582,7 +591,6 @@ impl LoadedPlugin {
         // timeout or a cap hit it cannot (or must not) be entered again.
         if let Some(pool) = pool
             && completed
-            && w.output_seen < OUTPUT_CAPACITY / 2
         {
             pool.put(w);
         }
@@ -612,14 +620,12 @@ struct Warm {
     store: Store<HostState>,
     bindings: Option<Plugin>,
     /// What the plugin writes to stdout and stderr, interleaved.
-    output: MemoryOutputPipe,
-    /// Bytes of output already reported.
-    output_seen: usize,
+    output: output::CapturedOutput,
 }
 
 impl Warm {
     fn new(engine: &PluginEngine, cx: &CallContext, plugin: &LoadedPlugin) -> Self {
-        let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let output = output::CapturedOutput::default();
         let mut wasi = WasiCtx::builder();
         wasi.stdout(output.clone()).stderr(output.clone());
         let state = HostState {
@@ -638,7 +644,6 @@ impl Warm {
             store,
             bindings: None,
             output,
-            output_seen: 0,
         }
     }
 

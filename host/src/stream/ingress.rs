@@ -15,13 +15,14 @@ use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use super::read::{self, Bounds, ROUTE, ReadEntry, ReadMode, SCRIPT_BUDGET};
+use super::read::{self, Bounds, ReadEntry, ReadMode, SCRIPT_BUDGET};
+use super::scripts::ROUTE;
 use super::{Keys, dead_fields, now_rfc3339};
 use crate::admin::metrics::Metrics;
 use crate::config::MissingGroup;
 use crate::failpoint;
 use crate::message::MAX_FIELDS;
-use crate::redis_conn::{Backoff, Doing, Doorbell, FailureKind, Health, StreamResult};
+use crate::redis_conn::{Backoff, Doing, Doorbell, Health, RedisFailure, StreamResult};
 use crate::router::{Decision, Router};
 use crate::text::bounded;
 
@@ -119,7 +120,7 @@ impl IngressRouter {
                     }
                 }
                 Err(e) => {
-                    if e.kind == FailureKind::MissingGroup {
+                    if e.kind == RedisFailure::MissingGroup {
                         self.group_missing().await;
                     } else {
                         self.health.failed(&e);

@@ -20,6 +20,7 @@ pub mod ingress;
 pub mod queue;
 pub mod read;
 pub mod retention;
+pub mod scripts;
 
 use anyhow::{Context, Result, bail};
 use redis::Value;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use redis::Value;
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 
-use super::read::{self, Bounds, ReadBatch, ReadEntry, ReadMode, SETTLE_DEAD};
+use super::read::{self, Bounds, ReadBatch, ReadEntry, ReadMode};
+use super::scripts::{RENEW, RETRY_LATER, SETTLE_DEAD};
 use super::{Keys, dead_fields, now_rfc3339, parse_read};
 use crate::message::MAX_FIELDS;
 use crate::redis_conn::{Doing, StreamError, StreamResult};
@@ -44,21 +45,6 @@ impl FailureHistory {
         }
     }
 }
-
-/// For each entry id: if it is pending for this consumer, XCLAIM it to this
-/// consumer again with JUSTID, which resets its idle time and leaves its
-/// delivery count alone. KEYS[1]: stream; ARGV: group, consumer, ids.
-const RENEW_SCRIPT: &str = r#"
-local renewed = 0
-for i = 3, #ARGV do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if p[1] and p[1][2] == ARGV[2] then
-    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
-    renewed = renewed + 1
-  end
-end
-return renewed
-"#;
 
 /// A queue's stream, group and consumer.
 #[derive(Clone)]
@@ -152,7 +138,9 @@ impl QueueStream {
             count,
             Bounds {
                 max_bytes,
-                max_fields: MAX_FIELDS,
+                // The router adds `type` and `id` to a copy when the
+                // producer left them out.
+                max_fields: MAX_FIELDS + 2,
             },
         )
         .await
@@ -162,8 +150,7 @@ impl QueueStream {
     /// other consumer takes them over; an entry another consumer has taken
     /// meanwhile is left alone. Returns how many were renewed.
     pub async fn renew_leases(&self, ids: &[String]) -> StreamResult<u64> {
-        let script = redis::Script::new(RENEW_SCRIPT);
-        let mut inv = script.key(&self.stream);
+        let mut inv = RENEW.key(&self.stream);
         inv.arg(&self.group).arg(&self.consumer);
         for id in ids {
             inv.arg(id);
@@ -212,38 +199,43 @@ impl QueueStream {
     /// record its failures, and set its idle clock so that it becomes
     /// claimable (idle for `visibility_timeout`) after `delay`. The schedule
     /// lives in Redis, so another host, or this one after a restart, keeps
-    /// it.
+    /// it. Returns false when the message was no longer this consumer's
+    /// (another host took it over), and nothing was done.
     pub async fn retry_later(
         &self,
         id: &str,
         visibility_timeout: Duration,
         delay: Duration,
         history: &FailureHistory,
-    ) -> StreamResult<()> {
+    ) -> StreamResult<bool> {
         let idle = visibility_timeout.saturating_sub(delay).as_millis() as u64;
         let record = serde_json::to_string(history)
             .map_err(|e| StreamError::protocol("recording failures", e.to_string()))?;
-        let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .cmd("XCLAIM")
-            .arg(&self.stream)
+        let mut inv = RETRY_LATER.key(&self.stream);
+        inv.key(&self.errors)
             .arg(&self.group)
             .arg(&self.consumer)
-            .arg(0)
             .arg(id)
-            .arg("IDLE")
             .arg(idle)
-            .arg("JUSTID")
-            .ignore()
-            .cmd("HSET")
+            .arg(record);
+        let mut conn = self.conn.clone();
+        let scheduled: i64 = inv
+            .invoke_async(&mut conn)
+            .await
+            .doing(|| format!("scheduling a retry of {id} on {:?}", self.stream))?;
+        Ok(scheduled == 1)
+    }
+
+    /// Forgets the failures recorded for messages that no longer exist
+    /// (their entries were deleted from the stream).
+    pub async fn forget(&self, ids: &[String]) -> StreamResult<()> {
+        let mut conn = self.conn.clone();
+        redis::cmd("HDEL")
             .arg(&self.errors)
-            .arg(id)
-            .arg(record)
-            .ignore()
+            .arg(ids)
             .query_async::<()>(&mut conn)
             .await
-            .doing(|| format!("scheduling a retry of {id} on {:?}", self.stream))
+            .doing(|| format!("forgetting failures on {:?}", self.stream))
     }
 
     /// The failures recorded for a pending message.
@@ -267,9 +259,11 @@ impl QueueStream {
     }
 
     /// Moves an entry to the dead-letter stream with `reason` and acks it, in
-    /// one step. Its fields are copied inside Redis (see
-    /// `lua/dead_letter.lua`), so an entry the host did not read whole can
-    /// be dead-lettered too.
+    /// one step, if it is still pending for this consumer. Its fields are
+    /// copied inside Redis (see `lua/dead_letter.lua`), so an entry the host
+    /// did not read whole can be dead-lettered too. Returns the dead letter's
+    /// id, or `None` when the message was no longer this consumer's (another
+    /// host took it over, or this call was already made).
     pub async fn dead_letter(
         &self,
         id: &str,
@@ -277,10 +271,10 @@ impl QueueStream {
         attempts: u32,
         plugin: &str,
         history: Option<&FailureHistory>,
-    ) -> StreamResult<String> {
+    ) -> StreamResult<Option<String>> {
         let mut inv = SETTLE_DEAD.key(&self.stream);
         inv.key(&self.dead).key(&self.errors);
-        inv.arg(&self.group).arg(id);
+        inv.arg(&self.group).arg(&self.consumer).arg(id);
         let attempts = attempts.to_string();
         let at = now_rfc3339();
         let mut host: Vec<(&str, String)> = vec![

@@ -1,5 +1,4 @@
-//! Reading entries through a consumer group within size bounds, and the
-//! Lua scripts every atomic step runs.
+//! Reading entries through a consumer group within size bounds.
 //!
 //! Producers decide how large an entry is. The router must not hold more
 //! than its batch of entries of at most `max_entry_kib` each, so it reads
@@ -10,45 +9,14 @@
 //! claims of abandoned entries go through the same script, which is also the
 //! one place XAUTOCLAIM replies are parsed.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Value;
 use redis::aio::ConnectionLike;
 
 use super::{Entry, bytes, string};
-use crate::message::{Fields, MAX_FIELDS};
+use crate::message::Fields;
 use crate::redis_conn::{Doing, StreamError, StreamResult};
-
-const DEAD_LETTER_LUA: &str = include_str!("lua/dead_letter.lua");
-
-/// A script that writes: run only when Redis has memory for it (the
-/// `#!lua` header makes Redis refuse it under OOM before it starts, rather
-/// than at its first write), with the dead-letter helpers.
-fn writing_script(body: &str) -> redis::Script {
-    redis::Script::new(&format!(
-        "#!lua\nlocal MAX_FIELD_VALUES = {}\n{DEAD_LETTER_LUA}\n{body}",
-        2 * MAX_FIELDS
-    ))
-}
-
-/// Routes a batch of ingress entries (see `lua/route.lua`).
-pub(crate) static ROUTE: LazyLock<redis::Script> =
-    LazyLock::new(|| writing_script(include_str!("lua/route.lua")));
-
-/// Dead-letters one queue message (see `lua/settle_dead.lua`).
-pub(crate) static SETTLE_DEAD: LazyLock<redis::Script> =
-    LazyLock::new(|| writing_script(include_str!("lua/settle_dead.lua")));
-
-/// Reads within bounds (see `lua/read.lua`). It only moves entries between
-/// a group's lists, so it may run when Redis is out of memory: that is
-/// when draining matters most.
-static READ: LazyLock<redis::Script> = LazyLock::new(|| {
-    redis::Script::new(&format!(
-        "#!lua flags=allow-oom\n{}",
-        include_str!("lua/read.lua")
-    ))
-});
 
 /// Which entries to read.
 #[derive(Debug, Clone, Copy)]
@@ -129,7 +97,7 @@ pub async fn read<C: ConnectionLike>(
     count: usize,
     bounds: Bounds,
 ) -> StreamResult<ReadBatch> {
-    let mut inv = READ.key(stream);
+    let mut inv = super::scripts::READ.key(stream);
     inv.arg(group)
         .arg(consumer)
         .arg(count)

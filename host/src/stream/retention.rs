@@ -16,15 +16,6 @@ use super::{info_field as get, info_pairs as pairs, string};
 use crate::config::RetentionSettings;
 use crate::redis_conn::{Doing, StreamError, StreamResult};
 
-/// Removes a consumer only if nothing is pending for it, atomically.
-/// KEYS[1]: stream; ARGV: group, consumer.
-const DELETE_CONSUMER: &str = r#"
-if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) == 0 then
-  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
-end
-return -1
-"#;
-
 /// A stream entry id as numbers, for comparing.
 fn parse_id(id: &str) -> Option<(u64, u64)> {
     let (ms, seq) = id.split_once('-')?;
@@ -168,7 +159,6 @@ pub async fn remove_idle_consumers<C: ConnectionLike>(
     let Value::Array(consumers) = consumers else {
         return Ok(Vec::new());
     };
-    let script = redis::Script::new(DELETE_CONSUMER);
     let mut removed = Vec::new();
     for c in &consumers {
         let c = pairs(c);
@@ -182,7 +172,7 @@ pub async fn remove_idle_consumers<C: ConnectionLike>(
         if name == keep || int("pending") > 0 || int("idle") < idle.as_millis() as u64 {
             continue;
         }
-        let deleted: i64 = script
+        let deleted: i64 = super::scripts::DELETE_CONSUMER
             .key(stream)
             .arg(group)
             .arg(&name)

@@ -5,7 +5,8 @@
 //! - `forge`: a log line, output and a reason with newlines and what looks
 //!   like a log line of the host's after them;
 //! - `print-then-trap`: prints to stdout, then panics;
-//! - `print`: prints to stdout and succeeds.
+//! - `print`: prints to stdout and succeeds;
+//! - `print-lots`: prints `bytes` bytes to stdout, then succeeds.
 
 wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
 
@@ -38,8 +39,15 @@ impl Guest for Hostile {
                 println!("hello from stdout");
                 panic!("after printing");
             }
-            "print" => {
+                        "print" => {
                 println!("printed by {}", message.id);
+                Ok(())
+            }
+            "print-lots" => {
+                let line = "y".repeat(1023);
+                for _ in 0..bytes / 1024 {
+                    println!("{line}");
+                }
                 Ok(())
             }
             _ => Ok(()),

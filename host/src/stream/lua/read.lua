@@ -70,8 +70,14 @@ if mode == 'new' then
     grow(before, #got)
   end
 else
+  -- Each XAUTOCLAIM scans at most ten times COUNT pending entries; a few
+  -- calls per script keep one call short however long the pending list
+  -- (messages waiting for a retry stay pending). The caller resumes from
+  -- the cursor returned.
   cursor = ARGV[9]
+  local calls = 0
   repeat
+    calls = calls + 1
     local want = math.min(chunk, count - #out)
     local r = redis.call('XAUTOCLAIM', KEYS[1], group, consumer, ARGV[8], cursor, 'COUNT', want)
     local before = loaded
@@ -79,10 +85,15 @@ else
     for _, e in ipairs(r[2]) do
       take(e)
     end
-    grow(before, #r[2])
+    if #r[2] == 0 then
+      -- Nothing due in that stretch: scan a wider one next.
+      chunk = math.min(chunk * 2, CHUNK)
+    else
+      grow(before, #r[2])
+    end
     for _, id in ipairs(r[3] or {}) do
       deleted[#deleted + 1] = id
     end
-  until cursor == '0-0' or #out >= count or loaded >= budget
+  until cursor == '0-0' or #out >= count or loaded >= budget or calls >= 8
 end
 return {cursor, deleted, out}

@@ -1,8 +1,9 @@
--- Routes a batch of ingress entries in one step. For each entry: XACK it
--- and, only if that ack took it off the pending list (no other router got
--- there first), add its copies to the queue streams and its dead letters.
--- A crash leaves all of the batch done or none of it, and an entry two
--- routers read is routed once.
+-- Routes a batch of ingress entries in one step. For each entry still
+-- pending (no other router routed it first): add its copies to the queue
+-- streams and its dead letters, then XACK it, last, so that a write that
+-- fails leaves the entry pending rather than acknowledged. A crash leaves
+-- all of the batch done or none of it, and an entry two routers read is
+-- routed once.
 --
 -- KEYS[1]: the ingress stream; KEYS[2]: the dead-letter stream; KEYS[3..]:
 -- queue streams.
@@ -47,13 +48,14 @@ for _ = 1, n do
     end
     dead[d] = host
   end
-  if redis.call('XACK', KEYS[1], group, id) == 1 then
+  if #redis.call('XPENDING', KEYS[1], group, id, id, 1) == 1 then
     for c = 1, nc do
       redis.call('XADD', copies[c], '*', unpack(fields))
     end
     for d = 1, nd do
       dead_letter(KEYS[2], KEYS[1], id, dead[d])
     end
+    redis.call('XACK', KEYS[1], group, id)
     done = done + 1
   end
 end

@@ -1,0 +1,21 @@
+-- The newest dead letters, summarised: each record's own fields (dead-*)
+-- and its message type and id, every value cut to `max` bytes, without
+-- the rest of the message (which may be large).
+--
+-- KEYS[1]: the dead-letter stream. ARGV: how many, max bytes.
+local n, max = tonumber(ARGV[1]), tonumber(ARGV[2])
+local out = {}
+for _, e in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', n)) do
+  local kept = {}
+  local fields = e[2]
+  for i = 1, #fields, 2 do
+    local name = fields[i]
+    if string.sub(name, 1, 5) == 'dead-' or name == 'type' or name == 'id'
+        or name == 'cap-msg-name' or name == 'cap-msg-id' then
+      kept[#kept + 1] = name
+      kept[#kept + 1] = string.sub(fields[i + 1], 1, max)
+    end
+  end
+  out[#out + 1] = {e[1], kept}
+end
+return out
