@@ -18,13 +18,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::metrics::QueueMetrics;
 use crate::config::{MissingGroup, QueueConfig};
+use crate::message::MAX_FIELDS;
 use crate::message::{Message, entry_bytes};
 use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WarmPool, WitMessage};
-use crate::redis_conn::{Backoff, Health, Reader, RedisFailure, StreamError, StreamResult};
+use crate::redis_conn::{Backoff, Health, RedisFailure, StreamError, StreamResult};
 use crate::router::human_size;
+use crate::stream::bounded::BoundedReader;
 use crate::stream::now_rfc3339;
 use crate::stream::queue::{FailureHistory, QueueStream};
-use crate::stream::read::ReadEntry;
+use crate::stream::read::{Bounds, ReadEntry};
 
 /// What a queue runs with now: its settings and its plugin version. Swapped
 /// whole on a reload; each message loads it once, at its start, so a message
@@ -245,7 +247,7 @@ pub struct QueueParts {
     pub slots: Arc<Slots>,
     pub engine: PluginEngine,
     pub stream: QueueStream,
-    pub reader: Reader,
+    pub reader: BoundedReader,
     pub metrics: Arc<QueueMetrics>,
     pub health: Arc<Health>,
 }
@@ -280,7 +282,9 @@ impl WorkerTasks {
 /// The workers of one queue in one host.
 pub struct QueueWorker {
     shared: Arc<Shared>,
-    reader: Reader,
+    /// Blocking reads of new messages, bounded by the queue's
+    /// `max_entry_kib`: a connection of its own.
+    reader: BoundedReader,
     acks: mpsc::UnboundedReceiver<AckRequest>,
 }
 
@@ -426,16 +430,21 @@ impl QueueWorker {
                 let block = next_claim
                     .saturating_duration_since(now)
                     .max(Duration::from_millis(10));
-                let conn = self.reader.get().await?;
-                let read = self
-                    .shared
-                    .stream
-                    .read_new(conn, permits.len(), block)
-                    .await;
-                if read.is_err() {
-                    self.reader.reset();
-                }
-                read
+                self.reader
+                    .read_new(
+                        &self.shared.stream.stream,
+                        self.shared.stream.group(),
+                        &self.shared.stream.consumer,
+                        permits.len(),
+                        block,
+                        Bounds {
+                            max_bytes: queue.max_entry_bytes,
+                            // The router adds `type` and `id` to a copy
+                            // when the producer left them out.
+                            max_fields: MAX_FIELDS + 2,
+                        },
+                    )
+                    .await
             };
             let batch: Vec<ReadEntry> = match batch.await {
                 Ok(b) => {

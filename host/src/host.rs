@@ -21,9 +21,10 @@ use crate::dispatch::{QueueParts, QueueRuntime, QueueWorker, Slots, WorkerTasks}
 use crate::plugin::{
     CompileLimits, Compiler, LoadError, LoadLimits, LoadedPlugin, POOL_INSTANCES, PluginEngine,
 };
-use crate::redis_conn::{self, Doorbell, Health, Reader};
+use crate::redis_conn::{self, Health};
 use crate::router::Router;
 use crate::shutdown::Shutdown;
+use crate::stream::bounded::BoundedReader;
 use crate::stream::ingress::IngressRouter;
 use crate::stream::queue::QueueStream;
 use crate::stream::{Keys, ensure_group, retention};
@@ -408,7 +409,7 @@ impl Supervisor {
     fn start_router(&self) {
         let router = IngressRouter {
             conn: self.conn.clone(),
-            doorbell: Doorbell::new(&self.client, &self.config.ingress.stream),
+            reader: BoundedReader::new(&self.client),
             keys: self.keys.clone(),
             consumer: self.consumer.clone(),
             router: self.router.clone(),
@@ -478,7 +479,7 @@ impl Supervisor {
             slots: slots.clone(),
             engine: self.engine.clone(),
             stream: QueueStream::new(self.conn.clone(), &self.keys, &name, &self.consumer),
-            reader: Reader::new(self.client.clone()),
+            reader: BoundedReader::new(&self.client),
             metrics: self.metrics.queue(&name),
             health: self.health.clone(),
         });

@@ -1,17 +1,11 @@
-//! Connections to Redis: a shared, self-reconnecting connection for ordinary
-//! commands, one dedicated connection per blocking reader, the router's
-//! doorbell, and the failures the loops act on.
+//! Connections to Redis: the shared, self-reconnecting connection for
+//! ordinary commands, and the failures the loops act on. Blocking reads have
+//! connections of their own ([`crate::stream::bounded`]).
 
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind};
-use tokio::sync::mpsc;
-
-/// The longest a blocking read waits; the reader's response timeout is set
-/// above it, so a slow answer is not taken for a dead server.
-pub const MAX_BLOCK: Duration = Duration::from_secs(2);
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 /// Longest wait between two attempts to reach Redis, for the loops and the
 /// shared connection alike: once Redis is back, work resumes within it (plus
@@ -19,7 +13,7 @@ pub const MAX_BLOCK: Duration = Duration::from_secs(2);
 pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// The form a Redis URL takes, for error messages.
-pub const URL_FORM: &str = "redis://[user:password@]host[:port][/db] (or rediss:// for TLS)";
+pub const URL_FORM: &str = "redis://[user:password@]host[:port][/db] or redis+unix:///path";
 
 /// Why a Redis call failed, as the loops act on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,26 +47,40 @@ pub type StreamResult<T> = std::result::Result<T, StreamError>;
 impl StreamError {
     /// A Redis error met while doing `what`.
     pub fn redis(what: impl Into<String>, e: &redis::RedisError) -> Self {
-        let kind = if e.code() == Some("NOGROUP") {
-            RedisFailure::MissingGroup
-        } else if e.is_io_error()
+        let kind = if e.is_io_error()
             || e.is_connection_refusal()
             || e.is_connection_dropped()
             || e.is_timeout()
             || e.is_unrecoverable_error()
-            || matches!(
-                e.code(),
-                Some("LOADING" | "MASTERDOWN" | "TRYAGAIN" | "BUSY" | "CLUSTERDOWN")
-            )
         {
             RedisFailure::Outage
         } else {
-            RedisFailure::Refused
+            e.code().map_or(RedisFailure::Refused, kind_of_code)
         };
         StreamError {
             kind,
             what: what.into(),
             detail: e.to_string(),
+        }
+    }
+
+    /// An I/O error while doing `what`: Redis could not be reached.
+    pub fn io(what: impl Into<String>, e: std::io::Error) -> Self {
+        StreamError {
+            kind: RedisFailure::Outage,
+            what: what.into(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// An error reply (the line after its `-`) while doing `what`.
+    pub fn from_reply(what: impl Into<String>, line: &[u8]) -> Self {
+        let line = String::from_utf8_lossy(line).into_owned();
+        let code = line.split_whitespace().next().unwrap_or("");
+        StreamError {
+            kind: kind_of_code(code),
+            what: what.into(),
+            detail: line,
         }
     }
 
@@ -90,6 +98,17 @@ impl StreamError {
     }
 }
 
+/// How an error reply's code is treated: a missing group, Redis unable to
+/// serve for now (loading its data, its master down, busy with a script),
+/// or a refusal.
+fn kind_of_code(code: &str) -> RedisFailure {
+    match code {
+        "NOGROUP" => RedisFailure::MissingGroup,
+        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "BUSY" | "CLUSTERDOWN" => RedisFailure::Outage,
+        _ => RedisFailure::Refused,
+    }
+}
+
 /// Adds what the host was doing to a Redis result.
 pub trait Doing<T> {
     fn doing(self, what: impl FnOnce() -> String) -> StreamResult<T>;
@@ -104,7 +123,10 @@ impl<T> Doing<T> for redis::RedisResult<T> {
 /// Checks that a Redis URL is one the host can use, naming the expected
 /// form when it is not.
 pub fn client(url: &str) -> Result<redis::Client> {
-    let scheme_ok = ["redis://", "rediss://", "redis+unix://", "unix://"]
+    if url.starts_with("rediss://") {
+        bail!("{url:?}: TLS connections to Redis are not supported yet; expected {URL_FORM}");
+    }
+    let scheme_ok = ["redis://", "redis+unix://", "unix://"]
         .iter()
         .any(|s| url.starts_with(s));
     if !scheme_ok {
@@ -168,160 +190,6 @@ pub async fn connect_patiently(
             _ = stop.cancelled() => return Ok(None),
             _ = tokio::time::sleep(backoff.delay()) => {}
         }
-    }
-}
-
-/// A dedicated connection for blocking reads, opened on first use and again
-/// after an error.
-pub struct Reader {
-    client: redis::Client,
-    conn: Option<MultiplexedConnection>,
-}
-
-impl std::fmt::Debug for Reader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader")
-            .field("connected", &self.conn.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Reader {
-    pub fn new(client: redis::Client) -> Self {
-        Reader { client, conn: None }
-    }
-
-    pub async fn get(&mut self) -> StreamResult<&mut MultiplexedConnection> {
-        if self.conn.is_none() {
-            let config = AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(Duration::from_secs(2)))
-                .set_response_timeout(Some(MAX_BLOCK + Duration::from_secs(5)));
-            let conn = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config)
-                .await
-                .doing(|| format!("connecting to Redis at {}", describe(&self.client)))?;
-            self.conn = Some(conn);
-        }
-        Ok(self.conn.as_mut().expect("just connected"))
-    }
-
-    /// Drops the connection after an error; the next `get` reconnects.
-    pub fn reset(&mut self) {
-        self.conn = None;
-    }
-}
-
-/// Wakes the router when the ingress stream changes, without reading it.
-///
-/// A blocking XREADGROUP would hand over whatever a producer wrote, however
-/// large; the router instead reads through a script that keeps oversized
-/// entries in Redis, and a script cannot block. So it waits on Redis's
-/// client-side caching invalidations (`CLIENT TRACKING ON BCAST PREFIX`):
-/// on a RESP3 connection of its own, Redis pushes the name of a key, not
-/// its content, whenever a command changes it. Should that connection
-/// fail or tracking be refused, the router polls.
-pub struct Doorbell {
-    client: Option<redis::Client>,
-    prefix: String,
-    conn: Option<MultiplexedConnection>,
-    tx: mpsc::UnboundedSender<PushInfo>,
-    rx: mpsc::UnboundedReceiver<PushInfo>,
-    warned: bool,
-}
-
-impl std::fmt::Debug for Doorbell {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Doorbell")
-            .field("prefix", &self.prefix)
-            .field("connected", &self.conn.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-/// How often a router looks for new entries when its doorbell cannot ring.
-const POLL: Duration = Duration::from_millis(50);
-
-impl Doorbell {
-    /// A doorbell for changes of `key` (and of keys it is a prefix of).
-    pub fn new(client: &redis::Client, key: &str) -> Self {
-        let info = client.get_connection_info().clone();
-        let settings = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        let client = redis::Client::open(info.set_redis_settings(settings)).ok();
-        let (tx, rx) = mpsc::unbounded_channel();
-        Doorbell {
-            client,
-            prefix: key.to_owned(),
-            conn: None,
-            tx,
-            rx,
-            warned: false,
-        }
-    }
-
-    /// Forgets what rang so far. Call it before looking for work, so that a
-    /// change made after the look rings in the next [`Doorbell::wait`].
-    pub fn clear(&mut self) {
-        while let Ok(push) = self.rx.try_recv() {
-            if push.kind == PushKind::Disconnection {
-                self.conn = None;
-            }
-        }
-    }
-
-    /// Waits until the key changes, `fallback` passes, or the connection
-    /// breaks. Right after (re)connecting it returns at once: a change may
-    /// have been missed while it was not listening.
-    pub async fn wait(&mut self, fallback: Duration) {
-        if self.conn.is_none() {
-            match self.connect().await {
-                Ok(()) => return,
-                Err(e) => {
-                    if !self.warned {
-                        self.warned = true;
-                        tracing::warn!(error = %e, "Redis will not notify the router of new entries; polling every 50ms instead.");
-                    }
-                    tokio::time::sleep(POLL).await;
-                    return;
-                }
-            }
-        }
-        if let Ok(Some(push)) = tokio::time::timeout(fallback, self.rx.recv()).await
-            && push.kind == PushKind::Disconnection
-        {
-            self.conn = None;
-        }
-    }
-
-    async fn connect(&mut self) -> StreamResult<()> {
-        let Some(client) = &self.client else {
-            return Err(StreamError::protocol(
-                "enabling change notifications",
-                "this connection cannot use RESP3",
-            ));
-        };
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_push_sender(self.tx.clone());
-        let mut conn = client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .doing(|| "connecting for change notifications".into())?;
-        redis::cmd("CLIENT")
-            .arg("TRACKING")
-            .arg("ON")
-            .arg("BCAST")
-            .arg("PREFIX")
-            .arg(&self.prefix)
-            .query_async::<()>(&mut conn)
-            .await
-            .doing(|| "enabling change notifications (CLIENT TRACKING)".into())?;
-        self.conn = Some(conn);
-        Ok(())
     }
 }
 
@@ -407,7 +275,9 @@ mod tests {
     fn a_url_without_a_redis_scheme_names_the_expected_form() {
         let e = client("127.0.0.1:6379").unwrap_err().to_string();
         assert!(e.contains("is not a Redis URL: expected redis://"), "{e}");
-        assert!(client("redis://127.0.0.1:6379/").is_ok());
+                assert!(client("redis://127.0.0.1:6379/").is_ok());
+        let e = client("rediss://example.com/").unwrap_err().to_string();
+        assert!(e.contains("TLS connections to Redis are not supported yet"), "{e}");
     }
 
     #[test]

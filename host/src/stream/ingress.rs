@@ -1,11 +1,9 @@
 //! The router loop: reads the ingress stream through the consumer group and
 //! fans each entry out to its queues, or dead-letters it, in one atomic step.
 //!
-//! What the router reads is bounded: entries come through the read script,
-//! at most `ingress.batch` of them, none over `ingress.max_entry_kib` (those
-//! are dead-lettered by the route script, copied inside Redis). It waits for
-//! new entries on a doorbell that carries no data (see
-//! [`crate::redis_conn::Doorbell`]).
+//! What the router reads is bounded: at most `ingress.batch` entries, none
+//! held over `ingress.max_entry_kib` (see [`super::bounded`]); those are
+//! dead-lettered by the route script, copied inside Redis.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,28 +13,28 @@ use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use super::read::{self, Bounds, ReadEntry, ReadMode, SCRIPT_BUDGET};
+use super::bounded::BoundedReader;
+use super::read::{self, Bounds, ReadEntry, SCRIPT_BUDGET};
 use super::scripts::ROUTE;
 use super::{Keys, dead_fields, now_rfc3339};
 use crate::admin::metrics::Metrics;
 use crate::config::MissingGroup;
 use crate::failpoint;
 use crate::message::MAX_FIELDS;
-use crate::redis_conn::{Backoff, Doing, Doorbell, Health, RedisFailure, StreamResult};
+use crate::redis_conn::{Backoff, Doing, Health, RedisFailure, StreamResult};
 use crate::router::{Decision, Router};
 use crate::text::bounded;
 
-/// How long the router waits for its doorbell before it looks anyway, in
-/// case a notification was lost. Also bounds how long shutdown waits for
-/// the router to notice.
-const WAKE_AT_LEAST_EVERY: Duration = Duration::from_millis(500);
+/// How long one blocking read waits for new entries. Also bounds how long
+/// shutdown waits for the router to notice.
+const BLOCK: Duration = Duration::from_millis(500);
 
 /// Reads the ingress stream and routes what it reads.
 pub struct IngressRouter {
-    /// Reads, claims and the route script.
+    /// Claims and the route script.
     pub conn: ConnectionManager,
-    /// Rings when the ingress stream changes.
-    pub doorbell: Doorbell,
+    /// Blocking reads of new entries, bounded: a connection of its own.
+    pub reader: BoundedReader,
     pub keys: Keys,
     pub consumer: String,
     /// The routes and the ingress settings, swapped whole on a reload.
@@ -68,22 +66,22 @@ impl IngressRouter {
         let mut next_claim = tokio::time::Instant::now();
         let mut backoff = Backoff::default();
         while !cancel.is_cancelled() {
-            // Whatever changes the stream from here on rings the doorbell.
-            self.doorbell.clear();
             let step = async {
                 let router = self.router.load_full();
                 let now = tokio::time::Instant::now();
                 let mut entries = Vec::new();
                 if now >= next_claim {
-                    let claimed = self
-                        .read(
-                            &router,
-                            ReadMode::Claim {
-                                min_idle: router.ingress.visibility_timeout,
-                                cursor: &claim_cursor,
-                            },
-                        )
-                        .await?;
+                    let claimed = read::claim(
+                        &mut self.conn,
+                        &router.ingress.stream,
+                        self.keys.group(),
+                        &self.consumer,
+                        router.ingress.visibility_timeout,
+                        &claim_cursor,
+                        router.ingress.batch,
+                        bounds(&router),
+                    )
+                    .await?;
                     if claimed.cursor == "0-0" {
                         next_claim = now + router.ingress.visibility_timeout / 4;
                     }
@@ -98,25 +96,32 @@ impl IngressRouter {
                     entries = claimed.entries;
                 }
                 if entries.is_empty() {
-                    entries = self.read(&router, ReadMode::New).await?.entries;
+                    entries = self
+                        .reader
+                        .read_new(
+                            &router.ingress.stream,
+                            self.keys.group(),
+                            &self.consumer,
+                            router.ingress.batch,
+                            BLOCK,
+                            bounds(&router),
+                        )
+                        .await?;
                 }
-                if !entries.is_empty() {
+                                if !entries.is_empty() {
+                    // The routes as they are now, not as they were when the
+                    // read began: an edit may have landed while it waited.
+                    let router = self.router.load_full();
                     self.route(&router, &entries).await?;
                 }
                 StreamResult::Ok(entries.len())
             };
             match step.await {
-                Ok(read) => {
+                Ok(_) => {
                     backoff.reset();
                     self.health.ok();
                     if std::mem::take(&mut self.group_reported) {
                         tracing::info!(stream = %self.stream(), "The ingress consumer group is back; routing again.");
-                    }
-                    if read == 0 {
-                        tokio::select! {
-                            _ = cancel.cancelled() => {}
-                            _ = self.doorbell.wait(WAKE_AT_LEAST_EVERY) => {}
-                        }
                     }
                 }
                 Err(e) => {
@@ -133,22 +138,6 @@ impl IngressRouter {
             }
         }
         tracing::info!(stream = %self.stream(), "Router stopped.");
-    }
-
-    async fn read(&mut self, router: &Router, mode: ReadMode<'_>) -> StreamResult<read::ReadBatch> {
-        read::read(
-            &mut self.conn,
-            &router.ingress.stream,
-            self.keys.group(),
-            &self.consumer,
-            mode,
-            router.ingress.batch,
-            Bounds {
-                max_bytes: router.ingress.max_entry_bytes,
-                max_fields: MAX_FIELDS,
-            },
-        )
-        .await
     }
 
     /// The ingress group is gone: said loudly, and recreated at the start of
@@ -272,6 +261,14 @@ impl IngressRouter {
             .dead_lettered
             .fetch_add(dead, Ordering::Relaxed);
         Ok(())
+    }
+}
+
+/// What the router holds of an entry at most.
+fn bounds(router: &Router) -> Bounds {
+    Bounds {
+        max_bytes: router.ingress.max_entry_bytes,
+        max_fields: MAX_FIELDS,
     }
 }
 

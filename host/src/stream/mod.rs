@@ -16,6 +16,7 @@
 //! its stream's history, so entries added before the host first ran are
 //! handled too.
 
+pub mod bounded;
 pub mod ingress;
 pub mod queue;
 pub mod read;

@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use redis::Value;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::aio::ConnectionManager;
 
-use super::read::{self, Bounds, ReadBatch, ReadEntry, ReadMode};
+use super::read::{self, Bounds, ReadBatch};
 use super::scripts::{RENEW, RETRY_LATER, SETTLE_DEAD};
-use super::{Keys, dead_fields, now_rfc3339, parse_read};
+use super::{Keys, dead_fields, now_rfc3339};
 use crate::message::MAX_FIELDS;
 use crate::redis_conn::{Doing, StreamError, StreamResult};
 
@@ -80,41 +79,9 @@ impl QueueStream {
         }
     }
 
-    /// Reads up to `count` entries never delivered to any consumer, waiting
-    /// up to `block` for one to arrive. Uses `reader`, a connection of its
-    /// own, since it blocks. The queue's stream is written by the router,
-    /// within the queue's `max_entry_kib`, so this read is bounded by
-    /// `count` entries of that size.
-    pub async fn read_new(
-        &self,
-        reader: &mut MultiplexedConnection,
-        count: usize,
-        block: Duration,
-    ) -> StreamResult<Vec<ReadEntry>> {
-        let reply: Value = redis::cmd("XREADGROUP")
-            .arg("GROUP")
-            .arg(&self.group)
-            .arg(&self.consumer)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(block.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&self.stream)
-            .arg(">")
-            .query_async(reader)
-            .await
-            .doing(|| format!("reading queue stream {:?}", self.stream))?;
-        let entries = parse_read(&reply).map_err(|e| {
-            StreamError::protocol(format!("reading {:?}", self.stream), e.to_string())
-        })?;
-        Ok(entries
-            .into_iter()
-            .map(|entry| ReadEntry::Whole {
-                entry,
-                deliveries: 1,
-            })
-            .collect())
+    /// The consumer group's name.
+    pub fn group(&self) -> &str {
+        &self.group
     }
 
     /// Takes over up to `count` entries pending for longer than `min_idle`:
@@ -129,12 +96,13 @@ impl QueueStream {
         max_bytes: usize,
     ) -> StreamResult<ReadBatch> {
         let mut conn = self.conn.clone();
-        read::read(
+        read::claim(
             &mut conn,
             &self.stream,
             &self.group,
             &self.consumer,
-            ReadMode::Claim { min_idle, cursor },
+            min_idle,
+            cursor,
             count,
             Bounds {
                 max_bytes,

@@ -1,13 +1,13 @@
-//! Reading entries through a consumer group within size bounds.
+//! Entries as the host reads them, within size bounds, and the claiming of
+//! entries other consumers left pending.
 //!
-//! Producers decide how large an entry is. The router must not hold more
-//! than its batch of entries of at most `max_entry_kib` each, so it reads
-//! through a script ([`read`]) that returns an entry over the bounds as its
-//! size only; such an entry is dead-lettered by a script that copies it
-//! inside Redis. Queue streams are written by the router, within the
-//! queues' bounds, so their workers read new entries directly; their
-//! claims of abandoned entries go through the same script, which is also the
-//! one place XAUTOCLAIM replies are parsed.
+//! Producers decide how large an entry is. Neither the router nor a queue's
+//! workers hold more than their batch of entries of at most `max_entry_kib`
+//! each: new entries are read by [`super::bounded`], and entries left
+//! pending are taken over through a script ([`claim`]) that likewise returns
+//! an entry over the bounds as its size only. Such an entry is dead-lettered
+//! by a script that copies it inside Redis. The claim script is the one
+//! place XAUTOCLAIM replies are parsed.
 
 use std::time::Duration;
 
@@ -17,16 +17,6 @@ use redis::aio::ConnectionLike;
 use super::{Entry, bytes, string};
 use crate::message::Fields;
 use crate::redis_conn::{Doing, StreamError, StreamResult};
-
-/// Which entries to read.
-#[derive(Debug, Clone, Copy)]
-pub enum ReadMode<'a> {
-    /// Entries never delivered to the group.
-    New,
-    /// Entries pending for longer than `min_idle`, taken over from their
-    /// consumer, scanning the pending list from `cursor`.
-    Claim { min_idle: Duration, cursor: &'a str },
-}
 
 /// How large an entry handed to the host may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,14 +76,17 @@ pub struct ReadBatch {
     pub deleted: Vec<String>,
 }
 
-/// Reads up to `count` entries of `stream` for `consumer` of `group`,
-/// never returning one over `bounds` whole. Does not block.
-pub async fn read<C: ConnectionLike>(
+/// Takes over up to `count` entries of `stream` pending in `group` for
+/// longer than `min_idle`, for `consumer`, scanning the pending list from
+/// `cursor`; never returns one over `bounds` whole (see `lua/read.lua`).
+#[allow(clippy::too_many_arguments, reason = "one Redis command's arguments")]
+pub async fn claim<C: ConnectionLike>(
     conn: &mut C,
     stream: &str,
     group: &str,
     consumer: &str,
-    mode: ReadMode<'_>,
+    min_idle: Duration,
+    cursor: &str,
     count: usize,
     bounds: Bounds,
 ) -> StreamResult<ReadBatch> {
@@ -103,17 +96,9 @@ pub async fn read<C: ConnectionLike>(
         .arg(count)
         .arg(bounds.max_bytes)
         .arg(bounds.max_fields)
-        .arg(SCRIPT_BUDGET);
-    match mode {
-        ReadMode::New => {
-            inv.arg("new");
-        }
-        ReadMode::Claim { min_idle, cursor } => {
-            inv.arg("claim")
-                .arg(min_idle.as_millis() as u64)
-                .arg(cursor);
-        }
-    }
+        .arg(SCRIPT_BUDGET)
+        .arg(min_idle.as_millis() as u64)
+        .arg(cursor);
     let reply: Value = inv
         .invoke_async(conn)
         .await
