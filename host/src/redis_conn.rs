@@ -275,9 +275,12 @@ mod tests {
     fn a_url_without_a_redis_scheme_names_the_expected_form() {
         let e = client("127.0.0.1:6379").unwrap_err().to_string();
         assert!(e.contains("is not a Redis URL: expected redis://"), "{e}");
-                assert!(client("redis://127.0.0.1:6379/").is_ok());
+        assert!(client("redis://127.0.0.1:6379/").is_ok());
         let e = client("rediss://example.com/").unwrap_err().to_string();
-        assert!(e.contains("TLS connections to Redis are not supported yet"), "{e}");
+        assert!(
+            e.contains("TLS connections to Redis are not supported yet"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -367,3 +367,36 @@ async fn status_into_a_pipe_closed_early_exits_cleanly() {
     assert!(out.status.success(), "{:?}: {err}", out.status);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// The columns `status` prints are the ones the README explains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_columns_are_the_readmes() {
+    let redis = Redis::start();
+    let cfg = slow_config(0, "");
+    let out = Command::new(host_binary())
+        .args(["status", "--config"])
+        .arg(&cfg.path)
+        .args(["--redis-url", redis.url()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let columns: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        columns,
+        [
+            "QUEUE", "STREAM", "LENGTH", "WAITING", "PENDING", "RETRYING"
+        ]
+    );
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let said = readme
+        .lines()
+        .find(|l| l.starts_with("`status` shows"))
+        .expect("the README says what status shows");
+    for column in &columns[2..] {
+        assert!(
+            said.contains(&format!("{column} (")),
+            "{column} is not explained: {said}"
+        );
+    }
+}

@@ -108,7 +108,7 @@ impl IngressRouter {
                         )
                         .await?;
                 }
-                                if !entries.is_empty() {
+                if !entries.is_empty() {
                     // The routes as they are now, not as they were when the
                     // read began: an edit may have landed while it waited.
                     let router = self.router.load_full();
