@@ -534,6 +534,7 @@ async fn compiles_over_budget_are_stopped_and_cost_the_host_nothing() {
         "{text}"
     );
     let after = host.peak_rss_kib();
+    eprintln!("host peak RSS before six over-budget compiles {before} KiB, after {after} KiB");
     assert!(
         after - before < 50 * 1024,
         "the host's peak RSS grew from {before} KiB to {after} KiB"

@@ -39,7 +39,7 @@ impl Guest for Hostile {
                 println!("hello from stdout");
                 panic!("after printing");
             }
-                        "print" => {
+            "print" => {
                 println!("printed by {}", message.id);
                 Ok(())
             }
