@@ -179,8 +179,94 @@ pub struct QueueConfig {
     /// next. An instance whose call trapped, timed out or hit the memory cap
     /// is discarded; a reload starts afresh.
     pub reuse_instances: bool,
-    /// The plugin's own settings, handed to it through the `config` import.
+    /// The plugin's own settings, handed to it through the `config` import,
+    /// secrets resolved.
     pub plugin_config: serde_json::Map<String, serde_json::Value>,
+    /// The plugin settings that are secrets, read from the environment.
+    pub secrets: Vec<Secret>,
+    /// Outbound HTTP: where the plugin may send requests, and the limits.
+    pub http: HttpSettings,
+    /// Key-value state, if granted.
+    pub keyvalue: Option<KeyValueGrant>,
+    /// Follow-up messages the plugin may publish.
+    pub publish: PublishGrant,
+    /// A message that has been published this many times in a chain
+    /// (`switchyard-hops`) is dead-lettered instead of handled.
+    pub max_hops: u32,
+}
+
+/// A plugin setting written `{ env = "NAME" }`: its value comes from the
+/// host's environment, and is masked in everything the plugin hands back.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// The setting's key under `[queues.X.config]`.
+    pub key: String,
+    /// The environment variable it is read from.
+    pub env: String,
+    pub value: String,
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({} from ${})", self.key, self.env)
+    }
+}
+
+/// Outbound HTTP settings of a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// `allowed_hosts`: the destinations requests may go to; none by
+    /// default.
+    pub grant: crate::grants::HttpGrant,
+    /// The longest one request may take, connecting included (never past
+    /// the handler's deadline).
+    pub timeout: Duration,
+    /// The largest response body a plugin may read.
+    pub max_response_bytes: usize,
+    /// Requests one call may send.
+    pub max_requests: u32,
+    /// Requests in flight to one destination at once, over every call of
+    /// the queue.
+    pub max_connections_per_host: u32,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            grant: Default::default(),
+            timeout: Duration::from_secs(10),
+            max_response_bytes: 1024 * 1024,
+            max_requests: 20,
+            max_connections_per_host: 8,
+        }
+    }
+}
+
+/// A queue's key-value grant: its buckets, within a quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValueGrant {
+    /// Keys the queue may hold at once, over all its buckets.
+    pub max_keys: u64,
+    /// Bytes of values it may hold at once.
+    pub max_bytes: u64,
+    /// A key not written again for this long expires; `None`: kept.
+    pub ttl: Option<Duration>,
+}
+
+/// The message types a queue's plugin may publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublishGrant {
+    /// Lower-cased types; `*` for any.
+    pub types: Vec<String>,
+    /// Messages one call may publish.
+    pub max_per_call: u32,
+}
+
+impl PublishGrant {
+    pub fn allows(&self, message_type: &str) -> bool {
+        let t = message_type.to_ascii_lowercase();
+        self.types.iter().any(|g| g == "*" || *g == t)
+    }
 }
 
 impl QueueConfig {
@@ -369,8 +455,44 @@ impl Config {
             s.insert(k("retry_delay_max"), d(&q.retry_delay_max));
             s.insert(k("reuse_instances"), q.reuse_instances.to_string());
             for (key, value) in &q.plugin_config {
-                s.insert(k(&format!("config.{key}")), value.to_string());
+                let shown = match q.secrets.iter().find(|s| s.key == *key) {
+                    Some(secret) => format!("(secret from ${})", secret.env),
+                    None => value.to_string(),
+                };
+                s.insert(k(&format!("config.{key}")), shown);
             }
+            let hosts: Vec<String> = q
+                .http
+                .grant
+                .allowed
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            s.insert(k("allowed_hosts"), hosts.join(", "));
+            s.insert(k("http_timeout"), d(&q.http.timeout));
+            s.insert(
+                k("max_response_kib"),
+                (q.http.max_response_bytes / 1024).to_string(),
+            );
+            s.insert(k("max_requests_per_call"), q.http.max_requests.to_string());
+            s.insert(
+                k("max_connections_per_host"),
+                q.http.max_connections_per_host.to_string(),
+            );
+            if let Some(kv) = &q.keyvalue {
+                s.insert(k("keyvalue.max_keys"), kv.max_keys.to_string());
+                s.insert(k("keyvalue.max_kib"), (kv.max_bytes / 1024).to_string());
+                s.insert(
+                    k("keyvalue.ttl"),
+                    kv.ttl.as_ref().map_or("(none)".into(), d),
+                );
+            }
+            s.insert(k("publish"), q.publish.types.join(", "));
+            s.insert(
+                k("max_publish_per_call"),
+                q.publish.max_per_call.to_string(),
+            );
+            s.insert(k("max_hops"), q.max_hops.to_string());
         }
         s
     }
@@ -955,13 +1077,42 @@ impl Validator {
         let reuse_instances: bool = self
             .get(&mut s, "reuse_instances", "true or false")
             .unwrap_or(false);
-        let plugin_config = self
-            .table(&mut s, "config")
-            .map(|t| match serde_json::to_value(t) {
-                Ok(serde_json::Value::Object(map)) => map,
-                _ => serde_json::Map::new(),
-            })
-            .unwrap_or_default();
+        let (plugin_config, secrets) = match self.table(&mut s, "config") {
+            Some(t) => self.plugin_config(&s.key("config"), t),
+            None => Default::default(),
+        };
+        let http = self.http_settings(&mut s, handler_timeout);
+        let keyvalue = self.table(&mut s, "keyvalue").map(|t| {
+            let mut k = Section::new(s.key("keyvalue"), t);
+            let grant = KeyValueGrant {
+                max_keys: self.int(&mut k, "max_keys", 10_000, 1..=100_000_000) as u64,
+                max_bytes: self.int(&mut k, "max_kib", 10 * 1024, 1..=64 * 1024 * 1024) as u64
+                    * 1024,
+                ttl: k
+                    .table
+                    .contains_key("ttl")
+                    .then(|| self.duration(&mut k, "ttl", Duration::ZERO, MAX_DURATION * 10)),
+            };
+            self.finish(k);
+            grant
+        });
+        let publish = PublishGrant {
+            types: self
+                .get::<Vec<String>>(
+                    &mut s,
+                    "publish",
+                    "an array of message types (\"*\" for any)",
+                )
+                .unwrap_or_default()
+                .iter()
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect(),
+            max_per_call: self.int(&mut s, "max_publish_per_call", 16, 1..=1000) as u32,
+        };
+        if publish.types.iter().any(String::is_empty) {
+            self.error(s.key("publish"), "a message type must not be empty");
+        }
+        let max_hops = self.int(&mut s, "max_hops", 8, 1..=1000) as u32;
         self.finish(s);
 
         if self.errors.len() > before {
@@ -982,7 +1133,94 @@ impl Validator {
             retry_delay_max,
             reuse_instances,
             plugin_config,
+            secrets,
+            http,
+            keyvalue,
+            publish,
+            max_hops,
         })
+    }
+
+    /// The `[queues.X.config]` table as JSON, a value written
+    /// `{ env = "NAME" }` read from the environment.
+    fn plugin_config(
+        &mut self,
+        key: &str,
+        table: &toml::Table,
+    ) -> (serde_json::Map<String, serde_json::Value>, Vec<Secret>) {
+        let mut map = serde_json::Map::new();
+        let mut secrets = Vec::new();
+        for (name, value) in table {
+            let env = match value {
+                toml::Value::Table(t) if t.contains_key("env") => t,
+                other => {
+                    let json = serde_json::to_value(other).unwrap_or(serde_json::Value::Null);
+                    map.insert(name.clone(), json);
+                    continue;
+                }
+            };
+            let path = format!("{key}.{name}");
+            let var = match (env.get("env"), env.len()) {
+                (Some(toml::Value::String(var)), 1) if !var.is_empty() => var.clone(),
+                _ => {
+                    self.error(
+                        path,
+                        "a secret is written { env = \"NAME\" }, NAME an environment variable",
+                    );
+                    continue;
+                }
+            };
+            match std::env::var(&var) {
+                Ok(value) => {
+                    map.insert(name.clone(), serde_json::Value::String(value.clone()));
+                    secrets.push(Secret {
+                        key: name.clone(),
+                        env: var,
+                        value,
+                    });
+                }
+                Err(_) => self.error(
+                    path,
+                    format!("the environment variable {var} is not set (or not UTF-8)"),
+                ),
+            }
+        }
+        (map, secrets)
+    }
+
+    /// The queue's outbound HTTP settings.
+    fn http_settings(&mut self, s: &mut Section<'_>, handler_timeout: Duration) -> HttpSettings {
+        let d = HttpSettings::default();
+        let mut allowed = Vec::new();
+        for entry in self
+            .get::<Vec<String>>(s, "allowed_hosts", "an array of \"scheme://host[:port]\"")
+            .unwrap_or_default()
+        {
+            match crate::grants::AllowedHost::parse(&entry) {
+                Ok(a) => allowed.push(a),
+                Err(e) => self.error(s.key("allowed_hosts"), e),
+            }
+        }
+        let timeout = self.duration(
+            s,
+            "http_timeout",
+            d.timeout.min(handler_timeout),
+            MAX_DURATION,
+        );
+        if timeout > handler_timeout {
+            self.warn(
+                s.key("http_timeout"),
+                "is longer than handler_timeout; a request never runs past the handler's deadline",
+            );
+        }
+        HttpSettings {
+            grant: crate::grants::HttpGrant { allowed },
+            timeout,
+            max_response_bytes: self.int(s, "max_response_kib", 1024, 1..=1024 * 1024) as usize
+                * 1024,
+            max_requests: self.int(s, "max_requests_per_call", 20, 1..=10_000) as u32,
+            max_connections_per_host: self.int(s, "max_connections_per_host", 8, 1..=1024) as u32,
+        }
     }
 }
 

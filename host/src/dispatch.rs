@@ -20,7 +20,11 @@ use crate::admin::metrics::QueueMetrics;
 use crate::config::{MissingGroup, QueueConfig};
 use crate::message::MAX_FIELDS;
 use crate::message::{Message, entry_bytes};
-use crate::plugin::{CallContext, LoadedPlugin, Outcome, PluginEngine, WarmPool, WitMessage};
+use crate::plugin::http::QueueHttp;
+use crate::plugin::keyvalue::KeyValueStore;
+use crate::plugin::{
+    CallContext, Delivery, LoadedPlugin, Outcome, PluginEngine, Published, WarmPool,
+};
 use crate::redis_conn::{Backoff, Health, RedisFailure, StreamError, StreamResult};
 use crate::router::human_size;
 use crate::stream::bounded::BoundedReader;
@@ -42,24 +46,44 @@ pub struct QueueRuntime {
     pub on_missing_group: MissingGroup,
 }
 
+/// What every runtime of a queue is made with, besides its settings and
+/// plugin.
+#[derive(Debug, Clone)]
+pub struct RuntimeParts {
+    pub on_missing_group: MissingGroup,
+    /// For the queue's key-value state.
+    pub conn: redis::aio::ConnectionManager,
+    pub prefix: String,
+    /// The largest message a plugin may publish: the ingress bound.
+    pub max_publish_bytes: usize,
+    pub metrics: Arc<QueueMetrics>,
+}
+
 impl QueueRuntime {
-    pub fn new(
-        queue: QueueConfig,
-        plugin: Arc<LoadedPlugin>,
-        on_missing_group: MissingGroup,
-    ) -> Self {
+    pub fn new(queue: QueueConfig, plugin: Arc<LoadedPlugin>, parts: &RuntimeParts) -> Self {
         let cx = CallContext {
             queue: queue.name.as_str().into(),
             timeout: queue.handler_timeout,
             memory_bytes: queue.memory_mib as usize * 1024 * 1024,
             config: Arc::new(queue.plugin_config.clone()),
+            secrets: queue.secrets.iter().map(|s| s.value.clone()).collect(),
+            http: Arc::new(QueueHttp::new(
+                &queue.name,
+                queue.http.clone(),
+                parts.metrics.clone(),
+            )),
+            keyvalue: queue.keyvalue.clone().map(|grant| {
+                KeyValueStore::new(parts.conn.clone(), &parts.prefix, &queue.name, grant)
+            }),
+            publish: Arc::new(queue.publish.clone()),
+            max_publish_bytes: parts.max_publish_bytes,
         };
         QueueRuntime {
             warm: queue.reuse_instances.then(|| Arc::new(WarmPool::default())),
             queue: Arc::new(queue),
             plugin,
             cx,
-            on_missing_group,
+            on_missing_group: parts.on_missing_group,
         }
     }
 }
@@ -133,8 +157,8 @@ pub enum Delivered {
     /// Delivered more often than `max_attempts` with no outcome recorded
     /// (its handler kept dying with its host): not run again.
     Exhausted,
-    /// The plugin ran.
-    Ran(Outcome),
+    /// The plugin ran; what it published, if it succeeded.
+    Ran(Outcome, Vec<Published>),
 }
 
 /// How a delivery ends.
@@ -143,6 +167,8 @@ pub enum Settlement {
     Ack {
         /// Failures were recorded for it, to be cleared with the ack.
         had_failures: bool,
+        /// Follow-up messages to add to the ingress with the ack.
+        published: Vec<Published>,
     },
     DeadLetter {
         reason: String,
@@ -163,9 +189,9 @@ pub enum Settlement {
 /// delivery: only a failure after an earlier one does.
 pub fn needs_history(delivered: &Delivered, attempt: u32) -> bool {
     match delivered {
-        Delivered::Unusable { .. } | Delivered::Ran(Outcome::Success) => false,
+        Delivered::Unusable { .. } | Delivered::Ran(Outcome::Success, _) => false,
         Delivered::Exhausted => true,
-        Delivered::Ran(_) => attempt > 1,
+        Delivered::Ran(..) => attempt > 1,
     }
 }
 
@@ -201,20 +227,21 @@ pub fn settlement(
                 history: history.cloned(),
             };
         }
-        Delivered::Ran(Outcome::Success) => {
+        Delivered::Ran(Outcome::Success, published) => {
             return Settlement::Ack {
                 had_failures: attempt > 1,
+                published: published.clone(),
             };
         }
-        Delivered::Ran(Outcome::Reject { reason }) => {
+        Delivered::Ran(Outcome::Reject { reason }, _) => {
             return Settlement::DeadLetter {
                 reason: format!("rejected by the plugin: {reason}"),
                 attempts: attempt,
                 history: history.cloned(),
             };
         }
-        Delivered::Ran(Outcome::Retry { reason, delay }) => ("retry", reason, *delay),
-        Delivered::Ran(Outcome::Failed { kind, reason }) => (kind.as_str(), reason, None),
+        Delivered::Ran(Outcome::Retry { reason, delay }, _) => ("retry", reason, *delay),
+        Delivered::Ran(Outcome::Failed { kind, reason }, _) => (kind.as_str(), reason, None),
     };
     let mut history = history.cloned().unwrap_or_default();
     history.record(attempt, kind, reason, now);
@@ -296,6 +323,8 @@ const MAX_ACK_BATCH: usize = 512;
 struct AckRequest {
     id: String,
     had_failures: bool,
+    /// Published with the ack, in the same step.
+    published: Vec<Published>,
     done: oneshot::Sender<StreamResult<()>>,
 }
 
@@ -370,9 +399,11 @@ impl QueueWorker {
                 .renew_leases(tasks.bookkeeping_done.clone()),
         );
         // Ends when the last handler is done with the queue's shared state.
-        tasks
-            .bookkeeping
-            .spawn(ack_batches(self.shared.stream.clone(), self.acks));
+        tasks.bookkeeping.spawn(ack_batches(
+            self.shared.stream.clone(),
+            self.shared.metrics.clone(),
+            self.acks,
+        ));
         let mut next_claim = tokio::time::Instant::now();
         let mut cursor = "0-0".to_string();
         let mut backoff = Backoff::default();
@@ -608,9 +639,20 @@ impl Shared {
             ReadEntry::Whole { entry, .. } => match Message::parse(&entry.id, &entry.fields) {
                 Err(e) => unusable(e.to_string()),
                 Ok(m) if attempt > q.max_attempts => (Delivered::Exhausted, Some(m)),
+                Ok(m) if hops(&m) > q.max_hops => (
+                    Delivered::Unusable {
+                        reason: format!(
+                            "published {} times in a chain, more than queues.{}.max_hops ({}): messages publishing each other in a loop?",
+                            hops(&m),
+                            q.name,
+                            q.max_hops
+                        ),
+                    },
+                    Some(m),
+                ),
                 Ok(m) => {
-                    let outcome = self.call(rt, &m, attempt).await;
-                    (Delivered::Ran(outcome), Some(m))
+                    let result = self.call(rt, &m, attempt).await;
+                    (Delivered::Ran(result.outcome, result.published), Some(m))
                 }
             },
         };
@@ -631,8 +673,13 @@ impl Shared {
         Ok(settlement)
     }
 
-    async fn call(&self, rt: &QueueRuntime, m: &Message, attempt: u32) -> Outcome {
-        let wit = WitMessage {
+    async fn call(
+        &self,
+        rt: &QueueRuntime,
+        m: &Message,
+        attempt: u32,
+    ) -> crate::plugin::CallResult {
+        let delivery = Delivery {
             id: m.id.clone(),
             message_type: m.message_type.clone(),
             queue: rt.queue.name.clone(),
@@ -642,12 +689,12 @@ impl Shared {
         };
         QueueMetrics::add(&self.metrics.attempts);
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        let outcome = self
+        let result = self
             .engine
-            .call(rt.plugin.clone(), rt.cx.clone(), wit, rt.warm.clone())
+            .call(rt.plugin.clone(), rt.cx.clone(), delivery, rt.warm.clone())
             .await;
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
-        outcome
+        result
     }
 
     /// Logs a decided delivery and counts it.
@@ -665,14 +712,14 @@ impl Shared {
         let (msg_id, msg_type) = message.map_or((entry_id, ""), |m| (&m.id, &m.message_type));
         let m = &self.metrics;
         match delivered {
-            Delivered::Ran(Outcome::Success) => QueueMetrics::add(&m.succeeded),
-            Delivered::Ran(Outcome::Reject { .. }) => QueueMetrics::add(&m.rejected),
-            Delivered::Ran(Outcome::Retry { .. }) => QueueMetrics::add(&m.retried),
-            Delivered::Ran(Outcome::Failed { .. }) => QueueMetrics::add(&m.failed),
+            Delivered::Ran(Outcome::Success, _) => QueueMetrics::add(&m.succeeded),
+            Delivered::Ran(Outcome::Reject { .. }, _) => QueueMetrics::add(&m.rejected),
+            Delivered::Ran(Outcome::Retry { .. }, _) => QueueMetrics::add(&m.retried),
+            Delivered::Ran(Outcome::Failed { .. }, _) => QueueMetrics::add(&m.failed),
             Delivered::Unusable { .. } | Delivered::Exhausted => {}
         }
         let outcome = match delivered {
-            Delivered::Ran(o) => o.kind(),
+            Delivered::Ran(o, _) => o.kind(),
             Delivered::Unusable { .. } => "unusable",
             Delivered::Exhausted => "exhausted",
         };
@@ -711,13 +758,17 @@ impl Shared {
         settlement: &Settlement,
     ) -> StreamResult<bool> {
         match settlement {
-            Settlement::Ack { had_failures } => {
+            Settlement::Ack {
+                had_failures,
+                published,
+            } => {
                 let (done, result) = oneshot::channel();
                 let stopped = || StreamError::protocol("acking", "the ack task has stopped");
                 self.acks
                     .send(AckRequest {
                         id: id.to_owned(),
                         had_failures: *had_failures,
+                        published: published.clone(),
                         done,
                     })
                     .map_err(|_| stopped())?;
@@ -749,6 +800,15 @@ impl Shared {
     }
 }
 
+/// How many publications led to a message.
+fn hops(m: &Message) -> u32 {
+    m.headers
+        .iter()
+        .find(|(k, _)| k == crate::plugin::HOPS_HEADER)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn too_large(q: &QueueConfig, bytes: u64) -> String {
     format!(
         "entry is {}, more than queues.{}.max_entry_kib ({} KiB)",
@@ -760,19 +820,32 @@ fn too_large(q: &QueueConfig, bytes: u64) -> String {
 
 /// Acks handled messages in batches: each XACK takes every ack that arrived
 /// while the previous one was under way. Under load that is one round trip
-/// for many messages; when idle, an ack goes out at once. Runs until every
+/// for many messages; when idle, an ack goes out at once. What the calls
+/// published goes out in the same step as their acks. Runs until every
 /// sender is gone.
-async fn ack_batches(stream: QueueStream, mut requests: mpsc::UnboundedReceiver<AckRequest>) {
+async fn ack_batches(
+    stream: QueueStream,
+    metrics: Arc<QueueMetrics>,
+    mut requests: mpsc::UnboundedReceiver<AckRequest>,
+) {
     let mut batch = Vec::with_capacity(MAX_ACK_BATCH);
     let mut ids = Vec::with_capacity(MAX_ACK_BATCH);
+    let mut published = Vec::new();
     let mut waiting = Vec::with_capacity(MAX_ACK_BATCH);
     while requests.recv_many(&mut batch, MAX_ACK_BATCH).await > 0 {
         for request in batch.drain(..) {
             ids.push((request.id, request.had_failures));
+            published.extend(request.published);
             waiting.push(request.done);
         }
-        let result = stream.ack(&ids).await;
+        let result = stream.ack(&ids, &published).await;
+        if result.is_ok() {
+            metrics
+                .published
+                .fetch_add(published.len() as u64, Ordering::Relaxed);
+        }
         ids.clear();
+        published.clear();
         for done in waiting.drain(..) {
             // The handler may have given up waiting (shutdown); nothing to do.
             let _ = done.send(result.clone());
@@ -801,6 +874,22 @@ mod tests {
             retry_delay_max: Duration::from_secs(600),
             reuse_instances: false,
             plugin_config: Default::default(),
+            secrets: Vec::new(),
+            http: Default::default(),
+            keyvalue: None,
+            publish: Default::default(),
+            max_hops: 8,
+        }
+    }
+
+    /// A follow-up message a call published: it goes out with a success
+    /// only (the other settlements in the table drop it).
+    fn published() -> Published {
+        Published {
+            id: "m/1".into(),
+            message_type: "next".into(),
+            body: "{}".into(),
+            headers: vec![],
         }
     }
 
@@ -813,35 +902,45 @@ mod tests {
     }
 
     fn retry(reason: &str, delay_ms: Option<u64>) -> Delivered {
-        Delivered::Ran(Outcome::Retry {
-            reason: reason.into(),
-            delay: delay_ms.map(Duration::from_millis),
-        })
+        Delivered::Ran(
+            Outcome::Retry {
+                reason: reason.into(),
+                delay: delay_ms.map(Duration::from_millis),
+            },
+            vec![published()],
+        )
     }
 
     #[test]
     fn settlement_table() {
         let p = policy();
-        let trap = Delivered::Ran(Outcome::Failed {
-            kind: Kind::Trap,
-            reason: "boom".into(),
-        });
+        let trap = Delivered::Ran(
+            Outcome::Failed {
+                kind: Kind::Trap,
+                reason: "boom".into(),
+            },
+            vec![published()],
+        );
         let before = history(&["attempt 1 (retry): down"]);
         // (what happened, attempt, failures before, settlement)
         let cases: Vec<(Delivered, u32, Option<FailureHistory>, Settlement)> = vec![
             (
-                Delivered::Ran(Outcome::Success),
+                Delivered::Ran(Outcome::Success, vec![published()]),
                 1,
                 None,
                 Settlement::Ack {
                     had_failures: false,
+                    published: vec![published()],
                 },
             ),
             (
-                Delivered::Ran(Outcome::Success),
+                Delivered::Ran(Outcome::Success, vec![]),
                 2,
                 Some(before.clone()),
-                Settlement::Ack { had_failures: true },
+                Settlement::Ack {
+                    had_failures: true,
+                    published: vec![],
+                },
             ),
             (
                 Delivered::Unusable {
@@ -856,9 +955,12 @@ mod tests {
                 },
             ),
             (
-                Delivered::Ran(Outcome::Reject {
-                    reason: "bad site".into(),
-                }),
+                Delivered::Ran(
+                    Outcome::Reject {
+                        reason: "bad site".into(),
+                    },
+                    vec![published()],
+                ),
                 2,
                 Some(before.clone()),
                 Settlement::DeadLetter {
@@ -967,7 +1069,7 @@ mod tests {
         let fail = retry("x", None);
         assert!(!needs_history(&fail, 1));
         assert!(needs_history(&fail, 2));
-        assert!(!needs_history(&Delivered::Ran(Outcome::Success), 5));
+        assert!(!needs_history(&Delivered::Ran(Outcome::Success, vec![]), 5));
         assert!(needs_history(&Delivered::Exhausted, 9));
         assert!(!needs_history(
             &Delivered::Unusable { reason: "x".into() },

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::metrics::{Metrics, QueueMetrics};
 use crate::config::{Config, ConfigChanges, MissingGroup, QueueConfig};
-use crate::dispatch::{QueueParts, QueueRuntime, QueueWorker, Slots, WorkerTasks};
+use crate::dispatch::{QueueParts, QueueRuntime, QueueWorker, RuntimeParts, Slots, WorkerTasks};
 use crate::plugin::{
     CompileLimits, Compiler, LoadError, LoadLimits, LoadedPlugin, POOL_INSTANCES, PluginEngine,
 };
@@ -406,6 +406,17 @@ struct QueueHandle {
 }
 
 impl Supervisor {
+    /// What every runtime of queue `name` is made with.
+    fn runtime_parts(&self, name: &str) -> RuntimeParts {
+        RuntimeParts {
+            on_missing_group: self.config.host.on_missing_group,
+            conn: self.conn.clone(),
+            prefix: self.config.host.prefix.clone(),
+            max_publish_bytes: self.config.ingress.max_entry_bytes,
+            metrics: self.metrics.queue(name),
+        }
+    }
+
     fn start_router(&self) {
         let router = IngressRouter {
             conn: self.conn.clone(),
@@ -470,7 +481,7 @@ impl Supervisor {
         let runtime = Arc::new(ArcSwap::from_pointee(QueueRuntime::new(
             queue,
             plugin,
-            self.config.host.on_missing_group,
+            &self.runtime_parts(&name),
         )));
         let stop = self.readers.child_token();
         let tasks = WorkerTasks::default();
@@ -478,7 +489,13 @@ impl Supervisor {
             runtime: runtime.clone(),
             slots: slots.clone(),
             engine: self.engine.clone(),
-            stream: QueueStream::new(self.conn.clone(), &self.keys, &name, &self.consumer),
+            stream: QueueStream::new(
+                self.conn.clone(),
+                &self.keys,
+                &name,
+                &self.consumer,
+                &self.config.ingress.stream,
+            ),
             reader: BoundedReader::new(&self.client),
             metrics: self.metrics.queue(&name),
             health: self.health.clone(),
@@ -545,6 +562,7 @@ impl Supervisor {
         }
         let plugin = Arc::new(plugin);
         let mut swapped = Vec::new();
+        let parts = |name: &str| self.runtime_parts(name);
         for (name, q) in &self.queues {
             let rt = q.runtime.load();
             if rt.plugin.path == path {
@@ -552,7 +570,7 @@ impl Supervisor {
                 q.runtime.store(Arc::new(QueueRuntime::new(
                     queue,
                     plugin.clone(),
-                    rt.on_missing_group,
+                    &parts(name),
                 )));
                 swapped.push(name.clone());
             }
@@ -615,7 +633,11 @@ impl Supervisor {
                     handle.runtime.store(Arc::new(QueueRuntime::new(
                         queue.clone(),
                         plugin,
-                        new.host.on_missing_group,
+                        &RuntimeParts {
+                            on_missing_group: new.host.on_missing_group,
+                            max_publish_bytes: new.ingress.max_entry_bytes,
+                            ..self.runtime_parts(&queue.name)
+                        },
                     )));
                     handle.slots.resize(queue.concurrency as usize);
                 }

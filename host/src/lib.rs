@@ -7,6 +7,7 @@
 //! # Layout
 //!
 //! - [`config`]: the strict model of queues.toml, with complete validation.
+//! - [`grants`]: what a queue's plugin may reach (HTTP destinations) and the checks.
 //! - [`message`]: a stream entry read into a message (type, body, id, headers).
 //! - [`router`]: pure routing decisions: message type to target queues.
 //! - [`stream`]: Redis Streams: key layout, groups, the router loop, queue settlement.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod failpoint;
+pub mod grants;
 pub mod host;
 pub mod message;
 pub mod plugin;

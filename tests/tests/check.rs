@@ -357,7 +357,7 @@ plugin = "wrong-world.wasm"
     }
     assert!(
         out.contains("queues.Other.plugin: ")
-            && out.contains("does not fit the switchyard:plugin@0.1.0 `plugin` world: no export switchyard:plugin/handler@0.1.0 (it exports: run)"),
+                        && out.contains("does not fit the switchyard:plugin contract: no export switchyard:plugin/handler@0.2.0 (or switchyard:plugin/handler@0.1.0) (it exports: run)"),
         "wrong world not refused in:\n{out}"
     );
     let _ = std::fs::remove_dir_all(dir);

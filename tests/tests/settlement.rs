@@ -41,7 +41,11 @@ async fn one_pending(
         .await
         .unwrap();
     let manager = switchyard::redis_conn::shared(&redis.client).await.unwrap();
-    (QueueStream::new(manager, &keys, "Q", "me"), id, conn)
+    (
+        QueueStream::new(manager, &keys, "Q", "me", "ingress"),
+        id,
+        conn,
+    )
 }
 
 async fn xlen(conn: &mut MultiplexedConnection, key: &str) -> u64 {

@@ -26,6 +26,13 @@ pub struct QueueMetrics {
     pub in_flight: AtomicU64,
     /// Times the queue's consumer group was found missing.
     pub group_missing: AtomicU64,
+    /// Outbound HTTP requests its plugin sent (allowed).
+    pub http_requests: AtomicU64,
+    /// Outbound HTTP requests refused (not granted, not public, over a
+    /// limit).
+    pub http_denied: AtomicU64,
+    /// Follow-up messages published (with their delivery's ack).
+    pub published: AtomicU64,
     /// Messages settled (acked or dead-lettered after an attempt), by the
     /// content hash of the plugin version that made the attempt.
     by_plugin: std::sync::Mutex<BTreeMap<String, u64>>,

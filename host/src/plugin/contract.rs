@@ -20,15 +20,59 @@ pub struct ExpectedExport {
     pub signature: &'static str,
 }
 
+/// The `handle` of every contract version: the same type so far.
+const HANDLE: &str = "func(message: record { id: string, message-type: string, queue: string, \
+                      body: string, headers: list<tuple<string, string>>, attempt: u32 }) \
+                      -> result<_, variant { retry(record { reason: string, delay-ms: option<u64> }), \
+                      reject(string) }>";
+
 /// What `switchyard:plugin@0.1.0` plugins export.
 pub const PLUGIN_0_1: &[ExpectedExport] = &[ExpectedExport {
     interface: "switchyard:plugin/handler@0.1.0",
     func: "handle",
-    signature: "func(message: record { id: string, message-type: string, queue: string, \
-                body: string, headers: list<tuple<string, string>>, attempt: u32 }) \
-                -> result<_, variant { retry(record { reason: string, delay-ms: option<u64> }), \
-                reject(string) }>",
+    signature: HANDLE,
 }];
+
+/// What `switchyard:plugin@0.2.0` plugins export.
+pub const PLUGIN_0_2: &[ExpectedExport] = &[ExpectedExport {
+    interface: "switchyard:plugin/handler@0.2.0",
+    func: "handle",
+    signature: HANDLE,
+}];
+
+/// A contract version the host runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V0_1,
+    V0_2,
+}
+
+/// The contract version a component implements (the handler interface it
+/// exports), its exports checked against it.
+pub fn version_of(engine: &Engine, component: &Component) -> Result<Version, ExportMismatch> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    if exports.is_empty() {
+        return Err(ExportMismatch::NoExports);
+    }
+    let has = |interface: &str| exports.iter().any(|e| e == interface);
+    if has(PLUGIN_0_2[0].interface) {
+        check_exports(engine, component, PLUGIN_0_2).map(|()| Version::V0_2)
+    } else if has(PLUGIN_0_1[0].interface) {
+        check_exports(engine, component, PLUGIN_0_1).map(|()| Version::V0_1)
+    } else {
+        Err(ExportMismatch::MissingInterface {
+            interface: format!(
+                "{} (or {})",
+                PLUGIN_0_2[0].interface, PLUGIN_0_1[0].interface
+            ),
+            found: exports.join(", "),
+        })
+    }
+}
 
 /// Why a component does not export what the host calls.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,18 +1,128 @@
 //! The host side of one plugin call: its state, the memory cap, and the
-//! `log` and `config` imports.
+//! imports of every contract version: `log` and `config` (0.1.0 and
+//! 0.2.0), `publish`, key-value state and outbound HTTP (0.2.0).
 
 use std::sync::Arc;
 
-use wasmtime::component::ResourceTable;
+use wasmtime::component::{Resource, ResourceTable};
 use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::switchyard::plugin::{config, log, types};
+use super::bindings::{v0_1, v0_2};
+use super::http::CallHttp;
+use super::keyvalue::{Bucket, Cas, KeyValueStore, KvError, Swapped};
+use crate::config::PublishGrant;
+use crate::message::{BODY_FIELD, ID_FIELD, MAX_NAME, TYPE_FIELD};
 
 /// Log lines one call may write; the rest are dropped (and counted in one
 /// last line), so a chatty plugin cannot flood the host's log.
 const MAX_LOG_LINES: u32 = 200;
 /// Bytes kept of one log line.
 const MAX_LOG_LINE: usize = 4096;
+
+/// The header that counts how many publications led to a message.
+pub const HOPS_HEADER: &str = "switchyard-hops";
+
+/// A follow-up message a call published, held until the call is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub id: String,
+    pub message_type: String,
+    pub body: String,
+    /// The plugin's headers, then `switchyard-hops`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Published {
+    /// The fields of its ingress entry.
+    pub fn fields(&self) -> Vec<(String, String)> {
+        let mut fields = vec![
+            (TYPE_FIELD.to_owned(), self.message_type.clone()),
+            (ID_FIELD.to_owned(), self.id.clone()),
+            (BODY_FIELD.to_owned(), self.body.clone()),
+        ];
+        fields.extend(self.headers.iter().cloned());
+        fields
+    }
+}
+
+/// What a queue lets its plugin publish, and the delivery that publishes.
+#[derive(Debug, Clone, Default)]
+pub struct Outbox {
+    pub grant: Arc<PublishGrant>,
+    /// The largest message that may be published (the ingress bound).
+    pub max_bytes: usize,
+    /// The delivery's message id and hops.
+    pub parent_id: String,
+    pub parent_hops: u32,
+    pub messages: Vec<Published>,
+}
+
+impl Outbox {
+    /// Holds a message for publication, or says why it cannot be.
+    fn publish(
+        &mut self,
+        queue: &str,
+        message_type: String,
+        body: String,
+        headers: Vec<(String, String)>,
+    ) -> Result<String, String> {
+        let message_type = message_type.trim().to_owned();
+        if message_type.is_empty() || message_type.len() > MAX_NAME {
+            return Err(format!("a message type is 1 to {MAX_NAME} bytes"));
+        }
+        if !self.grant.allows(&message_type) {
+            return Err(format!(
+                "the queue may not publish {message_type:?} (queues.{queue}.publish)"
+            ));
+        }
+        if self.messages.len() as u32 >= self.grant.max_per_call {
+            return Err(format!(
+                "a call may publish at most {} messages (queues.{queue}.max_publish_per_call)",
+                self.grant.max_per_call
+            ));
+        }
+        if serde_json::from_str::<serde::de::IgnoredAny>(&body).is_err() {
+            return Err("the body is not valid JSON".into());
+        }
+        let reserved = [
+            TYPE_FIELD,
+            ID_FIELD,
+            BODY_FIELD,
+            HOPS_HEADER,
+            "cap-msg-name",
+            "cap-msg-id",
+        ];
+        if let Some((name, _)) = headers
+            .iter()
+            .find(|(n, _)| reserved.contains(&n.as_str()) || n.starts_with("dead-"))
+        {
+            return Err(format!("the header {name:?} is the host's to set"));
+        }
+        let id = format!("{}/{}", self.parent_id, self.messages.len() + 1);
+        let mut headers = headers;
+        headers.push((HOPS_HEADER.to_owned(), (self.parent_hops + 1).to_string()));
+        let published = Published {
+            id: id.clone(),
+            message_type,
+            body,
+            headers,
+        };
+        let bytes: usize = published
+            .fields()
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if bytes > self.max_bytes {
+            return Err(format!(
+                "the message is {bytes} bytes, more than the ingress takes ({} bytes)",
+                self.max_bytes
+            ));
+        }
+        self.messages.push(published);
+        Ok(id)
+    }
+}
 
 /// The state of one store: one message, one call.
 #[expect(missing_debug_implementations, reason = "WasiCtx has no Debug")]
@@ -24,7 +134,25 @@ pub struct HostState {
     pub(super) message_id: String,
     pub(super) plugin: String,
     pub(super) config: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// Secret values, masked in what the plugin logs.
+    pub(super) secrets: Arc<[String]>,
     pub(super) log_lines: u32,
+    pub(super) http_ctx: WasiHttpCtx,
+    pub(super) http: CallHttp,
+    pub(super) keyvalue: Option<KeyValueStore>,
+    pub(super) outbox: Outbox,
+}
+
+/// Masks every secret value in `text`.
+pub fn mask(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_owned();
+    for s in secrets {
+        // Very short values would mask unrelated text.
+        if s.len() >= 4 && text.contains(s.as_str()) {
+            text = text.replace(s.as_str(), "[secret]");
+        }
+    }
+    text
 }
 
 /// Caps linear memory growth and remembers that the cap was hit, so the trap
@@ -74,10 +202,18 @@ impl wasmtime::ResourceLimiter for MemoryCap {
     }
 }
 
-impl types::Host for HostState {}
+/// The log levels of every contract version.
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
 
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) {
+impl HostState {
+    fn log(&mut self, level: Level, message: String) {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES {
             if self.log_lines == MAX_LOG_LINES + 1 {
@@ -85,45 +221,366 @@ impl log::Host for HostState {
             }
             return;
         }
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut end = MAX_LOG_LINE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
-        }
+        let message = mask(&crate::text::bounded(&message, MAX_LOG_LINE), &self.secrets);
         let (queue, msg_id, plugin) = (&*self.queue, &self.message_id, &self.plugin);
         match level {
-            log::Level::Trace => {
-                tracing::trace!(target: "plugin", queue, msg_id, plugin, "{message}")
-            }
-            log::Level::Debug => {
-                tracing::debug!(target: "plugin", queue, msg_id, plugin, "{message}")
-            }
-            log::Level::Info => {
-                tracing::info!(target: "plugin", queue, msg_id, plugin, "{message}")
-            }
-            log::Level::Warn => {
-                tracing::warn!(target: "plugin", queue, msg_id, plugin, "{message}")
-            }
-            log::Level::Error => {
-                tracing::error!(target: "plugin", queue, msg_id, plugin, "{message}")
-            }
+            Level::Trace => tracing::trace!(target: "plugin", queue, msg_id, plugin, "{message}"),
+            Level::Debug => tracing::debug!(target: "plugin", queue, msg_id, plugin, "{message}"),
+            Level::Info => tracing::info!(target: "plugin", queue, msg_id, plugin, "{message}"),
+            Level::Warn => tracing::warn!(target: "plugin", queue, msg_id, plugin, "{message}"),
+            Level::Error => tracing::error!(target: "plugin", queue, msg_id, plugin, "{message}"),
         }
     }
-}
 
-impl config::Host for HostState {
-    fn get(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).map(|v| match v {
+    fn config_get(&self, key: &str) -> Option<String> {
+        self.config.get(key).map(|v| match v {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         })
     }
 
-    fn get_json(&mut self) -> String {
+    fn config_json(&self) -> String {
         serde_json::Value::Object((*self.config).clone()).to_string()
+    }
+}
+
+// switchyard:plugin@0.1.0
+
+impl v0_1::switchyard::plugin::types::Host for HostState {}
+
+impl v0_1::switchyard::plugin::log::Host for HostState {
+    fn log(&mut self, level: v0_1::switchyard::plugin::log::Level, message: String) {
+        use v0_1::switchyard::plugin::log::Level as L;
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        HostState::log(self, level, message);
+    }
+}
+
+impl v0_1::switchyard::plugin::config::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config_get(&key)
+    }
+
+    fn get_json(&mut self) -> String {
+        self.config_json()
+    }
+}
+
+// switchyard:plugin@0.2.0
+
+impl v0_2::switchyard::plugin::types::Host for HostState {}
+
+impl v0_2::switchyard::plugin::log::Host for HostState {
+    fn log(&mut self, level: v0_2::switchyard::plugin::log::Level, message: String) {
+        use v0_2::switchyard::plugin::log::Level as L;
+        let level = match level {
+            L::Trace => Level::Trace,
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        HostState::log(self, level, message);
+    }
+}
+
+impl v0_2::switchyard::plugin::config::Host for HostState {
+    fn get(&mut self, key: String) -> Option<String> {
+        self.config_get(&key)
+    }
+
+    fn get_json(&mut self) -> String {
+        self.config_json()
+    }
+}
+
+impl v0_2::switchyard::plugin::publish::Host for HostState {
+    fn publish(
+        &mut self,
+        message_type: String,
+        body: String,
+        headers: Vec<(String, String)>,
+    ) -> Result<String, String> {
+        let queue = self.queue.clone();
+        self.outbox.publish(&queue, message_type, body, headers)
+    }
+}
+
+// wasi:keyvalue@0.2.0-draft2
+
+use v0_2::wasi::keyvalue::{atomics, store};
+
+fn kv_error(e: KvError) -> store::Error {
+    match e {
+        KvError::NotGranted => store::Error::AccessDenied,
+        other => store::Error::Other(other.to_string()),
+    }
+}
+
+impl HostState {
+    fn store(&self) -> Result<&KeyValueStore, store::Error> {
+        self.keyvalue.as_ref().ok_or(store::Error::AccessDenied)
+    }
+
+    fn bucket_name(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
+        Ok(self.table.get(bucket)?.name.clone())
+    }
+}
+
+impl store::Host for HostState {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<Bucket>, store::Error>> {
+        let bucket = match self.store() {
+            Ok(s) => s.open(&identifier),
+            Err(e) => return Ok(Err(e)),
+        };
+        match bucket {
+            Ok(b) => Ok(Ok(self.table.push(b)?)),
+            Err(e) => Ok(Err(kv_error(e))),
+        }
+    }
+}
+
+impl store::HostBucket for HostState {
+    async fn get(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
+        let name = self.bucket_name(&bucket)?;
+        Ok(match self.store() {
+            Ok(s) => s.get(&name, &key).await.map_err(kv_error),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn set(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
+        let name = self.bucket_name(&bucket)?;
+        Ok(match self.store() {
+            Ok(s) => s.set(&name, &key, &value).await.map_err(kv_error),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn delete(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<(), store::Error>> {
+        let name = self.bucket_name(&bucket)?;
+        Ok(match self.store() {
+            Ok(s) => s.delete(&name, &key).await.map_err(kv_error),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn exists(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<bool, store::Error>> {
+        let name = self.bucket_name(&bucket)?;
+        Ok(match self.store() {
+            Ok(s) => s.exists(&name, &key).await.map_err(kv_error),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn list_keys(
+        &mut self,
+        bucket: Resource<Bucket>,
+        cursor: Option<String>,
+    ) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
+        let name = self.bucket_name(&bucket)?;
+        Ok(match self.store() {
+            Ok(s) => s
+                .list(&name, cursor.as_deref())
+                .await
+                .map(|(keys, cursor)| store::KeyResponse { keys, cursor })
+                .map_err(kv_error),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
+        self.table.delete(bucket)?;
+        Ok(())
+    }
+}
+
+impl atomics::Host for HostState {
+    async fn increment(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+        delta: i64,
+    ) -> wasmtime::Result<Result<i64, store::Error>> {
+        let name = self.bucket_name(&bucket)?;
+        Ok(match self.store() {
+            Ok(s) => s.increment(&name, &key, delta).await.map_err(kv_error),
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn swap(
+        &mut self,
+        cas: Resource<Cas>,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
+        let handle = self.table.get(&cas)?.clone();
+        let result = match self.store() {
+            Ok(s) => s.swap(&handle, &value).await,
+            Err(e) => return Ok(Err(atomics::CasError::StoreError(e))),
+        };
+        match result {
+            Ok(Swapped::Yes) => {
+                self.table.delete(cas)?;
+                Ok(Ok(()))
+            }
+            Ok(Swapped::Changed) => Ok(Err(atomics::CasError::CasFailed(cas))),
+            Err(e) => {
+                self.table.delete(cas)?;
+                Ok(Err(atomics::CasError::StoreError(kv_error(e))))
+            }
+        }
+    }
+}
+
+impl atomics::HostCas for HostState {
+    async fn new(
+        &mut self,
+        bucket: Resource<Bucket>,
+        key: String,
+    ) -> wasmtime::Result<Result<Resource<Cas>, store::Error>> {
+        let name = self.bucket_name(&bucket)?;
+        let current = match self.store() {
+            Ok(s) => s.get(&name, &key).await,
+            Err(e) => return Ok(Err(e)),
+        };
+        match current {
+            Ok(current) => Ok(Ok(self.table.push(Cas {
+                bucket: name,
+                key,
+                current,
+            })?)),
+            Err(e) => Ok(Err(kv_error(e))),
+        }
+    }
+
+    async fn current(
+        &mut self,
+        cas: Resource<Cas>,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
+        Ok(Ok(self.table.get(&cas)?.current.clone()))
+    }
+
+    async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
+        self.table.delete(cas)?;
+        Ok(())
+    }
+}
+
+// wasi:http
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            hooks: &mut self.http,
+            table: &mut self.table,
+            ctx: &mut self.http_ctx,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox(types: &[&str]) -> Outbox {
+        Outbox {
+            grant: Arc::new(PublishGrant {
+                types: types.iter().map(|t| t.to_string()).collect(),
+                max_per_call: 2,
+            }),
+            max_bytes: 200,
+            parent_id: "m-1".into(),
+            parent_hops: 3,
+            messages: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn publishing_is_granted_bounded_and_numbered() {
+        let mut o = outbox(&["chat.saved"]);
+        assert_eq!(
+            o.publish(
+                "Q",
+                "Chat.Saved".into(),
+                "{}".into(),
+                vec![("k".into(), "v".into())]
+            ),
+            Ok("m-1/1".into())
+        );
+        assert_eq!(
+            o.messages[0].headers,
+            [
+                ("k".to_string(), "v".to_string()),
+                (HOPS_HEADER.to_string(), "4".to_string())
+            ]
+        );
+        assert_eq!(
+            o.publish("Q", "other".into(), "{}".into(), vec![]),
+            Err("the queue may not publish \"other\" (queues.Q.publish)".into())
+        );
+        assert_eq!(
+            o.publish("Q", "chat.saved".into(), "nope".into(), vec![]),
+            Err("the body is not valid JSON".into())
+        );
+        assert_eq!(
+            o.publish(
+                "Q",
+                "chat.saved".into(),
+                "{}".into(),
+                vec![(HOPS_HEADER.into(), "0".into())]
+            ),
+            Err("the header \"switchyard-hops\" is the host's to set".into())
+        );
+        let big = format!("\"{}\"", "x".repeat(300));
+        assert!(
+            o.publish("Q", "chat.saved".into(), big, vec![])
+                .unwrap_err()
+                .contains("more than the ingress takes")
+        );
+        assert_eq!(
+            o.publish("Q", "chat.saved".into(), "[]".into(), vec![]),
+            Ok("m-1/2".into())
+        );
+        assert!(
+            o.publish("Q", "chat.saved".into(), "[]".into(), vec![])
+                .unwrap_err()
+                .contains("at most 2 messages")
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let secrets = vec!["s3cr3t-token".to_string(), "ab".to_string()];
+        assert_eq!(
+            mask("auth s3cr3t-token failed ab", &secrets),
+            "auth [secret] failed ab"
+        );
     }
 }

@@ -7,10 +7,13 @@
 //! cap per instance. A trap, a timeout or a cap hit ends that one call; the
 //! host carries on.
 
+pub mod bindings;
 mod cache;
 pub mod compile;
 pub mod contract;
 mod host;
+pub mod http;
+pub mod keyvalue;
 pub mod output;
 
 pub use cache::CompileCache;
@@ -29,15 +32,39 @@ use wasmtime::{
 
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use host::HostState;
+pub use host::{HOPS_HEADER, HostState, Published, mask};
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "plugin",
-    exports: { default: async },
-});
+use bindings::{v0_1, v0_2};
 
-pub use self::switchyard::plugin::types::{Failure, Message as WitMessage, Retry};
+/// One message as a handler receives it, whatever its contract version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub message_type: String,
+    pub queue: String,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+    pub attempt: u32,
+}
+
+impl Delivery {
+    /// How many publications led to this message (`switchyard-hops`).
+    pub fn hops(&self) -> u32 {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == HOPS_HEADER)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// What one call produced: its outcome and, if it succeeded, the messages it
+/// published (to be added in the same step as the acknowledgement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallResult {
+    pub outcome: Outcome,
+    pub published: Vec<Published>,
+}
 
 /// How often the epoch ticks. A running plugin yields to the async runtime at
 /// every tick, so one busy plugin cannot starve other queues, and a deadline
@@ -55,12 +82,12 @@ const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 pub const BUILTIN_PREFIX: &str = "builtin:";
 
 /// A handler built into the host: native code, trusted, no sandbox.
-pub type Builtin = fn(&WitMessage) -> Result<(), Failure>;
+pub type Builtin = fn(&Delivery) -> Outcome;
 
 /// The built-in handlers, by name. `noop` succeeds at once: it discards a
 /// queue's messages, and it is the native baseline the benchmarks measure
 /// the WebAssembly path against (same reading, hand-off and settling).
-const BUILTINS: &[(&str, Builtin)] = &[("noop", |_| Ok(()))];
+const BUILTINS: &[(&str, Builtin)] = &[("noop", |_| Outcome::Success)];
 
 /// The built-in handler a queue's `plugin` value names, if it names one
 /// (`builtin:NAME`): `Some(Err(names))`, the known names, for an unknown one.
@@ -189,13 +216,32 @@ impl PluginEngine {
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
 
+        // Every contract version's imports, side by side: a plugin built
+        // against any of them instantiates.
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
             .context("linking WASI")?;
-        Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
-            .context("linking the switchyard:plugin imports")?;
+            .context("linking wasi:http")?;
+        v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)
+            .context("linking the switchyard:plugin@0.1.0 imports")?;
+        // 0.2.0's own interfaces; its WASI ones are linked above.
+        {
+            use v0_2::switchyard::plugin::{config, log, publish, types};
+            use v0_2::wasi::keyvalue::{atomics, store};
+            let l = &mut linker;
+            types::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+                .and_then(|()| log::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+                .and_then(|()| config::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+                .and_then(|()| publish::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+                .and_then(|()| store::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+                .and_then(|()| atomics::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+                .map_err(anyhow::Error::from)
+                .context("linking the switchyard:plugin@0.2.0 imports")?;
+        }
         let cache = cache_dir
             .map(|dir| CompileCache::new(dir, &engine))
             .transpose()?;
@@ -263,12 +309,10 @@ impl PluginEngine {
         compile_time: Duration,
         from_cache: bool,
     ) -> Result<LoadedPlugin, LoadError> {
-        contract::check_exports(&self.engine, &component, contract::PLUGIN_0_1).map_err(
-            |e| match e {
-                contract::ExportMismatch::NoExports => LoadError::NotAComponent(e.to_string()),
-                e => LoadError::WrongContract(e.to_string()),
-            },
-        )?;
+        let version = contract::version_of(&self.engine, &component).map_err(|e| match e {
+            contract::ExportMismatch::NoExports => LoadError::NotAComponent(e.to_string()),
+            e => LoadError::WrongContract(e.to_string()),
+        })?;
         let initial_memory = component
             .resources_required()
             .and_then(|r| r.max_initial_memory_size)
@@ -277,8 +321,11 @@ impl PluginEngine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongContract(format!("{e:#}")))?;
-        let pre =
-            PluginPre::new(instance_pre).map_err(|e| LoadError::WrongContract(format!("{e:#}")))?;
+        let wrong = |e: wasmtime::Error| LoadError::WrongContract(format!("{e:#}"));
+        let code = match version {
+            contract::Version::V0_1 => Code::V1(v0_1::PluginPre::new(instance_pre).map_err(wrong)?),
+            contract::Version::V0_2 => Code::V2(v0_2::PluginPre::new(instance_pre).map_err(wrong)?),
+        };
         Ok(LoadedPlugin {
             path: path.to_owned(),
             hash: file.digest[..16].to_owned(),
@@ -286,7 +333,7 @@ impl PluginEngine {
             compile_time,
             from_cache,
             initial_memory,
-            code: Code::Component(pre),
+            code,
         })
     }
 
@@ -381,7 +428,7 @@ pub enum LoadError {
     TooSlow(String),
     #[error("not a valid WebAssembly component: {0}")]
     NotAComponent(String),
-    #[error("does not fit the switchyard:plugin@0.1.0 `plugin` world: {0}")]
+    #[error("does not fit the switchyard:plugin contract: {0}")]
     WrongContract(String),
     /// The compiler itself failed (it could not start, or died).
     #[error("{0}")]
@@ -407,10 +454,30 @@ pub struct LoadedPlugin {
 
 /// What runs a plugin's handler.
 enum Code {
-    /// A component, instantiated in a sandbox for each call.
-    Component(PluginPre<HostState>),
+    /// A component of contract 0.1.0, instantiated in a sandbox for each
+    /// call.
+    V1(v0_1::PluginPre<HostState>),
+    /// A component of contract 0.2.0.
+    V2(v0_2::PluginPre<HostState>),
     /// A handler built into the host.
     Builtin(Builtin),
+}
+
+/// An instantiated component.
+enum Bindings {
+    V1(v0_1::Plugin),
+    V2(v0_2::Plugin),
+}
+
+impl LoadedPlugin {
+    /// The contract version the plugin was built against, for operators.
+    pub fn contract(&self) -> &'static str {
+        match self.code {
+            Code::V1(_) => "0.1.0",
+            Code::V2(_) => "0.2.0",
+            Code::Builtin(_) => "built-in",
+        }
+    }
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -422,13 +489,23 @@ impl std::fmt::Debug for LoadedPlugin {
     }
 }
 
-/// The limits and context of one call.
+/// The limits, grants and context of one queue's calls.
 #[derive(Debug, Clone)]
 pub struct CallContext {
     pub queue: Arc<str>,
     pub timeout: Duration,
     pub memory_bytes: usize,
     pub config: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// Secret values, masked in what the plugin hands back.
+    pub secrets: Arc<[String]>,
+    /// Outbound HTTP: the queue's grant and pooled client.
+    pub http: Arc<http::QueueHttp>,
+    /// Key-value state, if granted.
+    pub keyvalue: Option<keyvalue::KeyValueStore>,
+    /// What the plugin may publish.
+    pub publish: Arc<crate::config::PublishGrant>,
+    /// The largest message it may publish.
+    pub max_publish_bytes: usize,
 }
 
 /// What came of one handler call.
@@ -492,9 +569,9 @@ impl PluginEngine {
         &self,
         plugin: Arc<LoadedPlugin>,
         cx: CallContext,
-        message: WitMessage,
+        message: Delivery,
         pool: Option<Arc<WarmPool>>,
-    ) -> Outcome {
+    ) -> CallResult {
         let engine = self.clone();
         let timeout = cx.timeout;
         let rt = self
@@ -505,72 +582,81 @@ impl PluginEngine {
         let task =
             rt.spawn(async move { plugin.handle(&engine, &cx, &message, pool.as_deref()).await });
         let abort = task.abort_handle();
+        let failed = |kind, reason| CallResult {
+            outcome: Outcome::Failed { kind, reason },
+            published: Vec::new(),
+        };
         // The call enforces its own deadline; this is the backstop should the
         // plugin runtime itself be stuck.
         match tokio::time::timeout(timeout + Duration::from_secs(1), task).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => Outcome::Failed {
-                kind: FailureKind::Trap,
-                reason: format!("the handler task failed: {e}"),
-            },
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => failed(FailureKind::Trap, format!("the handler task failed: {e}")),
             Err(_) => {
                 abort.abort();
-                Outcome::Failed {
-                    kind: FailureKind::Timeout,
-                    reason: DeadlineExceeded(timeout).to_string(),
-                }
+                failed(FailureKind::Timeout, DeadlineExceeded(timeout).to_string())
             }
         }
     }
 }
 
 impl LoadedPlugin {
-    /// Runs the handler on one message in a fresh instance, on the current
-    /// runtime.
+    /// Runs the handler on one message in a fresh instance (or a warm one),
+    /// on the current runtime.
     async fn handle(
         &self,
         engine: &PluginEngine,
         cx: &CallContext,
-        message: &WitMessage,
+        message: &Delivery,
         pool: Option<&WarmPool>,
-    ) -> Outcome {
-        let pre = match &self.code {
-            Code::Component(pre) => pre,
-            Code::Builtin(run) => return outcome_of(run(message)),
-        };
+    ) -> CallResult {
+        if let Code::Builtin(run) = &self.code {
+            return CallResult {
+                outcome: run(message),
+                published: Vec::new(),
+            };
+        }
         let deadline = Instant::now() + cx.timeout;
         let mut w = match pool.and_then(WarmPool::take) {
             Some(w) => w,
             None => Warm::new(engine, cx, self),
         };
-        w.prepare(message, deadline, cx.timeout);
+        w.prepare(cx, message, deadline);
 
         let call = async {
             if w.bindings.is_none() {
-                let bindings = pre
-                    .instantiate_async(&mut w.store)
-                    .await
-                    .map_err(|e| (true, e))?;
+                let bindings = match &self.code {
+                    Code::V1(pre) => pre.instantiate_async(&mut w.store).await.map(Bindings::V1),
+                    Code::V2(pre) => pre.instantiate_async(&mut w.store).await.map(Bindings::V2),
+                    Code::Builtin(_) => unreachable!("handled above"),
+                }
+                .map_err(|e| (true, e))?;
                 w.bindings = Some(bindings);
             }
-            let bindings = w.bindings.as_ref().expect("instantiated above");
-            bindings
-                .switchyard_plugin_handler()
-                .call_handle(&mut w.store, message)
-                .await
-                .map_err(|e| (false, e))
+            match w.bindings.as_ref().expect("instantiated above") {
+                Bindings::V1(b) => b
+                    .switchyard_plugin_handler()
+                    .call_handle(&mut w.store, &to_v1(message))
+                    .await
+                    .map(from_v1),
+                Bindings::V2(b) => b
+                    .switchyard_plugin_handler()
+                    .call_handle(&mut w.store, &to_v2(message))
+                    .await
+                    .map(from_v2),
+            }
+            .map_err(|e| (false, e))
         };
         // The epoch callback stops guest code; this also stops a call parked
-        // in an async host import past its deadline.
+        // in an async host import (an HTTP request, Redis) past its deadline.
         let result = tokio::time::timeout(cx.timeout, call).await;
-        let captured = w.output.take(crate::text::MAX_OUTPUT);
+        let captured = mask(&w.output.take(crate::text::MAX_OUTPUT), &cx.secrets);
         let completed = matches!(result, Ok(Ok(_)));
         let outcome = match result {
             Err(_) => Outcome::Failed {
                 kind: FailureKind::Timeout,
                 reason: DeadlineExceeded(cx.timeout).to_string(),
             },
-            Ok(Ok(returned)) => outcome_of(returned),
+            Ok(Ok(outcome)) => outcome,
             Ok(Err((instantiating, e))) => {
                 let (kind, reason) = classify(instantiating, &e, w.store.data().limiter.exceeded());
                 let reason = crate::text::bounded(&reason, crate::text::MAX_REASON);
@@ -584,9 +670,17 @@ impl LoadedPlugin {
                 }
             }
         };
+        let outcome = outcome.masked(&cx.secrets);
         if !captured.is_empty() && !matches!(outcome, Outcome::Failed { .. }) {
             tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, output = %captured, "Plugin wrote to stdout or stderr.");
         }
+        // What the call published goes out only with a success.
+        let published = std::mem::take(&mut w.store.data_mut().outbox.messages);
+        let published = if outcome == Outcome::Success {
+            published
+        } else {
+            Vec::new()
+        };
         // Only an instance whose call completed is kept: after a trap, a
         // timeout or a cap hit it cannot (or must not) be entered again.
         if let Some(pool) = pool
@@ -594,23 +688,83 @@ impl LoadedPlugin {
         {
             pool.put(w);
         }
-        outcome
+        CallResult { outcome, published }
     }
 }
 
-/// The outcome a handler returned, its reason cut to
-/// [`crate::text::MAX_REASON`] bytes.
-fn outcome_of(returned: Result<(), Failure>) -> Outcome {
-    use crate::text::{MAX_REASON, bounded};
+fn to_v1(m: &Delivery) -> v0_1::switchyard::plugin::types::Message {
+    v0_1::switchyard::plugin::types::Message {
+        id: m.id.clone(),
+        message_type: m.message_type.clone(),
+        queue: m.queue.clone(),
+        body: m.body.clone(),
+        headers: m.headers.clone(),
+        attempt: m.attempt,
+    }
+}
+
+fn to_v2(m: &Delivery) -> v0_2::switchyard::plugin::types::Message {
+    v0_2::switchyard::plugin::types::Message {
+        id: m.id.clone(),
+        message_type: m.message_type.clone(),
+        queue: m.queue.clone(),
+        body: m.body.clone(),
+        headers: m.headers.clone(),
+        attempt: m.attempt,
+    }
+}
+
+fn from_v1(returned: Result<(), v0_1::switchyard::plugin::types::Failure>) -> Outcome {
+    use v0_1::switchyard::plugin::types::Failure;
     match returned {
         Ok(()) => Outcome::Success,
-        Err(Failure::Retry(r)) => Outcome::Retry {
-            reason: bounded(&r.reason, MAX_REASON),
-            delay: r.delay_ms.map(Duration::from_millis),
-        },
-        Err(Failure::Reject(reason)) => Outcome::Reject {
-            reason: bounded(&reason, MAX_REASON),
-        },
+        Err(Failure::Retry(r)) => Outcome::retry(&r.reason, r.delay_ms),
+        Err(Failure::Reject(reason)) => Outcome::reject(&reason),
+    }
+}
+
+fn from_v2(returned: Result<(), v0_2::switchyard::plugin::types::Failure>) -> Outcome {
+    use v0_2::switchyard::plugin::types::Failure;
+    match returned {
+        Ok(()) => Outcome::Success,
+        Err(Failure::Retry(r)) => Outcome::retry(&r.reason, r.delay_ms),
+        Err(Failure::Reject(reason)) => Outcome::reject(&reason),
+    }
+}
+
+impl Outcome {
+    /// A retry the plugin asked for, its reason cut to
+    /// [`crate::text::MAX_REASON`] bytes.
+    fn retry(reason: &str, delay_ms: Option<u64>) -> Outcome {
+        Outcome::Retry {
+            reason: crate::text::bounded(reason, crate::text::MAX_REASON),
+            delay: delay_ms.map(Duration::from_millis),
+        }
+    }
+
+    /// A rejection, its reason cut to [`crate::text::MAX_REASON`] bytes.
+    fn reject(reason: &str) -> Outcome {
+        Outcome::Reject {
+            reason: crate::text::bounded(reason, crate::text::MAX_REASON),
+        }
+    }
+
+    /// The outcome with the queue's secrets masked in its reason.
+    fn masked(self, secrets: &[String]) -> Outcome {
+        match self {
+            Outcome::Retry { reason, delay } => Outcome::Retry {
+                reason: mask(&reason, secrets),
+                delay,
+            },
+            Outcome::Reject { reason } => Outcome::Reject {
+                reason: mask(&reason, secrets),
+            },
+            Outcome::Failed { kind, reason } => Outcome::Failed {
+                kind,
+                reason: mask(&reason, secrets),
+            },
+            Outcome::Success => Outcome::Success,
+        }
     }
 }
 
@@ -618,7 +772,7 @@ fn outcome_of(returned: Result<(), Failure>) -> Outcome {
 /// instances.
 struct Warm {
     store: Store<HostState>,
-    bindings: Option<Plugin>,
+    bindings: Option<Bindings>,
     /// What the plugin writes to stdout and stderr, interleaved.
     output: output::CapturedOutput,
 }
@@ -636,7 +790,20 @@ impl Warm {
             message_id: String::new(),
             plugin: plugin.hash.clone(),
             config: cx.config.clone(),
+            secrets: cx.secrets.clone(),
             log_lines: 0,
+            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http: http::CallHttp {
+                queue: cx.http.clone(),
+                deadline: Instant::now(),
+                sent: 0,
+            },
+            keyvalue: cx.keyvalue.clone(),
+            outbox: host::Outbox {
+                grant: cx.publish.clone(),
+                max_bytes: cx.max_publish_bytes,
+                ..Default::default()
+            },
         };
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -647,12 +814,19 @@ impl Warm {
         }
     }
 
-    /// Sets up the store for one call: the message it logs for, and the
-    /// call's deadline (epoch deadlines are absolute: set before every call).
-    fn prepare(&mut self, message: &WitMessage, deadline: Instant, timeout: Duration) {
+    /// Sets up the store for one call: the message it logs and publishes
+    /// for, and the call's deadline (epoch deadlines are absolute: set before
+    /// every call).
+    fn prepare(&mut self, cx: &CallContext, message: &Delivery, deadline: Instant) {
         let state = self.store.data_mut();
         state.message_id.clone_from(&message.id);
         state.log_lines = 0;
+        state.http.deadline = deadline;
+        state.http.sent = 0;
+        state.outbox.messages.clear();
+        state.outbox.parent_id.clone_from(&message.id);
+        state.outbox.parent_hops = message.hops();
+        let timeout = cx.timeout;
         self.store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
                 Err(DeadlineExceeded(timeout).into())

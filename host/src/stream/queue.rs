@@ -7,9 +7,10 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use super::read::{self, Bounds, ReadBatch};
-use super::scripts::{RENEW, RETRY_LATER, SETTLE_DEAD};
+use super::scripts::{ACK_PUBLISH, RENEW, RETRY_LATER, SETTLE_DEAD};
 use super::{Keys, dead_fields, now_rfc3339};
 use crate::message::MAX_FIELDS;
+use crate::plugin::Published;
 use crate::redis_conn::{Doing, StreamError, StreamResult};
 
 /// The failed attempts of a message pending a retry, kept in Redis (the
@@ -55,6 +56,8 @@ pub struct QueueStream {
     pub consumer: String,
     errors: String,
     dead: String,
+    /// Where what plugins publish goes.
+    ingress: String,
 }
 
 impl std::fmt::Debug for QueueStream {
@@ -67,7 +70,13 @@ impl std::fmt::Debug for QueueStream {
 }
 
 impl QueueStream {
-    pub fn new(conn: ConnectionManager, keys: &Keys, queue: &str, consumer: &str) -> Self {
+    pub fn new(
+        conn: ConnectionManager,
+        keys: &Keys,
+        queue: &str,
+        consumer: &str,
+        ingress: &str,
+    ) -> Self {
         QueueStream {
             conn,
             queue: queue.to_owned(),
@@ -76,6 +85,7 @@ impl QueueStream {
             consumer: consumer.to_owned(),
             errors: keys.errors(queue),
             dead: keys.dead_letter(),
+            ingress: ingress.to_owned(),
         }
     }
 
@@ -136,10 +146,13 @@ impl QueueStream {
         super::ensure_group(&mut conn, &self.stream, &self.group).await
     }
 
-    /// The messages were handled: acknowledge them, in one XACK. Each id
-    /// with `true` beside it also has its recorded failures cleared (in the
-    /// same transaction).
-    pub async fn ack(&self, acks: &[(String, bool)]) -> StreamResult<()> {
+    /// The messages were handled: acknowledge them, in one XACK, and add
+    /// what their calls published to the ingress stream, in the same step.
+    /// Each id with `true` beside it also has its recorded failures cleared.
+    pub async fn ack(&self, acks: &[(String, bool)], published: &[Published]) -> StreamResult<()> {
+        if !published.is_empty() {
+            return self.ack_publishing(acks, published).await;
+        }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
         let cleared: Vec<&str> = acks
@@ -161,6 +174,48 @@ impl QueueStream {
         pipe.query_async::<()>(&mut conn)
             .await
             .doing(|| format!("acking {} entries on {:?}", acks.len(), self.stream))
+    }
+
+    async fn ack_publishing(
+        &self,
+        acks: &[(String, bool)],
+        published: &[Published],
+    ) -> StreamResult<()> {
+        let mut inv = ACK_PUBLISH.key(&self.stream);
+        inv.key(&self.errors).key(&self.ingress);
+        inv.arg(&self.group).arg(acks.len());
+        for (id, _) in acks {
+            inv.arg(id);
+        }
+        let cleared: Vec<&str> = acks
+            .iter()
+            .filter(|(_, had_failures)| *had_failures)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        inv.arg(cleared.len());
+        for id in &cleared {
+            inv.arg(*id);
+        }
+        inv.arg(published.len());
+        for p in published {
+            let fields = p.fields();
+            inv.arg(fields.len() * 2);
+            for (k, v) in fields {
+                inv.arg(k).arg(v);
+            }
+        }
+        let mut conn = self.conn.clone();
+        inv.invoke_async::<redis::Value>(&mut conn)
+            .await
+            .map(drop)
+            .doing(|| {
+                format!(
+                    "acking {} entries and publishing {} messages on {:?}",
+                    acks.len(),
+                    published.len(),
+                    self.stream
+                )
+            })
     }
 
     /// The attempt failed and another will follow: keep the message pending,

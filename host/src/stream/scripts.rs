@@ -21,6 +21,11 @@ fn writing_script(body: &str) -> redis::Script {
     ))
 }
 
+/// A writing script that needs no helpers.
+fn plain_writing_script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("#!lua\n{body}"))
+}
+
 fn draining_script(body: &str) -> redis::Script {
     redis::Script::new(&format!("#!lua flags=allow-oom\n{body}"))
 }
@@ -56,3 +61,20 @@ pub(crate) static LAST_ID: LazyLock<redis::Script> =
 /// The newest dead letters, summarised (`lua/dead_summaries.lua`).
 pub(crate) static DEAD_SUMMARIES: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("lua/dead_summaries.lua")));
+
+/// Acknowledges handled messages and adds what their calls published to
+/// the ingress stream, in one step (`lua/ack_publish.lua`).
+pub(crate) static ACK_PUBLISH: LazyLock<redis::Script> =
+    LazyLock::new(|| writing_script(include_str!("lua/ack_publish.lua")));
+
+/// Writes a key of a queue's key-value buckets (`lua/kv_write.lua`).
+pub(crate) static KV_WRITE: LazyLock<redis::Script> =
+    LazyLock::new(|| plain_writing_script(include_str!("lua/kv_write.lua")));
+
+/// Deletes a key of a queue's key-value buckets (`lua/kv_delete.lua`).
+pub(crate) static KV_DELETE: LazyLock<redis::Script> =
+    LazyLock::new(|| plain_writing_script(include_str!("lua/kv_delete.lua")));
+
+/// Lists the keys of a bucket (`lua/kv_list.lua`).
+pub(crate) static KV_LIST: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/kv_list.lua")));

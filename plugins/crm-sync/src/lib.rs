@@ -7,7 +7,7 @@
 //!
 //! Config: `system` = "ticket" | "salesforce" | "zendesk" (required).
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
 
 use chat_events::Payload;
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};

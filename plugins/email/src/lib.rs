@@ -9,7 +9,7 @@
 //! Config: `from` (sender address), `offline_inbox` (where offline messages
 //! go).
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
 
 use chat_events::{Payload, looks_like_email};
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};

@@ -9,7 +9,7 @@
 //!
 //! Config: `database` (a name, for the log).
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
 
 use chat_events::Payload;
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};

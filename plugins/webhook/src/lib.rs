@@ -8,7 +8,7 @@
 //! message is fine and the operator's fix is what is missing), `secret`
 //! (optional, named in the log only as present or not).
 
-wit_bindgen::generate!({ path: "../../wit", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
 
 use chat_events::Payload;
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};

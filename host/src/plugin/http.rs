@@ -1,0 +1,500 @@
+//! Outbound HTTP for plugins: `wasi:http/outgoing-handler`, implemented by
+//! wasmtime-wasi-http, with the host's own request sender.
+//!
+//! Every request a plugin sends goes through [`CallHttp::send_request`]:
+//!
+//! - its URL is checked against the queue's `allowed_hosts` (a request to
+//!   anywhere else fails inside the plugin with the standard
+//!   `HTTP-request-denied`, and the host logs and counts it);
+//! - the call may send at most `max_requests_per_call` requests, and the
+//!   queue at most `max_connections_per_host` to one destination at once;
+//! - the request, response body included, must finish within
+//!   `http_timeout` and the handler's deadline, whichever comes first, and
+//!   the body may be at most `max_response_kib`;
+//! - it goes out on the queue's pooled client, which keeps connections
+//!   alive across messages and instances, per destination. The client's
+//!   connector is the one place a connection is made: it resolves the
+//!   host, checks every address against the grant (a non-public address
+//!   only for a host the grant names exactly), and connects to an address
+//!   it checked, never resolving again. Redirects are not followed: a
+//!   plugin that follows one sends a new request, checked again.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
+
+use crate::admin::metrics::QueueMetrics;
+use crate::config::HttpSettings;
+use crate::grants::{Denied, Destination, HttpGrant, RequestHost};
+
+/// How long idle pooled connections are kept.
+const IDLE: Duration = Duration::from_secs(60);
+
+/// The TLS configuration for https destinations: the web's root
+/// certificates, HTTP/1.1.
+static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the default protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+});
+
+/// A plain or TLS connection.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A connection the pool keeps.
+pub struct Conn(TokioIo<Stream>);
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").finish_non_exhaustive()
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+/// Why the connector did not connect.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Denied(#[from] Denied),
+    #[error("resolving {host}: {error}")]
+    Dns { host: String, error: std::io::Error },
+    #[error("connecting to {dest}: {error}")]
+    Connect { dest: String, error: std::io::Error },
+    #[error("connecting to {0}: timed out")]
+    Timeout(String),
+    #[error("TLS with {dest}: {error}")]
+    Tls { dest: String, error: std::io::Error },
+}
+
+/// Makes every connection of a queue's client: checks the destination and
+/// the addresses it resolves to against the grant, and connects to one it
+/// checked.
+#[derive(Debug, Clone)]
+pub struct GuardedConnector {
+    grant: Arc<HttpGrant>,
+    connect_timeout: Duration,
+}
+
+impl tower_service::Service<http::Uri> for GuardedConnector {
+    type Response = Conn;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (grant, timeout) = (self.grant.clone(), self.connect_timeout);
+        Box::pin(async move {
+            let dest = grant.check(
+                uri.scheme_str().unwrap_or(""),
+                uri.host().unwrap_or(""),
+                uri.port_u16(),
+            )?;
+            let addrs: Vec<SocketAddr> = match &dest.host {
+                RequestHost::Ip(ip) => vec![SocketAddr::new(*ip, dest.port)],
+                RequestHost::Name(name) => tokio::time::timeout(
+                    timeout,
+                    tokio::net::lookup_host((name.as_str(), dest.port)),
+                )
+                .await
+                .map_err(|_| ConnectError::Timeout(dest.to_string()))?
+                .map_err(|error| ConnectError::Dns {
+                    host: name.clone(),
+                    error,
+                })?
+                .collect(),
+            };
+            // Every address must pass: a name that resolves to one public
+            // and one private address is refused, not tried in turn.
+            let checked = addrs
+                .iter()
+                .map(|a| {
+                    dest.check_address(a.ip())
+                        .map(|ip| SocketAddr::new(ip, a.port()))
+                })
+                .collect::<Result<Vec<_>, Denied>>()?;
+            let mut last = None;
+            for addr in checked {
+                match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(tcp)) => {
+                        let _ = tcp.set_nodelay(true);
+                        return secure(&dest, tcp).await;
+                    }
+                    Ok(Err(error)) => {
+                        last = Some(ConnectError::Connect {
+                            dest: format!("{dest} ({addr})"),
+                            error,
+                        })
+                    }
+                    Err(_) => last = Some(ConnectError::Timeout(format!("{dest} ({addr})"))),
+                }
+            }
+            Err(last.unwrap_or(ConnectError::Dns {
+                host: dest.host.to_string(),
+                error: std::io::ErrorKind::NotFound.into(),
+            }))
+        })
+    }
+}
+
+/// TLS over `tcp` for an https destination.
+async fn secure(dest: &Destination, tcp: TcpStream) -> Result<Conn, ConnectError> {
+    if dest.scheme == crate::grants::Scheme::Http {
+        return Ok(Conn(TokioIo::new(Stream::Plain(tcp))));
+    }
+    let name = match &dest.host {
+        RequestHost::Name(n) => rustls::pki_types::ServerName::try_from(n.clone()),
+        RequestHost::Ip(ip) => Ok(rustls::pki_types::ServerName::IpAddress((*ip).into())),
+    }
+    .map_err(|e| ConnectError::Tls {
+        dest: dest.to_string(),
+        error: std::io::Error::other(e.to_string()),
+    })?;
+    let tls = tokio_rustls::TlsConnector::from(TLS.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|error| ConnectError::Tls {
+            dest: dest.to_string(),
+            error,
+        })?;
+    Ok(Conn(TokioIo::new(Stream::Tls(Box::new(tls)))))
+}
+
+/// One queue's outbound HTTP: its settings, its pooled client, and how many
+/// requests are in flight to each destination.
+pub struct QueueHttp {
+    queue: Arc<str>,
+    settings: HttpSettings,
+    client: Client<GuardedConnector, WasiBody>,
+    in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+    metrics: Arc<QueueMetrics>,
+}
+
+impl std::fmt::Debug for QueueHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueHttp")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueHttp {
+    pub fn new(queue: &str, settings: HttpSettings, metrics: Arc<QueueMetrics>) -> Self {
+        let connector = GuardedConnector {
+            grant: Arc::new(settings.grant.clone()),
+            connect_timeout: settings.timeout,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(IDLE)
+            .pool_max_idle_per_host(settings.max_connections_per_host as usize)
+            .build(connector);
+        QueueHttp {
+            queue: queue.into(),
+            settings,
+            client,
+            in_flight: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn slots(&self, dest: &str) -> Arc<Semaphore> {
+        self.in_flight
+            .lock()
+            .expect("http lock")
+            .entry(dest.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.settings.max_connections_per_host as usize,
+                ))
+            })
+            .clone()
+    }
+
+    fn denied(&self, destination: &str, reason: &str) -> wasmtime_wasi_http::Error {
+        QueueMetrics::add(&self.metrics.http_denied);
+        tracing::warn!(queue = %self.queue, destination, reason, "Outbound HTTP request denied.");
+        wasmtime_wasi_http::Error::HttpRequestDenied
+    }
+}
+
+/// The HTTP side of one handler call.
+pub struct CallHttp {
+    pub queue: Arc<QueueHttp>,
+    /// The handler's deadline: no request outlives it.
+    pub deadline: Instant,
+    /// Requests this call has sent.
+    pub sent: u32,
+}
+
+impl std::fmt::Debug for CallHttp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallHttp")
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+type SendResult = wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+)>;
+
+impl WasiHttpHooks for CallHttp {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        _options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
+    ) -> Box<dyn Future<Output = SendResult> + Send> {
+        drop(fut);
+        let queue = self.queue.clone();
+        let uri = request.uri().clone();
+        let shown = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("?"),
+            uri.host().unwrap_or("?"),
+            uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        self.sent += 1;
+        let over = self.sent > queue.settings.max_requests;
+        let checked = queue.settings.grant.check(
+            uri.scheme_str().unwrap_or(""),
+            uri.host().unwrap_or(""),
+            uri.port_u16(),
+        );
+        let budget = queue
+            .settings
+            .timeout
+            .min(self.deadline.saturating_duration_since(Instant::now()));
+        Box::new(async move {
+            if over {
+                return Err(queue.denied(
+                    &shown,
+                    &format!(
+                        "the call sent more than max_requests_per_call ({}) requests",
+                        queue.settings.max_requests
+                    ),
+                ));
+            }
+            let dest = checked.map_err(|e| queue.denied(&shown, &e.to_string()))?;
+            QueueMetrics::add(&queue.metrics.http_requests);
+            let deadline = tokio::time::Instant::now() + budget;
+            let slots = queue.slots(&dest.to_string());
+            let permit = tokio::time::timeout_at(deadline, slots.acquire_owned())
+                .await
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionLimitReached)?
+                .expect("the semaphore is never closed");
+            let response = tokio::time::timeout_at(deadline, queue.client.request(request))
+                .await
+                .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
+                .map_err(|e| client_error(&queue, &shown, e))?;
+            let max = queue.settings.max_response_bytes;
+            let response = response.map(|body| {
+                Guarded {
+                    inner: body,
+                    deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                    _permit: Some(permit),
+                    read: 0,
+                    max,
+                }
+                .boxed_unsync()
+            });
+            Ok((
+                response,
+                Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
+            ))
+        })
+    }
+}
+
+/// What a failed request tells the plugin. A refusal by the connector (an
+/// address that is not allowed) is `HTTP-request-denied`, logged and
+/// counted like the others.
+fn client_error(
+    queue: &QueueHttp,
+    shown: &str,
+    e: hyper_util::client::legacy::Error,
+) -> wasmtime_wasi_http::Error {
+    use std::error::Error as _;
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(c) = s.downcast_ref::<ConnectError>() {
+            return match c {
+                ConnectError::Denied(d) => queue.denied(shown, &d.to_string()),
+                ConnectError::Dns { .. } => wasmtime_wasi_http::Error::DnsError {
+                    rcode: None,
+                    info_code: None,
+                },
+                ConnectError::Timeout(_) => wasmtime_wasi_http::Error::ConnectionTimeout,
+                ConnectError::Connect { error, .. }
+                    if error.kind() == std::io::ErrorKind::ConnectionRefused =>
+                {
+                    wasmtime_wasi_http::Error::ConnectionRefused
+                }
+                ConnectError::Connect { .. } => wasmtime_wasi_http::Error::DestinationUnavailable,
+                ConnectError::Tls { .. } => wasmtime_wasi_http::Error::TlsProtocolError,
+            };
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            return if h.is_incomplete_message() || h.is_closed() {
+                wasmtime_wasi_http::Error::ConnectionTerminated
+            } else {
+                wasmtime_wasi_http::Error::HttpProtocolError
+            };
+        }
+        source = s.source();
+    }
+    wasmtime_wasi_http::Error::InternalError(Some(e.to_string()))
+}
+
+/// A response body bounded in size and in time, holding its destination's
+/// slot until it is read or dropped.
+struct Guarded {
+    inner: hyper::body::Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    _permit: Option<OwnedSemaphorePermit>,
+    read: usize,
+    max: usize,
+}
+
+impl Body for Guarded {
+    type Data = Bytes;
+    type Error = wasmtime_wasi_http::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.read += data.len();
+                    if this.read > this.max {
+                        return Poll::Ready(Some(Err(
+                            wasmtime_wasi_http::Error::HttpResponseBodySize(Some(this.max as u64)),
+                        )));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(wasmtime_wasi_http::Error::from(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,76 @@
+-- Writes one key of a queue's key-value buckets, within the queue's quota:
+-- set a value, increment an integer, or set a value only if the key still
+-- holds what a compare-and-swap handle read. The queue's live keys are
+-- indexed with their expiry time; keys that expired are forgotten (a few at
+-- a time) before the quota is checked, so it counts only live keys.
+--
+-- KEYS[1]: index (zset: member -> expiry ms, +inf for none); KEYS[2]: the
+-- same members, for listing in order (zset, score 0); KEYS[3]: value sizes
+-- (hash: member -> bytes); KEYS[4]: the queue's bytes in use; KEYS[5]: the
+-- value's key.
+-- ARGV: op ('set', 'incr' or 'cas'), member, value (a delta for 'incr'),
+-- ttl ms (0: none), max keys, max bytes, now ms, the prefix of value keys,
+-- and for 'cas': '1' if the handle saw a value ('0' if none), that value.
+-- Returns 'ok', or for 'incr' the new value, or 'changed' when a 'cas'
+-- found the key changed; a quota error is an error reply starting QUOTA.
+local op, member, value = ARGV[1], ARGV[2], ARGV[3]
+local ttl, max_keys, max_bytes, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 32)) do
+  local size = redis.call('HGET', KEYS[3], m)
+  if size then
+    redis.call('DECRBY', KEYS[4], size)
+    redis.call('HDEL', KEYS[3], m)
+  end
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('DEL', ARGV[8] .. m)
+end
+
+if op == 'cas' then
+  local current = redis.call('GET', KEYS[5])
+  if ARGV[9] == '1' then
+    if current ~= ARGV[10] then
+      return 'changed'
+    end
+  elseif current then
+    return 'changed'
+  end
+end
+
+local old = redis.call('HGET', KEYS[3], member)
+local keys = redis.call('ZCARD', KEYS[1])
+if not old then
+  keys = keys + 1
+end
+local new_size = #value
+if op == 'incr' then
+  -- An integer takes at most 20 bytes; the exact size is recorded after.
+  new_size = 20
+end
+local bytes = tonumber(redis.call('GET', KEYS[4]) or '0') - tonumber(old or '0') + new_size
+if keys > max_keys then
+  return redis.error_reply('QUOTA the queue may hold at most ' .. max_keys .. ' keys')
+end
+if bytes > max_bytes then
+  return redis.error_reply('QUOTA the queue may hold at most ' .. max_bytes .. ' bytes of values')
+end
+
+local result = 'ok'
+if op == 'incr' then
+  result = redis.call('INCRBY', KEYS[5], value)
+  new_size = redis.call('STRLEN', KEYS[5])
+  bytes = bytes - 20 + new_size
+else
+  redis.call('SET', KEYS[5], value)
+end
+local expiry = '+inf'
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[5], ttl)
+  expiry = now + ttl
+end
+redis.call('ZADD', KEYS[1], expiry, member)
+redis.call('ZADD', KEYS[2], 0, member)
+redis.call('HSET', KEYS[3], member, new_size)
+redis.call('SET', KEYS[4], bytes)
+return result
