@@ -333,6 +333,11 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+/// An environment variable of this process, if it is set and UTF-8.
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 /// Errors and warnings in the order of the file: by line, those without one
 /// (the file as a whole) first.
 fn sort_by_line(errors: &mut [ConfigError]) {
@@ -343,6 +348,15 @@ impl Config {
     /// Reads and validates a file. Its path is made absolute, so plugin paths
     /// are too.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        Self::load_with_env(path, &process_env)
+    }
+
+    /// [`Config::load`], with secrets read through `env` instead of the
+    /// process's environment.
+    pub fn load_with_env(
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             path: path.to_owned(),
@@ -353,12 +367,21 @@ impl Config {
             }],
             plugins: BTreeSet::new(),
         })?;
-        Self::parse(&text, path)
+        Self::parse_with_env(&text, path, env)
     }
 
     /// Validates the text of a file that lives at `path` (used to resolve
     /// plugin paths and to name the file in errors).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        Self::parse_with_env(text, path, &process_env)
+    }
+
+    /// [`Config::parse`], with secrets read through `env`.
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
         let base = path.parent().unwrap_or(Path::new("."));
         let table: toml::Table = toml::from_str(text).map_err(|e| ConfigErrors {
             path: path.to_owned(),
@@ -367,6 +390,7 @@ impl Config {
         })?;
         let mut v = Validator {
             lines: KeyLines::new(text),
+            env,
             errors: Vec::new(),
             warnings: Vec::new(),
             plugins: BTreeSet::new(),
@@ -560,8 +584,10 @@ fn syntax_error(text: &str, e: &toml::de::Error) -> ConfigError {
 }
 
 /// Collects errors and warnings while reading the document.
-struct Validator {
+struct Validator<'e> {
     lines: KeyLines,
+    /// Reads an environment variable (secrets).
+    env: &'e dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
     warnings: Vec<ConfigError>,
     /// Every plugin file named.
@@ -598,7 +624,7 @@ impl<'a> Section<'a> {
 const DURATION_FORM: &str =
     "write a number and a unit, like \"250ms\", \"5s\", \"10m\", \"2h\" or \"15d\"";
 
-impl Validator {
+impl Validator<'_> {
     fn problem(&self, key: String, message: impl Into<String>) -> ConfigError {
         let line = self.lines.line_of(&key);
         ConfigError {
@@ -1170,8 +1196,8 @@ impl Validator {
                     continue;
                 }
             };
-            match std::env::var(&var) {
-                Ok(value) => {
+            match (self.env)(&var) {
+                Some(value) => {
                     map.insert(name.clone(), serde_json::Value::String(value.clone()));
                     secrets.push(Secret {
                         key: name.clone(),
@@ -1179,7 +1205,7 @@ impl Validator {
                         value,
                     });
                 }
-                Err(_) => self.error(
+                None => self.error(
                     path,
                     format!("the environment variable {var} is not set (or not UTF-8)"),
                 ),

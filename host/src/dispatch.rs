@@ -838,6 +838,8 @@ async fn ack_batches(
             published.extend(request.published);
             waiting.push(request.done);
         }
+        // A crash here: handled, not acknowledged, nothing published.
+        crate::failpoint::hit("queue-before-ack");
         let result = stream.ack(&ids, &published).await;
         if result.is_ok() {
             metrics

@@ -193,6 +193,12 @@ pub struct TestConfig {
 
 impl TestConfig {
     pub fn new(text: &str) -> Self {
+        Self::with_env(text, &[])
+    }
+
+    /// [`TestConfig::new`], with secrets (`{ env = "NAME" }`) read from
+    /// `env`, not from this process's environment.
+    pub fn with_env(text: &str, env: &[(&str, &str)]) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         plugin("sleep");
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -214,7 +220,13 @@ impl TestConfig {
         }
         let path = dir.join("queues.toml");
         std::fs::write(&path, &text).unwrap();
-        let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let lookup = |name: &str| {
+            env.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        };
+        let config =
+            Config::load_with_env(&path, &lookup).unwrap_or_else(|e| panic!("{e}\n{text}"));
         TestConfig {
             dir,
             path,
@@ -292,6 +304,52 @@ pub async fn dead_letters(conn: &mut MultiplexedConnection, cfg: &TestConfig) ->
         .iter()
         .map(DeadLetter::from_entry)
         .collect()
+}
+
+/// The results an `io-probe` message reported: the reason of its dead
+/// letter, a JSON array with one result per step. Waits up to `limit`.
+pub async fn probe_report(
+    conn: &mut MultiplexedConnection,
+    cfg: &TestConfig,
+    id: &str,
+    limit: Duration,
+) -> Vec<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let found = dead_letters(conn, cfg)
+            .await
+            .into_iter()
+            .find(|d| d.message_id == id);
+        if let Some(d) = found {
+            let report = d.reason.trim_start_matches("rejected by the plugin: ");
+            return serde_json::from_str(report)
+                .unwrap_or_else(|e| panic!("the report of {id} is not JSON ({e}): {}", d.reason));
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no report from {id} within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// XADDs an `io-probe` message of `message_type` with `id` that runs
+/// `steps`, then does `then` (`report`, `ok`, `retry`, `trap`).
+pub async fn send_probe(
+    conn: &mut MultiplexedConnection,
+    cfg: &TestConfig,
+    message_type: &str,
+    id: &str,
+    steps: serde_json::Value,
+    then: &str,
+) {
+    let body = serde_json::json!({ "steps": steps, "then": then }).to_string();
+    xadd(
+        conn,
+        cfg.ingress(),
+        &[("type", message_type), ("id", id), ("body", &body)],
+    )
+    .await;
 }
 
 /// Entries delivered to the group and not acknowledged (0 before the group
@@ -531,6 +589,41 @@ impl HostProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().context("starting the host process")?;
+        Ok(HostProcess { child })
+    }
+
+    /// [`HostProcess::spawn_with`], in a mount namespace of its own where
+    /// `hosts` is /etc/hosts: names of the test's choosing resolve to the
+    /// addresses it chooses, for this process only. Needs root (CI and the
+    /// test machine run as root) and util-linux's `unshare`.
+    pub fn spawn_with_hosts(
+        config: &Path,
+        url: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+        hosts: &Path,
+    ) -> Result<Self> {
+        let file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "sh", "-c"])
+            .arg("mount --bind \"$0\" /etc/hosts && exec \"$@\"")
+            .arg(hosts)
+            .arg(host_binary())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--redis-url")
+            .arg(url)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .context("starting the host process under unshare (util-linux)")?;
         Ok(HostProcess { child })
     }
 

@@ -49,6 +49,9 @@ pub struct QueueCounts {
     pub dead_lettered: u64,
     pub reclaimed: u64,
     pub in_flight: u64,
+    pub http_requests: u64,
+    pub http_denied: u64,
+    pub published: u64,
 }
 
 impl QueueMetrics {
@@ -83,6 +86,9 @@ impl QueueMetrics {
             dead_lettered: get(&self.dead_lettered),
             reclaimed: get(&self.reclaimed),
             in_flight: get(&self.in_flight),
+            http_requests: get(&self.http_requests),
+            http_denied: get(&self.http_denied),
+            published: get(&self.published),
         }
     }
 }

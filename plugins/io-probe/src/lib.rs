@@ -1,0 +1,152 @@
+//! Test plugin (contract 0.2.0): runs the steps its message's body lists,
+//! in order, and reports what each did.
+//!
+//! The body is `{"steps": [...], "then": "report" | "ok" | "retry" | "trap"}`.
+//! Each step is one object:
+//!
+//! - `{"http": {"method", "url", "headers": {..}, "body", "follow"}}`:
+//!   `{"status", "bytes", "body"}` (the first 200 bytes), or `{"error"}`;
+//! - `{"kv": "get" | "set" | "delete" | "exists" | "increment" | "cas" |
+//!   "list", "bucket", "key", "value", "delta", "expect"}`: the value or
+//!   `{"error"}`;
+//! - `{"publish": {"type", "body", "headers": {..}}}`, or
+//!   `{"publish": "itself"}` (the message's own type and body): the id or
+//!   `{"error"}`;
+//! - `{"config": key}`: the setting.
+//!
+//! With `then` = `report` (the default) it rejects with the results as the
+//! reason, so a test reads them in the dead letter; `ok` succeeds, `retry`
+//! retries, `trap` traps. Every result is also logged as `probe <results>`.
+
+use serde_json::{Value, json};
+use switchyard_plugin::http::{Error, Request};
+use switchyard_plugin::kv::{self, atomics};
+use switchyard_plugin::{Failure, Handler, Message, config, log};
+
+struct Probe;
+
+impl Handler for Probe {
+    fn handle(message: Message) -> Result<(), Failure> {
+        let body: Value = serde_json::from_str(&message.body).unwrap_or_default();
+        let steps = body["steps"].as_array().cloned().unwrap_or_default();
+        let results: Vec<Value> = steps.iter().map(|s| step(&message, s)).collect();
+        let report = Value::Array(results).to_string();
+        log::info(&format!("probe {report}"));
+        match body["then"].as_str().unwrap_or("report") {
+            "ok" => Ok(()),
+            "retry" => Err(Failure::retry(report)),
+            "trap" => panic!("probe: trapping as asked"),
+            _ => Err(Failure::reject(report)),
+        }
+    }
+}
+
+fn step(message: &Message, step: &Value) -> Value {
+    if let Some(h) = step.get("http") {
+        return http(h);
+    }
+    if let Some(op) = step.get("kv").and_then(Value::as_str) {
+        return keyvalue(op, step);
+    }
+    if let Some(p) = step.get("publish") {
+        let (kind, body, headers) = if p == "itself" {
+            (message.message_type.clone(), message.body.clone(), vec![])
+        } else {
+            (
+                p["type"].as_str().unwrap_or_default().to_owned(),
+                p["body"].as_str().unwrap_or("{}").to_owned(),
+                strings(&p["headers"]),
+            )
+        };
+        return match switchyard_plugin::bindings::switchyard::plugin::publish::publish(
+            &kind, &body, &headers,
+        ) {
+            Ok(id) => json!({ "id": id }),
+            Err(e) => json!({ "error": e }),
+        };
+    }
+    if let Some(key) = step.get("config").and_then(Value::as_str) {
+        return json!(config::get(key));
+    }
+    json!({ "error": "unknown step" })
+}
+
+fn strings(v: &Value) -> Vec<(String, String)> {
+    v.as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn http(h: &Value) -> Value {
+    let mut request = Request::new(
+        h["method"].as_str().unwrap_or("GET"),
+        h["url"].as_str().unwrap_or_default(),
+    );
+    for (k, v) in strings(&h["headers"]) {
+        request = request.header(&k, v);
+    }
+    if let Some(body) = h["body"].as_str() {
+        request = request.body("application/json", body);
+    }
+    if let Some(n) = h["follow"].as_u64() {
+        request = request.follow_redirects(n as u8);
+    }
+    match request.send() {
+        Ok(r) => {
+            let text = String::from_utf8_lossy(&r.body);
+            let mut end = text.len().min(200);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            json!({ "status": r.status, "bytes": r.body.len(), "body": &text[..end] })
+        }
+        Err(Error::Denied) => json!({ "error": "denied" }),
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
+fn keyvalue(op: &str, step: &Value) -> Value {
+    let bucket = match kv::open(step["bucket"].as_str().unwrap_or("default")) {
+        Ok(b) => b,
+        Err(e) => return json!({ "error": format!("open: {e:?}") }),
+    };
+    let key = step["key"].as_str().unwrap_or("k");
+    let value = step["value"].as_str().unwrap_or("").as_bytes();
+    let text = |v: Option<Vec<u8>>| json!(v.map(|v| String::from_utf8_lossy(&v).into_owned()));
+    let result = match op {
+        "get" => bucket.get(key).map(text),
+        "set" => bucket.set(key, value).map(|()| json!("ok")),
+        "delete" => bucket.delete(key).map(|()| json!("ok")),
+        "exists" => bucket.exists(key).map(|b| json!(b)),
+        "increment" => {
+            atomics::increment(&bucket, key, step["delta"].as_i64().unwrap_or(1)).map(|n| json!(n))
+        }
+        "list" => bucket
+            .list_keys(step["cursor"].as_str())
+            .map(|r| json!({ "keys": r.keys, "cursor": r.cursor })),
+        "cas" => {
+            let cas = match atomics::Cas::new(&bucket, key) {
+                Ok(c) => c,
+                Err(e) => return json!({ "error": format!("cas: {e:?}") }),
+            };
+            let current = cas.current().ok().flatten();
+            let expected = step["expect"].as_str().map(|s| s.as_bytes().to_vec());
+            if current != expected {
+                return json!({ "current": text(current) });
+            }
+            return match atomics::swap(cas, value) {
+                Ok(()) => json!("swapped"),
+                Err(atomics::CasError::CasFailed(_)) => json!("changed"),
+                Err(atomics::CasError::StoreError(e)) => json!({ "error": format!("{e:?}") }),
+            };
+        }
+        _ => return json!({ "error": "unknown kv op" }),
+    };
+    result.unwrap_or_else(|e| json!({ "error": format!("{e:?}") }))
+}
+
+switchyard_plugin::export!(Probe);
