@@ -5,7 +5,9 @@
 //! Each step is one object:
 //!
 //! - `{"http": {"method", "url", "headers": {..}, "body", "follow"}}`:
-//!   `{"status", "bytes", "body"}` (the first 200 bytes), or `{"error"}`;
+//!   `{"status", "bytes", "body"}` (the first 200 bytes), or `{"error"}`
+//!   (`denied` when the host denied it); a header value `config:KEY` is
+//!   the queue's setting KEY;
 //! - `{"kv": "get" | "set" | "delete" | "exists" | "increment" | "cas" |
 //!   "list", "bucket", "key", "value", "delta", "expect"}`: the value or
 //!   `{"error"}`;
@@ -87,6 +89,10 @@ fn http(h: &Value) -> Value {
         h["url"].as_str().unwrap_or_default(),
     );
     for (k, v) in strings(&h["headers"]) {
+        let v = match v.strip_prefix("config:") {
+            Some(key) => config::get(key).unwrap_or_default(),
+            None => v,
+        };
         request = request.header(&k, v);
     }
     if let Some(body) = h["body"].as_str() {
@@ -112,7 +118,7 @@ fn http(h: &Value) -> Value {
 fn keyvalue(op: &str, step: &Value) -> Value {
     let bucket = match kv::open(step["bucket"].as_str().unwrap_or("default")) {
         Ok(b) => b,
-        Err(e) => return json!({ "error": format!("open: {e:?}") }),
+        Err(e) => return json!({ "error": format!("open: {}", kv::error_text(&e)) }),
     };
     let key = step["key"].as_str().unwrap_or("k");
     let value = step["value"].as_str().unwrap_or("").as_bytes();
@@ -131,7 +137,7 @@ fn keyvalue(op: &str, step: &Value) -> Value {
         "cas" => {
             let cas = match atomics::Cas::new(&bucket, key) {
                 Ok(c) => c,
-                Err(e) => return json!({ "error": format!("cas: {e:?}") }),
+                Err(e) => return json!({ "error": format!("cas: {}", kv::error_text(&e)) }),
             };
             let current = cas.current().ok().flatten();
             let expected = step["expect"].as_str().map(|s| s.as_bytes().to_vec());
@@ -141,12 +147,12 @@ fn keyvalue(op: &str, step: &Value) -> Value {
             return match atomics::swap(cas, value) {
                 Ok(()) => json!("swapped"),
                 Err(atomics::CasError::CasFailed(_)) => json!("changed"),
-                Err(atomics::CasError::StoreError(e)) => json!({ "error": format!("{e:?}") }),
+                Err(atomics::CasError::StoreError(e)) => json!({ "error": kv::error_text(&e) }),
             };
         }
         _ => return json!({ "error": "unknown kv op" }),
     };
-    result.unwrap_or_else(|e| json!({ "error": format!("{e:?}") }))
+    result.unwrap_or_else(|e| json!({ "error": kv::error_text(&e) }))
 }
 
 switchyard_plugin::export!(Probe);

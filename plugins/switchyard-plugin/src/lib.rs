@@ -185,4 +185,13 @@ pub mod publish {
 pub mod kv {
     pub use crate::bindings::wasi::keyvalue::atomics;
     pub use crate::bindings::wasi::keyvalue::store::{Bucket, Error, KeyResponse, open};
+
+    /// What an error says, for a reason or a log line.
+    pub fn error_text(e: &Error) -> String {
+        match e {
+            Error::NoSuchStore => "no such bucket".into(),
+            Error::AccessDenied => "key-value state is not granted to this queue".into(),
+            Error::Other(text) => text.clone(),
+        }
+    }
 }

@@ -1,0 +1,227 @@
+//! Follow-up messages (`publish`): what a delivery publishes enters the
+//! ingress stream in the same atomic step as its acknowledgement, and
+//! never without it: a retry, a reject, a trap or a crash before the ack
+//! publishes nothing. A chain of messages publishing each other ends at
+//! the queue's `max_hops`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn config() -> TestConfig {
+    TestConfig::new(
+        r#"
+[routes]
+"probe" = ["Pub"]
+"chat.saved" = ["Sink"]
+"loop" = ["Loop"]
+
+[queues.Pub]
+plugin = "@PLUGINS@/io_probe.wasm"
+publish = ["chat.saved"]
+max_attempts = 2
+retry_delay = "50ms"
+visibility_timeout = "1s"
+
+[queues.Sink]
+plugin = "@PLUGINS@/sleep.wasm"
+
+[queues.Loop]
+plugin = "@PLUGINS@/io_probe.wasm"
+publish = ["loop"]
+max_hops = 5
+"#,
+    )
+}
+
+fn saved(n: u32) -> Value {
+    json!({ "publish": {
+        "type": "chat.saved",
+        "body": format!("{{\"n\":{n}}}"),
+        "headers": { "traceparent": "00-abc-01" }
+    } })
+}
+
+/// The ingress entries of type `message_type`.
+async fn published(
+    conn: &mut redis::aio::MultiplexedConnection,
+    cfg: &TestConfig,
+    message_type: &str,
+) -> Vec<switchyard::stream::Entry> {
+    entries(conn, cfg.ingress())
+        .await
+        .into_iter()
+        .filter(|e| field(e, "type").as_deref() == Some(message_type))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_delivery_publishes_enters_with_its_ack_only() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = config();
+    let mut conn = redis.conn().await;
+    let host = start_host(&cfg.config, &redis);
+
+    send_probe(
+        &mut conn,
+        &cfg,
+        "probe",
+        "ok-1",
+        json!([saved(1), saved(2)]),
+        "ok",
+    )
+    .await;
+    send_probe(
+        &mut conn,
+        &cfg,
+        "probe",
+        "trap-1",
+        json!([saved(3)]),
+        "trap",
+    )
+    .await;
+    send_probe(
+        &mut conn,
+        &cfg,
+        "probe",
+        "retry-1",
+        json!([saved(4)]),
+        "retry",
+    )
+    .await;
+    send_probe(
+        &mut conn,
+        &cfg,
+        "probe",
+        "reject-1",
+        json!([
+            saved(5),
+            { "publish": { "type": "chat.other", "body": "{}" } },
+            { "publish": { "type": "chat.saved", "body": "not json" } },
+        ]),
+        "report",
+    )
+    .await;
+    let rejected = probe_report(&mut conn, &cfg, "reject-1", LIMIT).await;
+    let m = host.metrics.clone();
+    wait_for(LIMIT, "every message settled", || {
+        let q = m.queues();
+        let settled = |name: &str, n: u64| {
+            q.get(name)
+                .is_some_and(|c| c.succeeded + c.dead_lettered == n)
+        };
+        let done = settled("Pub", 4) && settled("Sink", 2);
+        async move { done }
+    })
+    .await;
+    host.stop().await.unwrap();
+
+    // The call was told the id of each message it published, and why the
+    // others were refused.
+    assert_eq!(rejected[0], json!({ "id": "reject-1/1" }));
+    assert_eq!(
+        rejected[1]["error"],
+        "the queue may not publish \"chat.other\" (queues.Pub.publish)"
+    );
+    assert_eq!(rejected[2]["error"], "the body is not valid JSON");
+
+    // Only the acknowledged delivery's messages were published, with ids
+    // derived from it, one more hop, and the plugin's headers; they were
+    // routed and handled like any other message.
+    let saved = published(&mut conn, &cfg, "chat.saved").await;
+    let ids: Vec<String> = saved.iter().filter_map(|e| field(e, "id")).collect();
+    assert_eq!(ids, ["ok-1/1", "ok-1/2"]);
+    assert_eq!(field(&saved[0], "body").as_deref(), Some("{\"n\":1}"));
+    assert_eq!(field(&saved[0], "switchyard-hops").as_deref(), Some("1"));
+    assert_eq!(
+        field(&saved[0], "traceparent").as_deref(),
+        Some("00-abc-01")
+    );
+    let q = m.queues();
+    assert_eq!(q["Pub"].published, 2);
+    assert_eq!(q["Pub"].succeeded, 1);
+    assert_eq!(q["Pub"].dead_lettered, 3);
+    assert_eq!(q["Sink"].succeeded, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_publishing_itself_stops_at_max_hops() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = config();
+    let mut conn = redis.conn().await;
+    let host = start_host(&cfg.config, &redis);
+    send_probe(
+        &mut conn,
+        &cfg,
+        "loop",
+        "L",
+        json!([{ "publish": "itself" }]),
+        "ok",
+    )
+    .await;
+    wait_for(LIMIT, "the loop dead-lettered", || {
+        let mut conn = conn.clone();
+        let cfg = &cfg;
+        async move { !dead_letters(&mut conn, cfg).await.is_empty() }
+    })
+    .await;
+    // Nothing more comes after the dead letter.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    host.stop().await.unwrap();
+    let chain = published(&mut conn, &cfg, "loop").await;
+    let hops: Vec<String> = chain
+        .iter()
+        .map(|e| field(e, "switchyard-hops").unwrap_or_default())
+        .collect();
+    // The original, then hops 1 to 5 (handled), and 6 (over max_hops).
+    assert_eq!(hops, ["", "1", "2", "3", "4", "5", "6"]);
+    let dead = dead_letters(&mut conn, &cfg).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, "L/1/1/1/1/1/1");
+    assert!(
+        dead[0]
+            .reason
+            .contains("published 6 times in a chain, more than queues.Loop.max_hops (5)"),
+        "{}",
+        dead[0].reason
+    );
+}
+
+/// A host killed after the handler ran and before the ack published
+/// nothing; the redelivery publishes once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_before_the_ack_publishes_nothing() {
+    let redis = Redis::start();
+    let cfg = config();
+    let mut conn = redis.conn().await;
+    send_probe(&mut conn, &cfg, "probe", "crash-1", json!([saved(1)]), "ok").await;
+    let mut first = HostProcess::spawn(
+        &cfg,
+        &redis,
+        &[("SWITCHYARD_FAILPOINT", "queue-before-ack")],
+    );
+    let status = first.wait(LIMIT).expect("the host stops at the failpoint");
+    assert!(!status.success());
+    assert!(published(&mut conn, &cfg, "chat.saved").await.is_empty());
+    assert_eq!(
+        pending(&mut conn, &cfg.queue_stream("Pub"), &cfg.prefix).await,
+        1
+    );
+
+    let _second = HostProcess::spawn(&cfg, &redis, &[]);
+    wait_for(LIMIT, "the message redelivered and acknowledged", || {
+        let mut conn = conn.clone();
+        let stream = cfg.queue_stream("Pub");
+        let group = cfg.prefix.clone();
+        async move { pending(&mut conn, &stream, &group).await == 0 }
+    })
+    .await;
+    let saved = published(&mut conn, &cfg, "chat.saved").await;
+    let ids: Vec<String> = saved.iter().filter_map(|e| field(e, "id")).collect();
+    assert_eq!(ids, ["crash-1/1"]);
+}
