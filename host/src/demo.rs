@@ -1,7 +1,10 @@
 //! `switchyard demo`: a local run end to end. Starts a private redis-server
-//! on loopback when no Redis is given, runs the host, XADDs sample chat
-//! events (malformed ones among them), waits until every queue is drained,
-//! and prints what each queue did and what was dead-lettered.
+//! on loopback when no Redis is given, and local HTTP services that stand in
+//! for the remote APIs the WebHook, Zendesk, Salesforce and Ticket queues
+//! call (the queues' URLs and grants are pointed at them); runs the host,
+//! XADDs sample chat events (malformed ones among them), waits until every
+//! queue is drained, and prints what each queue did, what each stand-in
+//! received, and what was dead-lettered.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,8 +12,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use switchyard_standins::{Api, StandIn};
+
 use crate::admin::status;
-use crate::config::Config;
+use crate::config::{Config, QueueConfig};
+use crate::grants::{AllowedHost, HttpGrant};
 use crate::host::RunningHost;
 use crate::plugin::Compiler;
 use crate::redis_conn;
@@ -95,6 +101,92 @@ pub fn read_events(path: &Path) -> Result<Vec<Vec<(String, String)>>> {
     Ok(events)
 }
 
+/// The value of an environment variable, or for a secret the demo's
+/// configuration names and the environment lacks, a made-up one: the demo's
+/// stand-ins accept whatever secrets the configuration holds.
+pub fn env_or_demo_secret(name: &str) -> Option<String> {
+    std::env::var(name).ok().or_else(|| {
+        Some(format!(
+            "demo-{}",
+            name.to_ascii_lowercase().replace('_', "-")
+        ))
+    })
+}
+
+/// The API a queue of the shipped configuration calls, by its name, with
+/// the credentials its configuration holds.
+fn api_of(queue: &QueueConfig) -> Option<Api> {
+    let setting = |key: &str| {
+        queue
+            .plugin_config
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Some(match queue.name.as_str() {
+        "WebHook" => Api::WebHook {
+            secret: setting("signing_secret"),
+        },
+        "Zendesk" => Api::Zendesk {
+            email: setting("email"),
+            token: setting("api_token"),
+        },
+        "Salesforce" => Api::Salesforce {
+            token: setting("access_token"),
+        },
+        "Ticket" => Api::Tickets {
+            token: setting("api_token"),
+        },
+        _ => return None,
+    })
+}
+
+/// `url` with its scheme and host replaced by `origin`'s.
+fn rebase(url: &str, origin: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("", |i| &rest[i..]);
+    format!("{origin}{path}")
+}
+
+/// Every URL among a queue's settings (strings, and the values of tables
+/// such as `site_urls`) pointed at `origin`.
+fn point_at(value: &mut serde_json::Value, origin: &str) {
+    match value {
+        serde_json::Value::String(s) if s.starts_with("http://") || s.starts_with("https://") => {
+            *s = rebase(s, origin);
+        }
+        serde_json::Value::Object(map) => map.values_mut().for_each(|v| point_at(v, origin)),
+        _ => {}
+    }
+}
+
+/// Starts a stand-in for each queue that calls a remote API, and points the
+/// queue's URLs and grant at it.
+pub async fn start_standins(config: &mut Config) -> Result<Vec<(String, StandIn)>> {
+    let mut started = Vec::new();
+    for queue in config.queues.values_mut() {
+        let Some(api) = api_of(queue) else { continue };
+        let standin = StandIn::start(api)
+            .await
+            .context("starting a stand-in HTTP service")?;
+        let origin = standin.url();
+        for value in queue.plugin_config.values_mut() {
+            point_at(value, &origin);
+        }
+        queue.http.grant = HttpGrant {
+            allowed: vec![AllowedHost::parse(&origin).map_err(anyhow::Error::msg)?],
+        };
+        eprintln!(
+            "demo: {} calls a stand-in for the {} at {origin}",
+            queue.name,
+            standin.api().name()
+        );
+        started.push((queue.name.clone(), standin));
+    }
+    Ok(started)
+}
+
 /// Runs the demo.
 pub async fn run(
     mut config: Config,
@@ -122,6 +214,7 @@ pub async fn run(
     };
     let client = redis_conn::client(&url)?;
     let mut conn = redis_conn::shared(&client).await?;
+    let standins = start_standins(&mut config).await?;
 
     let host = RunningHost::start(config.clone(), client.clone(), compiler);
     eprintln!(
@@ -148,7 +241,13 @@ pub async fn run(
                 .await
                 .and_then(|()| bail!("the host stopped early"));
         }
-        let s = status::read(&mut conn, &config, 0).await?;
+        let s = match status::read(&mut conn, &config, 0).await {
+            Ok(s) => s,
+            Err(e) => {
+                host.stop().await?;
+                return Err(e);
+            }
+        };
         if s.is_idle() {
             break;
         }
@@ -191,6 +290,10 @@ pub async fn run(
             name, c.attempts, c.succeeded, c.retried, c.failed, c.rejected, c.dead_lettered
         );
     }
-    println!("\n{s}");
+    println!("\nWhat the remote APIs' stand-ins received:\n");
+    for (queue, standin) in &standins {
+        println!("{queue} -> {}\n", standin.summary());
+    }
+    println!("{s}");
     Ok(())
 }

@@ -60,8 +60,8 @@ impl Api {
         match self {
             Api::Echo => "echo",
             Api::WebHook { .. } => "webhook receiver",
-            Api::Zendesk { .. } => "Zendesk",
-            Api::Salesforce { .. } => "Salesforce",
+            Api::Zendesk { .. } => "Zendesk Tickets API",
+            Api::Salesforce { .. } => "Salesforce REST API",
             Api::Tickets { .. } => "ticket service",
         }
     }
@@ -81,6 +81,8 @@ pub struct Recorded {
     pub refused: Option<String>,
     /// Which connection it came on (1, 2, ... in the order accepted).
     pub connection: u64,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Recorded {
@@ -313,6 +315,7 @@ impl Shared {
             status: 0,
             refused: None,
             connection,
+            at: std::time::Instant::now(),
         };
         let scripted = self.script.lock().expect("lock").pop_front();
         let mut delay = None;

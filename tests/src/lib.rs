@@ -180,6 +180,15 @@ pub async fn connect(client: &redis::Client) -> MultiplexedConnection {
         .expect("connecting to the test redis-server")
 }
 
+/// Values for the secrets the shipped queues.toml reads from the
+/// environment.
+pub const SHIPPED_SECRETS: &[(&str, &str)] = &[
+    ("WEBHOOK_SIGNING_SECRET", "whsec-shipped-test"),
+    ("ZENDESK_API_TOKEN", "zd-shipped-test"),
+    ("SALESFORCE_ACCESS_TOKEN", "sf-shipped-test"),
+    ("TICKET_API_TOKEN", "tk-shipped-test"),
+];
+
 /// A queues.toml written for one test. The text may use `@PLUGINS@` (the
 /// built plugin folder) and `@PREFIX@` (a prefix unique to this test); the
 /// ingress stream is `@PREFIX@:ingress` unless the text sets one.

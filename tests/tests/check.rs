@@ -12,6 +12,7 @@ fn check(path: &std::path::Path) -> (bool, String) {
         .arg("--config")
         .arg(path)
         .env("RUST_LOG", "warn")
+        .envs(SHIPPED_SECRETS.iter().copied())
         .output()
         .expect("running switchyard check");
     let text = format!(
@@ -28,7 +29,7 @@ fn the_shipped_configuration_passes_without_warnings() {
     let (ok, out) = check(&repo_root().join("queues.toml"));
     assert!(ok, "{out}");
     assert!(
-        out.contains("OK (17 message types, 6 queues, 4 plugins)"),
+        out.contains("OK (17 message types, 6 queues, 6 plugins)"),
         "{out}"
     );
     assert!(!out.contains("warning"), "{out}");

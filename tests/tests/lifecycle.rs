@@ -320,11 +320,11 @@ async fn a_plugin_shared_by_queues_names_every_queue_when_loaded() {
 [routes]
 "a" = ["Ticket", "Salesforce", "Zendesk"]
 [queues.Ticket]
-plugin = "@PLUGINS@/crm_sync.wasm"
+plugin = "@PLUGINS@/sleep.wasm"
 [queues.Salesforce]
-plugin = "@PLUGINS@/crm_sync.wasm"
+plugin = "@PLUGINS@/sleep.wasm"
 [queues.Zendesk]
-plugin = "@PLUGINS@/crm_sync.wasm"
+plugin = "@PLUGINS@/sleep.wasm"
 "#,
     );
     let dir = tempdir("shared-plugin");

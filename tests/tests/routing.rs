@@ -59,7 +59,8 @@ const QUEUES: &[&str] = &[
 ];
 
 /// The shipped queues.toml, with this test's prefix, ingress and plugin path.
-fn shipped_config() -> TestConfig {
+/// Its queues that call remote APIs call local stand-ins, as in the demo.
+async fn shipped_config() -> (TestConfig, Vec<(String, switchyard_standins::StandIn)>) {
     let text = std::fs::read_to_string(repo_root().join("queues.toml")).unwrap();
     let text = text
         .replace("prefix = \"switchyard\"", "prefix = \"@PREFIX@\"")
@@ -68,7 +69,11 @@ fn shipped_config() -> TestConfig {
             "plugin = \"target/wasm32-wasip2/release/",
             "plugin = \"@PLUGINS@/",
         );
-    TestConfig::new(&text)
+    let mut cfg = TestConfig::with_env(&text, SHIPPED_SECRETS);
+    let standins = switchyard::demo::start_standins(&mut cfg.config)
+        .await
+        .unwrap();
+    (cfg, standins)
 }
 
 /// One valid payload per message type, from the demo's sample events.
@@ -90,7 +95,7 @@ fn sample_bodies() -> BTreeMap<String, String> {
 async fn every_design_message_type_reaches_exactly_its_queues() {
     init_logs();
     let redis = Redis::start();
-    let cfg = shipped_config();
+    let (cfg, standins) = shipped_config().await;
     let mut conn = redis.conn().await;
     let bodies = sample_bodies();
 
@@ -159,4 +164,12 @@ async fn every_design_message_type_reaches_exactly_its_queues() {
     let succeeded: u64 = counts.values().map(|c| c.succeeded).sum();
     assert_eq!(succeeded as usize, expected_total, "{counts:#?}");
     assert_eq!(pending(&mut conn, cfg.ingress(), &cfg.prefix).await, 0);
+    for (queue, standin) in &standins {
+        let want = DESIGN
+            .iter()
+            .filter(|(_, qs)| qs.contains(&queue.as_str()))
+            .count();
+        let got = standin.objects().len();
+        assert_eq!(got, want, "{queue}: {}", standin.summary());
+    }
 }

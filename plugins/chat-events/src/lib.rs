@@ -309,6 +309,93 @@ fn timestamp(name: &str, value: &str) -> Result<(), String> {
 
 /// A deliberately loose check: one `@`, something either side, a dot in the
 /// domain, no spaces.
+/// A value that is present and not blank.
+fn given(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}
+
+impl Chat {
+    /// The visitor's name from the pre-chat form, if given.
+    pub fn visitor_name(&self) -> Option<&str> {
+        given(&self.pre_chat_name)
+    }
+
+    /// The visitor's email from the pre-chat form, if given.
+    pub fn visitor_email(&self) -> Option<&str> {
+        given(&self.pre_chat_email)
+    }
+
+    /// A ticket's subject for this chat.
+    pub fn subject(&self) -> String {
+        match self.visitor_name() {
+            Some(name) => format!("Chat with {name}"),
+            None => format!("Chat {}", self.chat_guid),
+        }
+    }
+
+    /// The chat as text: when it ran, then one line per message,
+    /// `[time] sender: text`.
+    pub fn transcript(&self) -> String {
+        let mut text = format!(
+            "Chat {} from {} to {}\n",
+            self.chat_guid, self.start, self.end
+        );
+        for m in &self.messages {
+            let Some(body) = given(&m.message) else {
+                continue;
+            };
+            let sender = given(&m.sender_name).unwrap_or(match m.sender_type {
+                0 => "Visitor",
+                1 => "Agent",
+                3 => "Bot",
+                _ => "System",
+            });
+            text.push_str(&format!("[{}] {sender}: {body}\n", m.time));
+        }
+        if let Some(comment) = given(&self.agent_comment) {
+            text.push_str(&format!("Agent's comment: {comment}\n"));
+        }
+        text
+    }
+}
+
+impl OfflineMessage {
+    pub fn visitor_name(&self) -> Option<&str> {
+        given(&self.visitor_name)
+    }
+
+    pub fn visitor_email(&self) -> Option<&str> {
+        given(&self.visitor_email)
+    }
+
+    /// A ticket's subject for this message.
+    pub fn subject(&self) -> String {
+        match (given(&self.title), self.visitor_name()) {
+            (Some(title), _) => title.to_owned(),
+            (None, Some(name)) => format!("Offline message from {name}"),
+            (None, None) => "Offline message".to_owned(),
+        }
+    }
+
+    /// The message's text, with who left it.
+    pub fn description(&self) -> String {
+        let mut text = given(&self.content).unwrap_or("(no text)").to_owned();
+        let from: Vec<&str> = [
+            self.visitor_name(),
+            self.visitor_email(),
+            given(&self.visitor_company),
+            given(&self.visitor_phone),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !from.is_empty() {
+            text.push_str(&format!("\n\nFrom: {}", from.join(", ")));
+        }
+        text
+    }
+}
+
 pub fn looks_like_email(s: &str) -> bool {
     let Some((user, domain)) = s.split_once('@') else {
         return false;
@@ -651,6 +738,26 @@ mod tests {
             Payload::parse("chat.ended", bad_date),
             Err(PayloadError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn a_chat_reads_as_a_ticket() {
+        let body = r#"{"ChatGuid":"g","SessionId":5,"SiteId":1,"Start":"s","End":"e",
+            "PreChatName":" Ana ","AgentComment":"","Messages":[
+            {"Id":1,"SenderType":0,"Message":"hi","Time":"t1"},
+            {"Id":2,"SenderType":1,"SenderName":"Li","Message":"hello","Time":"t2"},
+            {"Id":3,"SenderType":2,"Message":" ","Time":"t3"}]}"#;
+        let chat: Chat = serde_json::from_str(body).unwrap();
+        assert_eq!(chat.subject(), "Chat with Ana");
+        assert_eq!(
+            chat.transcript(),
+            "Chat g from s to e\n[t1] Visitor: hi\n[t2] Li: hello\n"
+        );
+        let offline: OfflineMessage =
+            serde_json::from_str(r#"{"SiteId":1,"VisitorName":"Kenji","Content":"refund"}"#)
+                .unwrap();
+        assert_eq!(offline.subject(), "Offline message from Kenji");
+        assert_eq!(offline.description(), "refund\n\nFrom: Kenji");
     }
 
     #[test]

@@ -162,6 +162,14 @@ impl Request {
         self.header("authorization", format!("Bearer {token}"))
     }
 
+    /// `Authorization: Basic <user:password in base64>`.
+    pub fn basic_auth(self, user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let credentials =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.header("authorization", format!("Basic {credentials}"))
+    }
+
     /// `Idempotency-Key: <key>`: the message id, so that the receiver
     /// recognises a redelivery.
     pub fn idempotency_key(self, key: &str) -> Self {
@@ -406,6 +414,20 @@ impl Response {
     }
 }
 
+/// `text` percent-encoded for a URL's path segment or query value: every
+/// byte but ASCII letters, digits and `-._~` is escaped.
+pub fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// What an answer means for the message, the same for every plugin that
 /// calls a remote API:
 ///
@@ -545,6 +567,11 @@ mod tests {
         assert!(Url::parse("ftp://h/").is_err());
         assert!(Url::parse("http://user:pw@h/").is_err());
         assert!(Url::parse("/relative").is_err());
+    }
+
+    #[test]
+    fn components_are_percent_encoded() {
+        assert_eq!(encode("chat-1/2 é?&"), "chat-1%2F2%20%C3%A9%3F%26");
     }
 
     #[test]

@@ -5,6 +5,10 @@
 -- KEYS[1]: the dead-letter stream. ARGV: how many, max bytes.
 local n, max = tonumber(ARGV[1]), tonumber(ARGV[2])
 local out = {}
+-- XREVRANGE with COUNT 0 answers nil, not an empty list.
+if n <= 0 then
+  return out
+end
 for _, e in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', n)) do
   local kept = {}
   local fields = e[2]
