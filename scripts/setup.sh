@@ -15,3 +15,4 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
   echo "setup: adding the wasm32-wasip2 Rust target" >&2
   rustup target add wasm32-wasip2
 fi
+

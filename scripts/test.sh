@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every test: the plugins' payload tests, the host's unit tests, and the
-# integration tests (each with its own redis-server on a free loopback port
-# and the real plugins built from plugins/), then prints the totals.
+# Runs every test: the plugins' own tests, the host's unit tests, and the
+# integration tests (each with its own redis-server and HTTP services on free
+# loopback ports, and the real plugins built from plugins/, in Rust, Python
+# and JavaScript), then prints the totals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/setup-polyglot.sh
 scripts/build-plugins.sh --quiet
+scripts/build-polyglot.sh
 host=$(rustc -vV | sed -n 's/^host: //p')
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT

@@ -1,9 +1,10 @@
 """An audit handler written in Python: logs every message it is given and
 rejects a body that is not a JSON object.
 
-Built with componentize-py (pip install componentize-py==0.25.1):
+Built with componentize-py (pip install componentize-py==0.25.1), against
+contract 0.1.0:
 
-    componentize-py -d ../../wit -w plugin componentize app \
+    componentize-py -d ../../wit/versions/0.1.0 -w plugin componentize app \
         -o ../../target/wasm32-wasip2/release/python_audit.wasm
 
 It is an 18 MB component that takes seconds to compile: the benchmark of

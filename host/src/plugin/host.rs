@@ -274,7 +274,7 @@ impl v0_1::switchyard::plugin::config::Host for HostState {
 
 // switchyard:plugin@0.2.0
 
-impl v0_2::switchyard::plugin::types::Host for HostState {}
+impl v0_2::switchyard::plugin::messages::Host for HostState {}
 
 impl v0_2::switchyard::plugin::log::Host for HostState {
     fn log(&mut self, level: v0_2::switchyard::plugin::log::Level, message: String) {

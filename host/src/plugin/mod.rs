@@ -230,10 +230,10 @@ impl PluginEngine {
             .context("linking the switchyard:plugin@0.1.0 imports")?;
         // 0.2.0's own interfaces; its WASI ones are linked above.
         {
-            use v0_2::switchyard::plugin::{config, log, publish, types};
+            use v0_2::switchyard::plugin::{config, log, messages, publish};
             use v0_2::wasi::keyvalue::{atomics, store};
             let l = &mut linker;
-            types::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+            messages::add_to_linker::<_, HasSelf<_>>(l, |s| s)
                 .and_then(|()| log::add_to_linker::<_, HasSelf<_>>(l, |s| s))
                 .and_then(|()| config::add_to_linker::<_, HasSelf<_>>(l, |s| s))
                 .and_then(|()| publish::add_to_linker::<_, HasSelf<_>>(l, |s| s))
@@ -703,8 +703,8 @@ fn to_v1(m: &Delivery) -> v0_1::switchyard::plugin::types::Message {
     }
 }
 
-fn to_v2(m: &Delivery) -> v0_2::switchyard::plugin::types::Message {
-    v0_2::switchyard::plugin::types::Message {
+fn to_v2(m: &Delivery) -> v0_2::switchyard::plugin::messages::Message {
+    v0_2::switchyard::plugin::messages::Message {
         id: m.id.clone(),
         message_type: m.message_type.clone(),
         queue: m.queue.clone(),
@@ -723,8 +723,8 @@ fn from_v1(returned: Result<(), v0_1::switchyard::plugin::types::Failure>) -> Ou
     }
 }
 
-fn from_v2(returned: Result<(), v0_2::switchyard::plugin::types::Failure>) -> Outcome {
-    use v0_2::switchyard::plugin::types::Failure;
+fn from_v2(returned: Result<(), v0_2::switchyard::plugin::messages::Failure>) -> Outcome {
+    use v0_2::switchyard::plugin::messages::Failure;
     match returned {
         Ok(()) => Outcome::Success,
         Err(Failure::Retry(r)) => Outcome::retry(&r.reason, r.delay_ms),

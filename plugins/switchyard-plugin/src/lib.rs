@@ -54,7 +54,7 @@ pub mod bindings {
 use std::time::Duration;
 
 pub use bindings::exports::switchyard::plugin::handler::Guest as Handler;
-pub use bindings::switchyard::plugin::types::{Failure, Message, Retry};
+pub use bindings::switchyard::plugin::messages::{Failure, Message, Retry};
 
 /// Exports a type implementing [`Handler`] as the plugin's handler:
 /// `switchyard_plugin::export!(MyHandler);`, once, at the crate's top level.

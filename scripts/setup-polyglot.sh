@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building the plugins written in Python and JavaScript
+# (scripts/build-polyglot.sh) needs: componentize-py, in a virtual
+# environment of its own under target/tools, and componentize-js, from npm
+# (with nodejs and npm from Debian when missing). The tests need them; the
+# demo does not. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+tools=target/tools
+if ! "$tools/python/bin/componentize-py" --version 2>/dev/null | grep -q "0.25.1"; then
+  echo "setup: installing componentize-py 0.25.1 in $tools/python" >&2
+  mkdir -p "$tools"
+  if ! python3 -m venv "$tools/python" >/dev/null 2>&1; then
+    # Debian splits venv support (ensurepip) into its own package.
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >/dev/null
+    rm -rf "$tools/python"
+    python3 -m venv "$tools/python"
+  fi
+  "$tools/python/bin/pip" install -q componentize-py==0.25.1
+fi
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing nodejs and npm" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq nodejs npm >/dev/null
+fi
+if [ ! -d plugins/js-forward/node_modules/@bytecodealliance/componentize-js ]; then
+  echo "setup: installing componentize-js (npm ci in plugins/js-forward)" >&2
+  (cd plugins/js-forward && npm ci --no-audit --no-fund --loglevel=error)
+fi
