@@ -228,6 +228,9 @@ pub struct HttpSettings {
     /// Requests in flight to one destination at once, over every call of
     /// the queue.
     pub max_connections_per_host: u32,
+    /// Keep connections open between requests, pooled per destination
+    /// (`http_keep_alive`); off, every request opens its own.
+    pub keep_alive: bool,
 }
 
 impl Default for HttpSettings {
@@ -238,6 +241,7 @@ impl Default for HttpSettings {
             max_response_bytes: 1024 * 1024,
             max_requests: 20,
             max_connections_per_host: 8,
+            keep_alive: true,
         }
     }
 }
@@ -503,6 +507,7 @@ impl Config {
                 k("max_connections_per_host"),
                 q.http.max_connections_per_host.to_string(),
             );
+            s.insert(k("http_keep_alive"), q.http.keep_alive.to_string());
             if let Some(kv) = &q.keyvalue {
                 s.insert(k("keyvalue.max_keys"), kv.max_keys.to_string());
                 s.insert(k("keyvalue.max_kib"), (kv.max_bytes / 1024).to_string());
@@ -1246,6 +1251,9 @@ impl Validator<'_> {
                 * 1024,
             max_requests: self.int(s, "max_requests_per_call", 20, 1..=10_000) as u32,
             max_connections_per_host: self.int(s, "max_connections_per_host", 8, 1..=1024) as u32,
+            keep_alive: self
+                .get(s, "http_keep_alive", "true or false")
+                .unwrap_or(d.keep_alive),
         }
     }
 }
@@ -1537,7 +1545,7 @@ mod tests {
         assert_eq!(err.errors[0].key, "queues.Q.plugin");
         let text = err.to_string();
         assert!(
-            text.contains("no built-in handler \"builtin:nothing\" (there are: builtin:noop)"),
+            text.contains("no built-in handler \"builtin:nothing\" (there are: builtin:noop, builtin:http-post)"),
             "{text}"
         );
     }

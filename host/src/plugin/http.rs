@@ -287,9 +287,14 @@ impl QueueHttp {
             grant: Arc::new(settings.grant.clone()),
             connect_timeout: settings.timeout,
         };
+        let idle = if settings.keep_alive {
+            settings.max_connections_per_host as usize
+        } else {
+            0
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(IDLE)
-            .pool_max_idle_per_host(settings.max_connections_per_host as usize)
+            .pool_max_idle_per_host(idle)
             .build(connector);
         QueueHttp {
             queue: queue.into(),
@@ -317,6 +322,69 @@ impl QueueHttp {
         QueueMetrics::add(&self.metrics.http_denied);
         tracing::warn!(queue = %self.queue, destination, reason, "Outbound HTTP request denied.");
         wasmtime_wasi_http::Error::HttpRequestDenied
+    }
+
+    /// Sends one request of a call that has sent `sent` so far (this one
+    /// included) and must end by `deadline`: checked against the grant and
+    /// the limits, on the queue's pooled client. The answer's body is bounded
+    /// in size and time.
+    pub async fn send(
+        self: Arc<Self>,
+        request: http::Request<WasiBody>,
+        sent: u32,
+        deadline: Instant,
+    ) -> wasmtime_wasi_http::Result<http::Response<WasiBody>> {
+        let uri = request.uri().clone();
+        let shown = format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("?"),
+            uri.host().unwrap_or("?"),
+            uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default()
+        );
+        if sent > self.settings.max_requests {
+            return Err(self.denied(
+                &shown,
+                &format!(
+                    "the call sent more than max_requests_per_call ({}) requests",
+                    self.settings.max_requests
+                ),
+            ));
+        }
+        let dest = self
+            .settings
+            .grant
+            .check(
+                uri.scheme_str().unwrap_or(""),
+                uri.host().unwrap_or(""),
+                uri.port_u16(),
+            )
+            .map_err(|e| self.denied(&shown, &e.to_string()))?;
+        QueueMetrics::add(&self.metrics.http_requests);
+        let budget = self
+            .settings
+            .timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let deadline = tokio::time::Instant::now() + budget;
+        let slots = self.slots(&dest.to_string());
+        let permit = tokio::time::timeout_at(deadline, slots.acquire_owned())
+            .await
+            .map_err(|_| wasmtime_wasi_http::Error::ConnectionLimitReached)?
+            .expect("the semaphore is never closed");
+        let response = tokio::time::timeout_at(deadline, self.client.request(request))
+            .await
+            .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
+            .map_err(|e| client_error(&self, &shown, e))?;
+        let max = self.settings.max_response_bytes;
+        Ok(response.map(|body| {
+            Guarded {
+                inner: body,
+                deadline: Box::pin(tokio::time::sleep_until(deadline)),
+                _permit: Some(permit),
+                read: 0,
+                max,
+            }
+            .boxed_unsync()
+        }))
     }
 }
 
@@ -350,60 +418,11 @@ impl WasiHttpHooks for CallHttp {
         fut: Box<dyn Future<Output = wasmtime_wasi_http::Result<()>> + Send>,
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         drop(fut);
-        let queue = self.queue.clone();
-        let uri = request.uri().clone();
-        let shown = format!(
-            "{}://{}{}",
-            uri.scheme_str().unwrap_or("?"),
-            uri.host().unwrap_or("?"),
-            uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default()
-        );
         self.sent += 1;
-        let over = self.sent > queue.settings.max_requests;
-        let checked = queue.settings.grant.check(
-            uri.scheme_str().unwrap_or(""),
-            uri.host().unwrap_or(""),
-            uri.port_u16(),
-        );
-        let budget = queue
-            .settings
-            .timeout
-            .min(self.deadline.saturating_duration_since(Instant::now()));
+        let send = self.queue.clone().send(request, self.sent, self.deadline);
         Box::new(async move {
-            if over {
-                return Err(queue.denied(
-                    &shown,
-                    &format!(
-                        "the call sent more than max_requests_per_call ({}) requests",
-                        queue.settings.max_requests
-                    ),
-                ));
-            }
-            let dest = checked.map_err(|e| queue.denied(&shown, &e.to_string()))?;
-            QueueMetrics::add(&queue.metrics.http_requests);
-            let deadline = tokio::time::Instant::now() + budget;
-            let slots = queue.slots(&dest.to_string());
-            let permit = tokio::time::timeout_at(deadline, slots.acquire_owned())
-                .await
-                .map_err(|_| wasmtime_wasi_http::Error::ConnectionLimitReached)?
-                .expect("the semaphore is never closed");
-            let response = tokio::time::timeout_at(deadline, queue.client.request(request))
-                .await
-                .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
-                .map_err(|e| client_error(&queue, &shown, e))?;
-            let max = queue.settings.max_response_bytes;
-            let response = response.map(|body| {
-                Guarded {
-                    inner: body,
-                    deadline: Box::pin(tokio::time::sleep_until(deadline)),
-                    _permit: Some(permit),
-                    read: 0,
-                    max,
-                }
-                .boxed_unsync()
-            });
             Ok((
-                response,
+                send.await?,
                 Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>,
             ))
         })

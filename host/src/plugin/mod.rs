@@ -81,13 +81,69 @@ const KEEP_RESIDENT: usize = 2 * 1024 * 1024;
 /// How a queue names a handler built into the host instead of a file.
 pub const BUILTIN_PREFIX: &str = "builtin:";
 
-/// A handler built into the host: native code, trusted, no sandbox.
-pub type Builtin = fn(&Delivery) -> Outcome;
+/// A handler built into the host: native code, trusted, no sandbox. The
+/// benchmarks measure the WebAssembly path against these, on the same
+/// reading, hand-off and settling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builtin {
+    /// Succeeds at once: discards a queue's messages.
+    Noop,
+    /// POSTs the message's body to the queue's config `url`, through the
+    /// queue's HTTP client (its grant, limits and connection pool), and
+    /// succeeds on a 2xx answer.
+    HttpPost,
+}
 
-/// The built-in handlers, by name. `noop` succeeds at once: it discards a
-/// queue's messages, and it is the native baseline the benchmarks measure
-/// the WebAssembly path against (same reading, hand-off and settling).
-const BUILTINS: &[(&str, Builtin)] = &[("noop", |_| Outcome::Success)];
+/// The built-in handlers, by name.
+const BUILTINS: &[(&str, Builtin)] = &[("noop", Builtin::Noop), ("http-post", Builtin::HttpPost)];
+
+impl Builtin {
+    async fn run(self, cx: &CallContext, message: &Delivery) -> Outcome {
+        match self {
+            Builtin::Noop => Outcome::Success,
+            Builtin::HttpPost => http_post(cx, message).await,
+        }
+    }
+}
+
+/// [`Builtin::HttpPost`].
+async fn http_post(cx: &CallContext, message: &Delivery) -> Outcome {
+    use http_body_util::BodyExt;
+    let retry = |reason: String| Outcome::Retry {
+        reason,
+        delay: None,
+    };
+    let Some(url) = cx.config.get("url").and_then(|v| v.as_str()) else {
+        return retry("the queue's config has no `url`".into());
+    };
+    let body = http_body_util::Full::new(bytes::Bytes::from(message.body.clone()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let request = match ::http::Request::post(url)
+        .header("content-type", "application/json")
+        .header("idempotency-key", message.id.as_str())
+        .body(body)
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return Outcome::Reject {
+                reason: format!("the request: {e}"),
+            };
+        }
+    };
+    let deadline = Instant::now() + cx.timeout;
+    match cx.http.clone().send(request, 1, deadline).await {
+        Ok(response) => {
+            let status = response.status();
+            match response.into_body().collect().await {
+                Ok(_) if status.is_success() => Outcome::Success,
+                Ok(_) => retry(format!("HTTP {status}")),
+                Err(e) => retry(format!("reading the answer: {e}")),
+            }
+        }
+        Err(e) => retry(e.to_string()),
+    }
+}
 
 /// The built-in handler a queue's `plugin` value names, if it names one
 /// (`builtin:NAME`): `Some(Err(names))`, the known names, for an unknown one.
@@ -609,9 +665,9 @@ impl LoadedPlugin {
         message: &Delivery,
         pool: Option<&WarmPool>,
     ) -> CallResult {
-        if let Code::Builtin(run) = &self.code {
+        if let Code::Builtin(builtin) = &self.code {
             return CallResult {
-                outcome: run(message),
+                outcome: builtin.run(cx, message).await,
                 published: Vec::new(),
             };
         }

@@ -15,7 +15,7 @@ use crate::bindings::wasi::http::outgoing_handler;
 use crate::bindings::wasi::http::types::{
     ErrorCode, Fields, IncomingBody, Method, OutgoingBody, OutgoingRequest, Scheme,
 };
-use crate::bindings::wasi::io::streams::StreamError;
+use crate::bindings::wasi::io::streams::{OutputStream, StreamError};
 
 /// Bytes of a response body the client reads unless told otherwise (the
 /// queue's `max_response_kib` may stop it sooner).
@@ -279,13 +279,34 @@ impl Request {
             .set_path_with_query(Some(&url.path_and_query))
             .map_err(|()| invalid("path"))?;
         let outgoing = request.body().expect("a request's body is taken once");
-        let pending = outgoing_handler::handle(request, None).map_err(Error::from_code)?;
-
-        // The body streams to the host while it sends the request; a write
-        // that fails usually means the request failed, which the response
-        // future then says better.
-        let written = write_body(&outgoing, &self.body);
-        let finished = OutgoingBody::finish(outgoing, None).map_err(Error::from_code);
+        // A body the stream takes in one write goes in whole before the
+        // request is handed over, so the host sends it with the head, in one
+        // piece. A larger one streams to the host while it sends the
+        // request; a write that fails then usually means the request failed,
+        // which the response future says better.
+        let stream = outgoing.write().expect("a body's stream is taken once");
+        let whole = stream
+            .check_write()
+            .is_ok_and(|room| room >= self.body.len() as u64);
+        let (pending, written, finished) = if whole {
+            let written = if self.body.is_empty() {
+                Ok(())
+            } else {
+                stream
+                    .write(&self.body)
+                    .map_err(|e| stream_error(e, "sending the body"))
+            };
+            drop(stream);
+            let finished = OutgoingBody::finish(outgoing, None).map_err(Error::from_code);
+            let pending = outgoing_handler::handle(request, None).map_err(Error::from_code)?;
+            (pending, written, finished)
+        } else {
+            let pending = outgoing_handler::handle(request, None).map_err(Error::from_code)?;
+            let written = write_body(&stream, &self.body);
+            drop(stream);
+            let finished = OutgoingBody::finish(outgoing, None).map_err(Error::from_code);
+            (pending, written, finished)
+        };
         let response = loop {
             match pending.get() {
                 Some(result) => {
@@ -312,11 +333,7 @@ impl Request {
     }
 }
 
-fn write_body(body: &OutgoingBody, bytes: &[u8]) -> Result<(), Error> {
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    let stream = body.write().expect("a body's stream is taken once");
+fn write_body(stream: &OutputStream, bytes: &[u8]) -> Result<(), Error> {
     for chunk in bytes.chunks(WRITE_CHUNK) {
         stream
             .blocking_write_and_flush(chunk)

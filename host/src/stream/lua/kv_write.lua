@@ -38,39 +38,52 @@ if op == 'cas' then
   end
 end
 
-local old = redis.call('HGET', KEYS[3], member)
-local keys = redis.call('ZCARD', KEYS[1])
-if not old then
-  keys = keys + 1
+-- Only what changes is written: an overwrite of a key that keeps its size
+-- costs a lookup of its size, the SET and its index entry.
+local known = redis.call('HGET', KEYS[3], member)
+local fresh = not known
+if fresh and redis.call('ZCARD', KEYS[1]) + 1 > max_keys then
+  return redis.error_reply('QUOTA the queue may hold at most ' .. max_keys .. ' keys')
 end
+local old = tonumber(known or '0')
 local new_size = #value
 if op == 'incr' then
   -- An integer takes at most 20 bytes; the exact size is recorded after.
   new_size = 20
 end
-local bytes = tonumber(redis.call('GET', KEYS[4]) or '0') - tonumber(old or '0') + new_size
-if keys > max_keys then
-  return redis.error_reply('QUOTA the queue may hold at most ' .. max_keys .. ' keys')
-end
-if bytes > max_bytes then
-  return redis.error_reply('QUOTA the queue may hold at most ' .. max_bytes .. ' bytes of values')
+if new_size > old then
+  local bytes = tonumber(redis.call('GET', KEYS[4]) or '0') - old + new_size
+  if bytes > max_bytes then
+    return redis.error_reply('QUOTA the queue may hold at most ' .. max_bytes .. ' bytes of values')
+  end
 end
 
 local result = 'ok'
 if op == 'incr' then
   result = redis.call('INCRBY', KEYS[5], value)
   new_size = redis.call('STRLEN', KEYS[5])
-  bytes = bytes - 20 + new_size
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[5], ttl)
+  else
+    redis.call('PERSIST', KEYS[5])
+  end
+elseif ttl > 0 then
+  redis.call('SET', KEYS[5], value, 'PX', ttl)
 else
   redis.call('SET', KEYS[5], value)
 end
-local expiry = '+inf'
+-- The expiry is recorded on every write: a SET without ttl keeps the key
+-- for good, whatever it had before.
 if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[5], ttl)
-  expiry = now + ttl
+  redis.call('ZADD', KEYS[1], now + ttl, member)
+else
+  redis.call('ZADD', KEYS[1], '+inf', member)
 end
-redis.call('ZADD', KEYS[1], expiry, member)
-redis.call('ZADD', KEYS[2], 0, member)
-redis.call('HSET', KEYS[3], member, new_size)
-redis.call('SET', KEYS[4], bytes)
+if fresh then
+  redis.call('ZADD', KEYS[2], 0, member)
+end
+if fresh or new_size ~= old then
+  redis.call('HSET', KEYS[3], member, new_size)
+  redis.call('INCRBY', KEYS[4], new_size - old)
+end
 return result
