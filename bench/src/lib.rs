@@ -205,3 +205,132 @@ pub fn rss_peak_mib() -> f64 {
 pub fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
+
+/// Offers `per_second` messages for `seconds` to a host running `cfg`, and
+/// returns each message's latency, from the XADD pipeline that carried it
+/// to the host's report of its handling (seen by `done`, which
+/// [`completions::install`] made).
+///
+/// The producer is open-loop: every millisecond it sends that
+/// millisecond's share of messages in one pipeline, whatever the host does.
+pub async fn offered(
+    redis: &Redis,
+    done: &std::sync::Arc<completions::Completions>,
+    cfg: &TestConfig,
+    per_second: u64,
+    seconds: u64,
+) -> Result<Vec<Duration>> {
+    let total = (per_second * seconds) as usize;
+    *done.0.lock().expect("completions lock") = vec![None; total];
+    let host = RunningHost::start(
+        cfg.config.clone(),
+        redis.client.clone(),
+        switchyard::plugin::Compiler::this_program()?,
+    );
+    let mut conn = redis.conn().await;
+    // Warm up: the host started and the path is hot before measuring.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut sent_at = Vec::with_capacity(total);
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sent = 0usize;
+    while sent < total {
+        tick.tick().await;
+        // Messages due by now under the offered rate.
+        let due =
+            ((started.elapsed().as_secs_f64() * per_second as f64) as usize).clamp(sent + 1, total);
+        let at = Instant::now();
+        xadd_range(&mut conn, cfg.ingress(), sent, due).await?;
+        sent_at.resize(due, at);
+        sent = due;
+    }
+    let offered_for = started.elapsed();
+    wait_handled(&host, total as u64, Duration::from_secs(120)).await?;
+    host.stop().await?;
+    let achieved = rate(total, offered_for);
+    if achieved < per_second as f64 * 0.95 {
+        bail!("the producer managed only {achieved:.0} of {per_second} messages/s");
+    }
+    let done = done.0.lock().expect("completions lock");
+    let mut latencies = Vec::with_capacity(total);
+    for (i, at) in sent_at.iter().enumerate() {
+        match done[i] {
+            Some(end) => latencies.push(end.saturating_duration_since(*at)),
+            None => bail!("message {i} was handled but its completion was not seen"),
+        }
+    }
+    Ok(latencies)
+}
+
+/// When each numbered message was handled, seen by [`Recorder`]: a host's
+/// "Message handled." events, in this process, before the ack.
+pub mod completions {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::Context;
+
+    /// When each numbered message was handled, filled in by the tracing layer.
+    #[derive(Debug, Default)]
+    pub struct Completions(pub Mutex<Vec<Option<Instant>>>);
+
+    #[derive(Debug)]
+    pub struct Recorder(pub Arc<Completions>);
+
+    #[derive(Default)]
+    struct IdField(Option<usize>);
+
+    impl Visit for IdField {
+        // The host records msg_id with `%` (Display), which arrives here.
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "msg_id" {
+                self.0 = format!("{value:?}").parse().ok();
+            }
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let now = Instant::now();
+            if event.metadata().target() != "switchyard::dispatch" {
+                return;
+            }
+            let mut id = IdField::default();
+            event.record(&mut id);
+            if let Some(i) = id.0 {
+                let mut done = self.0.0.lock().expect("completions lock");
+                if let Some(slot) = done.get_mut(i) {
+                    *slot = Some(now);
+                }
+            }
+        }
+    }
+
+    /// p50, p99, p999 and max of `samples`, in milliseconds.
+    pub fn percentiles(mut samples: Vec<Duration>) -> [f64; 4] {
+        samples.sort();
+        let at = |q: f64| {
+            let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i].as_secs_f64() * 1000.0
+        };
+        [at(0.50), at(0.99), at(0.999), at(1.0)]
+    }
+
+    /// Installs a [`Recorder`] as this process's tracing subscriber.
+    pub fn install() -> Arc<Completions> {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::filter::Targets;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let done = Arc::new(Completions::default());
+        tracing_subscriber::registry()
+            .with(Recorder(done.clone()).with_filter(
+                Targets::new().with_target("switchyard::dispatch", tracing::Level::INFO),
+            ))
+            .init();
+        done
+    }
+}

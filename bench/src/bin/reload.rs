@@ -42,6 +42,9 @@ fn summary(label: &str, mut samples: Vec<Duration>) {
     );
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<std::process::ExitCode> {
     // The embedded host compiles plugins with this same program.
     if let Some(code) = switchyard::plugin::compile::serve_if_asked() {

@@ -85,6 +85,9 @@ fn row(what: &str, rate: f64, ratios: &str) {
     println!("{what:<66} {:>10}/s  {ratios}", format!("{rate:.0}"));
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<std::process::ExitCode> {
     // The embedded host compiles plugins with this same program.
     if let Some(code) = switchyard::plugin::compile::serve_if_asked() {
