@@ -32,10 +32,9 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 fi
 if [ ! -d plugins/js-forward/node_modules/@bytecodealliance/componentize-js ]; then
   echo "setup: installing componentize-js (npm ci in plugins/js-forward)" >&2
-    # npm 11.6 and later refuse this lock file in `npm ci` (they want entries
-  # for other platforms' optional binaries that no npm version writes), so
-  # fall back to an install that follows the lock without rewriting it.
-  (cd plugins/js-forward &&
-    { npm ci --no-audit --no-fund --loglevel=error 2>/dev/null ||
-      npm install --no-save --no-audit --no-fund --loglevel=error; })
+      # With npm 10, whatever npm the machine has: npm 11.6 and later refuse
+  # this lock in `npm ci` (they want entries for other platforms' optional
+  # binaries of nested packages), and their `npm install` leaves out
+  # @bytecodealliance/preview2-shim, which componentize-js needs.
+  (cd plugins/js-forward && npx --yes npm@10.9.9 ci --no-audit --no-fund --loglevel=error)
 fi
