@@ -67,6 +67,15 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         dead_letters: usize,
     },
+    /// Apply the schema migrations of every queue that has a
+    /// `sql.migrations` folder (or of one queue) to its database.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+    },
     /// Run a local demo: a private redis-server (unless --redis-url or
     /// SWITCHYARD_REDIS_URL is given), sample chat events, a summary.
     Demo {
@@ -151,6 +160,34 @@ async fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => check(&config).await,
+        Command::Migrate { config, queue } => {
+            let config = load(&config)?;
+            let queues: Vec<_> = config
+                .queues
+                .values()
+                .filter(|q| queue.as_deref().is_none_or(|n| n == q.name))
+                .filter(|q| q.sql.as_ref().is_some_and(|s| s.migrations.is_some()))
+                .collect();
+            if queues.is_empty() {
+                anyhow::bail!(
+                    "no queue{} has a sql.migrations folder",
+                    queue.map_or(String::new(), |q| format!(" named {q}"))
+                );
+            }
+            for q in queues {
+                let report = crate::migrate::migrate(q).await?;
+                for file in &report.applied {
+                    print_out(&format!("{}: applied {file}\n", q.name))?;
+                }
+                print_out(&format!(
+                    "{}: {} applied now, {} before\n",
+                    q.name,
+                    report.applied.len(),
+                    report.already
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Status {
             config,
             redis,

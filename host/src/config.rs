@@ -193,6 +193,98 @@ pub struct QueueConfig {
     /// A message that has been published this many times in a chain
     /// (`switchyard-hops`) is dead-lettered instead of handled.
     pub max_hops: u32,
+    /// SQL on a PostgreSQL database, if granted.
+    pub sql: Option<SqlSettings>,
+    /// Mail through an SMTP relay, if granted.
+    pub mail: Option<MailSettings>,
+}
+
+/// A queue's PostgreSQL database: `[queues.X.sql]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SqlSettings {
+    /// `postgres://user:password@host:port/database`, usually a secret.
+    pub database_url: String,
+    /// Connections the queue's pool opens at most.
+    pub pool: u32,
+    /// The longest one statement may run (never past the call's deadline);
+    /// also the server-side `statement_timeout` of the pool's sessions.
+    pub timeout: Duration,
+    /// Rows one query may return.
+    pub max_rows: u32,
+    /// Bytes of values one query may return.
+    pub max_result_bytes: usize,
+    /// The folder of the queue's schema migrations (`switchyard migrate`),
+    /// resolved against the config file's folder.
+    pub migrations: Option<PathBuf>,
+}
+
+impl fmt::Debug for SqlSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqlSettings")
+            .field("database_url", &"[secret]")
+            .field("pool", &self.pool)
+            .field("timeout", &self.timeout)
+            .field("max_rows", &self.max_rows)
+            .field("max_result_bytes", &self.max_result_bytes)
+            .field("migrations", &self.migrations)
+            .finish()
+    }
+}
+
+/// A queue's SMTP relay: `[queues.X.mail]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MailSettings {
+    /// `smtp://host:port` (plain, or STARTTLS with `?tls=required`) or
+    /// `smtps://host:port` (TLS from the start), credentials optionally
+    /// in it.
+    pub smtp_url: String,
+    /// Credentials, when not in the URL.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Connections to the relay kept open at most.
+    pub pool: u32,
+    /// The longest one mail may take to send, connecting included (never
+    /// past the call's deadline).
+    pub timeout: Duration,
+    /// Sender addresses allowed (`name@domain`, or `@domain` for any at
+    /// it); empty: any.
+    pub from: Vec<String>,
+    /// Mails one call may send.
+    pub max_per_call: u32,
+    /// Recipients (to, cc and bcc) one mail may have.
+    pub max_recipients: u32,
+    /// The largest mail, bodies and headers, in bytes.
+    pub max_bytes: usize,
+}
+
+impl fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("smtp_url", &"[secret]")
+            .field("pool", &self.pool)
+            .field("timeout", &self.timeout)
+            .field("from", &self.from)
+            .field("max_per_call", &self.max_per_call)
+            .field("max_recipients", &self.max_recipients)
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MailSettings {
+    /// Whether `address` may be a sender.
+    pub fn allows_sender(&self, address: &str) -> bool {
+        let address = address.to_ascii_lowercase();
+        self.from.is_empty()
+            || self.from.iter().any(|a| {
+                let a = a.to_ascii_lowercase();
+                if a.starts_with('@') {
+                    address.ends_with(&a)
+                } else {
+                    address == a
+                }
+            })
+    }
 }
 
 /// A plugin setting written `{ env = "NAME" }`: its value comes from the
@@ -522,6 +614,37 @@ impl Config {
                 q.publish.max_per_call.to_string(),
             );
             s.insert(k("max_hops"), q.max_hops.to_string());
+            if let Some(sql) = &q.sql {
+                s.insert(k("sql.database_url"), fingerprint(&sql.database_url));
+                s.insert(k("sql.pool"), sql.pool.to_string());
+                s.insert(k("sql.timeout"), d(&sql.timeout));
+                s.insert(k("sql.max_rows"), sql.max_rows.to_string());
+                s.insert(
+                    k("sql.max_result_kib"),
+                    (sql.max_result_bytes / 1024).to_string(),
+                );
+                s.insert(
+                    k("sql.migrations"),
+                    sql.migrations
+                        .as_ref()
+                        .map_or("(none)".into(), |p| p.display().to_string()),
+                );
+            }
+            if let Some(mail) = &q.mail {
+                let credentials = format!(
+                    "{}{}{}",
+                    mail.smtp_url,
+                    mail.username.as_deref().unwrap_or_default(),
+                    mail.password.as_deref().unwrap_or_default()
+                );
+                s.insert(k("mail.smtp_url"), fingerprint(&credentials));
+                s.insert(k("mail.pool"), mail.pool.to_string());
+                s.insert(k("mail.timeout"), d(&mail.timeout));
+                s.insert(k("mail.from"), mail.from.join(", "));
+                s.insert(k("mail.max_per_call"), mail.max_per_call.to_string());
+                s.insert(k("mail.max_recipients"), mail.max_recipients.to_string());
+                s.insert(k("mail.max_kib"), (mail.max_bytes / 1024).to_string());
+            }
         }
         s
     }
@@ -535,6 +658,27 @@ pub struct ConfigChanges {
     pub applied: Vec<String>,
     /// Settings that only a restart applies: `key: old -> new`.
     pub at_restart: Vec<String>,
+}
+
+/// Settings that may hold credentials: a reload logs that they changed,
+/// never what to.
+const SECRET_SETTINGS: &[&str] = &[".sql.database_url", ".mail.smtp_url"];
+
+/// The password of a URL (`scheme://user:password@host`), if it has one.
+fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    let password = userinfo.split_once(':')?.1;
+    (!password.is_empty()).then(|| password.to_owned())
+}
+
+/// Stands for a value that must not be shown: equal values give equal
+/// text, so a change shows as one.
+fn fingerprint(value: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(value.as_bytes());
+    format!("(secret {:02x}{:02x})", digest[0], digest[1])
 }
 
 /// Settings fixed for the life of a process: every Redis key name derives
@@ -553,16 +697,17 @@ impl ConfigChanges {
                 continue;
             }
             let show = |v: Option<&String>| v.map_or("(none)".to_string(), |v| v.clone());
-            let line = if key.contains(".config.") {
-                let what = match (from, to) {
-                    (None, _) => "added",
-                    (_, None) => "removed",
-                    _ => "changed",
+            let line =
+                if key.contains(".config.") || SECRET_SETTINGS.iter().any(|s| key.ends_with(s)) {
+                    let what = match (from, to) {
+                        (None, _) => "added",
+                        (_, None) => "removed",
+                        _ => "changed",
+                    };
+                    format!("{key}: {what}")
+                } else {
+                    format!("{key}: {} -> {}", show(from), show(to))
                 };
-                format!("{key}: {what}")
-            } else {
-                format!("{key}: {} -> {}", show(from), show(to))
-            };
             if RESTART_ONLY.contains(&key.as_str()) {
                 changes.at_restart.push(line);
             } else {
@@ -1144,6 +1289,13 @@ impl Validator<'_> {
             self.error(s.key("publish"), "a message type must not be empty");
         }
         let max_hops = self.int(&mut s, "max_hops", 8, 1..=1000) as u32;
+        let mut secrets = secrets;
+        let sql = self
+            .table(&mut s, "sql")
+            .and_then(|t| self.sql_settings(&s.key("sql"), t, base, handler_timeout, &mut secrets));
+        let mail = self
+            .table(&mut s, "mail")
+            .and_then(|t| self.mail_settings(&s.key("mail"), t, handler_timeout, &mut secrets));
         self.finish(s);
 
         if self.errors.len() > before {
@@ -1169,6 +1321,227 @@ impl Validator<'_> {
             keyvalue,
             publish,
             max_hops,
+            sql,
+            mail,
+        })
+    }
+
+    /// A string that may be a secret: `"text"` or `{ env = "NAME" }`. A
+    /// secret's value (and the password in it, for a URL) is added to
+    /// `secrets`, to be masked in what plugins hand back.
+    fn maybe_secret(
+        &mut self,
+        s: &mut Section<'_>,
+        key: &'static str,
+        secrets: &mut Vec<Secret>,
+    ) -> Option<String> {
+        s.known.insert(key);
+        let value = s.table.get(key)?;
+        let path = s.key(key);
+        let (value, env) = match value {
+            toml::Value::String(text) => (text.clone(), None),
+            toml::Value::Table(t) => {
+                let var = match (t.get("env"), t.len()) {
+                    (Some(toml::Value::String(var)), 1) if !var.is_empty() => var.clone(),
+                    _ => {
+                        self.error(
+                            path,
+                            "a secret is written { env = \"NAME\" }, NAME an environment variable",
+                        );
+                        return None;
+                    }
+                };
+                match (self.env)(&var) {
+                    Some(value) => (value, Some(var)),
+                    None => {
+                        self.error(
+                            path,
+                            format!("the environment variable {var} is not set (or not UTF-8)"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            other => {
+                self.error(
+                    path,
+                    format!(
+                        "must be a string or {{ env = \"NAME\" }}, found {}",
+                        other.type_str()
+                    ),
+                );
+                return None;
+            }
+        };
+        if value.is_empty() {
+            // `status` reads no secrets and passes empty ones.
+            self.warn(path, "is empty");
+        }
+        let env = env.unwrap_or_default();
+        if let Some(password) = url_password(&value) {
+            secrets.push(Secret {
+                key: format!("{key} (password)"),
+                env: env.clone(),
+                value: password,
+            });
+        }
+        secrets.push(Secret {
+            key: key.to_owned(),
+            env,
+            value: value.clone(),
+        });
+        Some(value)
+    }
+
+    /// `[queues.X.sql]`.
+    fn sql_settings(
+        &mut self,
+        path: &str,
+        table: &toml::Table,
+        base: &Path,
+        handler_timeout: Duration,
+        secrets: &mut Vec<Secret>,
+    ) -> Option<SqlSettings> {
+        let mut s = Section::new(path, table);
+        let before = self.errors.len();
+        let url = self.maybe_secret(&mut s, "database_url", secrets);
+        if url.is_none() && !table.contains_key("database_url") {
+            self.error(s.key("database_url"), "is required");
+        }
+        if let Some(url) = url.as_ref().filter(|u| !u.is_empty())
+            && let Err(e) = url.parse::<tokio_postgres::Config>()
+        {
+            self.error(
+                s.key("database_url"),
+                format!(
+                    "is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}"
+                ),
+            );
+        }
+        let pool = self.int(&mut s, "pool", 4, 1..=256) as u32;
+        let timeout = self.duration(
+            &mut s,
+            "timeout",
+            Duration::from_secs(5).min(handler_timeout),
+            MAX_DURATION,
+        );
+        if timeout > handler_timeout {
+            self.warn(
+                s.key("timeout"),
+                "is longer than handler_timeout; a statement never runs past the handler's deadline",
+            );
+        }
+        let max_rows = self.int(&mut s, "max_rows", 10_000, 1..=10_000_000) as u32;
+        let max_result_kib = self.int(&mut s, "max_result_kib", 4096, 1..=1024 * 1024) as usize;
+        let migrations = self
+            .get::<String>(&mut s, "migrations", "a folder of .sql files")
+            .map(|p| base.join(p));
+        if let Some(dir) = &migrations
+            && !dir.is_dir()
+        {
+            self.error(
+                s.key("migrations"),
+                format!("{} is not a folder", dir.display()),
+            );
+        }
+        self.finish(s);
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(SqlSettings {
+            database_url: url?,
+            pool,
+            timeout,
+            max_rows,
+            max_result_bytes: max_result_kib * 1024,
+            migrations,
+        })
+    }
+
+    /// `[queues.X.mail]`.
+    fn mail_settings(
+        &mut self,
+        path: &str,
+        table: &toml::Table,
+        handler_timeout: Duration,
+        secrets: &mut Vec<Secret>,
+    ) -> Option<MailSettings> {
+        let mut s = Section::new(path, table);
+        let before = self.errors.len();
+        let url = self.maybe_secret(&mut s, "smtp_url", secrets);
+        if url.is_none() && !table.contains_key("smtp_url") {
+            self.error(s.key("smtp_url"), "is required");
+        }
+        if let Some(url) = url.as_ref().filter(|u| !u.is_empty()) {
+            let scheme = url.split_once("://").map(|(s, _)| s);
+            if !matches!(scheme, Some("smtp" | "smtps")) {
+                self.error(
+                    s.key("smtp_url"),
+                    "must be smtp://host:port (add ?tls=required for STARTTLS) or smtps://host:port",
+                );
+            } else if let Err(e) =
+                lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
+            {
+                self.error(s.key("smtp_url"), format!("is not an SMTP URL: {e}"));
+            }
+        }
+        let username = self.maybe_secret(&mut s, "username", secrets);
+        let password = self.maybe_secret(&mut s, "password", secrets);
+        if username.is_some() != password.is_some() {
+            self.error(
+                s.key(if username.is_some() {
+                    "password"
+                } else {
+                    "username"
+                }),
+                "username and password go together",
+            );
+        }
+        let pool = self.int(&mut s, "pool", 4, 0..=256) as u32;
+        let timeout = self.duration(
+            &mut s,
+            "timeout",
+            Duration::from_secs(30).min(handler_timeout),
+            MAX_DURATION,
+        );
+        if timeout > handler_timeout {
+            self.warn(
+                s.key("timeout"),
+                "is longer than handler_timeout; a mail is never sent past the handler's deadline",
+            );
+        }
+        let from = self
+            .get::<Vec<String>>(
+                &mut s,
+                "from",
+                "an array of addresses (\"@domain\" for any at it)",
+            )
+            .unwrap_or_default();
+        for f in &from {
+            if !f.contains('@') || f.chars().any(char::is_whitespace) {
+                self.error(
+                    s.key("from"),
+                    format!("{f:?} is neither an address nor \"@domain\""),
+                );
+            }
+        }
+        let max_per_call = self.int(&mut s, "max_per_call", 10, 1..=1000) as u32;
+        let max_recipients = self.int(&mut s, "max_recipients", 50, 1..=10_000) as u32;
+        let max_kib = self.int(&mut s, "max_kib", 1024, 1..=64 * 1024) as usize;
+        self.finish(s);
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(MailSettings {
+            smtp_url: url?,
+            username,
+            password,
+            pool,
+            timeout,
+            from,
+            max_per_call,
+            max_recipients,
+            max_bytes: max_kib * 1024,
         })
     }
 

@@ -57,6 +57,8 @@ pub struct RuntimeParts {
     /// The largest message a plugin may publish: the ingress bound.
     pub max_publish_bytes: usize,
     pub metrics: Arc<QueueMetrics>,
+    /// Database pools and mail relays, kept across reloads.
+    pub pools: Arc<crate::plugin::pools::Pools>,
 }
 
 impl QueueRuntime {
@@ -77,6 +79,8 @@ impl QueueRuntime {
             }),
             publish: Arc::new(queue.publish.clone()),
             max_publish_bytes: parts.max_publish_bytes,
+            sql: parts.pools.sql(&queue, &parts.metrics),
+            mail: parts.pools.mail(&queue, &parts.metrics),
         };
         QueueRuntime {
             warm: queue.reuse_instances.then(|| Arc::new(WarmPool::default())),
@@ -881,6 +885,8 @@ mod tests {
             keyvalue: None,
             publish: Default::default(),
             max_hops: 8,
+            sql: None,
+            mail: None,
         }
     }
 

@@ -326,6 +326,7 @@ pub async fn run(
         engine,
         consumer,
         metrics,
+        pools: Default::default(),
         health: Arc::new(Health::default()),
         plugins,
         queues: BTreeMap::new(),
@@ -380,6 +381,8 @@ struct Supervisor {
     engine: PluginEngine,
     consumer: String,
     metrics: Arc<Metrics>,
+    /// Database pools and mail relays of the queues.
+    pools: Arc<crate::plugin::pools::Pools>,
     /// Whether Redis answers, for logging outages once.
     health: Arc<Health>,
     router: Arc<ArcSwap<Router>>,
@@ -414,6 +417,7 @@ impl Supervisor {
             prefix: self.config.host.prefix.clone(),
             max_publish_bytes: self.config.ingress.max_entry_bytes,
             metrics: self.metrics.queue(name),
+            pools: self.pools.clone(),
         }
     }
 

@@ -30,6 +30,8 @@ pub mod failpoint;
 pub mod grants;
 pub mod host;
 pub mod message;
+pub mod migrate;
+
 pub mod plugin;
 pub mod redis_conn;
 pub mod router;

@@ -11,6 +11,8 @@
 //! bytes, redirect, or hold its answer.
 
 mod apis;
+pub mod postgres;
+pub mod smtp;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;

@@ -96,6 +96,8 @@ async fn run() -> Result<()> {
             keyvalue: None,
             publish: Arc::default(),
             max_publish_bytes: 1 << 20,
+            sql: None,
+            mail: None,
         }
     };
     println!(

@@ -33,6 +33,14 @@ pub struct QueueMetrics {
     pub http_denied: AtomicU64,
     /// Follow-up messages published (with their delivery's ack).
     pub published: AtomicU64,
+    /// SQL statements its plugin ran (transaction control included).
+    pub sql_statements: AtomicU64,
+    /// Of those, the ones that failed (refused, timed out, no connection).
+    pub sql_failed: AtomicU64,
+    /// Mails the relay accepted.
+    pub mails_sent: AtomicU64,
+    /// Mails refused, invalid, or not sent (relay unreachable).
+    pub mails_failed: AtomicU64,
     /// Messages settled (acked or dead-lettered after an attempt), by the
     /// content hash of the plugin version that made the attempt.
     by_plugin: std::sync::Mutex<BTreeMap<String, u64>>,
@@ -52,6 +60,10 @@ pub struct QueueCounts {
     pub http_requests: u64,
     pub http_denied: u64,
     pub published: u64,
+    pub sql_statements: u64,
+    pub sql_failed: u64,
+    pub mails_sent: u64,
+    pub mails_failed: u64,
 }
 
 impl QueueMetrics {
@@ -89,6 +101,10 @@ impl QueueMetrics {
             http_requests: get(&self.http_requests),
             http_denied: get(&self.http_denied),
             published: get(&self.published),
+            sql_statements: get(&self.sql_statements),
+            sql_failed: get(&self.sql_failed),
+            mails_sent: get(&self.mails_sent),
+            mails_failed: get(&self.mails_failed),
         }
     }
 }

@@ -15,14 +15,16 @@ pub mod v0_1 {
 /// `switchyard:plugin@0.2.0`: 0.1.0's imports, plus `publish`, outbound HTTP
 /// (`wasi:http`, implemented by wasmtime-wasi-http with the host's own
 /// request sender) and key-value state (`wasi:keyvalue`, draft 2, backed by
-/// Redis) (wit/).
+/// Redis), SQL on PostgreSQL and mail over SMTP (wit/).
 pub mod v0_2 {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "plugin",
         imports: {
             "wasi:keyvalue/store": async | trappable,
-            "wasi:keyvalue/atomics": async | trappable,
+                        "wasi:keyvalue/atomics": async | trappable,
+            "switchyard:plugin/sql": async,
+            "switchyard:plugin/mail": async,
         },
         exports: { default: async },
         with: {

@@ -141,6 +141,8 @@ pub struct HostState {
     pub(super) http: CallHttp,
     pub(super) keyvalue: Option<KeyValueStore>,
     pub(super) outbox: Outbox,
+    pub(super) sql: crate::plugin::sql::CallSql,
+    pub(super) mail: crate::plugin::mail::CallMail,
 }
 
 /// Masks every secret value in `text`.
@@ -309,6 +311,135 @@ impl v0_2::switchyard::plugin::publish::Host for HostState {
     ) -> Result<String, String> {
         let queue = self.queue.clone();
         self.outbox.publish(&queue, message_type, body, headers)
+    }
+}
+
+// switchyard:plugin/sql and /mail @0.2.0
+
+mod io {
+    use super::v0_2::switchyard::plugin::{mail, sql};
+    use crate::plugin::mail::{Email, MailError};
+    use crate::plugin::sql::{Output, SqlError, Value};
+
+    fn value_in(v: sql::DbValue) -> Value {
+        match v {
+            sql::DbValue::Null => Value::Null,
+            sql::DbValue::Boolean(b) => Value::Boolean(b),
+            sql::DbValue::Int32(n) => Value::Int32(n),
+            sql::DbValue::Int64(n) => Value::Int64(n),
+            sql::DbValue::Floating64(f) => Value::Floating64(f),
+            sql::DbValue::Str(s) => Value::Str(s),
+            sql::DbValue::Binary(b) => Value::Binary(b),
+        }
+    }
+
+    fn value_out(v: Value) -> sql::DbValue {
+        match v {
+            Value::Null => sql::DbValue::Null,
+            Value::Boolean(b) => sql::DbValue::Boolean(b),
+            Value::Int32(n) => sql::DbValue::Int32(n),
+            Value::Int64(n) => sql::DbValue::Int64(n),
+            Value::Floating64(f) => sql::DbValue::Floating64(f),
+            Value::Str(s) => sql::DbValue::Str(s),
+            Value::Binary(b) => sql::DbValue::Binary(b),
+        }
+    }
+
+    fn error_out(e: SqlError) -> sql::Error {
+        match e {
+            SqlError::NotGranted => sql::Error::NotGranted,
+            SqlError::Database {
+                code,
+                message,
+                transient,
+            } => sql::Error::Database(sql::DatabaseError {
+                code,
+                message,
+                transient,
+            }),
+            SqlError::Unavailable(s) => sql::Error::Unavailable(s),
+            SqlError::Timeout(s) => sql::Error::Timeout(s),
+            SqlError::Invalid(s) => sql::Error::Invalid(s),
+        }
+    }
+
+    impl sql::Host for super::HostState {
+        async fn query(
+            &mut self,
+            statement: String,
+            params: Vec<sql::DbValue>,
+        ) -> Result<sql::RowSet, sql::Error> {
+            let params: Vec<Value> = params.into_iter().map(value_in).collect();
+            match self.sql.run(&statement, &params, true).await {
+                Ok(Output::Rows(set)) => Ok(sql::RowSet {
+                    columns: set
+                        .columns
+                        .into_iter()
+                        .map(|c| sql::Column {
+                            name: c.name,
+                            data_type: c.data_type,
+                        })
+                        .collect(),
+                    rows: set
+                        .rows
+                        .into_iter()
+                        .map(|r| r.into_iter().map(value_out).collect())
+                        .collect(),
+                }),
+                Ok(Output::Affected(_)) => Ok(sql::RowSet {
+                    columns: Vec::new(),
+                    rows: Vec::new(),
+                }),
+                Err(e) => Err(error_out(e)),
+            }
+        }
+
+        async fn execute(
+            &mut self,
+            statement: String,
+            params: Vec<sql::DbValue>,
+        ) -> Result<u64, sql::Error> {
+            let params: Vec<Value> = params.into_iter().map(value_in).collect();
+            match self.sql.run(&statement, &params, false).await {
+                Ok(Output::Affected(n)) => Ok(n),
+                Ok(Output::Rows(set)) => Ok(set.rows.len() as u64),
+                Err(e) => Err(error_out(e)),
+            }
+        }
+
+        async fn begin(&mut self) -> Result<(), sql::Error> {
+            self.sql.begin().await.map_err(error_out)
+        }
+
+        async fn commit(&mut self) -> Result<(), sql::Error> {
+            self.sql.end("COMMIT").await.map_err(error_out)
+        }
+
+        async fn rollback(&mut self) -> Result<(), sql::Error> {
+            self.sql.end("ROLLBACK").await.map_err(error_out)
+        }
+    }
+
+    impl mail::Host for super::HostState {
+        async fn send(&mut self, message: mail::Email) -> Result<String, mail::Error> {
+            let email = Email {
+                from: message.from,
+                to: message.to,
+                cc: message.cc,
+                bcc: message.bcc,
+                reply_to: message.reply_to,
+                subject: message.subject,
+                text: message.text,
+                html: message.html,
+                headers: message.headers,
+            };
+            self.mail.send(email).await.map_err(|e| match e {
+                MailError::NotGranted => mail::Error::NotGranted,
+                MailError::Invalid(s) => mail::Error::Invalid(s),
+                MailError::Permanent(s) => mail::Error::Permanent(s),
+                MailError::Transient(s) => mail::Error::Transient(s),
+            })
+        }
     }
 }
 

@@ -14,7 +14,10 @@ pub mod contract;
 mod host;
 pub mod http;
 pub mod keyvalue;
+pub mod mail;
 pub mod output;
+pub mod pools;
+pub mod sql;
 
 pub use cache::CompileCache;
 pub use compile::{CompileLimits, Compiler};
@@ -286,7 +289,7 @@ impl PluginEngine {
             .context("linking the switchyard:plugin@0.1.0 imports")?;
         // 0.2.0's own interfaces; its WASI ones are linked above.
         {
-            use v0_2::switchyard::plugin::{config, log, messages, publish};
+            use v0_2::switchyard::plugin::{config, log, mail, messages, publish, sql};
             use v0_2::wasi::keyvalue::{atomics, store};
             let l = &mut linker;
             messages::add_to_linker::<_, HasSelf<_>>(l, |s| s)
@@ -295,6 +298,8 @@ impl PluginEngine {
                 .and_then(|()| publish::add_to_linker::<_, HasSelf<_>>(l, |s| s))
                 .and_then(|()| store::add_to_linker::<_, HasSelf<_>>(l, |s| s))
                 .and_then(|()| atomics::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+                .and_then(|()| sql::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+                .and_then(|()| mail::add_to_linker::<_, HasSelf<_>>(l, |s| s))
                 .map_err(anyhow::Error::from)
                 .context("linking the switchyard:plugin@0.2.0 imports")?;
         }
@@ -562,6 +567,10 @@ pub struct CallContext {
     pub publish: Arc<crate::config::PublishGrant>,
     /// The largest message it may publish.
     pub max_publish_bytes: usize,
+    /// The queue's database, if granted.
+    pub sql: Option<Arc<sql::QueueSql>>,
+    /// The queue's mail relay, if granted.
+    pub mail: Option<Arc<mail::QueueMail>>,
 }
 
 /// What came of one handler call.
@@ -730,6 +739,9 @@ impl LoadedPlugin {
         if !captured.is_empty() && !matches!(outcome, Outcome::Failed { .. }) {
             tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, output = %captured, "Plugin wrote to stdout or stderr.");
         }
+        // A transaction the call left open is rolled back now, not when
+        // the instance is next used or dropped.
+        w.store.data_mut().sql.finish();
         // What the call published goes out only with a success.
         let published = std::mem::take(&mut w.store.data_mut().outbox.messages);
         let published = if outcome == Outcome::Success {
@@ -860,6 +872,14 @@ impl Warm {
                 max_bytes: cx.max_publish_bytes,
                 ..Default::default()
             },
+            sql: sql::CallSql {
+                queue: cx.sql.clone(),
+                ..Default::default()
+            },
+            mail: mail::CallMail {
+                queue: cx.mail.clone(),
+                ..Default::default()
+            },
         };
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -882,6 +902,11 @@ impl Warm {
         state.outbox.messages.clear();
         state.outbox.parent_id.clone_from(&message.id);
         state.outbox.parent_hops = message.hops();
+        state.sql.finish();
+        state.sql.deadline = Some(deadline);
+        state.mail.deadline = Some(deadline);
+        state.mail.message_id.clone_from(&message.id);
+        state.mail.sent = 0;
         let timeout = cx.timeout;
         self.store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {

@@ -8,6 +8,8 @@
 //! optional, and unknown fields are ignored so the producer can add fields
 //! without breaking handlers.
 
+pub mod store;
+
 use std::fmt;
 
 use serde::Deserialize;

@@ -14,7 +14,14 @@
 //! - `{"publish": {"type", "body", "headers": {..}}}`, or
 //!   `{"publish": "itself"}` (the message's own type and body): the id or
 //!   `{"error"}`;
-//! - `{"config": key}`: the setting.
+//! - `{"config": key}`: the setting;
+//! - `{"sql": "query" | "execute", "statement", "params": [..]}`: rows
+//!   (`{"columns", "rows"}`) or the count affected, or `{"error"}`; a
+//!   param is JSON: null, a boolean, an integer (int64), a float, a string,
+//!   or `{"int32": n}`, `{"binary": [bytes]}`;
+//! - `{"sql": "begin" | "commit" | "rollback"}`: `"ok"` or `{"error"}`;
+//! - `{"mail": {"from", "to": [..], "cc", "bcc", "reply_to", "subject",
+//!   "text", "html", "headers": {..}}}`: the Message-ID, or `{"error"}`.
 //!
 //! With `then` = `report` (the default) it rejects with the results as the
 //! reason, so a test reads them in the dead letter; `ok` succeeds, `retry`
@@ -24,6 +31,7 @@ use serde_json::{Value, json};
 use switchyard_plugin::http::{Error, Request};
 use switchyard_plugin::kv::{self, atomics};
 use switchyard_plugin::{Failure, Handler, Message, config, log};
+use switchyard_plugin::{mail, sql};
 
 struct Probe;
 
@@ -49,6 +57,12 @@ fn step(message: &Message, step: &Value) -> Value {
     }
     if let Some(op) = step.get("kv").and_then(Value::as_str) {
         return keyvalue(op, step);
+    }
+    if let Some(op) = step.get("sql").and_then(Value::as_str) {
+        return database(op, step);
+    }
+    if let Some(m) = step.get("mail") {
+        return send_mail(m);
     }
     if let Some(p) = step.get("publish") {
         let (kind, body, headers) = if p == "itself" {
@@ -156,3 +170,107 @@ fn keyvalue(op: &str, step: &Value) -> Value {
 }
 
 switchyard_plugin::export!(Probe);
+
+fn sql_error(e: &sql::Error) -> Value {
+    let kind = match e {
+        sql::Error::NotGranted => "not-granted",
+        sql::Error::Database(d) if d.transient => "database-transient",
+        sql::Error::Database(_) => "database",
+        sql::Error::Unavailable(_) => "unavailable",
+        sql::Error::Timeout(_) => "timeout",
+        sql::Error::Invalid(_) => "invalid",
+    };
+    json!({ "error": sql::error_text(e), "kind": kind })
+}
+
+fn db_value(v: &Value) -> sql::Value {
+    match v {
+        Value::Null => sql::Value::Null,
+        Value::Bool(b) => sql::Value::Boolean(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => sql::Value::Int64(i),
+            None => sql::Value::Floating64(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(s) => sql::Value::Str(s.clone()),
+        Value::Object(o) if o.contains_key("int32") => {
+            sql::Value::Int32(o["int32"].as_i64().unwrap_or_default() as i32)
+        }
+        Value::Object(o) if o.contains_key("binary") => sql::Value::Binary(
+            o["binary"]
+                .as_array()
+                .map(|b| b.iter().map(|x| x.as_u64().unwrap_or(0) as u8).collect())
+                .unwrap_or_default(),
+        ),
+        other => sql::Value::Str(other.to_string()),
+    }
+}
+
+fn json_value(v: &sql::Value) -> Value {
+    match v {
+        sql::Value::Null => Value::Null,
+        sql::Value::Boolean(b) => json!(b),
+        sql::Value::Int32(n) => json!(n),
+        sql::Value::Int64(n) => json!(n),
+        sql::Value::Floating64(f) => json!(f),
+        sql::Value::Str(s) => json!(s),
+        sql::Value::Binary(b) => json!({ "binary": b }),
+    }
+}
+
+fn database(op: &str, step: &Value) -> Value {
+    let statement = step["statement"].as_str().unwrap_or_default();
+    let params: Vec<sql::Value> = step["params"]
+        .as_array()
+        .map(|p| p.iter().map(db_value).collect())
+        .unwrap_or_default();
+    let done = |r: Result<(), sql::Error>| r.map_or_else(|e| sql_error(&e), |()| json!("ok"));
+    match op {
+        "query" => match sql::query(statement, &params) {
+            Ok(set) => json!({
+                "columns": set.columns.iter().map(|c| json!([c.name, c.data_type])).collect::<Vec<_>>(),
+                "rows": set.rows.iter().map(|r| r.iter().map(json_value).collect::<Vec<_>>()).collect::<Vec<_>>(),
+            }),
+            Err(e) => sql_error(&e),
+        },
+        "execute" => sql::execute(statement, &params).map_or_else(|e| sql_error(&e), |n| json!(n)),
+        "begin" => done(sql::begin()),
+        "commit" => done(sql::commit()),
+        "rollback" => done(sql::rollback()),
+        other => json!({ "error": format!("unknown sql op {other:?}") }),
+    }
+}
+
+fn send_mail(m: &Value) -> Value {
+    let list = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut email = mail::new(
+        m["from"].as_str().unwrap_or_default(),
+        list(&m["to"]),
+        m["subject"].as_str().unwrap_or_default(),
+    );
+    email.cc = list(&m["cc"]);
+    email.bcc = list(&m["bcc"]);
+    email.reply_to = m["reply_to"].as_str().map(str::to_owned);
+    email.text = m["text"].as_str().map(str::to_owned);
+    email.html = m["html"].as_str().map(str::to_owned);
+    email.headers = strings(&m["headers"]);
+    match mail::send(&email) {
+        Ok(id) => json!(id),
+        Err(e) => {
+            let kind = match &e {
+                mail::Error::NotGranted => "not-granted",
+                mail::Error::Invalid(_) => "invalid",
+                mail::Error::Permanent(_) => "permanent",
+                mail::Error::Transient(_) => "transient",
+            };
+            json!({ "error": mail::error_text(&e), "kind": kind })
+        }
+    }
+}

@@ -33,7 +33,10 @@
 //!   and [`http::check`], the rule every shipped plugin applies to an
 //!   answer (2xx succeeds; 408, 429 and 5xx retry, honouring
 //!   `Retry-After`; any other status rejects);
-//! - [`kv`]: the queue's key-value buckets (`wasi:keyvalue`).
+//! - [`kv`]: the queue's key-value buckets (`wasi:keyvalue`);
+//! - [`sql`]: the queue's PostgreSQL database, and [`sql::into_failure`],
+//!   which error retries and which rejects;
+//! - [`mail`]: the queue's SMTP relay.
 //!
 //! Any other HTTP client built on `wasi:http` 0.2 works as well (for
 //! example `wstd`'s): the host sees the same requests.
@@ -177,6 +180,153 @@ pub mod publish {
         headers: &[(String, String)],
     ) -> Result<String, String> {
         publish::publish(message_type, &body.to_string(), headers)
+    }
+}
+
+/// SQL on the queue's PostgreSQL database (`[queues.<name>.sql]`).
+pub mod sql {
+    pub use crate::bindings::switchyard::plugin::sql::{
+        Column, DatabaseError, DbValue as Value, Error, RowSet, begin, commit, execute, query,
+        rollback,
+    };
+
+    use crate::Failure;
+    use crate::config::MISSING_SETTING_DELAY;
+
+    /// What an error says, for a reason or a log line.
+    pub fn error_text(e: &Error) -> String {
+        match e {
+            Error::NotGranted => "the queue has no database (queues.<name>.sql)".into(),
+            Error::Database(d) => format!("{} (SQLSTATE {})", d.message, d.code),
+            Error::Unavailable(s) => format!("no database connection: {s}"),
+            Error::Timeout(s) | Error::Invalid(s) => s.clone(),
+        }
+    }
+
+    /// The outcome an error calls for: try again later when it is
+    /// transient, or when the operator must act (no database granted, a
+    /// missing table, privileges, a bad login: classes 42, 3F, 28 and 0A);
+    /// reject when the data itself is refused (a value out of range, a
+    /// constraint: classes 22 and 23) or the statement is malformed.
+    pub fn into_failure(e: Error, what: &str) -> Failure {
+        let reason = format!("{what}: {}", error_text(&e));
+        match &e {
+            Error::NotGranted => Failure::retry_after(reason, MISSING_SETTING_DELAY),
+            Error::Unavailable(_) | Error::Timeout(_) => Failure::retry(reason),
+            Error::Database(d) if d.transient => Failure::retry(reason),
+            Error::Database(d)
+                if ["42", "3F", "28", "0A"]
+                    .iter()
+                    .any(|class| d.code.starts_with(class)) =>
+            {
+                Failure::retry_after(reason, MISSING_SETTING_DELAY)
+            }
+            Error::Database(_) | Error::Invalid(_) => Failure::reject(reason),
+        }
+    }
+
+    /// Runs `work` in a transaction: committed if it returns `Ok`, rolled
+    /// back otherwise (and the host rolls back a transaction a call leaves
+    /// open).
+    pub fn transaction<T>(work: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        begin()?;
+        match work() {
+            Ok(value) => {
+                commit()?;
+                Ok(value)
+            }
+            Err(e) => {
+                let _ = rollback();
+                Err(e)
+            }
+        }
+    }
+
+    impl From<i32> for Value {
+        fn from(n: i32) -> Self {
+            Value::Int32(n)
+        }
+    }
+
+    impl From<i64> for Value {
+        fn from(n: i64) -> Self {
+            Value::Int64(n)
+        }
+    }
+
+    impl From<f64> for Value {
+        fn from(f: f64) -> Self {
+            Value::Floating64(f)
+        }
+    }
+
+    impl From<bool> for Value {
+        fn from(b: bool) -> Self {
+            Value::Boolean(b)
+        }
+    }
+
+    impl From<&str> for Value {
+        fn from(s: &str) -> Self {
+            Value::Str(s.to_owned())
+        }
+    }
+
+    impl From<String> for Value {
+        fn from(s: String) -> Self {
+            Value::Str(s)
+        }
+    }
+
+    impl<T: Into<Value>> From<Option<T>> for Value {
+        fn from(v: Option<T>) -> Self {
+            v.map_or(Value::Null, Into::into)
+        }
+    }
+}
+
+/// Mail through the queue's SMTP relay (`[queues.<name>.mail]`).
+pub mod mail {
+    pub use crate::bindings::switchyard::plugin::mail::{Email, Error, send};
+
+    use crate::Failure;
+    use crate::config::MISSING_SETTING_DELAY;
+
+    /// What an error says, for a reason or a log line.
+    pub fn error_text(e: &Error) -> String {
+        match e {
+            Error::NotGranted => "the queue has no mail relay (queues.<name>.mail)".into(),
+            Error::Invalid(s) => s.clone(),
+            Error::Permanent(s) => format!("the relay refused it: {s}"),
+            Error::Transient(s) => format!("not sent: {s}"),
+        }
+    }
+
+    /// The outcome an error calls for: a relay's 5xx or an invalid mail
+    /// rejects; a 4xx or an unreachable relay retries; no relay granted
+    /// waits for the operator.
+    pub fn into_failure(e: Error, what: &str) -> Failure {
+        let reason = format!("{what}: {}", error_text(&e));
+        match e {
+            Error::NotGranted => Failure::retry_after(reason, MISSING_SETTING_DELAY),
+            Error::Transient(_) => Failure::retry(reason),
+            Error::Invalid(_) | Error::Permanent(_) => Failure::reject(reason),
+        }
+    }
+
+    /// A mail with only the fields every mail has; fill in the rest.
+    pub fn new(from: &str, to: Vec<String>, subject: &str) -> Email {
+        Email {
+            from: from.to_owned(),
+            to,
+            cc: Vec::new(),
+            bcc: Vec::new(),
+            reply_to: None,
+            subject: subject.to_owned(),
+            text: None,
+            html: None,
+            headers: Vec::new(),
+        }
     }
 }
 

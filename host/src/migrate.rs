@@ -1,0 +1,163 @@
+//! `switchyard migrate`: applies a queue's schema migrations to its
+//! database.
+//!
+//! A queue's `sql.migrations` folder holds files named
+//! `<version>_<name>.sql` (`0001_chat_events.sql`), applied in the order of
+//! their versions, each in a transaction of its own together with its
+//! record in `switchyard_migrations` (version, name, SHA-256, time). A
+//! version already applied is skipped; one whose file changed since is an
+//! error, since the database no longer matches what the folder says. Runs
+//! hold an advisory lock, so two at once apply each file once.
+//!
+//! The host does not migrate on its own at start: a schema change can
+//! lock a large table for a long time, which an operator schedules, and
+//! the database role the plugins' statements use needs no right to change
+//! the schema.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+use tokio_postgres::NoTls;
+
+use crate::config::QueueConfig;
+
+/// One migration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migration {
+    pub version: i64,
+    pub name: String,
+    pub path: PathBuf,
+    pub sql: String,
+    pub checksum: String,
+}
+
+/// What a run did for one queue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub applied: Vec<String>,
+    pub already: usize,
+}
+
+/// The migrations of a folder, in version order.
+pub fn read_folder(dir: &Path) -> Result<Vec<Migration>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let Some(file) = path.file_name().and_then(|f| f.to_str()) else {
+            continue;
+        };
+        let Some(stem) = file.strip_suffix(".sql") else {
+            continue;
+        };
+        let Some((version, name)) = stem.split_once('_') else {
+            bail!(
+                "{}: a migration is named <version>_<name>.sql",
+                path.display()
+            );
+        };
+        let version: i64 = version.parse().with_context(|| {
+            format!(
+                "{}: the version {version:?} is not a number",
+                path.display()
+            )
+        })?;
+        let sql = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let checksum = Sha256::digest(sql.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        found.push(Migration {
+            version,
+            name: name.to_owned(),
+            path,
+            sql,
+            checksum,
+        });
+    }
+    found.sort_by_key(|m| m.version);
+    for pair in found.windows(2) {
+        if pair[0].version == pair[1].version {
+            bail!(
+                "{} and {} have the same version",
+                pair[0].path.display(),
+                pair[1].path.display()
+            );
+        }
+    }
+    Ok(found)
+}
+
+/// Applies what the queue's folder has and its database lacks.
+pub async fn migrate(queue: &QueueConfig) -> Result<Report> {
+    let Some(sql) = &queue.sql else {
+        bail!("queues.{} has no [sql] table", queue.name);
+    };
+    let Some(dir) = &sql.migrations else {
+        bail!("queues.{}.sql has no migrations folder", queue.name);
+    };
+    let migrations = read_folder(dir)?;
+    let (mut client, connection) = tokio_postgres::connect(&sql.database_url, NoTls)
+        .await
+        .with_context(|| format!("connecting to the database of queues.{}", queue.name))?;
+    let connection = tokio::spawn(connection);
+    let result = apply(&mut client, &migrations).await;
+    drop(client);
+    let _ = connection.await;
+    result
+}
+
+async fn apply(client: &mut tokio_postgres::Client, migrations: &[Migration]) -> Result<Report> {
+    client
+        .batch_execute(
+            "SELECT pg_advisory_lock(hashtext('switchyard_migrations'));
+             CREATE TABLE IF NOT EXISTS switchyard_migrations (
+                 version bigint PRIMARY KEY,
+                 name text NOT NULL,
+                 checksum text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             );",
+        )
+        .await
+        .context("preparing switchyard_migrations")?;
+    let mut report = Report::default();
+    for m in migrations {
+        let row = client
+            .query_opt(
+                "SELECT name, checksum FROM switchyard_migrations WHERE version = $1",
+                &[&m.version],
+            )
+            .await?;
+        if let Some(row) = row {
+            let checksum: String = row.get(1);
+            if checksum != m.checksum {
+                bail!(
+                    "{} was changed after it was applied (its SHA-256 was {checksum}): add a new migration instead",
+                    m.path.display()
+                );
+            }
+            report.already += 1;
+            continue;
+        }
+        let tx = client.transaction().await?;
+        tx.batch_execute(&m.sql)
+            .await
+            .with_context(|| format!("applying {}", m.path.display()))?;
+        tx.execute(
+            "INSERT INTO switchyard_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&m.version, &m.name, &m.checksum],
+        )
+        .await?;
+        tx.commit().await?;
+        report.applied.push(
+            m.path
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+        );
+    }
+    client
+        .batch_execute("SELECT pg_advisory_unlock(hashtext('switchyard_migrations'))")
+        .await?;
+    Ok(report)
+}

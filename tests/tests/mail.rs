@@ -1,0 +1,232 @@
+//! Mail for plugins (`switchyard:plugin/mail`) through an SMTP receiver on
+//! loopback: what arrives (envelope, headers, both bodies, a Message-ID
+//! derived from the message id), how the relay's answers map (550
+//! permanent, 451 and a relay that is down transient), what the host
+//! refuses to write (header injection, a sender outside the grant), and
+//! pooled connections.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_standins::smtp::{Reply, SmtpReceiver, Stage};
+use switchyard_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn config(smtp_url: &str) -> TestConfig {
+    TestConfig::new(&format!(
+        r#"
+[routes]
+"mail" = ["Mail"]
+"none" = ["NoMail"]
+
+[queues.Mail]
+plugin = "@PLUGINS@/io_probe.wasm"
+max_attempts = 1
+concurrency = 8
+[queues.Mail.mail]
+smtp_url = "{smtp_url}"
+pool = 2
+timeout = "3s"
+from = ["@chat.example"]
+
+[queues.NoMail]
+plugin = "@PLUGINS@/io_probe.wasm"
+max_attempts = 1
+"#
+    ))
+}
+
+fn mail(to: &str, subject: &str) -> Value {
+    json!({ "mail": {
+        "from": "Chat <no-reply@chat.example>",
+        "to": [to],
+        "subject": subject,
+        "text": "Hello,\nyour transcript.",
+    }})
+}
+
+async fn run(
+    conn: &mut redis::aio::MultiplexedConnection,
+    cfg: &TestConfig,
+    message_type: &str,
+    id: &str,
+    steps: Value,
+) -> Vec<Value> {
+    send_probe(conn, cfg, message_type, id, steps, "report").await;
+    probe_report(conn, cfg, id, LIMIT).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mail_arrives_as_written() {
+    init_logs();
+    let smtp = SmtpReceiver::start().await.unwrap();
+    let redis = Redis::start();
+    let cfg = config(&smtp.url());
+    let mut conn = redis.conn().await;
+    let _host = start_host(&cfg.config, &redis);
+
+    let report = run(
+        &mut conn,
+        &cfg,
+        "mail",
+        "chat-7 ended",
+        json!([{ "mail": {
+            "from": "Chat <no-reply@chat.example>",
+            "to": ["Ana Souza <ana@visitor.example>"],
+            "cc": ["support@chat.example"],
+            "bcc": ["audit@chat.example"],
+            "reply_to": "support@chat.example",
+            "subject": "Transcript: café & <b>",
+            "text": "Olá, Ana",
+            "html": "<p>Olá, Ana</p>",
+            "headers": { "X-Chat-Guid": "c-7" },
+        }}]),
+    )
+    .await;
+    assert_eq!(
+        report[0],
+        json!("<chat-7_ended.1@chat.example>"),
+        "{report:?}"
+    );
+    assert_eq!(smtp.wait_mails(1, LIMIT).await, 1);
+    let m = &smtp.mails()[0];
+    assert_eq!(m.from, "no-reply@chat.example");
+    assert_eq!(
+        m.to,
+        [
+            "ana@visitor.example",
+            "support@chat.example",
+            "audit@chat.example"
+        ]
+    );
+    assert_eq!(
+        m.header("message-id").as_deref(),
+        Some("<chat-7_ended.1@chat.example>")
+    );
+    assert_eq!(m.header("x-chat-guid").as_deref(), Some("c-7"));
+    assert!(m.header("bcc").is_none(), "Bcc is not in the headers");
+    assert!(
+        m.header("subject").unwrap().contains("=?utf-8?"),
+        "{:?}",
+        m.header("subject")
+    );
+    assert_eq!(m.part("text/plain").as_deref(), Some("Olá, Ana"));
+    assert_eq!(m.part("text/html").as_deref(), Some("<p>Olá, Ana</p>"));
+
+    // What the host refuses to write.
+    let report = run(
+        &mut conn,
+        &cfg,
+        "mail",
+        "bad-1",
+        json!([
+            { "mail": { "from": "no-reply@chat.example", "to": ["a@x.example"], "subject": "s", "text": "t",
+                        "headers": { "X-Note": "a\r\nBcc: victim@x.example" } } },
+            { "mail": { "from": "ceo@elsewhere.example", "to": ["a@x.example"], "subject": "s", "text": "t" } },
+            { "mail": { "from": "no-reply@chat.example", "to": ["a@x.example"], "subject": "s\r\nBcc: v@x.example", "text": "t" } },
+            { "mail": { "from": "no-reply@chat.example", "to": ["not an address"], "subject": "s", "text": "t" } },
+            { "mail": { "from": "no-reply@chat.example", "to": ["a@x.example"], "subject": "s", "text": "t",
+                        "headers": { "Content-Type": "text/html" } } },
+        ]),
+    )
+    .await;
+    for (i, r) in report.iter().enumerate() {
+        assert_eq!(r["kind"], "invalid", "step {i}: {report:?}");
+    }
+    assert_eq!(smtp.mails().len(), 1, "nothing of those was sent");
+
+    let report = run(
+        &mut conn,
+        &cfg,
+        "none",
+        "none-1",
+        json!([mail("a@x.example", "s")]),
+    )
+    .await;
+    assert_eq!(report[0]["kind"], "not-granted", "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relays_answers_decide_the_error() {
+    init_logs();
+    let smtp = SmtpReceiver::start().await.unwrap();
+    let redis = Redis::start();
+    let cfg = config(&smtp.url());
+    let mut conn = redis.conn().await;
+    let _host = start_host(&cfg.config, &redis);
+
+    smtp.push(Reply::new(
+        Stage::Rcpt,
+        550,
+        "5.1.1 <gone@x.example>: mailbox unavailable",
+    ));
+    let report = run(
+        &mut conn,
+        &cfg,
+        "mail",
+        "m-550",
+        json!([mail("gone@x.example", "s")]),
+    )
+    .await;
+    assert_eq!(report[0]["kind"], "permanent", "{report:?}");
+    assert!(
+        report[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("mailbox unavailable"),
+        "{report:?}"
+    );
+
+    smtp.push(Reply::new(Stage::Data, 451, "4.3.0 try again later"));
+    let report = run(
+        &mut conn,
+        &cfg,
+        "mail",
+        "m-451",
+        json!([mail("a@x.example", "s")]),
+    )
+    .await;
+    assert_eq!(report[0]["kind"], "transient", "{report:?}");
+
+    // Pooled: ten more mails over at most the pool's two connections.
+    let before = smtp.connections();
+    for i in 0..10 {
+        let report = run(
+            &mut conn,
+            &cfg,
+            "mail",
+            &format!("ok-{i}"),
+            json!([mail("a@x.example", "s")]),
+        )
+        .await;
+        assert!(report[0].is_string(), "{report:?}");
+    }
+    assert!(
+        smtp.max_open() <= 2,
+        "{} connections open at once",
+        smtp.max_open()
+    );
+    assert!(
+        smtp.connections() - before <= 2,
+        "{} new connections",
+        smtp.connections() - before
+    );
+
+    // The relay down.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cfg = config(&format!("smtp://{down}"));
+    let _other = start_host(&cfg.config, &redis);
+    let report = run(
+        &mut conn,
+        &cfg,
+        "mail",
+        "m-down",
+        json!([mail("a@x.example", "s")]),
+    )
+    .await;
+    assert_eq!(report[0]["kind"], "transient", "{report:?}");
+}

@@ -1,0 +1,331 @@
+//! SQL for plugins (`switchyard:plugin/sql`) on a private PostgreSQL
+//! server: typed parameters and rows, SQL in a value stored as text,
+//! transactions (committed, rolled back, left open by a trap), statement
+//! timeouts, a bounded pool, and no SQL without a grant. The `io-probe`
+//! plugin runs the statements and reports what each returned.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use switchyard_standins::postgres::Postgres;
+use switchyard_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn sql(op: &str, statement: &str, params: Value) -> Value {
+    json!({ "sql": op, "statement": statement, "params": params })
+}
+
+fn config(pg: &Postgres, extra: &str) -> TestConfig {
+    TestConfig::with_env(
+        &format!(
+            r#"
+[routes]
+"db" = ["Db"]
+"none" = ["NoDb"]
+
+[queues.Db]
+plugin = "@PLUGINS@/io_probe.wasm"
+max_attempts = 1
+concurrency = 16
+[queues.Db.sql]
+database_url = {{ env = "TEST_DATABASE_URL" }}
+pool = 4
+{extra}
+
+[queues.NoDb]
+plugin = "@PLUGINS@/io_probe.wasm"
+max_attempts = 1
+"#
+        ),
+        &[("TEST_DATABASE_URL", &pg.url())],
+    )
+}
+
+async fn run(
+    conn: &mut redis::aio::MultiplexedConnection,
+    cfg: &TestConfig,
+    message_type: &str,
+    id: &str,
+    steps: Value,
+    then: &str,
+) -> Vec<Value> {
+    send_probe(conn, cfg, message_type, id, steps, then).await;
+    probe_report(conn, cfg, id, LIMIT).await
+}
+
+async fn psql(pg: &Postgres, statement: &str) -> String {
+    let url = pg.url();
+    let statement = statement.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("psql")
+            .arg(&url)
+            .args(["-tAc", &statement])
+            .output()
+            .expect("psql runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_go_in_typed_and_come_back_typed() {
+    init_logs();
+    let pg = Postgres::start("chat").unwrap();
+    psql(
+        &pg,
+        "CREATE TABLE t (id int PRIMARY KEY, name text, big bigint, score double precision, ok boolean, at timestamptz, doc jsonb, raw bytea)",
+    )
+    .await;
+    let redis = Redis::start();
+    let cfg = config(&pg, "");
+    let mut conn = redis.conn().await;
+    let _host = start_host(&cfg.config, &redis);
+
+    let hostile = "x'); DROP TABLE t; --";
+    let report = run(
+        &mut conn,
+        &cfg,
+        "db",
+        "db-1",
+        json!([
+            sql(
+                "execute",
+                "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                json!([{"int32": 1}, hostile, 9_000_000_000_i64, 2.5, true, "2026-11-22T09:01:00+08:00", "{\"a\": [1, 2]}", {"binary": [0, 255]}])
+            ),
+            sql("query", "SELECT id, name, big, score, ok, at, doc, raw FROM t WHERE id = $1", json!([1])),
+            sql("query", "SELECT count(*) FROM t", json!([])),
+        ]),
+        "report",
+    )
+    .await;
+    assert_eq!(report[0], json!(1), "{report:?}");
+    assert_eq!(
+        report[1]["rows"],
+        json!([[1, hostile, 9_000_000_000_i64, 2.5, true, "2026-11-22T01:01:00+00:00", "{\"a\":[1,2]}", {"binary": [0, 255]}]]),
+        "{report:?}"
+    );
+    assert_eq!(report[1]["columns"][5], json!(["at", "timestamptz"]));
+    assert_eq!(report[2]["rows"], json!([[1]]));
+    // The SQL in the value was stored as text, and the table is there.
+    assert_eq!(psql(&pg, "SELECT name FROM t").await, hostile);
+
+    // Wrong input is the plugin's error, not the host's.
+    let report = run(
+        &mut conn,
+        &cfg,
+        "db",
+        "db-2",
+        json!([
+            sql(
+                "execute",
+                "INSERT INTO t (id) VALUES ($1)",
+                json!(["not a number"])
+            ),
+            sql("execute", "INSERT INTO t (id) VALUES ($1)", json!([1, 2])),
+            sql("execute", "INSERT INTO t (id) VALUES ($1)", json!([1])),
+            sql("query", "SELECT numeric '1.5'", json!([])),
+            sql("execute", "SELEC 1", json!([])),
+        ]),
+        "report",
+    )
+    .await;
+    assert_eq!(report[0]["kind"], "invalid", "{report:?}");
+    assert!(
+        report[0]["error"].as_str().unwrap().contains("$1"),
+        "{report:?}"
+    );
+    assert_eq!(report[1]["kind"], "invalid", "{report:?}");
+    assert_eq!(report[2]["kind"], "database", "{report:?}");
+    assert!(
+        report[2]["error"].as_str().unwrap().contains("23505"),
+        "{report:?}"
+    );
+    assert_eq!(report[3]["kind"], "invalid", "{report:?}");
+    assert!(
+        report[3]["error"].as_str().unwrap().contains("numeric"),
+        "{report:?}"
+    );
+    assert!(
+        report[4]["error"].as_str().unwrap().contains("42601"),
+        "{report:?}"
+    );
+
+    // A queue without the grant has no SQL.
+    let report = run(
+        &mut conn,
+        &cfg,
+        "none",
+        "none-1",
+        json!([sql("query", "SELECT 1", json!([]))]),
+        "report",
+    )
+    .await;
+    assert_eq!(report[0]["kind"], "not-granted", "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_commit_roll_back_and_end_with_the_call() {
+    init_logs();
+    let pg = Postgres::start("chat").unwrap();
+    psql(&pg, "CREATE TABLE t (id int PRIMARY KEY)").await;
+    let redis = Redis::start();
+    let cfg = config(&pg, "");
+    let mut conn = redis.conn().await;
+    let host = start_host(&cfg.config, &redis);
+
+    let insert = |n: i64| sql("execute", "INSERT INTO t VALUES ($1)", json!([n]));
+    let report = run(
+        &mut conn,
+        &cfg,
+        "db",
+        "tx-1",
+        json!([
+            sql("begin", "", json!([])),
+            insert(1),
+            sql("commit", "", json!([])),
+            sql("begin", "", json!([])),
+            insert(2),
+            sql("rollback", "", json!([])),
+            sql("commit", "", json!([])),
+        ]),
+        "report",
+    )
+    .await;
+    assert_eq!(
+        report[..6],
+        [
+            json!("ok"),
+            json!(1),
+            json!("ok"),
+            json!("ok"),
+            json!(1),
+            json!("ok")
+        ]
+    );
+    assert_eq!(
+        report[6]["kind"], "invalid",
+        "commit without begin: {report:?}"
+    );
+
+    // A call that traps inside a transaction leaves nothing behind, and
+    // its connection is not handed on in the middle of it.
+    send_probe(
+        &mut conn,
+        &cfg,
+        "db",
+        "tx-trap",
+        json!([sql("begin", "", json!([])), insert(3)]),
+        "trap",
+    )
+    .await;
+    wait_for(LIMIT, "the trapping call failed", || {
+        let m = host.metrics.queue("Db");
+        async move { m.snapshot().failed >= 1 }
+    })
+    .await;
+    let report = run(
+        &mut conn,
+        &cfg,
+        "db",
+        "tx-after",
+        json!([sql("query", "SELECT count(*) FROM t", json!([]))]),
+        "report",
+    )
+    .await;
+    assert_eq!(report[0]["rows"], json!([[1]]), "{report:?}");
+    assert_eq!(
+        psql(&pg, "SELECT string_agg(id::text, ',') FROM t").await,
+        "1"
+    );
+    // No session is left inside a transaction.
+    wait_for(
+        Duration::from_secs(5),
+        "no session idle in a transaction",
+        || {
+            let pg = &pg;
+            async move {
+                psql(
+                    pg,
+                    "SELECT count(*) FROM pg_stat_activity WHERE state LIKE 'idle in transaction%'",
+                )
+                .await
+                    == "0"
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_statement_is_cancelled_and_the_pool_stays_bounded() {
+    init_logs();
+    let pg = Postgres::start("chat").unwrap();
+    let redis = Redis::start();
+    let cfg = config(&pg, "timeout = \"500ms\"");
+    let mut conn = redis.conn().await;
+    let _host = start_host(&cfg.config, &redis);
+
+    let started = std::time::Instant::now();
+    let report = run(
+        &mut conn,
+        &cfg,
+        "db",
+        "slow",
+        json!([sql("query", "SELECT pg_sleep(5)", json!([]))]),
+        "report",
+    )
+    .await;
+    assert_eq!(report[0]["kind"], "timeout", "{report:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    // Cancelled on the server too: nothing of it still runs.
+    wait_for(Duration::from_secs(5), "the sleep cancelled", || {
+        let pg = &pg;
+        async move {
+            psql(
+                pg,
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'",
+            )
+            .await
+                == "0"
+        }
+    })
+    .await;
+
+    // 200 messages at once, 16 handled at a time, on a pool of 4.
+    for i in 0..200 {
+        send_probe(
+            &mut conn,
+            &cfg,
+            "db",
+            &format!("p-{i}"),
+            json!([sql(
+                "query",
+                "SELECT pg_backend_pid(), pg_sleep(0.01)::text",
+                json!([])
+            )]),
+            "report",
+        )
+        .await;
+    }
+    let mut pids = BTreeSet::new();
+    for i in 0..200 {
+        let report = probe_report(&mut conn, &cfg, &format!("p-{i}"), LIMIT).await;
+        let pid = report[0]["rows"][0][0]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{report:?}"));
+        pids.insert(pid);
+    }
+    assert!(
+        !pids.is_empty() && pids.len() <= 4,
+        "200 messages used {} connections, the pool has 4",
+        pids.len()
+    );
+}
