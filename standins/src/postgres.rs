@@ -27,6 +27,17 @@ pub struct Postgres {
     child: Option<Child>,
 }
 
+/// Runs one statement with `psql` against `url`; its output, unaligned,
+/// without headers (a test's quick look at the database).
+pub fn psql(url: &str, statement: &str) -> String {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-tAc", statement])
+        .output()
+        .expect("psql runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// The newest PostgreSQL's programs, from Debian's packages.
 fn bin_dir() -> std::io::Result<PathBuf> {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
@@ -250,6 +261,11 @@ impl Postgres {
     pub fn restart(&mut self) -> std::io::Result<()> {
         self.stop();
         self.launch()
+    }
+
+    /// [`psql`] on this server's database.
+    pub fn psql(&self, statement: &str) -> String {
+        psql(&self.url(), statement)
     }
 
     /// The folder of the cluster and the server's log.

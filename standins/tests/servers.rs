@@ -11,14 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 fn postgres_starts_stops_and_restarts() {
     let mut pg = Postgres::start("chat").expect("postgres starts");
     let url = pg.url();
-    let psql = |sql: &str| {
-        let out = std::process::Command::new("psql")
-            .arg(&url)
-            .args(["-tAc", sql])
-            .output()
-            .expect("psql runs");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
+    let psql = |sql: &str| switchyard_standins::postgres::psql(&url, sql);
     assert_eq!(psql("SELECT current_database()"), "chat");
     psql("CREATE TABLE t (n int); INSERT INTO t VALUES (1)");
     pg.restart().expect("restarts");

@@ -344,6 +344,28 @@ pub async fn probe_report(
 
 /// XADDs an `io-probe` message of `message_type` with `id` that runs
 /// `steps`, then does `then` (`report`, `ok`, `retry`, `trap`).
+/// Sends an `io-probe` message whose steps end in a report, and returns
+/// the report.
+pub async fn probe(
+    conn: &mut MultiplexedConnection,
+    cfg: &TestConfig,
+    message_type: &str,
+    id: &str,
+    steps: serde_json::Value,
+    limit: Duration,
+) -> Vec<serde_json::Value> {
+    send_probe(conn, cfg, message_type, id, steps, "report").await;
+    probe_report(conn, cfg, id, limit).await
+}
+
+/// A fresh, empty folder for one test's files.
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub async fn send_probe(
     conn: &mut MultiplexedConnection,
     cfg: &TestConfig,

@@ -3,19 +3,11 @@
 //! newlines and terminal codes. None of it may lose a message, hold up
 //! others, grow the host without bound, or forge what operators read.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use switchyard::stream::read::original_fields;
 use switchyard_tests::*;
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 async fn xadd_owned(
     conn: &mut redis::aio::MultiplexedConnection,

@@ -46,17 +46,6 @@ concurrency = 8
     ))
 }
 
-async fn run(
-    conn: &mut redis::aio::MultiplexedConnection,
-    cfg: &TestConfig,
-    message_type: &str,
-    id: &str,
-    steps: Value,
-) -> Vec<Value> {
-    send_probe(conn, cfg, message_type, id, steps, "report").await;
-    probe_report(conn, cfg, id, LIMIT).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_queue_sees_only_its_own_buckets() {
     init_logs();
@@ -65,7 +54,7 @@ async fn each_queue_sees_only_its_own_buckets() {
     let mut conn = redis.conn().await;
     let host = start_host(&cfg.config, &redis);
 
-    let a = run(
+    let a = probe(
         &mut conn,
         &cfg,
         "a",
@@ -74,13 +63,14 @@ async fn each_queue_sees_only_its_own_buckets() {
             kv("set", "shared", "k", "alpha"),
             kv("get", "shared", "k", "")
         ]),
+        LIMIT,
     )
     .await;
     assert_eq!(a, [json!("ok"), json!("alpha")]);
 
     // The same bucket and key, from another queue: its own, empty.
     // Bucket names that look like paths or key syntax are just names.
-    let b = run(
+    let b = probe(
         &mut conn,
         &cfg,
         "b",
@@ -98,6 +88,7 @@ async fn each_queue_sees_only_its_own_buckets() {
             ),
             json!({ "kv": "list", "bucket": "shared" }),
         ]),
+        LIMIT,
     )
     .await;
     assert_eq!(b[0], Value::Null);
@@ -105,23 +96,25 @@ async fn each_queue_sees_only_its_own_buckets() {
     assert_eq!(b[2..5], [Value::Null, Value::Null, Value::Null]);
     assert_eq!(b[5]["keys"], json!(["k"]));
 
-    let a = run(
+    let a = probe(
         &mut conn,
         &cfg,
         "a",
         "a-2",
         json!([kv("get", "shared", "k", "")]),
+        LIMIT,
     )
     .await;
     assert_eq!(a, [json!("alpha")], "B's write did not touch A's key");
 
     // A queue without a grant cannot open a bucket.
-    let none = run(
+    let none = probe(
         &mut conn,
         &cfg,
         "none",
         "n-1",
         json!([kv("get", "shared", "k", "")]),
+        LIMIT,
     )
     .await;
     assert_eq!(
@@ -154,7 +147,7 @@ async fn the_quota_bounds_keys_and_bytes() {
     let mut conn = redis.conn().await;
     let host = start_host(&cfg.config, &redis);
     let big = "x".repeat(700);
-    let r = run(
+    let r = probe(
         &mut conn,
         &cfg,
         "a",
@@ -173,6 +166,7 @@ async fn the_quota_bounds_keys_and_bytes() {
             kv("delete", "b", "k3", ""),
             kv("set", "b", "k4", "4"),
         ]),
+        LIMIT,
     )
     .await;
     host.stop().await.unwrap();
@@ -201,7 +195,7 @@ async fn keys_expire_after_the_ttl_and_stop_counting() {
     let cfg = config("max_keys = 1\nttl = \"1s\"");
     let mut conn = redis.conn().await;
     let host = start_host(&cfg.config, &redis);
-    let r = run(
+    let r = probe(
         &mut conn,
         &cfg,
         "a",
@@ -211,12 +205,13 @@ async fn keys_expire_after_the_ttl_and_stop_counting() {
             kv("get", "b", "first", ""),
             kv("set", "b", "second", "2"),
         ]),
+        LIMIT,
     )
     .await;
     assert_eq!(r[..2], [json!("ok"), json!("1")], "{r:?}");
     assert!(r[2]["error"].as_str().unwrap().contains("at most 1 keys"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = run(
+    let r = probe(
         &mut conn,
         &cfg,
         "a",
@@ -226,6 +221,7 @@ async fn keys_expire_after_the_ttl_and_stop_counting() {
             kv("set", "b", "second", "2"),
             json!({ "kv": "list", "bucket": "b" }),
         ]),
+        LIMIT,
     )
     .await;
     host.stop().await.unwrap();
@@ -262,7 +258,7 @@ async fn increments_and_compare_and_swap_are_atomic() {
     })
     .await;
 
-    let r = run(
+    let r = probe(
         &mut conn,
         &cfg,
         "a",
@@ -275,6 +271,7 @@ async fn increments_and_compare_and_swap_are_atomic() {
             kv("set", "b", "text", "abc"),
             { "kv": "increment", "bucket": "b", "key": "text", "delta": 1 },
         ]),
+        LIMIT,
     )
     .await;
     let hits: String = redis::cmd("GET")

@@ -2,18 +2,10 @@
 //! cannot reach Redis, how fast it stops, and what a reload of queues.toml
 //! reports.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use switchyard_tests::*;
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Replaces a file the way deploy tools do: write beside it, rename over it.
 fn replace(path: &std::path::Path, text: &str) {

@@ -46,17 +46,6 @@ fn mail(to: &str, subject: &str) -> Value {
     }})
 }
 
-async fn run(
-    conn: &mut redis::aio::MultiplexedConnection,
-    cfg: &TestConfig,
-    message_type: &str,
-    id: &str,
-    steps: Value,
-) -> Vec<Value> {
-    send_probe(conn, cfg, message_type, id, steps, "report").await;
-    probe_report(conn, cfg, id, LIMIT).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_arrives_as_written() {
     init_logs();
@@ -66,7 +55,7 @@ async fn a_mail_arrives_as_written() {
     let mut conn = redis.conn().await;
     let _host = start_host(&cfg.config, &redis);
 
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "mail",
@@ -82,6 +71,7 @@ async fn a_mail_arrives_as_written() {
             "html": "<p>Olá, Ana</p>",
             "headers": { "X-Chat-Guid": "c-7" },
         }}]),
+        LIMIT,
     )
     .await;
     assert_eq!(
@@ -115,9 +105,7 @@ async fn a_mail_arrives_as_written() {
     assert_eq!(m.part("text/html").as_deref(), Some("<p>Olá, Ana</p>"));
 
     // What the host refuses to write.
-    let report = run(
-        &mut conn,
-        &cfg,
+    let report = probe(&mut conn, &cfg,
         "mail",
         "bad-1",
         json!([
@@ -128,20 +116,20 @@ async fn a_mail_arrives_as_written() {
             { "mail": { "from": "no-reply@chat.example", "to": ["not an address"], "subject": "s", "text": "t" } },
             { "mail": { "from": "no-reply@chat.example", "to": ["a@x.example"], "subject": "s", "text": "t",
                         "headers": { "Content-Type": "text/html" } } },
-        ]),
-    )
+        ]), LIMIT)
     .await;
     for (i, r) in report.iter().enumerate() {
         assert_eq!(r["kind"], "invalid", "step {i}: {report:?}");
     }
     assert_eq!(smtp.mails().len(), 1, "nothing of those was sent");
 
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "none",
         "none-1",
         json!([mail("a@x.example", "s")]),
+        LIMIT,
     )
     .await;
     assert_eq!(report[0]["kind"], "not-granted", "{report:?}");
@@ -161,12 +149,13 @@ async fn the_relays_answers_decide_the_error() {
         550,
         "5.1.1 <gone@x.example>: mailbox unavailable",
     ));
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "mail",
         "m-550",
         json!([mail("gone@x.example", "s")]),
+        LIMIT,
     )
     .await;
     assert_eq!(report[0]["kind"], "permanent", "{report:?}");
@@ -179,12 +168,13 @@ async fn the_relays_answers_decide_the_error() {
     );
 
     smtp.push(Reply::new(Stage::Data, 451, "4.3.0 try again later"));
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "mail",
         "m-451",
         json!([mail("a@x.example", "s")]),
+        LIMIT,
     )
     .await;
     assert_eq!(report[0]["kind"], "transient", "{report:?}");
@@ -192,12 +182,13 @@ async fn the_relays_answers_decide_the_error() {
     // Pooled: ten more mails over at most the pool's two connections.
     let before = smtp.connections();
     for i in 0..10 {
-        let report = run(
+        let report = probe(
             &mut conn,
             &cfg,
             "mail",
             &format!("ok-{i}"),
             json!([mail("a@x.example", "s")]),
+            LIMIT,
         )
         .await;
         assert!(report[0].is_string(), "{report:?}");
@@ -220,12 +211,13 @@ async fn the_relays_answers_decide_the_error() {
     };
     let cfg = config(&format!("smtp://{down}"));
     let _other = start_host(&cfg.config, &redis);
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "mail",
         "m-down",
         json!([mail("a@x.example", "s")]),
+        LIMIT,
     )
     .await;
     assert_eq!(report[0]["kind"], "transient", "{report:?}");

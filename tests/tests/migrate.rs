@@ -31,22 +31,6 @@ migrations = "{}"
     )
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn psql(pg: &Postgres, statement: &str) -> String {
-    let out = std::process::Command::new("psql")
-        .arg(pg.url())
-        .args(["-tAc", statement])
-        .output()
-        .expect("psql runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 fn param(p: chat_events::store::Param) -> Db {
     use chat_events::store::Param;
     match p {
@@ -109,12 +93,12 @@ async fn the_schema_is_applied_once_and_takes_every_message_type() {
         ("agent_status_logs", "1"),
     ] {
         assert_eq!(
-            psql(&pg, &format!("SELECT count(*) FROM {table}")),
+            pg.psql(&format!("SELECT count(*) FROM {table}")),
             rows,
             "{table}"
         );
     }
-    assert_ne!(psql(&pg, "SELECT count(*) FROM chat_messages"), "0");
+    assert_ne!(pg.psql("SELECT count(*) FROM chat_messages"), "0");
 
     // A migration changed after it was applied is refused.
     let dir = tempdir("migrations");

@@ -43,31 +43,12 @@ max_attempts = 1
     )
 }
 
-async fn run(
-    conn: &mut redis::aio::MultiplexedConnection,
-    cfg: &TestConfig,
-    message_type: &str,
-    id: &str,
-    steps: Value,
-    then: &str,
-) -> Vec<Value> {
-    send_probe(conn, cfg, message_type, id, steps, then).await;
-    probe_report(conn, cfg, id, LIMIT).await
-}
-
 async fn psql(pg: &Postgres, statement: &str) -> String {
     let url = pg.url();
     let statement = statement.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new("psql")
-            .arg(&url)
-            .args(["-tAc", &statement])
-            .output()
-            .expect("psql runs");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    })
-    .await
-    .unwrap()
+    tokio::task::spawn_blocking(move || switchyard_standins::postgres::psql(&url, &statement))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,12 +66,7 @@ async fn values_go_in_typed_and_come_back_typed() {
     let _host = start_host(&cfg.config, &redis);
 
     let hostile = "x'); DROP TABLE t; --";
-    let report = run(
-        &mut conn,
-        &cfg,
-        "db",
-        "db-1",
-        json!([
+    let report = probe(&mut conn, &cfg, "db", "db-1", json!([
             sql(
                 "execute",
                 "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -98,9 +74,7 @@ async fn values_go_in_typed_and_come_back_typed() {
             ),
             sql("query", "SELECT id, name, big, score, ok, at, doc, raw FROM t WHERE id = $1", json!([1])),
             sql("query", "SELECT count(*) FROM t", json!([])),
-        ]),
-        "report",
-    )
+        ]), LIMIT)
     .await;
     assert_eq!(report[0], json!(1), "{report:?}");
     assert_eq!(
@@ -114,7 +88,7 @@ async fn values_go_in_typed_and_come_back_typed() {
     assert_eq!(psql(&pg, "SELECT name FROM t").await, hostile);
 
     // Wrong input is the plugin's error, not the host's.
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "db",
@@ -130,7 +104,7 @@ async fn values_go_in_typed_and_come_back_typed() {
             sql("query", "SELECT numeric '1.5'", json!([])),
             sql("execute", "SELEC 1", json!([])),
         ]),
-        "report",
+        LIMIT,
     )
     .await;
     assert_eq!(report[0]["kind"], "invalid", "{report:?}");
@@ -155,13 +129,13 @@ async fn values_go_in_typed_and_come_back_typed() {
     );
 
     // A queue without the grant has no SQL.
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "none",
         "none-1",
         json!([sql("query", "SELECT 1", json!([]))]),
-        "report",
+        LIMIT,
     )
     .await;
     assert_eq!(report[0]["kind"], "not-granted", "{report:?}");
@@ -178,7 +152,7 @@ async fn transactions_commit_roll_back_and_end_with_the_call() {
     let host = start_host(&cfg.config, &redis);
 
     let insert = |n: i64| sql("execute", "INSERT INTO t VALUES ($1)", json!([n]));
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "db",
@@ -192,7 +166,7 @@ async fn transactions_commit_roll_back_and_end_with_the_call() {
             sql("rollback", "", json!([])),
             sql("commit", "", json!([])),
         ]),
-        "report",
+        LIMIT,
     )
     .await;
     assert_eq!(
@@ -227,13 +201,13 @@ async fn transactions_commit_roll_back_and_end_with_the_call() {
         async move { m.snapshot().failed >= 1 }
     })
     .await;
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "db",
         "tx-after",
         json!([sql("query", "SELECT count(*) FROM t", json!([]))]),
-        "report",
+        LIMIT,
     )
     .await;
     assert_eq!(report[0]["rows"], json!([[1]]), "{report:?}");
@@ -270,13 +244,13 @@ async fn a_slow_statement_is_cancelled_and_the_pool_stays_bounded() {
     let _host = start_host(&cfg.config, &redis);
 
     let started = std::time::Instant::now();
-    let report = run(
+    let report = probe(
         &mut conn,
         &cfg,
         "db",
         "slow",
         json!([sql("query", "SELECT pg_sleep(5)", json!([]))]),
-        "report",
+        LIMIT,
     )
     .await;
     assert_eq!(report[0]["kind"], "timeout", "{report:?}");

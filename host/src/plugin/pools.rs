@@ -18,56 +18,63 @@ pub struct Pools {
     mail: Mutex<HashMap<String, Arc<QueueMail>>>,
 }
 
+/// The queue's entry of `map`: kept while `settings` equal those it was
+/// made with, made anew (by `make`) when they changed, removed when the
+/// queue has none.
+fn entry<T, S: PartialEq + Clone>(
+    map: &Mutex<HashMap<String, Arc<T>>>,
+    queue: &str,
+    settings: Option<&S>,
+    settings_of: impl Fn(&T) -> &S,
+    make: impl FnOnce(S) -> anyhow::Result<T>,
+    what: &str,
+) -> Option<Arc<T>> {
+    let mut map = map.lock().expect("pools lock");
+    let Some(settings) = settings else {
+        map.remove(queue);
+        return None;
+    };
+    if let Some(kept) = map.get(queue)
+        && settings_of(kept) == settings
+    {
+        return Some(kept.clone());
+    }
+    match make(settings.clone()) {
+        Ok(made) => {
+            let made = Arc::new(made);
+            map.insert(queue.to_owned(), made.clone());
+            Some(made)
+        }
+        Err(e) => {
+            tracing::error!(queue, error = %format!("{e:#}"), "Could not set up the queue's {what}; its plugin goes without.");
+            map.remove(queue);
+            None
+        }
+    }
+}
+
 impl Pools {
     /// The queue's database pool, if it is granted one.
     pub fn sql(&self, queue: &QueueConfig, metrics: &Arc<QueueMetrics>) -> Option<Arc<QueueSql>> {
-        let mut map = self.sql.lock().expect("pools lock");
-        let Some(settings) = &queue.sql else {
-            map.remove(&queue.name);
-            return None;
-        };
-        if let Some(pool) = map.get(&queue.name)
-            && pool.settings() == settings
-        {
-            return Some(pool.clone());
-        }
-        match QueueSql::new(&queue.name, settings.clone(), metrics.clone()) {
-            Ok(pool) => {
-                let pool = Arc::new(pool);
-                map.insert(queue.name.clone(), pool.clone());
-                Some(pool)
-            }
-            Err(e) => {
-                tracing::error!(queue = %queue.name, error = %format!("{e:#}"), "Could not set up the queue's database pool; its plugin gets no SQL.");
-                map.remove(&queue.name);
-                None
-            }
-        }
+        entry(
+            &self.sql,
+            &queue.name,
+            queue.sql.as_ref(),
+            QueueSql::settings,
+            |s| QueueSql::new(&queue.name, s, metrics.clone()),
+            "database pool",
+        )
     }
 
     /// The queue's mail relay, if it is granted one.
     pub fn mail(&self, queue: &QueueConfig, metrics: &Arc<QueueMetrics>) -> Option<Arc<QueueMail>> {
-        let mut map = self.mail.lock().expect("pools lock");
-        let Some(settings) = &queue.mail else {
-            map.remove(&queue.name);
-            return None;
-        };
-        if let Some(relay) = map.get(&queue.name)
-            && relay.settings() == settings
-        {
-            return Some(relay.clone());
-        }
-        match QueueMail::new(&queue.name, settings.clone(), metrics.clone()) {
-            Ok(relay) => {
-                let relay = Arc::new(relay);
-                map.insert(queue.name.clone(), relay.clone());
-                Some(relay)
-            }
-            Err(e) => {
-                tracing::error!(queue = %queue.name, error = %format!("{e:#}"), "Could not set up the queue's mail relay; its plugin gets no mail.");
-                map.remove(&queue.name);
-                None
-            }
-        }
+        entry(
+            &self.mail,
+            &queue.name,
+            queue.mail.as_ref(),
+            QueueMail::settings,
+            |s| QueueMail::new(&queue.name, s, metrics.clone()),
+            "mail relay",
+        )
     }
 }

@@ -244,12 +244,10 @@ impl QueueSql {
         let result = match lease {
             Some(lease) => self.run_on(lease, statement, params, deadline, rows).await,
             None => match self.lease(deadline).await {
+                // Back to the pool when dropped, if `run_on` found it fit.
                 Ok(mut lease) => {
-                    let result = self
-                        .run_on(&mut lease, statement, params, deadline, rows)
-                        .await;
-                    lease.clean = lease.clean && result_keeps_connection(&result);
-                    result
+                    self.run_on(&mut lease, statement, params, deadline, rows)
+                        .await
                 }
                 Err(e) => Err(e),
             },
