@@ -12,6 +12,6 @@ scripts/build-polyglot.sh
 host=$(rustc -vV | sed -n 's/^host: //p')
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-(cd plugins && cargo test -p chat-events -p switchyard-plugin -p webhook --lib --target "$host" "$@") 2>&1 | tee -a "$out"
+(cd plugins && cargo test -p chat-events -p switchyard-plugin -p webhook -p email --lib --target "$host" "$@") 2>&1 | tee -a "$out"
 cargo test --workspace --all-targets "$@" 2>&1 | tee -a "$out"
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$out"

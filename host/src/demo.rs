@@ -1,10 +1,13 @@
 //! `switchyard demo`: a local run end to end. Starts a private redis-server
-//! on loopback when no Redis is given, and local HTTP services that stand in
+//! on loopback when no Redis is given, local HTTP services that stand in
 //! for the remote APIs the WebHook, Zendesk, Salesforce and Ticket queues
-//! call (the queues' URLs and grants are pointed at them); runs the host,
-//! XADDs sample chat events (malformed ones among them), waits until every
-//! queue is drained, and prints what each queue did, what each stand-in
-//! received, and what was dead-lettered.
+//! call (the queues' URLs and grants are pointed at them), a private
+//! PostgreSQL with the schema migrated for the queues that have `[sql]`,
+//! and an SMTP receiver for those that have `[mail]`; runs the host, XADDs
+//! sample chat events (malformed ones among them), waits until every queue
+//! is drained, and prints what each queue did, what each stand-in
+//! received, the rows each table gained, the mails received, and what was
+//! dead-lettered.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -12,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use switchyard_standins::postgres::Postgres;
+use switchyard_standins::smtp::SmtpReceiver;
 use switchyard_standins::{Api, StandIn};
 
 use crate::admin::status;
@@ -101,16 +106,45 @@ pub fn read_events(path: &Path) -> Result<Vec<Vec<(String, String)>>> {
     Ok(events)
 }
 
-/// The value of an environment variable, or for a secret the demo's
-/// configuration names and the environment lacks, a made-up one: the demo's
-/// stand-ins accept whatever secrets the configuration holds.
-pub fn env_or_demo_secret(name: &str) -> Option<String> {
-    std::env::var(name).ok().or_else(|| {
-        Some(format!(
-            "demo-{}",
-            name.to_ascii_lowercase().replace('_', "-")
-        ))
-    })
+/// How the demo reads the secrets of the configuration `text`: the
+/// environment, or for a secret it lacks a made-up value (the demo's
+/// stand-ins accept whatever secrets the configuration holds). A queue's
+/// `sql.database_url` and `mail.smtp_url` get placeholders whatever the
+/// environment says: the demo points them at its own servers.
+pub fn secrets_for(text: &str) -> impl Fn(&str) -> Option<String> + use<> {
+    let mut placeholders = std::collections::HashMap::new();
+    let queues = text
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|t| t.get("queues").and_then(|q| q.as_table()).cloned())
+        .unwrap_or_default();
+    for queue in queues.values() {
+        for (section, key, url) in [
+            ("sql", "database_url", "postgres://demo@127.0.0.1/demo"),
+            ("mail", "smtp_url", "smtp://127.0.0.1:25"),
+        ] {
+            if let Some(name) = queue
+                .get(section)
+                .and_then(|s| s.get(key))
+                .and_then(|v| v.get("env"))
+                .and_then(|v| v.as_str())
+            {
+                placeholders.insert(name.to_owned(), url.to_owned());
+            }
+        }
+    }
+    move |name| {
+        placeholders
+            .get(name)
+            .cloned()
+            .or_else(|| std::env::var(name).ok())
+            .or_else(|| {
+                Some(format!(
+                    "demo-{}",
+                    name.to_ascii_lowercase().replace('_', "-")
+                ))
+            })
+    }
 }
 
 /// The API a queue of the shipped configuration calls, by its name, with
@@ -187,6 +221,116 @@ pub async fn start_standins(config: &mut Config) -> Result<Vec<(String, StandIn)
     Ok(started)
 }
 
+/// The private PostgreSQL and SMTP receiver the demo's queues use.
+#[derive(Debug, Default)]
+pub struct LocalServices {
+    pub postgres: Option<Postgres>,
+    pub smtp: Option<SmtpReceiver>,
+}
+
+/// Starts a private PostgreSQL (database `chat`) if a queue has `[sql]`,
+/// points every such queue at it and applies its migrations; starts an SMTP
+/// receiver if a queue has `[mail]` and points every such queue at it.
+pub async fn start_services(config: &mut Config) -> Result<LocalServices> {
+    let mut services = LocalServices::default();
+    if config.queues.values().any(|q| q.sql.is_some()) {
+        let postgres = tokio::task::spawn_blocking(|| Postgres::start("chat"))
+            .await?
+            .context("starting a private PostgreSQL")?;
+        eprintln!("demo: started PostgreSQL on 127.0.0.1:{}", postgres.port());
+        for queue in config.queues.values_mut() {
+            let Some(sql) = &mut queue.sql else { continue };
+            sql.database_url = postgres.url();
+            if sql.migrations.is_some() {
+                let report = crate::migrate::migrate(queue).await?;
+                eprintln!(
+                    "demo: {} migrated its database ({} applied)",
+                    queue.name,
+                    report.applied.len()
+                );
+            }
+        }
+        services.postgres = Some(postgres);
+    }
+    if config.queues.values().any(|q| q.mail.is_some()) {
+        let smtp = SmtpReceiver::start()
+            .await
+            .context("starting an SMTP receiver")?;
+        for queue in config.queues.values_mut() {
+            let Some(mail) = &mut queue.mail else {
+                continue;
+            };
+            mail.smtp_url = smtp.url();
+            mail.username = None;
+            mail.password = None;
+            eprintln!(
+                "demo: {} sends mail to a receiver at {}",
+                queue.name,
+                smtp.url()
+            );
+        }
+        services.smtp = Some(smtp);
+    }
+    Ok(services)
+}
+
+impl LocalServices {
+    /// The rows in each table of the database, the migrations' own
+    /// bookkeeping left out.
+    pub async fn table_rows(&self) -> Result<Vec<(String, i64)>> {
+        let Some(postgres) = &self.postgres else {
+            return Ok(Vec::new());
+        };
+        let (client, connection) =
+            tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls).await?;
+        let connection = tokio::spawn(connection);
+        let tables = client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = 'public' AND table_type = 'BASE TABLE'
+                   AND table_name <> 'switchyard_migrations'
+                 ORDER BY 1",
+                &[],
+            )
+            .await?;
+        let mut rows = Vec::new();
+        for table in tables {
+            let name: String = table.get(0);
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            let n: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {quoted}"), &[])
+                .await?
+                .get(0);
+            rows.push((name, n));
+        }
+        drop(client);
+        let _ = connection.await;
+        Ok(rows)
+    }
+
+    /// What the database and the SMTP receiver hold, for the summary.
+    pub async fn summary(&self) -> Result<String> {
+        let mut text = String::new();
+        if self.postgres.is_some() {
+            let rows = self.table_rows().await?;
+            let total: i64 = rows.iter().map(|(_, n)| n).sum();
+            let filled = rows.iter().filter(|(_, n)| *n > 0).count();
+            text.push_str(&format!(
+                "PostgreSQL: {total} rows written, in {filled} of its {} tables\n",
+                rows.len()
+            ));
+            for (table, n) in rows.iter().filter(|(_, n)| *n > 0) {
+                text.push_str(&format!("  {table:<28} {n:>4}\n"));
+            }
+            text.push('\n');
+        }
+        if let Some(smtp) = &self.smtp {
+            text.push_str(&format!("Mail relay: {}\n\n", smtp.summary()));
+        }
+        Ok(text)
+    }
+}
+
 /// Runs the demo.
 pub async fn run(
     mut config: Config,
@@ -215,6 +359,7 @@ pub async fn run(
     let client = redis_conn::client(&url)?;
     let mut conn = redis_conn::shared(&client).await?;
     let standins = start_standins(&mut config).await?;
+    let services = start_services(&mut config).await?;
 
     let host = RunningHost::start(config.clone(), client.clone(), compiler);
     eprintln!(
@@ -294,6 +439,8 @@ pub async fn run(
     for (queue, standin) in &standins {
         println!("{queue} -> {}\n", standin.summary());
     }
+    print!("{}", services.summary().await?);
+
     println!("{s}");
     Ok(())
 }

@@ -167,7 +167,9 @@ pub enum Stage {
     Data,
 }
 
-/// A reply to give instead of accepting, once.
+/// A reply to give instead of accepting, once; a 2xx reply at [`Stage::Data`]
+/// accepts the mail (keeps it) with that text, to let one mail through
+/// before a refusal scripted after it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub stage: Stage,
@@ -439,9 +441,14 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
                         data.push_str(l);
                     }
                 }
+                let scripted = if too_big {
+                    None
+                } else {
+                    shared.scripted(Stage::Data)
+                };
                 if too_big {
                     "552 5.3.4 Message too big".into()
-                } else if let Some(r) = shared.scripted(Stage::Data) {
+                } else if let Some(r) = scripted.as_ref().filter(|r| r.code >= 300) {
                     format!("{} {}", r.code, r.text)
                 } else {
                     let mail = ReceivedMail {
@@ -457,7 +464,10 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
                         mails.len()
                     };
                     shared.arrived.notify_waiters();
-                    format!("250 2.0.0 OK queued as {n}")
+                    scripted.map_or_else(
+                        || format!("250 2.0.0 OK queued as {n}"),
+                        |r| format!("{} {}", r.code, r.text),
+                    )
                 }
             }
             "RSET" => {

@@ -187,6 +187,11 @@ pub const SHIPPED_SECRETS: &[(&str, &str)] = &[
     ("ZENDESK_API_TOKEN", "zd-shipped-test"),
     ("SALESFORCE_ACCESS_TOKEN", "sf-shipped-test"),
     ("TICKET_API_TOKEN", "tk-shipped-test"),
+    (
+        "PERSISTENCE_DATABASE_URL",
+        "postgres://switchyard:pw@127.0.0.1:5432/chat",
+    ),
+    ("EMAIL_SMTP_URL", "smtp://127.0.0.1:2525"),
 ];
 
 /// A queues.toml written for one test. The text may use `@PLUGINS@` (the

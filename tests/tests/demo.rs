@@ -1,6 +1,7 @@
 //! `switchyard demo`, the README's first command, on the shipped
 //! queues.toml: it drains every queue, the stand-ins for the remote APIs
-//! receive what the shipped plugins send, and the summary says so.
+//! receive what the shipped plugins send, the rows land in PostgreSQL, the
+//! mails in the SMTP receiver, and the summary says so.
 
 use std::process::Command;
 
@@ -30,6 +31,10 @@ fn the_demo_runs_end_to_end() {
         "Zendesk -> Zendesk Tickets API stand-in: 4 requests",
         "Salesforce -> Salesforce REST API stand-in: 2 requests",
         "Ticket -> ticket service stand-in: 3 requests",
+        "PostgreSQL: 16 rows written, in 15 of its 17 tables",
+        "  chat_messages                   2",
+        "Mail relay: 3 mails received",
+        "  to ana@example.com: Transcript of your chat of 2026-11-22T09:01:00",
         "Dead letters: 10",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");

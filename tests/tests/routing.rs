@@ -59,8 +59,13 @@ const QUEUES: &[&str] = &[
 ];
 
 /// The shipped queues.toml, with this test's prefix, ingress and plugin path.
-/// Its queues that call remote APIs call local stand-ins, as in the demo.
-async fn shipped_config() -> (TestConfig, Vec<(String, switchyard_standins::StandIn)>) {
+/// Its queues that call remote APIs call local stand-ins, and those with
+/// SQL and mail a private PostgreSQL and an SMTP receiver, as in the demo.
+async fn shipped_config() -> (
+    TestConfig,
+    Vec<(String, switchyard_standins::StandIn)>,
+    switchyard::demo::LocalServices,
+) {
     let text = std::fs::read_to_string(repo_root().join("queues.toml")).unwrap();
     let text = text
         .replace("prefix = \"switchyard\"", "prefix = \"@PREFIX@\"")
@@ -68,12 +73,19 @@ async fn shipped_config() -> (TestConfig, Vec<(String, switchyard_standins::Stan
         .replace(
             "plugin = \"target/wasm32-wasip2/release/",
             "plugin = \"@PLUGINS@/",
+        )
+        .replace(
+            "migrations = \"plugins/",
+            &format!("migrations = \"{}/plugins/", repo_root().display()),
         );
     let mut cfg = TestConfig::with_env(&text, SHIPPED_SECRETS);
     let standins = switchyard::demo::start_standins(&mut cfg.config)
         .await
         .unwrap();
-    (cfg, standins)
+    let services = switchyard::demo::start_services(&mut cfg.config)
+        .await
+        .unwrap();
+    (cfg, standins, services)
 }
 
 /// One valid payload per message type, from the demo's sample events.
@@ -95,7 +107,7 @@ fn sample_bodies() -> BTreeMap<String, String> {
 async fn every_design_message_type_reaches_exactly_its_queues() {
     init_logs();
     let redis = Redis::start();
-    let (cfg, standins) = shipped_config().await;
+    let (cfg, standins, services) = shipped_config().await;
     let mut conn = redis.conn().await;
     let bodies = sample_bodies();
 
@@ -172,4 +184,16 @@ async fn every_design_message_type_reaches_exactly_its_queues() {
         let got = standin.objects().len();
         assert_eq!(got, want, "{queue}: {}", standin.summary());
     }
+    // Persistence stored every type it is routed; Email sent the chat's
+    // transcript (visitor and site) and the offline message.
+    let rows: i64 = services
+        .table_rows()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert!(rows >= 16, "{rows} rows stored");
+    let smtp = services.smtp.as_ref().unwrap();
+    assert_eq!(smtp.mails().len(), 3, "{}", smtp.summary());
 }

@@ -1,60 +1,52 @@
-//! The Persistence queue's handler: every chat event is stored.
+//! The Persistence queue's handler: every chat event is stored in the chat
+//! database (PostgreSQL, through the queue's `[sql]` grant).
 //!
-//! It parses the payload each message type carries in the design and rejects
-//! what does not parse or is invalid (the design's Error queue rule: data
-//! that is wrong never succeeds, so it is not retried). Until the host grants
-//! a database capability, the write it would make is visible in its log:
-//! the table and a summary of the row, keyed by the message id so that a
-//! redelivered message overwrites rather than duplicates.
+//! The statements are `chat_events::store::plan`'s, against the schema of
+//! `migrations/` (`switchyard migrate` applies it), and all the writes of
+//! one message run in one transaction. Every write is idempotent, keyed by
+//! the message id or the event's natural key, so a redelivery (the host
+//! died after the commit and before the ack) leaves the rows as they were.
 //!
-//! Config: `database` (a name, for the log).
+//! A payload that does not parse, or that the database refuses as data (a
+//! value out of range, a constraint), is rejected: it would fail again. A
+//! database that is down, busy or missing a table is retried.
 
-wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
-
-use chat_events::Payload;
-use exports::switchyard::plugin::handler::{Failure, Guest, Message};
-use switchyard::plugin::{config, log};
+use chat_events::store::{self, Param};
+use switchyard_plugin::sql::{self, Value};
+use switchyard_plugin::{Failure, Handler, Message, log};
 
 struct Persistence;
 
-/// The table each message type is stored in.
-fn table(payload: &Payload) -> &'static str {
-    match payload {
-        Payload::ChatQueued(_) => "t_chat_queue_log",
-        Payload::ChatStarted(_) => "t_chat_start",
-        Payload::ChatEnded(_) => "t_chat",
-        Payload::WrapupSubmitted(_) => "t_chat_wrapup",
-        Payload::RatingSubmitted(_) => "t_chat_rating",
-        Payload::VisitorLanded(_) => "t_visit_log",
-        Payload::ConversionAchieved(_) => "t_conversion_log",
-        Payload::BanAdded(_) => "t_ban",
-        Payload::OfflineMessageSubmitted(_) => "t_offline_message",
-        Payload::AgentStatusChanged(_) => "t_agent_status_log",
-        Payload::AgentPreferenceChanged(_) => "t_agent_preference",
-        Payload::AgentChatReplied(_) => "t_agent_chat",
-        Payload::CannedMessageUsed(_) => "t_canned_message_log",
-        Payload::AutoInvitation(_) => "t_auto_invitation_log",
-        Payload::ManualInvitation(_) => "t_manual_invitation_log",
+fn value(p: Param) -> Value {
+    match p {
+        Param::Null => Value::Null,
+        Param::Bool(b) => Value::Boolean(b),
+        Param::Int32(n) => Value::Int32(n),
+        Param::Int64(n) => Value::Int64(n),
+        Param::Float(f) => Value::Floating64(f),
+        Param::Text(s) => Value::Str(s),
     }
 }
 
-impl Guest for Persistence {
+impl Handler for Persistence {
     fn handle(message: Message) -> Result<(), Failure> {
-        let payload = Payload::parse(&message.message_type, &message.body)
-            .map_err(|e| Failure::Reject(e.to_string()))?;
-        let database = config::get("database").unwrap_or_else(|| "chat".into());
-        log::log(
-            log::Level::Info,
-            &format!(
-                "upsert {database}.{} key={} site={}: {}",
-                table(&payload),
-                message.id,
-                payload.site_id(),
-                payload.summary()
-            ),
-        );
+        let plan = store::plan(&message.id, &message.message_type, &message.body)
+            .map_err(|e| Failure::reject(e.to_string()))?;
+        let rows = sql::transaction(|| {
+            let mut rows = 0;
+            for statement in plan {
+                let params: Vec<Value> = statement.params.into_iter().map(value).collect();
+                rows += sql::execute(statement.sql, &params)?;
+            }
+            Ok(rows)
+        })
+        .map_err(|e| sql::into_failure(e, "storing the event"))?;
+        log::debug(&format!(
+            "stored {} ({} rows written)",
+            message.message_type, rows
+        ));
         Ok(())
     }
 }
 
-export!(Persistence);
+switchyard_plugin::export!(Persistence);
