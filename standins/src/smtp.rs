@@ -330,6 +330,7 @@ fn address(arg: &str) -> String {
 }
 
 async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::Result<()> {
+    tcp.set_nodelay(true)?;
     let (read, mut write) = tcp.into_split();
     let mut read = BufReader::new(read);
     write.write_all(b"220 switchyard-standin ESMTP\r\n").await?;
@@ -482,8 +483,9 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
             }
             _ => "502 5.5.2 Command not recognized".into(),
         };
-        write.write_all(reply.as_bytes()).await?;
-        write.write_all(b"\r\n").await?;
+        // One write a reply: a line split over two writes waits for the
+        // client's delayed ACK (Nagle) before its end is sent.
+        write.write_all(format!("{reply}\r\n").as_bytes()).await?;
     }
 }
 

@@ -95,16 +95,50 @@ pub enum Builtin {
     /// queue's HTTP client (its grant, limits and connection pool), and
     /// succeeds on a 2xx answer.
     HttpPost,
+    /// A handler the program embedding the host registered with
+    /// [`register_native`], by its index.
+    Registered(usize),
 }
 
 /// The built-in handlers, by name.
 const BUILTINS: &[(&str, Builtin)] = &[("noop", Builtin::Noop), ("http-post", Builtin::HttpPost)];
+
+/// A native handler registered by the program that embeds the host: what
+/// a benchmark measures a plugin against, with the queue's grants (its
+/// SQL pool, its HTTP client) at hand in the [`CallContext`].
+pub type NativeHandler = dyn for<'a> Fn(
+        &'a CallContext,
+        &'a Delivery,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome> + Send + 'a>>
+    + Send
+    + Sync;
+
+type Registry = std::sync::RwLock<Vec<(String, Arc<NativeHandler>)>>;
+
+fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(Default::default)
+}
+
+/// Makes `handler` the handler of queues whose plugin is `builtin:NAME`, in
+/// this process. Registering a name again replaces the handler.
+pub fn register_native(name: &str, handler: Arc<NativeHandler>) {
+    let mut registry = registry().write().expect("registry lock");
+    match registry.iter_mut().find(|(n, _)| n == name) {
+        Some(entry) => entry.1 = handler,
+        None => registry.push((name.to_owned(), handler)),
+    }
+}
 
 impl Builtin {
     async fn run(self, cx: &CallContext, message: &Delivery) -> Outcome {
         match self {
             Builtin::Noop => Outcome::Success,
             Builtin::HttpPost => http_post(cx, message).await,
+            Builtin::Registered(index) => {
+                let handler = registry().read().expect("registry lock")[index].1.clone();
+                handler(cx, message).await
+            }
         }
     }
 }
@@ -152,14 +186,20 @@ async fn http_post(cx: &CallContext, message: &Delivery) -> Outcome {
 /// (`builtin:NAME`): `Some(Err(names))`, the known names, for an unknown one.
 pub fn builtin(plugin: &str) -> Option<Result<Builtin, String>> {
     let name = plugin.strip_prefix(BUILTIN_PREFIX)?;
-    Some(match BUILTINS.iter().find(|(n, _)| *n == name) {
-        Some((_, run)) => Ok(*run),
-        None => Err(BUILTINS
-            .iter()
-            .map(|(n, _)| format!("{BUILTIN_PREFIX}{n}"))
-            .collect::<Vec<_>>()
-            .join(", ")),
-    })
+    if let Some((_, run)) = BUILTINS.iter().find(|(n, _)| *n == name) {
+        return Some(Ok(*run));
+    }
+    let registered = registry().read().expect("registry lock");
+    if let Some(index) = registered.iter().position(|(n, _)| n == name) {
+        return Some(Ok(Builtin::Registered(index)));
+    }
+    Some(Err(BUILTINS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .chain(registered.iter().map(|(n, _)| n.clone()))
+        .map(|n| format!("{BUILTIN_PREFIX}{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")))
 }
 
 /// Whether a plugin path names a built-in handler (which has no file).

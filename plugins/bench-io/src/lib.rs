@@ -7,11 +7,12 @@
 //!   `http-post` handler does natively);
 //! - `kv`: reads a key of bucket `bench` and writes it back changed (one
 //!   `get` and one `set`), among 1,000 keys;
-//! - `publish`: publishes one message of type `bench.out` with the body.
+//! - `publish`: publishes one message of type `bench.out` with the body;
+//! - `mail`: sends one mail from `from` to `to`, the body as its text.
 
 use switchyard_plugin::bindings::switchyard::plugin::publish;
 use switchyard_plugin::http::{self, Request};
-use switchyard_plugin::{Failure, Handler, Message, config, kv};
+use switchyard_plugin::{Failure, Handler, Message, config, kv, mail};
 
 struct BenchIo;
 
@@ -53,6 +54,15 @@ impl Handler for BenchIo {
                     .send()
                     .map_err(|e| e.into_failure("getting"))?;
                 http::check(response, "getting").map(drop)
+            }
+            Some("mail") => {
+                let from = config::required("from")?;
+                let to = config::required("to")?;
+                let mut email = mail::new(&from, vec![to], &format!("Message {}", message.id));
+                email.text = Some(message.body);
+                mail::send(&email)
+                    .map(drop)
+                    .map_err(|e| mail::into_failure(e, "mailing"))
             }
             Some("nothing") => Ok(()),
             other => Err(Failure::reject(format!("unknown `do`: {other:?}"))),
