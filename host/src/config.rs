@@ -1479,9 +1479,7 @@ impl Validator<'_> {
                     s.key("smtp_url"),
                     "must be smtp://host:port (add ?tls=required for STARTTLS) or smtps://host:port",
                 );
-            } else if let Err(e) =
-                lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url)
-            {
+            } else if let Err(e) = crate::plugin::smtp::Relay::parse(url, None, None) {
                 self.error(s.key("smtp_url"), format!("is not an SMTP URL: {e}"));
             }
         }

@@ -222,3 +222,55 @@ async fn the_relays_answers_decide_the_error() {
     .await;
     assert_eq!(report[0]["kind"], "transient", "{report:?}");
 }
+
+/// A relay that wants a login: credentials in the URL (percent-encoded)
+/// are used; a refused login is the operator's to fix, so the mail is
+/// retried (transient), not rejected for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relays_login_is_used_and_a_refused_one_retries() {
+    init_logs();
+    let smtp = SmtpReceiver::start_on(
+        "127.0.0.1:0".parse().unwrap(),
+        Some(("relay@chat.example".into(), "p:w/@%".into())),
+    )
+    .await
+    .unwrap();
+    let redis = Redis::start();
+    let mut conn = redis.conn().await;
+    let addr = smtp.addr();
+
+    let cfg = config(&format!(
+        "smtp://relay%40chat.example:p%3Aw%2F%40%25@{addr}"
+    ));
+    let host = start_host(&cfg.config, &redis);
+    let report = probe(
+        &mut conn,
+        &cfg,
+        "mail",
+        "login-ok",
+        json!([mail("a@x.example", "s")]),
+        LIMIT,
+    )
+    .await;
+    assert!(report[0].is_string(), "{report:?}");
+    assert_eq!(smtp.mails().len(), 1);
+    host.stop().await.unwrap();
+
+    let cfg = config(&format!("smtp://relay%40chat.example:wrong@{addr}"));
+    let _host = start_host(&cfg.config, &redis);
+    let report = probe(
+        &mut conn,
+        &cfg,
+        "mail",
+        "login-refused",
+        json!([mail("a@x.example", "s")]),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(report[0]["kind"], "transient", "{report:?}");
+    assert!(
+        report[0]["error"].as_str().unwrap().contains("535"),
+        "{report:?}"
+    );
+    assert_eq!(smtp.mails().len(), 1);
+}

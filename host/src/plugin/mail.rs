@@ -1,21 +1,21 @@
 //! Mail for plugins: `switchyard:plugin/mail`, through a queue's SMTP relay.
 //!
-//! Each queue granted a relay (`[queues.X.mail]`) has one transport with a
-//! pool of at most `pool` open connections (`pool = 0`: a connection per
-//! mail). The host writes the mail itself (addresses parsed, headers
+//! Each queue granted a relay (`[queues.X.mail]`) has a pool of at most
+//! `pool` open connections (`pool = 0`: a connection per mail), which the
+//! host opens itself (`smtp`). The host writes the mail itself (addresses parsed, headers
 //! checked for injection, bodies MIME-encoded) from the plugin's fields,
 //! within the grant's bounds: senders, recipients, size, mails per call.
 //! The relay's answer decides the error: 5xx permanent, 4xx and an
 //! unreachable relay transient.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use super::smtp::{self, Lease, Relay, RelayError};
 
 use crate::admin::metrics::QueueMetrics;
 use crate::config::MailSettings;
@@ -68,7 +68,9 @@ const HOST_HEADERS: &[&str] = &[
 pub struct QueueMail {
     queue: Arc<str>,
     settings: MailSettings,
-    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
+    relay: Relay,
+    /// `None` with `pool = 0`.
+    pool: Option<smtp::Pool>,
     metrics: Arc<QueueMetrics>,
 }
 
@@ -87,36 +89,23 @@ impl QueueMail {
         settings: MailSettings,
         metrics: Arc<QueueMetrics>,
     ) -> anyhow::Result<Self> {
-        let transport = if settings.pool == 0 {
-            // Checked now, built per mail.
-            Self::transport(&settings)?;
-            None
-        } else {
-            Some(Self::transport(&settings)?)
+        let relay = Relay::parse(
+            &settings.smtp_url,
+            settings.username.as_deref(),
+            settings.password.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("smtp_url: {e}"))?;
+        let pool = match settings.pool {
+            0 => None,
+            size => Some(smtp::pool(relay.clone(), size).map_err(anyhow::Error::msg)?),
         };
         Ok(QueueMail {
             queue: queue.into(),
             settings,
-            transport,
+            relay,
+            pool,
             metrics,
         })
-    }
-
-    fn transport(settings: &MailSettings) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(&settings.smtp_url)
-            .map_err(|e| anyhow::anyhow!("smtp_url: {e}"))?
-            .timeout(Some(settings.timeout));
-        if settings.pool > 0 {
-            builder = builder.pool_config(
-                PoolConfig::new()
-                    .max_size(settings.pool)
-                    .idle_timeout(Duration::from_secs(60)),
-            );
-        }
-        if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
-            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
-        }
-        Ok(builder.build())
     }
 
     pub fn settings(&self) -> &MailSettings {
@@ -158,17 +147,28 @@ impl QueueMail {
             ));
         }
         let budget = left.min(self.settings.timeout);
-        let owned;
-        let transport = match &self.transport {
-            Some(t) => t,
-            None => {
-                owned = Self::transport(&self.settings)
-                    .map_err(|e| MailError::Transient(e.to_string()))?;
-                &owned
+        let envelope = message.envelope().clone();
+        let bytes = message.formatted();
+        let send = async {
+            match &self.pool {
+                Some(pool) => {
+                    let mut lease = Lease::new(pool.get().await.map_err(|e| match e {
+                        deadpool::managed::PoolError::Backend(e) => e,
+                        other => RelayError::Setup(other.to_string()),
+                    })?);
+                    lease.connection().send(&envelope, &bytes).await?;
+                    lease.release();
+                }
+                None => {
+                    let mut connection = self.relay.connect().await?;
+                    connection.send(&envelope, &bytes).await?;
+                    let _ = connection.quit().await;
+                }
             }
+            Ok::<(), RelayError>(())
         };
-        match tokio::time::timeout(budget, transport.send(message)).await {
-            Ok(Ok(_)) => Ok(id),
+        match tokio::time::timeout(budget, send).await {
+            Ok(Ok(())) => Ok(id),
             Ok(Err(e)) if e.is_permanent() => Err(MailError::Permanent(e.to_string())),
             Ok(Err(e)) => Err(MailError::Transient(e.to_string())),
             Err(_) => Err(MailError::Transient(format!(

@@ -15,8 +15,13 @@ mod host;
 pub mod http;
 pub mod keyvalue;
 pub mod mail;
+// lettre marks `AsyncNetworkStream` deprecated ("not meant to be made
+// public"), yet it is lettre 0.11's only way to put its TLS (the same
+// certificate checks as its STARTTLS) on a socket the host opened.
 pub mod output;
 pub mod pools;
+#[allow(deprecated)]
+pub mod smtp;
 pub mod sql;
 
 pub use cache::CompileCache;
