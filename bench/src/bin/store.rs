@@ -47,7 +47,7 @@ struct Args {
     /// Connections of the queue's pool.
     #[arg(long, default_value_t = 8)]
     pool: u32,
-        /// Mails of each mail run.
+    /// Mails of each mail run.
     #[arg(long, default_value_t = 5_000)]
     mails: usize,
     /// Rounds of each measurement; figures are medians.
