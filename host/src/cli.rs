@@ -1,4 +1,5 @@
-//! The command line: `run`, `check`, `status` and `demo`.
+//! The command line: `run`, `check`, `status`, `dead`, `migrate` and
+//! `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::admin::{metrics::Metrics, status};
+use crate::admin::{dead, metrics::Metrics, status};
 use crate::config::Config;
 use crate::plugin::{Compiler, compile};
 use crate::shutdown::Shutdown;
@@ -67,6 +68,15 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         dead_letters: usize,
     },
+    /// List, show, replay and delete dead letters.
+    Dead {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[command(flatten)]
+        redis: RedisArg,
+        #[command(subcommand)]
+        action: DeadAction,
+    },
     /// Apply the schema migrations of every queue that has a
     /// `sql.migrations` folder (or of one queue) to its database.
     Migrate {
@@ -89,6 +99,194 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum DeadAction {
+    /// The dead letters that match, newest first.
+    List {
+        #[command(flatten)]
+        filter: DeadFilter,
+        /// At most this many (0: all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter whole: its record, failed attempts and message.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on the stream they came from (their queue's,
+    /// or the ingress), as new messages with the same message id.
+    Replay {
+        /// Dead-letter ids, as `list` shows them.
+        ids: Vec<String>,
+        /// Every dead letter that matches the filters instead.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        filter: DeadFilter,
+    },
+    /// Delete dead letters.
+    Purge {
+        ids: Vec<String>,
+        /// Every dead letter that matches the filters instead.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        filter: DeadFilter,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DeadFilter {
+    /// Dead-lettered by this queue (`(router)`: refused by the router).
+    #[arg(long)]
+    queue: Option<String>,
+    /// Whose reason contains this text (ignoring case).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Of this message type.
+    #[arg(long = "type")]
+    message_type: Option<String>,
+    /// Dead-lettered within this long (`1h`, `30m`, `7d`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// Dead-lettered at least this long ago.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    older_than: Option<Duration>,
+}
+
+impl DeadFilter {
+    fn filter(self) -> dead::Filter {
+        dead::Filter {
+            queue: self.queue,
+            reason: self.reason,
+            since: self.since,
+            older_than: self.older_than,
+            message_type: self.message_type,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_none()
+            && self.reason.is_none()
+            && self.message_type.is_none()
+            && self.since.is_none()
+            && self.older_than.is_none()
+    }
+}
+
+/// The dead letters a replay or purge applies to: the ids given (each
+/// checked), or with `--all` every one that matches the filters.
+async fn dead_targets(
+    conn: &mut redis::aio::ConnectionManager,
+    keys: &crate::stream::Keys,
+    ids: Vec<String>,
+    all: bool,
+    filter: DeadFilter,
+) -> Result<Vec<String>> {
+    if all {
+        let found = dead::list(conn, keys, &filter.filter(), 0).await?;
+        return Ok(found.into_iter().map(|d| d.id).collect());
+    }
+    if ids.is_empty() {
+        anyhow::bail!("name the dead letters (ids as `dead list` shows them), or give --all");
+    }
+    if !filter.is_empty() {
+        anyhow::bail!("the filters choose what --all applies to; with ids, give no filter");
+    }
+    if let Some(bad) = ids.iter().find(|id| !dead::is_entry_id(id)) {
+        anyhow::bail!("{bad:?} is not a dead-letter id (they look like 1795468579335-0)");
+    }
+    Ok(ids)
+}
+
+async fn dead_command(
+    config: Config,
+    client: redis::Client,
+    action: DeadAction,
+) -> Result<ExitCode> {
+    let keys = crate::stream::Keys::new(&config.host.prefix);
+    let mut conn = redis_conn::shared(&client).await?;
+    match action {
+        DeadAction::List {
+            filter,
+            limit,
+            json,
+        } => {
+            let found = dead::list(&mut conn, &keys, &filter.filter(), limit).await?;
+            if json {
+                print_out(&format!("{}\n", dead::list_json(&found)))?;
+            } else {
+                print_out(&dead::render_list(&found))?;
+                print_out(&format!(
+                    "{} dead letter{}{}\n",
+                    found.len(),
+                    if found.len() == 1 { "" } else { "s" },
+                    if limit > 0 && found.len() == limit {
+                        format!(" (the newest {limit}; --limit 0 lists all)")
+                    } else {
+                        String::new()
+                    }
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadAction::Show { id, json } => {
+            if !dead::is_entry_id(&id) {
+                anyhow::bail!("{id:?} is not a dead-letter id (they look like 1795468579335-0)");
+            }
+            let Some(record) = dead::show(&mut conn, &keys, &id).await? else {
+                eprintln!("{id} is not a dead letter (replayed or deleted already?)");
+                return Ok(ExitCode::FAILURE);
+            };
+            if json {
+                print_out(&format!("{}\n", dead::record_json(&record)))?;
+            } else {
+                print_out(&dead::render_record(&record))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadAction::Replay { ids, all, filter } => {
+            let ids = dead_targets(&mut conn, &keys, ids, all, filter).await?;
+            let mut failed = false;
+            let mut replayed = 0;
+            for (id, outcome) in dead::replay(&mut conn, &config, &ids).await? {
+                match outcome {
+                    dead::Replayed::Done { stream, entry } => {
+                        replayed += 1;
+                        print_out(&format!("{id}: replayed to {stream} as {entry}\n"))?;
+                    }
+                    dead::Replayed::Gone => {
+                        print_out(&format!(
+                            "{id}: not a dead letter (replayed or deleted already)\n"
+                        ))?;
+                    }
+                    dead::Replayed::Refused(why) => {
+                        failed = true;
+                        print_out(&format!("{id}: not replayed: {why}\n"))?;
+                    }
+                }
+            }
+            print_out(&format!("{replayed} replayed\n"))?;
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        DeadAction::Purge { ids, all, filter } => {
+            let ids = dead_targets(&mut conn, &keys, ids, all, filter).await?;
+            let deleted = dead::purge(&mut conn, &keys, &ids).await?;
+            print_out(&format!("{deleted} deleted\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 fn load(config: &ConfigArg) -> Result<Config> {
     Ok(Config::load(&config.config)?)
 }
@@ -104,7 +302,7 @@ pub fn main() -> ExitCode {
     // `check` reports on stdout and stderr itself; its log shows only what
     // goes wrong.
     crate::text::init_logging(match cli.command {
-        Command::Check { .. } => "warn",
+        Command::Check { .. } | Command::Dead { .. } => "warn",
         _ => "info",
     });
     let runtime = match tokio::runtime::Runtime::new() {
@@ -201,6 +399,16 @@ async fn run(command: Command) -> Result<ExitCode> {
             let report = status::read(&mut conn, &config, dead_letters).await?;
             print_out(&report.to_string())?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Dead {
+            config,
+            redis,
+            action,
+        } => {
+            let client = redis_conn::client(&redis.redis_url)?;
+            // Names and streams only: no secrets needed.
+            let config = Config::load_with_env(&config.config, &|_| Some(String::new()))?;
+            dead_command(config, client, action).await
         }
         Command::Demo {
             config,

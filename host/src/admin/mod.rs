@@ -1,5 +1,6 @@
 //! What operators see: counters of what each queue did, and the status of
 //! every stream read from Redis.
 
+pub mod dead;
 pub mod metrics;
 pub mod status;

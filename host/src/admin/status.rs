@@ -8,7 +8,7 @@ use redis::Value;
 use redis::aio::ConnectionLike;
 
 use crate::config::Config;
-use crate::stream::scripts::{DEAD_SUMMARIES, LAST_ID};
+use crate::stream::scripts::{DEAD_PAGE, LAST_ID};
 use crate::stream::{Entry, Keys, dead_fields, info_field, info_pairs, parse_entries, string};
 use crate::text::{Escaped, bounded};
 
@@ -79,8 +79,10 @@ pub async fn read<C: ConnectionLike>(
     let dead = keys.dead_letter();
     let dead_letters: u64 = redis::cmd("XLEN").arg(&dead).query_async(conn).await?;
     // Summaries only: a dead letter may hold an entry of any size.
-    let reply: Value = DEAD_SUMMARIES
+    let reply: Value = DEAD_PAGE
         .key(&dead)
+        .arg("+")
+        .arg("-")
         .arg(recent)
         .arg(SHOWN_REASON)
         .invoke_async(conn)

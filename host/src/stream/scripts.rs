@@ -58,9 +58,13 @@ pub(crate) static DELETE_CONSUMER: LazyLock<redis::Script> =
 pub(crate) static LAST_ID: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("lua/last_id.lua")));
 
-/// The newest dead letters, summarised (`lua/dead_summaries.lua`).
-pub(crate) static DEAD_SUMMARIES: LazyLock<redis::Script> =
-    LazyLock::new(|| redis::Script::new(include_str!("lua/dead_summaries.lua")));
+/// A page of dead letters, summarised (`lua/dead_page.lua`).
+pub(crate) static DEAD_PAGE: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/dead_page.lua")));
+
+/// Puts a dead letter back on its stream (`lua/dead_replay.lua`).
+pub(crate) static DEAD_REPLAY: LazyLock<redis::Script> =
+    LazyLock::new(|| plain_writing_script(include_str!("lua/dead_replay.lua")));
 
 /// Acknowledges handled messages and adds what their calls published to
 /// the ingress stream, in one step (`lua/ack_publish.lua`).
