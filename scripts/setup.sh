@@ -2,10 +2,14 @@
 # Installs what Switchyard needs and a fresh Debian machine lacks: the
 # redis-server package, PostgreSQL (the Persistence queue's database; the
 # demo and the tests start a private server of their own), and Rust's
-# wasm32-wasip2 target. Safe to run again.
+# wasm32-wasip2 target; with --tests, also what only the tests use:
+# prometheus (for `promtool check metrics`). Safe to run again.
 set -euo pipefail
 
 missing=()
+if [ "${1:-}" = "--tests" ]; then
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+fi
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
@@ -14,7 +18,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 

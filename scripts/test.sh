@@ -5,7 +5,7 @@
 # and JavaScript), then prints the totals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --tests
 scripts/setup-polyglot.sh
 scripts/build-plugins.sh --quiet
 scripts/build-polyglot.sh

@@ -35,12 +35,26 @@ pub struct Config {
     pub host: HostSettings,
     pub ingress: IngressSettings,
     pub retention: RetentionSettings,
+    /// The admin HTTP server (`[admin]`); off without the table.
+    pub admin: Option<AdminSettings>,
     /// Message type, lower-cased, to the queues it fans out to, in file order.
     pub routes: BTreeMap<String, Vec<String>>,
     /// Queue name to its settings.
     pub queues: BTreeMap<String, QueueConfig>,
     /// Settings that are valid but work against each other, in line order.
     pub warnings: Vec<ConfigError>,
+}
+
+/// The `[admin]` table: the HTTP server for metrics, health and the
+/// dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where it listens; loopback unless the operator says otherwise.
+    pub listen: std::net::SocketAddr,
+    /// How long what `/metrics` reads from Redis (backlogs, pending
+    /// messages) is reused: at most one read of Redis per interval, however
+    /// often it is scraped.
+    pub stats_interval: Duration,
 }
 
 /// The `[host]` table.
@@ -537,6 +551,10 @@ impl Config {
             "host.on_missing_group".into(),
             h.on_missing_group.as_str().into(),
         );
+        if let Some(a) = &self.admin {
+            s.insert("admin.listen".into(), a.listen.to_string());
+            s.insert("admin.stats_interval".into(), d(&a.stats_interval));
+        }
         let i = &self.ingress;
         s.insert("ingress.stream".into(), i.stream.clone());
         s.insert("ingress.batch".into(), i.batch.to_string());
@@ -683,7 +701,12 @@ fn fingerprint(value: &str) -> String {
 
 /// Settings fixed for the life of a process: every Redis key name derives
 /// from them, or the compiled-plugin cache is opened with them.
-pub const RESTART_ONLY: &[&str] = &["host.prefix", "host.cache_dir", "ingress.stream"];
+pub const RESTART_ONLY: &[&str] = &[
+    "host.prefix",
+    "host.cache_dir",
+    "ingress.stream",
+    "admin.listen",
+];
 
 impl ConfigChanges {
     /// The differences between two configurations.
@@ -1035,6 +1058,42 @@ impl Validator<'_> {
             r
         };
 
+        let admin = self.table(&mut top, "admin").map(|t| {
+            let mut s = Section::new("admin", t);
+            let listen = match self.get::<String>(&mut s, "listen", "an address, e.g. \"127.0.0.1:9464\"") {
+                None => std::net::SocketAddr::from(([127, 0, 0, 1], 9464)),
+                Some(text) => match text.parse::<std::net::SocketAddr>() {
+                    Ok(addr) => {
+                        if !addr.ip().is_loopback() {
+                            self.warn(
+                                s.key("listen"),
+                                "is not a loopback address: the metrics and the dashboard are open to that network (actions still need SWITCHYARD_ADMIN_TOKEN)",
+                            );
+                        }
+                        addr
+                    }
+                    Err(_) => {
+                        self.error(
+                            s.key("listen"),
+                            format!("{text:?} is not an address and port, e.g. \"127.0.0.1:9464\""),
+                        );
+                        std::net::SocketAddr::from(([127, 0, 0, 1], 9464))
+                    }
+                },
+            };
+            let stats_interval = self.duration(
+                &mut s,
+                "stats_interval",
+                Duration::from_secs(5),
+                Duration::from_secs(600),
+            );
+            self.finish(s);
+            AdminSettings {
+                listen,
+                stats_interval,
+            }
+        });
+
         let mut queues = BTreeMap::new();
         match self.table(&mut top, "queues") {
             None => self.error("queues".into(), "at least one queue must be declared"),
@@ -1117,6 +1176,7 @@ impl Validator<'_> {
             host,
             ingress,
             retention,
+            admin,
             routes,
             queues,
             warnings: Vec::new(),

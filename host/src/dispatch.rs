@@ -82,6 +82,18 @@ impl QueueRuntime {
             sql: parts.pools.sql(&queue, &parts.metrics),
             mail: parts.pools.mail(&queue, &parts.metrics),
         };
+        parts
+            .metrics
+            .concurrency
+            .store(queue.concurrency as u64, Ordering::Relaxed);
+        parts.metrics.runs(crate::admin::metrics::PluginInfo {
+            version: plugin.hash.clone(),
+            contract: plugin.contract().to_owned(),
+            loaded_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            compile_seconds: plugin.compile_time.as_secs_f64(),
+        });
         QueueRuntime {
             warm: queue.reuse_instances.then(|| Arc::new(WarmPool::default())),
             queue: Arc::new(queue),
@@ -693,10 +705,12 @@ impl Shared {
         };
         QueueMetrics::add(&self.metrics.attempts);
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let result = self
             .engine
             .call(rt.plugin.clone(), rt.cx.clone(), delivery, rt.warm.clone())
             .await;
+        self.metrics.duration.observe(started.elapsed());
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         result
     }
@@ -719,7 +733,10 @@ impl Shared {
             Delivered::Ran(Outcome::Success, _) => QueueMetrics::add(&m.succeeded),
             Delivered::Ran(Outcome::Reject { .. }, _) => QueueMetrics::add(&m.rejected),
             Delivered::Ran(Outcome::Retry { .. }, _) => QueueMetrics::add(&m.retried),
-            Delivered::Ran(Outcome::Failed { .. }, _) => QueueMetrics::add(&m.failed),
+            Delivered::Ran(Outcome::Failed { kind, .. }, _) => {
+                QueueMetrics::add(&m.failed);
+                QueueMetrics::add(&m.failed_by_kind[*kind as usize]);
+            }
             Delivered::Unusable { .. } | Delivered::Exhausted => {}
         }
         let outcome = match delivered {

@@ -270,6 +270,23 @@ fn count_load(metrics: &Metrics, plugin: &LoadedPlugin) {
     QueueMetrics::add(counter);
 }
 
+/// Stops the admin server when the host's run ends, however it ends.
+struct AdminGuard(
+    Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
+);
+
+impl Drop for AdminGuard {
+    fn drop(&mut self) {
+        if let Some((stop, task)) = self.0.take() {
+            stop.cancel();
+            task.abort();
+        }
+    }
+}
+
 /// Runs the host until `shutdown.drain` fires, then drains: stops reading,
 /// gives in-flight handlers `shutdown_timeout` to finish (or less, if
 /// `shutdown.now` fires), and returns. What did not finish stays pending and
@@ -284,6 +301,27 @@ pub async fn run(
     for w in &config.warnings {
         tracing::warn!(path = %config.path.display(), "queues.toml: {w}");
     }
+    let current = Arc::new(ArcSwap::from_pointee(config.clone()));
+    // The admin server answers from the start: /healthz while Redis is
+    // still being waited for, /readyz saying what is not ready yet.
+    let admin = match &config.admin {
+        Some(a) => {
+            let listener = tokio::net::TcpListener::bind(a.listen)
+                .await
+                .with_context(|| format!("admin.listen: cannot listen on {}", a.listen))?;
+            tracing::info!(address = %a.listen, "Admin server listening.");
+            let state = Arc::new(crate::admin::server::AdminState::new(
+                metrics.clone(),
+                current.clone(),
+                client.clone(),
+            ));
+            let stop = shutdown.drain.child_token();
+            let task = tokio::spawn(crate::admin::server::serve(listener, state, stop.clone()));
+            Some((stop, task))
+        }
+        None => None,
+    };
+    let _admin = AdminGuard(admin);
     // Watch before loading, so a file replaced while the host starts is
     // still noticed (a change to what was just loaded is a no-op).
     let mut watcher = match Watcher::new() {
@@ -319,7 +357,7 @@ pub async fn run(
     let mut host = Supervisor {
         router: Arc::new(ArcSwap::from_pointee(Router::new(&config))),
         on_missing_group: Arc::new(ArcSwap::from_pointee(config.host.on_missing_group)),
-        current: Arc::new(ArcSwap::from_pointee(config.clone())),
+        current,
         keys: Keys::new(&config.host.prefix),
         client,
         conn,

@@ -34,6 +34,22 @@ pub enum Decision {
     DeadLetter { reason: String },
 }
 
+/// The classes of what the router dead-letters, as metric labels.
+pub const DEAD_CLASSES: [&str; 3] = ["malformed", "no_route", "oversized"];
+
+/// The class of a reason the router gives (an index into
+/// [`DEAD_CLASSES`]): an entry past a size bound, one whose type has no
+/// route, or one that is not a message (no type, a body that is not JSON).
+pub fn dead_class(reason: &str) -> usize {
+    if reason.starts_with("no route for message type") {
+        1
+    } else if reason.starts_with("entry is ") || reason.starts_with("entry has ") {
+        2
+    } else {
+        0
+    }
+}
+
 /// A queue the message is routed to but cannot take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueRefusal {
@@ -337,5 +353,28 @@ mod tests {
                 ("id", "5-0"),
             ])
         );
+    }
+
+    #[test]
+    fn dead_letters_are_classed_for_metrics() {
+        for (reason, class) in [
+            ("no route for message type \"x\"", "no_route"),
+            (
+                "entry is 10.0 MiB, more than ingress.max_entry_kib (4 KiB)",
+                "oversized",
+            ),
+            (
+                "entry has 1001 fields, more than the 1000 a message may have",
+                "oversized",
+            ),
+            (
+                "entry is 1.1 KiB, more than queues.A.max_entry_kib (1 KiB)",
+                "oversized",
+            ),
+            ("missing field `type` (or `cap-msg-name`)", "malformed"),
+            ("body is not valid JSON: EOF while parsing", "malformed"),
+        ] {
+            assert_eq!(DEAD_CLASSES[dead_class(reason)], class, "{reason}");
+        }
     }
 }

@@ -105,10 +105,7 @@ async fn dead_letters_are_listed_shown_replayed_once_and_purged() {
     let router = listed(&failing, &redis, &["--queue", "(router)"]);
     assert_eq!(router.len(), 1);
     assert_eq!(router[0]["message_id"], "m-x");
-    assert_eq!(
-        listed(&failing, &redis, &["--reason", "NO ROUTE"]).len(),
-        1
-    );
+    assert_eq!(listed(&failing, &redis, &["--reason", "NO ROUTE"]).len(), 1);
     assert_eq!(
         listed(&failing, &redis, &["--type", "order.placed"]).len(),
         3

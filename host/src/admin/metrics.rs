@@ -41,9 +41,63 @@ pub struct QueueMetrics {
     pub mails_sent: AtomicU64,
     /// Mails refused, invalid, or not sent (relay unreachable).
     pub mails_failed: AtomicU64,
+    /// Failed attempts by kind: trap, timeout, memory cap, instantiation
+    /// (the order of [`FAILURE_KINDS`]).
+    pub failed_by_kind: [AtomicU64; 4],
+    /// How long handler calls took.
+    pub duration: Histogram,
+    /// Handler slots now.
+    pub concurrency: AtomicU64,
+    /// The plugin the queue runs now.
+    pub plugin: std::sync::RwLock<Option<PluginInfo>>,
     /// Messages settled (acked or dead-lettered after an attempt), by the
     /// content hash of the plugin version that made the attempt.
     by_plugin: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+/// The kinds of failed attempts, as metric labels.
+pub const FAILURE_KINDS: [&str; 4] = ["trap", "timeout", "memory", "instantiate"];
+
+/// Upper bounds of the handler duration histogram's buckets, in seconds.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+/// A histogram of durations with [`DURATION_BUCKETS`], lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative), the last one past every
+    /// bound.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, took: std::time::Duration) {
+        let seconds = took.as_secs_f64();
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bound (the last is `+Inf`, the total), and the
+    /// sum in seconds.
+    pub fn snapshot(&self) -> (Vec<u64>, f64) {
+        let mut total = 0;
+        let counts = self
+            .buckets
+            .iter()
+            .map(|b| {
+                total += b.load(Ordering::Relaxed);
+                total
+            })
+            .collect();
+        (counts, self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6)
+    }
 }
 
 /// A snapshot of [`QueueMetrics`].
@@ -82,6 +136,18 @@ impl QueueMetrics {
         }
     }
 
+    /// Records the plugin the queue runs now (the time it was first
+    /// loaded is kept while the version stays).
+    pub fn runs(&self, mut info: PluginInfo) {
+        let mut plugin = self.plugin.write().expect("metrics lock");
+        if let Some(old) = plugin.as_ref()
+            && old.version == info.version
+        {
+            info.loaded_at = old.loaded_at;
+        }
+        *plugin = Some(info);
+    }
+
     /// Messages settled per plugin version.
     pub fn by_plugin(&self) -> BTreeMap<String, u64> {
         self.by_plugin.lock().expect("metrics lock").clone()
@@ -116,6 +182,8 @@ pub struct RouterMetrics {
     pub routed: AtomicU64,
     /// Ingress entries dead-lettered (malformed or unroutable).
     pub dead_lettered: AtomicU64,
+    /// Dead letters the router wrote, by class (`router::DEAD_CLASSES`).
+    pub dead_lettered_by: [AtomicU64; 3],
     /// Ingress entries taken over from a router that went quiet.
     pub reclaimed: AtomicU64,
 }
@@ -141,6 +209,19 @@ impl ReloadMetrics {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
     }
+}
+
+/// The plugin a queue runs now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginInfo {
+    /// Its content hash.
+    pub version: String,
+    /// The contract version it was built against.
+    pub contract: String,
+    /// When it was loaded, Unix seconds.
+    pub loaded_at: f64,
+    /// How long its compilation took (0 from the cache).
+    pub compile_seconds: f64,
 }
 
 /// Every counter of one host.

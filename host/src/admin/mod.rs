@@ -3,4 +3,5 @@
 
 pub mod dead;
 pub mod metrics;
+pub mod server;
 pub mod status;

@@ -27,6 +27,8 @@ pub struct StreamStatus {
     pub pending: u64,
     /// Consumers known to the group.
     pub consumers: u64,
+    /// Whether the group exists.
+    pub group: bool,
 }
 
 /// A dead-letter record, summarised.
@@ -162,6 +164,7 @@ async fn stream_status<C: ConnectionLike>(
             Some(Value::Int(i)) => Some(*i as u64),
             _ => None,
         };
+        status.group = true;
         status.pending = int(field("pending")).unwrap_or(0);
         status.consumers = int(field("consumers")).unwrap_or(0);
         status.lag = int(field("lag"));

@@ -224,6 +224,8 @@ impl IngressRouter {
                     inv.arg(refused.len());
                     for r in refused {
                         tracing::warn!(queue = %r.queue, msg_id = %message_id, msg_type = %message_type, reason = %r.reason, "Message dead-lettered for a queue.");
+                        self.metrics.router.dead_lettered_by[crate::router::dead_class(&r.reason)]
+                            .fetch_add(1, Ordering::Relaxed);
                         push_dead(&mut inv, &r.reason, &r.queue, stream, id, &at);
                         dead += 1;
                     }
@@ -231,6 +233,8 @@ impl IngressRouter {
                 }
                 Decision::DeadLetter { reason } => {
                     tracing::warn!(entry_id = %id, stream = %stream, reason = %reason, "Ingress entry dead-lettered.");
+                    self.metrics.router.dead_lettered_by[crate::router::dead_class(reason)]
+                        .fetch_add(1, Ordering::Relaxed);
                     inv.arg(0).arg(0).arg(1);
                     push_dead(&mut inv, reason, "", stream, id, &at);
                     dead += 1;

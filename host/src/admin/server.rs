@@ -1,0 +1,563 @@
+//! The admin HTTP server (`[admin]` in queues.toml; off without it), on the
+//! host's runtime:
+//!
+//! - `GET /metrics`: Prometheus text format (see [`render`]). What it reads
+//!   from Redis (backlogs, pending messages, dead letters) is read at most
+//!   once per `stats_interval` and reused, so scrapes cost Redis nothing
+//!   more than that, however many there are;
+//! - `GET /healthz`: 200 while the process runs;
+//! - `GET /readyz`: 200 when Redis answers, every consumer group exists and
+//!   every queue has its plugin loaded; 503 with what is missing otherwise.
+//!
+//! Label values are queue names, plugin versions and fixed words: never a
+//! message id or anything from a payload.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use tokio_util::sync::CancellationToken;
+
+use super::metrics::{DURATION_BUCKETS, FAILURE_KINDS, Metrics, ReloadMetrics};
+use super::status::{self, Status};
+use crate::config::Config;
+use crate::redis_conn;
+use crate::stream::Keys;
+
+/// How long one read of Redis for a scrape or a readiness check may take.
+const REDIS_BUDGET: Duration = Duration::from_secs(2);
+
+/// What the handlers share.
+pub struct AdminState {
+    metrics: Arc<Metrics>,
+    config: Arc<ArcSwap<Config>>,
+    client: redis::Client,
+    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    /// The last read of Redis, and when.
+    stats: tokio::sync::Mutex<Option<(Instant, Arc<Stats>)>>,
+}
+
+/// What `/metrics` reads from Redis.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// `None` when Redis could not be read.
+    pub status: Option<Status>,
+    /// Age of each queue's oldest pending message, seconds.
+    pub oldest_pending: BTreeMap<String, f64>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState").finish_non_exhaustive()
+    }
+}
+
+impl AdminState {
+    pub fn new(metrics: Arc<Metrics>, config: Arc<ArcSwap<Config>>, client: redis::Client) -> Self {
+        AdminState {
+            metrics,
+            config,
+            client,
+            conn: tokio::sync::Mutex::new(None),
+            stats: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    async fn conn(&self) -> Option<redis::aio::ConnectionManager> {
+        let mut conn = self.conn.lock().await;
+        if conn.is_none() {
+            *conn = tokio::time::timeout(REDIS_BUDGET, redis_conn::shared(&self.client))
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        conn.clone()
+    }
+
+    /// The stats, read again when older than `stats_interval`.
+    async fn stats(&self) -> Arc<Stats> {
+        let config = self.config.load_full();
+        let interval = config
+            .admin
+            .as_ref()
+            .map_or(Duration::from_secs(5), |a| a.stats_interval);
+        let mut cached = self.stats.lock().await;
+        if let Some((at, stats)) = cached.as_ref()
+            && at.elapsed() < interval
+        {
+            return stats.clone();
+        }
+        let stats = Arc::new(self.read_stats(&config).await);
+        *cached = Some((Instant::now(), stats.clone()));
+        stats
+    }
+
+    async fn read_stats(&self, config: &Config) -> Stats {
+        let Some(mut conn) = self.conn().await else {
+            return Stats::default();
+        };
+        let read = async {
+            let status = status::read(&mut conn, config, 0).await?;
+            let keys = Keys::new(&config.host.prefix);
+            let mut oldest = BTreeMap::new();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            for name in config.queues.keys() {
+                // XPENDING's summary: count, smallest id, largest id, consumers.
+                let summary: redis::Value = redis::cmd("XPENDING")
+                    .arg(keys.queue_stream(name))
+                    .arg(keys.group())
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or(redis::Value::Nil);
+                let first = match &summary {
+                    redis::Value::Array(v) => v.get(1).and_then(crate::stream::string),
+                    _ => None,
+                };
+                let age = first
+                    .and_then(|id| {
+                        id.split_once('-')
+                            .and_then(|(ms, _)| ms.parse::<u64>().ok())
+                    })
+                    .map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0);
+                oldest.insert(name.clone(), age);
+            }
+            anyhow::Ok(Stats {
+                status: Some(status),
+                oldest_pending: oldest,
+            })
+        };
+        match tokio::time::timeout(REDIS_BUDGET, read).await {
+            Ok(Ok(stats)) => stats,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %format!("{e:#}"), "Metrics could not read Redis.");
+                Stats::default()
+            }
+            Err(_) => Stats::default(),
+        }
+    }
+}
+
+/// Serves on `listener` until `stop` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    stop: CancellationToken,
+) -> std::io::Result<()> {
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let config = state.config.load_full();
+    let mut problems = Vec::new();
+    let up = match state.conn().await {
+        Some(mut conn) => matches!(
+            tokio::time::timeout(
+                REDIS_BUDGET,
+                redis::cmd("PING").query_async::<String>(&mut conn)
+            )
+            .await,
+            Ok(Ok(_))
+        ),
+        None => false,
+    };
+    if up {
+        let stats = state.stats().await;
+        match &stats.status {
+            Some(s) => {
+                if !s.ingress.group {
+                    problems.push(format!("no consumer group on {}", s.ingress.key));
+                }
+                for (name, q, _) in &s.queues {
+                    if !q.group {
+                        problems.push(format!("queue {name}: no consumer group on {}", q.key));
+                    }
+                }
+            }
+            None => problems.push("Redis could not be read".into()),
+        }
+    } else {
+        problems.push("Redis does not answer".into());
+    }
+    for name in config.queues.keys() {
+        let loaded = state
+            .metrics
+            .queue(name)
+            .plugin
+            .read()
+            .expect("metrics lock")
+            .is_some();
+        if !loaded {
+            problems.push(format!("queue {name}: no plugin loaded"));
+        }
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", problems.join("\n")),
+        )
+    }
+}
+
+async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+    let config = state.config.load_full();
+    let stats = state.stats().await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(&state.metrics, &config, &stats),
+    )
+}
+
+/// A label value escaped for the text format.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Writes one metric family: its help, type and samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", label(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// Every metric, in the Prometheus text format.
+pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
+    let mut out = String::new();
+    let mut f = Family { out: &mut out };
+    let queues: Vec<(String, Arc<super::metrics::QueueMetrics>)> = config
+        .queues
+        .keys()
+        .map(|name| (name.clone(), metrics.queue(name)))
+        .collect();
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+
+    type Counter = fn(&super::metrics::QueueMetrics) -> &std::sync::atomic::AtomicU64;
+    let counters: [(&str, &str, Counter); 13] = [
+        (
+            "switchyard_queue_received_total",
+            "Handler calls started: deliveries of a message to its plugin.",
+            |m| &m.attempts,
+        ),
+        (
+            "switchyard_queue_succeeded_total",
+            "Messages handled and acknowledged.",
+            |m| &m.succeeded,
+        ),
+        (
+            "switchyard_queue_retried_total",
+            "Attempts the plugin asked to retry.",
+            |m| &m.retried,
+        ),
+        (
+            "switchyard_queue_rejected_total",
+            "Messages the plugin rejected.",
+            |m| &m.rejected,
+        ),
+        (
+            "switchyard_queue_dead_lettered_total",
+            "Messages moved to the dead-letter stream, for any reason.",
+            |m| &m.dead_lettered,
+        ),
+        (
+            "switchyard_queue_reclaimed_total",
+            "Messages taken over from a consumer that went quiet.",
+            |m| &m.reclaimed,
+        ),
+        (
+            "switchyard_http_requests_total",
+            "Outbound HTTP requests plugins sent.",
+            |m| &m.http_requests,
+        ),
+        (
+            "switchyard_http_denied_total",
+            "Outbound HTTP requests refused (not granted, not public, over a limit).",
+            |m| &m.http_denied,
+        ),
+        (
+            "switchyard_published_total",
+            "Follow-up messages published with their delivery's ack.",
+            |m| &m.published,
+        ),
+        (
+            "switchyard_sql_statements_total",
+            "SQL statements plugins ran.",
+            |m| &m.sql_statements,
+        ),
+        (
+            "switchyard_sql_failed_total",
+            "SQL statements that failed.",
+            |m| &m.sql_failed,
+        ),
+        (
+            "switchyard_mails_sent_total",
+            "Mails the relay accepted.",
+            |m| &m.mails_sent,
+        ),
+        (
+            "switchyard_mails_failed_total",
+            "Mails refused, invalid or not sent.",
+            |m| &m.mails_failed,
+        ),
+    ];
+    for (name, help, counter) in counters {
+        f.head(name, "counter", help);
+        for (queue, m) in &queues {
+            f.sample(name, &[("queue", queue)], get(counter(m)));
+        }
+    }
+    let name = "switchyard_queue_failed_total";
+    f.head(
+        name,
+        "counter",
+        "Attempts that failed in the host: trap, timeout, memory cap, instantiation.",
+    );
+    for (queue, m) in &queues {
+        for (i, kind) in FAILURE_KINDS.iter().enumerate() {
+            f.sample(
+                name,
+                &[("queue", queue), ("kind", kind)],
+                get(&m.failed_by_kind[i]),
+            );
+        }
+    }
+    let name = "switchyard_queue_in_flight";
+    f.head(name, "gauge", "Handler calls running now.");
+    for (queue, m) in &queues {
+        f.sample(name, &[("queue", queue)], get(&m.in_flight));
+    }
+    let name = "switchyard_queue_concurrency";
+    f.head(name, "gauge", "Handler slots now.");
+    for (queue, m) in &queues {
+        f.sample(name, &[("queue", queue)], get(&m.concurrency));
+    }
+    let name = "switchyard_queue_concurrency_max";
+    f.head(name, "gauge", "The most handler slots the queue may have.");
+    for (queue, _) in &queues {
+        let max = config.queues[queue].concurrency;
+        f.sample(name, &[("queue", queue)], max as f64);
+    }
+    let name = "switchyard_queue_handler_duration_seconds";
+    f.head(name, "histogram", "How long handler calls took.");
+    for (queue, m) in &queues {
+        let (counts, sum) = m.duration.snapshot();
+        let bucket = format!("{name}_bucket");
+        for (bound, count) in DURATION_BUCKETS.iter().zip(&counts) {
+            f.sample(
+                &bucket,
+                &[("queue", queue), ("le", &bound.to_string())],
+                *count as f64,
+            );
+        }
+        let total = *counts.last().unwrap_or(&0) as f64;
+        f.sample(&bucket, &[("queue", queue), ("le", "+Inf")], total);
+        f.sample(&format!("{name}_sum"), &[("queue", queue)], sum);
+        f.sample(&format!("{name}_count"), &[("queue", queue)], total);
+    }
+
+    // From Redis, when it could be read.
+    if let Some(s) = &stats.status {
+        let by_queue: BTreeMap<&str, _> = s
+            .queues
+            .iter()
+            .map(|(n, q, retrying)| (n.as_str(), (q, *retrying)))
+            .collect();
+        let name = "switchyard_queue_backlog";
+        f.head(
+            name,
+            "gauge",
+            "Messages in the queue's stream not yet read by its group.",
+        );
+        for (queue, _) in &queues {
+            if let Some(lag) = by_queue.get(queue.as_str()).and_then(|(q, _)| q.lag) {
+                f.sample(name, &[("queue", queue)], lag as f64);
+            }
+        }
+        let name = "switchyard_queue_pending";
+        f.head(
+            name,
+            "gauge",
+            "Messages read and not yet acknowledged: running, or waiting for a retry.",
+        );
+        for (queue, _) in &queues {
+            if let Some((q, _)) = by_queue.get(queue.as_str()) {
+                f.sample(name, &[("queue", queue)], q.pending as f64);
+            }
+        }
+        let name = "switchyard_queue_retry_waiting";
+        f.head(name, "gauge", "Pending messages that failed at least once.");
+        for (queue, _) in &queues {
+            if let Some((_, retrying)) = by_queue.get(queue.as_str()) {
+                f.sample(name, &[("queue", queue)], *retrying as f64);
+            }
+        }
+        let name = "switchyard_queue_oldest_pending_age_seconds";
+        f.head(name, "gauge", "Time since the oldest pending message was added to the queue's stream (0: none pending).");
+        for (queue, _) in &queues {
+            if let Some(age) = stats.oldest_pending.get(queue) {
+                f.sample(name, &[("queue", queue)], *age);
+            }
+        }
+        let name = "switchyard_ingress_backlog";
+        f.head(
+            name,
+            "gauge",
+            "Entries of the ingress stream not yet read by the router.",
+        );
+        if let Some(lag) = s.ingress.lag {
+            f.sample(name, &[], lag as f64);
+        }
+        let name = "switchyard_ingress_pending";
+        f.head(name, "gauge", "Ingress entries read and not yet routed.");
+        f.sample(name, &[], s.ingress.pending as f64);
+        let name = "switchyard_dead_letters";
+        f.head(name, "gauge", "Entries in the dead-letter stream.");
+        f.sample(name, &[], s.dead_letters as f64);
+    }
+    let name = "switchyard_redis_up";
+    f.head(
+        name,
+        "gauge",
+        "1 if the last read of Redis for these metrics succeeded.",
+    );
+    f.sample(name, &[], if stats.status.is_some() { 1.0 } else { 0.0 });
+
+    let r = &metrics.router;
+    let name = "switchyard_router_routed_total";
+    f.head(
+        name,
+        "counter",
+        "Ingress entries fanned out to their queues.",
+    );
+    f.sample(name, &[], get(&r.routed));
+    let name = "switchyard_router_dead_lettered_total";
+    f.head(name, "counter", "Dead letters the router wrote, by class.");
+    for (i, class) in crate::router::DEAD_CLASSES.iter().enumerate() {
+        f.sample(name, &[("class", class)], get(&r.dead_lettered_by[i]));
+    }
+    let name = "switchyard_router_reclaimed_total";
+    f.head(
+        name,
+        "counter",
+        "Ingress entries taken over from a router that went quiet.",
+    );
+    f.sample(name, &[], get(&r.reclaimed));
+
+    let name = "switchyard_plugin_info";
+    f.head(
+        name,
+        "gauge",
+        "The plugin each queue runs: its content hash and contract version.",
+    );
+    let mut loaded = Vec::new();
+    for (queue, m) in &queues {
+        if let Some(p) = m.plugin.read().expect("metrics lock").clone() {
+            f.sample(
+                name,
+                &[
+                    ("queue", queue),
+                    ("version", &p.version),
+                    ("contract", &p.contract),
+                ],
+                1.0,
+            );
+            loaded.push((queue, p));
+        }
+    }
+    let name = "switchyard_plugin_loaded_timestamp_seconds";
+    f.head(
+        name,
+        "gauge",
+        "When the queue's plugin version was loaded, Unix time.",
+    );
+    for (queue, p) in &loaded {
+        f.sample(name, &[("queue", queue)], p.loaded_at);
+    }
+    let name = "switchyard_plugin_compile_seconds";
+    f.head(
+        name,
+        "gauge",
+        "How long compiling the queue's plugin took (0: from the cache).",
+    );
+    for (queue, p) in &loaded {
+        f.sample(name, &[("queue", queue)], p.compile_seconds);
+    }
+    let l = &metrics.reloads;
+    let reloads: [(&str, &str, &std::sync::atomic::AtomicU64); 4] = [
+        (
+            "switchyard_plugin_compiles_total",
+            "Plugins compiled.",
+            &l.compiles,
+        ),
+        (
+            "switchyard_plugin_cache_hits_total",
+            "Plugins loaded from the compiled-code cache.",
+            &l.cache_hits,
+        ),
+        (
+            "switchyard_plugin_swaps_total",
+            "New plugin versions swapped in while running.",
+            &l.plugin_swaps,
+        ),
+        (
+            "switchyard_plugin_refusals_total",
+            "Plugin files refused (the running version kept serving).",
+            &l.plugin_refused,
+        ),
+    ];
+    for (name, help, c) in reloads {
+        f.head(name, "counter", help);
+        f.sample(name, &[], ReloadMetrics::get(c) as f64);
+    }
+    let name = "switchyard_config_reloads_total";
+    f.head(name, "counter", "Edits of queues.toml, applied or refused.");
+    f.sample(name, &[("result", "applied")], get(&l.config_applied));
+    f.sample(name, &[("result", "refused")], get(&l.config_refused));
+    out
+}

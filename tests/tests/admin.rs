@@ -1,0 +1,220 @@
+//! The admin server (`[admin]`): `/metrics` is valid Prometheus text
+//! (checked by `promtool check metrics`, from Debian's prometheus package),
+//! counts what the queues and the router did, reads Redis at most once per
+//! `stats_interval`, and carries no message id; `/healthz` answers while
+//! the process runs; `/readyz` is 200 when Redis answers, the groups exist
+//! and the plugins are loaded, and 503 saying what is wrong otherwise.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use switchyard_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// `GET path` on `port`: the status code, the content type and the body.
+fn get(port: u16, path: &str) -> (u16, String, String) {
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    (status, content_type, body.to_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `promtool check metrics` on `text`: its success and what it said.
+fn promtool(text: &str) -> (bool, String) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/setup.sh installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_readiness() {
+    init_logs();
+    let mut redis = Redis::start();
+    let port = free_port();
+    let cfg = TestConfig::new(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{port}"
+stats_interval = "10m"
+[routes]
+"ok" = ["Ok"]
+"bad" = ["Bad"]
+[queues.Ok]
+plugin = "@PLUGINS@/noop.wasm"
+concurrency = 3
+[queues.Bad]
+plugin = "@PLUGINS@/always_reject.wasm"
+"#
+    ));
+    let mut conn = redis.conn().await;
+    for n in 0..3 {
+        let id = format!("secret-ok-{n}");
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", "ok"), ("id", &id), ("body", "{}")],
+        )
+        .await;
+    }
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "bad"), ("id", "secret-bad"), ("body", "{}")],
+    )
+    .await;
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "nowhere"), ("id", "secret-x"), ("body", "{}")],
+    )
+    .await;
+    let host = start_host(&cfg.config, &redis);
+    wait_for(LIMIT, "every message settled", || {
+        let m = host.metrics.clone();
+        async move {
+            let q = m.queues();
+            q.get("Ok").is_some_and(|c| c.succeeded == 3)
+                && q.get("Bad").is_some_and(|c| c.dead_lettered == 1)
+        }
+    })
+    .await;
+
+    let (status, _, body) = get(port, "/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    let (status, _, body) = get(port, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+
+    let (status, content_type, text) = get(port, "/metrics");
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    let (valid, said) = promtool(&text);
+    assert!(valid, "promtool: {said}\n{text}");
+    let ok_version = version_hash(&std::fs::read(plugin("noop")).unwrap());
+    for line in [
+        "switchyard_queue_received_total{queue=\"Ok\"} 3".to_owned(),
+        "switchyard_queue_succeeded_total{queue=\"Ok\"} 3".into(),
+        "switchyard_queue_rejected_total{queue=\"Bad\"} 1".into(),
+        "switchyard_queue_dead_lettered_total{queue=\"Bad\"} 1".into(),
+        "switchyard_queue_failed_total{queue=\"Ok\",kind=\"trap\"} 0".into(),
+        "switchyard_queue_concurrency{queue=\"Ok\"} 3".into(),
+        "switchyard_queue_in_flight{queue=\"Ok\"} 0".into(),
+        "switchyard_queue_handler_duration_seconds_count{queue=\"Ok\"} 3".into(),
+        "switchyard_queue_handler_duration_seconds_bucket{queue=\"Ok\",le=\"+Inf\"} 3".into(),
+        "switchyard_queue_backlog{queue=\"Ok\"} 0".into(),
+        "switchyard_queue_pending{queue=\"Ok\"} 0".into(),
+        "switchyard_queue_oldest_pending_age_seconds{queue=\"Ok\"} 0".into(),
+        "switchyard_router_routed_total 4".into(),
+        "switchyard_router_dead_lettered_total{class=\"no_route\"} 1".into(),
+        "switchyard_router_dead_lettered_total{class=\"malformed\"} 0".into(),
+        "switchyard_dead_letters 2".into(),
+        "switchyard_redis_up 1".into(),
+        format!(
+            "switchyard_plugin_info{{queue=\"Ok\",version=\"{ok_version}\",contract=\"0.1.0\"}} 1"
+        ),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "no line {line:?} in:\n{text}"
+        );
+    }
+    assert!(!text.contains("secret-"), "a message id in the metrics");
+
+    // Redis is read at most once per stats_interval: a new dead letter
+    // shows in the router's own counter at once, in the gauge read from
+    // Redis only at the next interval.
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "nowhere"), ("id", "secret-y"), ("body", "{}")],
+    )
+    .await;
+    wait_for(LIMIT, "the router's count", || {
+        let m = host.metrics.clone();
+        async move {
+            m.router
+                .dead_lettered
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 2
+        }
+    })
+    .await;
+    let (_, _, text) = get(port, "/metrics");
+    assert!(text.contains("\nswitchyard_router_dead_lettered_total{class=\"no_route\"} 2\n"));
+    assert!(
+        text.contains("\nswitchyard_dead_letters 2\n"),
+        "cached:\n{text}"
+    );
+
+    // Redis gone: not ready, and says why; still alive.
+    redis.server.kill9();
+    let (status, _, body) = get(port, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("Redis does not answer"), "{body}");
+    let (status, _, _) = get(port, "/healthz");
+    assert_eq!(status, 200);
+    drop(host);
+}
+
+#[test]
+fn a_broken_admin_table_names_the_key() {
+    let dir = tempdir("admin-config");
+    let path = dir.join("queues.toml");
+    std::fs::write(
+        &path,
+        "[admin]\nlisten = \"localhost\"\n[routes]\n\"a\" = [\"A\"]\n[queues.A]\nplugin = \"builtin:noop\"\n",
+    )
+    .unwrap();
+    let e = switchyard::config::Config::load(&path)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "admin.listen: \"localhost\" is not an address and port, e.g. \"127.0.0.1:9464\""
+        ),
+        "{e}"
+    );
+}
