@@ -163,8 +163,11 @@ pub struct QueueConfig {
     pub name: String,
     /// The plugin file, resolved against the config file's folder.
     pub plugin: PathBuf,
-    /// How many messages of this queue are handled at once by one host.
+    /// The most messages of this queue one host handles at once.
     pub concurrency: u32,
+    /// The fewest handler slots it keeps: equal to `concurrency` when that
+    /// is fixed; below it, the queue scales between them with its backlog.
+    pub concurrency_min: u32,
     /// CPU and wall-clock budget of one handler call.
     pub handler_timeout: Duration,
     /// Linear memory cap of one plugin instance, in MiB.
@@ -581,7 +584,14 @@ impl Config {
         for q in self.queues.values() {
             let k = |key: &str| format!("queues.{}.{key}", q.name);
             s.insert(k("plugin"), q.plugin.display().to_string());
-            s.insert(k("concurrency"), q.concurrency.to_string());
+            s.insert(
+                k("concurrency"),
+                if q.concurrency_min == q.concurrency {
+                    q.concurrency.to_string()
+                } else {
+                    format!("{{ min = {}, max = {} }}", q.concurrency_min, q.concurrency)
+                },
+            );
             s.insert(k("handler_timeout"), d(&q.handler_timeout));
             s.insert(k("memory_mib"), q.memory_mib.to_string());
             s.insert(k("max_entry_kib"), (q.max_entry_bytes / 1024).to_string());
@@ -839,6 +849,43 @@ impl Validator<'_> {
     }
 
     /// Reads an optional integer within `range`.
+    /// `concurrency`: a number (fixed), or `{ min = 2, max = 64 }` (scaled
+    /// between them with the backlog). Returns (min, max).
+    fn concurrency(&mut self, s: &mut Section<'_>) -> (u32, u32) {
+        let range = 1..=i64::from(MAX_CONCURRENCY);
+        let Some(toml::Value::Table(t)) = s.table.get("concurrency") else {
+            let n = self.int(s, "concurrency", 4, range) as u32;
+            return (n, n);
+        };
+        s.known.insert("concurrency");
+        let mut b = Section::new(s.key("concurrency"), t);
+        let max = self.get::<i64>(&mut b, "max", "an integer");
+        let min = self.int(&mut b, "min", 1, range.clone());
+        self.finish(b);
+        let Some(max) = max else {
+            self.error(
+                s.key("concurrency.max"),
+                "is required: concurrency = { min = 2, max = 64 } scales between them, a number is fixed",
+            );
+            return (4, 4);
+        };
+        if !range.contains(&max) {
+            self.error(
+                s.key("concurrency.max"),
+                format!("must be between 1 and {MAX_CONCURRENCY}, found {max}"),
+            );
+            return (4, 4);
+        }
+        if min > max {
+            self.error(
+                s.key("concurrency.min"),
+                format!("must not be more than concurrency.max ({max}), found {min}"),
+            );
+            return (max as u32, max as u32);
+        }
+        (min as u32, max as u32)
+    }
+
     fn int(
         &mut self,
         s: &mut Section<'_>,
@@ -1232,7 +1279,7 @@ impl Validator<'_> {
                 Some(resolved)
             }
         };
-        let concurrency = self.int(&mut s, "concurrency", 4, 1..=i64::from(MAX_CONCURRENCY));
+        let (concurrency_min, concurrency) = self.concurrency(&mut s);
         let handler_timeout = self.duration(
             &mut s,
             "handler_timeout",
@@ -1364,7 +1411,8 @@ impl Validator<'_> {
         Some(QueueConfig {
             name: name.to_owned(),
             plugin: plugin?,
-            concurrency: concurrency as u32,
+            concurrency,
+            concurrency_min,
             handler_timeout,
             memory_mib: memory_mib as u32,
             max_entry_bytes: max_entry_kib as usize * 1024,

@@ -519,7 +519,11 @@ impl Supervisor {
         .await?;
         let name = queue.name.clone();
         let plugin = self.plugins[&queue.plugin].clone();
-        let slots = Arc::new(Slots::new(queue.concurrency as usize));
+        let slots = Arc::new(Slots::new(queue.concurrency_min as usize));
+        self.metrics
+            .queue(&name)
+            .concurrency
+            .store(queue.concurrency_min as u64, Ordering::Relaxed);
         let runtime = Arc::new(ArcSwap::from_pointee(QueueRuntime::new(
             queue,
             plugin,
@@ -543,6 +547,12 @@ impl Supervisor {
             health: self.health.clone(),
         });
         self.loops.spawn(worker.run(stop.clone(), tasks.clone()));
+        self.loops.spawn(crate::dispatch::scale(
+            runtime.clone(),
+            slots.clone(),
+            self.metrics.queue(&name),
+            stop.clone(),
+        ));
         self.queues.insert(
             name,
             QueueHandle {
@@ -681,7 +691,17 @@ impl Supervisor {
                             ..self.runtime_parts(&queue.name)
                         },
                     )));
-                    handle.slots.resize(queue.concurrency as usize);
+                    // A fixed size is taken as it is; a scaled queue keeps
+                    // its size within the new bounds.
+                    let size = handle
+                        .slots
+                        .size()
+                        .clamp(queue.concurrency_min as usize, queue.concurrency as usize);
+                    handle.slots.resize(size);
+                    self.metrics
+                        .queue(&queue.name)
+                        .concurrency
+                        .store(size as u64, Ordering::Relaxed);
                 }
                 None => {
                     if let Err(e) = self.start_queue(queue.clone()).await {

@@ -48,6 +48,12 @@ pub struct QueueMetrics {
     pub duration: Histogram,
     /// Handler slots now.
     pub concurrency: AtomicU64,
+    /// Reads that returned as many messages as there were free slots: more
+    /// were likely waiting.
+    pub reads_full: AtomicU64,
+    /// Times the queue's concurrency was raised, and lowered, by scaling.
+    pub scaled_up: AtomicU64,
+    pub scaled_down: AtomicU64,
     /// The plugin the queue runs now.
     pub plugin: std::sync::RwLock<Option<PluginInfo>>,
     /// Messages settled (acked or dead-lettered after an attempt), by the

@@ -383,6 +383,24 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         let max = config.queues[queue].concurrency;
         f.sample(name, &[("queue", queue)], max as f64);
     }
+    let name = "switchyard_queue_scaled_total";
+    f.head(
+        name,
+        "counter",
+        "Times scaling raised or lowered the queue's concurrency.",
+    );
+    for (queue, m) in &queues {
+        f.sample(
+            name,
+            &[("queue", queue), ("direction", "up")],
+            get(&m.scaled_up),
+        );
+        f.sample(
+            name,
+            &[("queue", queue), ("direction", "down")],
+            get(&m.scaled_down),
+        );
+    }
     let name = "switchyard_queue_handler_duration_seconds";
     f.head(name, "histogram", "How long handler calls took.");
     for (queue, m) in &queues {
