@@ -3,12 +3,15 @@
 # redis-server package, PostgreSQL (the Persistence queue's database; the
 # demo and the tests start a private server of their own), and Rust's
 # wasm32-wasip2 target; with --tests, also what only the tests use:
-# prometheus (for `promtool check metrics`). Safe to run again.
+# prometheus (for `promtool check metrics`), chromium and chromium-driver
+# (the dashboard's browser test). Safe to run again.
 set -euo pipefail
 
 missing=()
 if [ "${1:-}" = "--tests" ]; then
-  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 fi
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)

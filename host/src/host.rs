@@ -592,8 +592,15 @@ impl Supervisor {
     async fn reload_plugin(&mut self, path: &Path) {
         let current = self.plugins[path].clone();
         let limits = load_limits(&self.config);
+        let using: Vec<String> = users(&self.config, path)
+            .iter()
+            .map(|q| q.name.clone())
+            .collect();
         let refuse = |metrics: &Metrics, reason: &dyn fmt::Display| {
             QueueMetrics::add(&metrics.reloads.plugin_refused);
+            for q in &using {
+                metrics.queue(q).refused(&reason.to_string());
+            }
             tracing::warn!(path = %path.display(), reason = %reason, kept = %current.hash, "Plugin file refused; the running version keeps serving.");
         };
         let plugin = match self.engine.load(path, &limits, Some(&current.digest)).await {

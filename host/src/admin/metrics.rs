@@ -56,6 +56,9 @@ pub struct QueueMetrics {
     pub scaled_down: AtomicU64,
     /// The plugin the queue runs now.
     pub plugin: std::sync::RwLock<Option<PluginInfo>>,
+    /// The last plugin file refused for this queue: when (Unix seconds) and
+    /// why.
+    pub last_refusal: std::sync::RwLock<Option<(f64, String)>>,
     /// Messages settled (acked or dead-lettered after an attempt), by the
     /// content hash of the plugin version that made the attempt.
     by_plugin: std::sync::Mutex<BTreeMap<String, u64>>,
@@ -140,6 +143,15 @@ impl QueueMetrics {
                 map.insert(hash.to_owned(), 1);
             }
         }
+    }
+
+    /// Records a plugin file refused for this queue.
+    pub fn refused(&self, reason: &str) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        *self.last_refusal.write().expect("metrics lock") =
+            Some((at, crate::text::bounded(reason, 2048)));
     }
 
     /// Records the plugin the queue runs now (the time it was first

@@ -36,8 +36,10 @@ const REDIS_BUDGET: Duration = Duration::from_secs(2);
 
 /// What the handlers share.
 pub struct AdminState {
-    metrics: Arc<Metrics>,
-    config: Arc<ArcSwap<Config>>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) config: Arc<ArcSwap<Config>>,
+    /// `SWITCHYARD_ADMIN_TOKEN`: without it the dashboard is read-only.
+    pub(crate) token: Option<String>,
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
     /// The last read of Redis, and when.
@@ -64,13 +66,16 @@ impl AdminState {
         AdminState {
             metrics,
             config,
+            token: std::env::var("SWITCHYARD_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
             client,
             conn: tokio::sync::Mutex::new(None),
             stats: tokio::sync::Mutex::new(None),
         }
     }
 
-    async fn conn(&self) -> Option<redis::aio::ConnectionManager> {
+    pub(crate) async fn conn(&self) -> Option<redis::aio::ConnectionManager> {
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
             *conn = tokio::time::timeout(REDIS_BUDGET, redis_conn::shared(&self.client))
@@ -82,7 +87,7 @@ impl AdminState {
     }
 
     /// The stats, read again when older than `stats_interval`.
-    async fn stats(&self) -> Arc<Stats> {
+    pub(crate) async fn stats(&self) -> Arc<Stats> {
         let config = self.config.load_full();
         let interval = config
             .admin
@@ -156,6 +161,7 @@ pub async fn serve(
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(super::dashboard::routes())
         .with_state(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })

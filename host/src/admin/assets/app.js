@@ -1,0 +1,277 @@
+// Switchyard's dashboard: a page per hash route, built with DOM calls only
+// (every text from a producer or a plugin goes in as text, never as HTML).
+"use strict";
+
+const main = document.getElementById("main");
+const statusLine = document.getElementById("status");
+let timer = null;
+let previous = null; // the last overview, for rates
+let overview = null;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function token() { return sessionStorage.getItem("switchyard-token") || ""; }
+
+async function api(path, options) {
+  const response = await fetch(path, options);
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function post(path, payload) {
+  return api(path, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${token()}` },
+    body: JSON.stringify(payload),
+  });
+}
+
+function ago(unixSeconds) {
+  if (!unixSeconds) return "";
+  const s = Math.max(0, Date.now() / 1000 - unixSeconds);
+  if (s < 90) return `${Math.round(s)} s ago`;
+  if (s < 5400) return `${Math.round(s / 60)} min ago`;
+  if (s < 172800) return `${Math.round(s / 3600)} h ago`;
+  return `${Math.round(s / 86400)} d ago`;
+}
+
+function show(...nodes) {
+  main.replaceChildren(...nodes.flat().filter((n) => n !== null && n !== undefined));
+}
+
+function message(text, error) {
+  return el("div", { class: error ? "message error" : "message", role: "status" }, text);
+}
+
+function actionsAllowed() {
+  return overview && overview.actions && token() !== "";
+}
+
+function setStatus() {
+  if (!overview) return;
+  const parts = [overview.redis_up ? "Redis up" : "Redis unreachable"];
+  if (overview.dead_letters !== null) parts.push(`${overview.dead_letters} dead letters`);
+  parts.push(overview.actions ? (token() ? "actions enabled" : "enter the admin token for actions") : "read-only");
+  statusLine.textContent = parts.join(" · ");
+  statusLine.className = overview.redis_up ? "status" : "status bad";
+}
+
+async function refreshOverview() {
+  const next = await api("/api/overview");
+  next.at = Date.now() / 1000;
+  previous = overview;
+  overview = next;
+  setStatus();
+  return next;
+}
+
+function rate(q, fields) {
+  if (!previous) return "–";
+  const before = previous.queues.find((p) => p.name === q.name);
+  if (!before) return "–";
+  const dt = overview.at - previous.at;
+  if (dt <= 0) return "–";
+  const delta = fields.reduce((n, f) => n + (q[f] - before[f]), 0);
+  return (Math.max(0, delta) / dt).toFixed(1);
+}
+
+function queuesView() {
+  const rows = overview.queues.map((q) =>
+    el("tr", { "data-queue": q.name },
+      el("td", {}, el("a", { href: `#/queue/${encodeURIComponent(q.name)}` }, q.name)),
+      el("td", { class: "num" }, rate(q, ["succeeded"])),
+      el("td", { class: "num" }, rate(q, ["retried", "failed", "rejected"])),
+      el("td", { class: "num" }, q.backlog ?? "?"),
+      el("td", { class: "num" }, q.pending ?? "?"),
+      el("td", { class: "num" }, q.in_flight),
+      el("td", { class: "num" }, q.concurrency_min === q.concurrency_max
+        ? String(q.concurrency)
+        : `${q.concurrency} (${q.concurrency_min}–${q.concurrency_max})`),
+      el("td", { class: "num" }, q.succeeded),
+      el("td", { class: "num" }, q.dead_lettered),
+      el("td", {}, q.plugin ? el("code", {}, q.plugin.version) : el("span", { class: "bad" }, "not loaded"),
+        q.plugin ? el("span", { class: "muted" }, ` ${q.plugin.contract}`) : null),
+      el("td", { class: "muted" }, q.plugin ? ago(q.plugin.loaded_at) : ""),
+      el("td", { class: "reason bad" }, q.last_refusal ? `${ago(q.last_refusal.at)}: ${q.last_refusal.reason}` : "")));
+  return [
+    el("h2", {}, "Queues"),
+    el("table", { id: "queues" },
+      el("thead", {}, el("tr", {},
+        el("th", {}, "Queue"), el("th", { class: "num" }, "Handled/s"), el("th", { class: "num" }, "Failed/s"),
+        el("th", { class: "num" }, "Backlog"), el("th", { class: "num" }, "Pending"), el("th", { class: "num" }, "In flight"),
+        el("th", { class: "num" }, "Concurrency"), el("th", { class: "num" }, "Handled"), el("th", { class: "num" }, "Dead-lettered"),
+        el("th", {}, "Plugin"), el("th", {}, "Loaded"), el("th", {}, "Last reload refusal"))),
+      el("tbody", {}, rows)),
+    el("p", { class: "muted" }, "Rates over the last two seconds; updated every two seconds."),
+  ];
+}
+
+function deadTable(letters) {
+  if (letters.length === 0) return el("p", { class: "muted", id: "no-dead" }, "No dead letters.");
+  return el("table", { id: "dead-letters" },
+    el("thead", {}, el("tr", {},
+      el("th", {}, "ID"), el("th", {}, "Dead-lettered"), el("th", {}, "Queue"), el("th", {}, "Type"),
+      el("th", {}, "Message id"), el("th", { class: "num" }, "Attempts"), el("th", {}, "Reason"))),
+    el("tbody", {}, letters.map((d) => el("tr", { "data-id": d.id },
+      el("td", {}, el("a", { href: `#/dead/${d.id}` }, d.id)),
+      el("td", {}, d.at), el("td", {}, d.queue), el("td", {}, d.type), el("td", {}, d.message_id),
+      el("td", { class: "num" }, d.attempts ?? ""), el("td", { class: "reason" }, d.reason)))));
+}
+
+async function queueView(name) {
+  const q = await api(`/api/queues/${encodeURIComponent(name)}`);
+  const retrying = q.retrying.length === 0
+    ? el("p", { class: "muted" }, "No message is waiting for a retry.")
+    : el("table", {},
+        el("thead", {}, el("tr", {}, el("th", {}, "Entry"), el("th", {}, "First failure"), el("th", {}, "Failures, oldest first"))),
+        el("tbody", {}, q.retrying.map((r) => el("tr", {},
+          el("td", {}, r.entry),
+          el("td", {}, (r.history && r.history.first) || ""),
+          el("td", { class: "reason" }, ((r.history && r.history.errors) || []).map((e) => el("div", {}, e)))))));
+  return [
+    el("h2", {}, `Queue ${q.name}`),
+    el("h3", {}, "Waiting for a retry"), retrying,
+    el("h3", {}, "Recent dead letters"), deadTable(q.dead_letters),
+    el("h3", {}, "Settings"),
+        el("table", { id: "settings" }, el("tbody", {}, Object.entries(q.settings).map(([k, v]) =>
+      el("tr", {}, el("td", {}, el("code", {}, k)), el("td", {}, v === "" ? el("span", { class: "muted" }, "(none)") : el("code", {}, v)))))),
+  ];
+}
+
+function filterFromHash(query) {
+  const p = new URLSearchParams(query);
+  return { queue: p.get("queue") || "", reason: p.get("reason") || "", since: p.get("since") || "" };
+}
+
+async function deadView(query) {
+  const filter = filterFromHash(query);
+  const params = new URLSearchParams();
+  for (const [k, v] of Object.entries(filter)) if (v) params.set(k, v);
+  const list = await api(`/api/dead?${params}`);
+  const out = el("div", { id: "outcome" });
+  const input = (name, placeholder) => el("input", { name, placeholder, value: filter[name], "aria-label": placeholder });
+  const form = el("form", {
+    class: "filters",
+    onsubmit: (e) => {
+      e.preventDefault();
+      const data = new URLSearchParams();
+      for (const [k, v] of new FormData(form)) if (v) data.set(k, v);
+      location.hash = `#/dead?${data}`;
+    },
+  }, input("queue", "queue, or (router)"), input("reason", "reason contains"), input("since", "since, e.g. 1h"),
+    el("button", { type: "submit", class: "secondary" }, "Filter"));
+  const all = async (what) => {
+    const verb = what === "replay" ? "Replay" : "Delete";
+    if (!confirm(`${verb} every dead letter that matches (${list.dead_letters.length} shown)?`)) return;
+    try {
+      const r = await post(`/api/dead/${what}`, { all: true, filter });
+      out.replaceChildren(message(what === "replay"
+        ? `${r.results.filter((x) => x.result === "replayed").length} replayed`
+        : `${r.deleted} deleted`));
+      setTimeout(route, 800);
+    } catch (e) { out.replaceChildren(message(e.message, true)); }
+  };
+  const allowed = actionsAllowed() && list.dead_letters.length > 0;
+  return [
+    el("h2", {}, "Dead letters"), form,
+    el("div", { class: "actions" },
+      el("button", { id: "replay-all", disabled: !allowed, onclick: () => all("replay") }, "Replay all that match"),
+      el("button", { id: "delete-all", class: "danger", disabled: !allowed, onclick: () => all("delete") }, "Delete all that match")),
+    out, deadTable(list.dead_letters),
+    el("p", { class: "muted" }, `Newest first, at most ${list.limit}.`),
+  ];
+}
+
+async function deadDetailView(id) {
+  const d = await api(`/api/dead/${encodeURIComponent(id)}`);
+  const out = el("div", { id: "outcome" });
+  const act = async (what) => {
+    try {
+      const r = await post(`/api/dead/${what}`, { ids: [id] });
+      const result = what === "replay" ? r.results[0] : null;
+      out.replaceChildren(message(what === "replay"
+        ? (result.result === "replayed" ? `Replayed to ${result.stream} as ${result.entry}.` : `Not replayed: ${result.reason || result.result}.`)
+        : `${r.deleted} deleted.`, result && result.result !== "replayed"));
+      for (const b of main.querySelectorAll(".actions button")) b.disabled = true;
+    } catch (e) { out.replaceChildren(message(e.message, true)); }
+  };
+  const fields = (object) => el("dl", {}, Object.entries(object).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+  const messageFields = Object.fromEntries(Object.entries(d.message).filter(([k]) => k !== "body" || !d.body_pretty));
+  return [
+    el("h2", {}, `Dead letter ${d.id}`),
+    el("div", { class: "actions" },
+      el("button", { id: "replay", disabled: !actionsAllowed(), onclick: () => act("replay") }, "Replay"),
+      el("button", { id: "delete", class: "danger", disabled: !actionsAllowed(), onclick: () => act("delete") }, "Delete")),
+    out,
+    el("h3", {}, "Record"), fields(d.record),
+    el("h3", {}, "Failed attempts, oldest first"),
+    d.errors.length ? el("ol", { id: "errors" }, d.errors.map((e) => el("li", {}, e))) : el("p", { class: "muted" }, "None recorded (rejected at once, or refused before the plugin ran)."),
+    el("h3", {}, "Message"), fields(messageFields),
+        ...(d.body_pretty ? [el("h3", {}, "Body"), el("pre", { id: "body" }, d.body_pretty)] : []),
+  ];
+}
+
+function routesView() {
+  return [
+    el("h2", {}, "Routes"),
+    el("table", { id: "routes" },
+      el("thead", {}, el("tr", {}, el("th", {}, "Message type"), el("th", {}, "Queues"))),
+      el("tbody", {}, overview.routes.map((r) => el("tr", {}, el("td", {}, el("code", {}, r.type)), el("td", {}, r.queues.join(", ")))))),
+  ];
+}
+
+async function route() {
+  clearInterval(timer);
+  timer = null;
+  const hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query] = hash.split("?");
+  for (const a of document.querySelectorAll("nav a")) a.classList.remove("active");
+  try {
+    await refreshOverview();
+    if (path === "/") {
+      document.getElementById("nav-queues").classList.add("active");
+      show(...queuesView());
+      timer = setInterval(async () => {
+        try { await refreshOverview(); show(...queuesView()); } catch (e) { statusLine.textContent = e.message; }
+      }, 2000);
+    } else if (path.startsWith("/queue/")) {
+      document.getElementById("nav-queues").classList.add("active");
+      show(...(await queueView(decodeURIComponent(path.slice(7)))));
+    } else if (path === "/dead") {
+      document.getElementById("nav-dead").classList.add("active");
+      show(...(await deadView(query || "")));
+    } else if (path.startsWith("/dead/")) {
+      document.getElementById("nav-dead").classList.add("active");
+      show(...(await deadDetailView(path.slice(6))));
+    } else if (path === "/routes") {
+      document.getElementById("nav-routes").classList.add("active");
+      show(...routesView());
+    } else {
+      show(message(`No page ${path}.`, true));
+    }
+  } catch (e) {
+    show(message(e.message, true));
+  }
+}
+
+document.getElementById("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  sessionStorage.setItem("switchyard-token", document.getElementById("token").value);
+  document.getElementById("token").value = "";
+  route();
+});
+window.addEventListener("hashchange", route);
+route();

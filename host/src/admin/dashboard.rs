@@ -1,0 +1,421 @@
+//! The dashboard at `/` and the JSON API behind it, on the admin server.
+//!
+//! Pages (one HTML file, its script and style, all served by the binary):
+//! the queues with their rates, backlogs and plugins, updated every two
+//! seconds; a queue's recent failures and settings (secrets masked); the
+//! dead letters, filtered, one in full, and replay and delete; the routes.
+//!
+//! Reads need nothing. Actions (`POST /api/dead/replay`, `/api/dead/delete`)
+//! need `Authorization: Bearer <SWITCHYARD_ADMIN_TOKEN>`; with no token set
+//! the dashboard is read-only and every action is refused. They run the
+//! same code as `switchyard dead`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::dead::{self, Filter, Replayed};
+use super::server::AdminState;
+use crate::stream::Keys;
+
+const INDEX: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+
+/// Failures a queue's page shows, newest first.
+const RECENT: usize = 20;
+
+pub fn routes() -> axum::Router<Arc<AdminState>> {
+    axum::Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+        .route("/api/overview", get(overview))
+        .route("/api/queues/{name}", get(queue))
+        .route("/api/dead", get(dead_list))
+        .route("/api/dead/{id}", get(dead_show))
+        .route("/api/dead/replay", post(replay))
+        .route("/api/dead/delete", post(delete))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            // Nothing from elsewhere: no inline script, no other origin.
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    ApiError(status, message.into()).into_response()
+}
+
+/// A refusal: its status and what it says, as `{"error": ...}`.
+#[derive(Debug)]
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+async fn overview(State(state): State<Arc<AdminState>>) -> Response {
+    let config = state.config.load_full();
+    let stats = state.stats().await;
+    let from_redis = |name: &str| {
+        stats
+            .status
+            .as_ref()
+            .and_then(|s| s.queues.iter().find(|(n, _, _)| n == name))
+            .map(|(_, q, retrying)| (q.lag, q.pending, *retrying))
+    };
+    let queues: Vec<Value> = config
+        .queues
+        .values()
+        .map(|q| {
+            let m = state.metrics.queue(&q.name);
+            let c = m.snapshot();
+            let plugin = m.plugin.read().expect("metrics lock").clone();
+            let refusal = m.last_refusal.read().expect("metrics lock").clone();
+            let redis = from_redis(&q.name);
+            json!({
+                "name": q.name,
+                "received": c.attempts,
+                "succeeded": c.succeeded,
+                "retried": c.retried,
+                "failed": c.failed,
+                "rejected": c.rejected,
+                "dead_lettered": c.dead_lettered,
+                "in_flight": c.in_flight,
+                "concurrency": m.concurrency.load(Ordering::Relaxed),
+                "concurrency_min": q.concurrency_min,
+                "concurrency_max": q.concurrency,
+                "backlog": redis.and_then(|r| r.0),
+                "pending": redis.map(|r| r.1),
+                "retrying": redis.map(|r| r.2),
+                "plugin": plugin.map(|p| json!({
+                    "version": p.version,
+                    "contract": p.contract,
+                    "loaded_at": p.loaded_at,
+                })),
+                "last_refusal": refusal.map(|(at, reason)| json!({ "at": at, "reason": reason })),
+            })
+        })
+        .collect();
+    let routes: Vec<Value> = config
+        .routes
+        .iter()
+        .map(|(t, qs)| json!({ "type": t, "queues": qs }))
+        .collect();
+    Json(json!({
+        "actions": state.token.is_some(),
+        "redis_up": stats.status.is_some(),
+        "dead_letters": stats.status.as_ref().map(|s| s.dead_letters),
+        "queues": queues,
+        "routes": routes,
+    }))
+    .into_response()
+}
+
+async fn queue(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -> Response {
+    let config = state.config.load_full();
+    if !config.queues.contains_key(&name) {
+        return error(StatusCode::NOT_FOUND, format!("no queue named {name:?}"));
+    }
+    let prefix = format!("queues.{name}.");
+    let settings: serde_json::Map<String, Value> = config
+        .settings()
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), Value::String(v))))
+        .collect();
+    let Some(mut conn) = state.conn().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
+    };
+    let keys = Keys::new(&config.host.prefix);
+    let filter = Filter {
+        queue: Some(name.clone()),
+        ..Default::default()
+    };
+    let dead = match tokio::time::timeout(
+        Duration::from_secs(5),
+        dead::list(&mut conn, &keys, &filter, RECENT),
+    )
+    .await
+    {
+        Ok(Ok(d)) => dead::list_json(&d),
+        _ => return error(StatusCode::SERVICE_UNAVAILABLE, "Redis could not be read"),
+    };
+    // Messages waiting for a retry, with their failures so far.
+    let scan: redis::RedisResult<(String, Vec<String>)> = redis::cmd("HSCAN")
+        .arg(keys.errors(&name))
+        .arg(0)
+        .arg("COUNT")
+        .arg(RECENT)
+        .query_async(&mut conn)
+        .await;
+    let retrying: Vec<Value> = scan
+        .map(|(_, flat)| {
+            flat.chunks_exact(2)
+                .take(RECENT)
+                .map(|kv| {
+                    let history: Value = serde_json::from_str(&kv[1]).unwrap_or(Value::Null);
+                    json!({ "entry": kv[0], "history": history })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Json(json!({
+        "name": name,
+        "settings": settings,
+        "dead_letters": dead,
+        "retrying": retrying,
+    }))
+    .into_response()
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct FilterParams {
+    queue: Option<String>,
+    reason: Option<String>,
+    #[serde(rename = "type")]
+    message_type: Option<String>,
+    /// `1h`, `30m`, `7d`.
+    since: Option<String>,
+    older_than: Option<String>,
+    limit: Option<usize>,
+}
+
+impl FilterParams {
+    fn filter(&self) -> Result<Filter, ApiError> {
+        let duration = |name: &str, text: &Option<String>| -> Result<Option<Duration>, ApiError> {
+            match text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
+                None => Ok(None),
+                Some(t) => humantime::parse_duration(t).map(Some).map_err(|_| {
+                    ApiError(
+                        StatusCode::BAD_REQUEST,
+                        format!("{name}: {t:?} is not a duration like 30m, 1h or 7d"),
+                    )
+                }),
+            }
+        };
+        let text = |t: &Option<String>| t.clone().filter(|t| !t.trim().is_empty());
+        Ok(Filter {
+            queue: text(&self.queue),
+            reason: text(&self.reason),
+            message_type: text(&self.message_type),
+            since: duration("since", &self.since)?,
+            older_than: duration("older_than", &self.older_than)?,
+        })
+    }
+}
+
+async fn dead_list(
+    State(state): State<Arc<AdminState>>,
+    Query(params): Query<FilterParams>,
+) -> Response {
+    let filter = match params.filter() {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let config = state.config.load_full();
+    let Some(mut conn) = state.conn().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
+    };
+    let keys = Keys::new(&config.host.prefix);
+    let limit = params.limit.unwrap_or(100).min(1000);
+    match dead::list(&mut conn, &keys, &filter, limit).await {
+        Ok(found) => {
+            Json(json!({ "dead_letters": dead::list_json(&found), "limit": limit })).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
+
+async fn dead_show(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
+    if !dead::is_entry_id(&id) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{id:?} is not a dead-letter id"),
+        );
+    }
+    let config = state.config.load_full();
+    let Some(mut conn) = state.conn().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
+    };
+    match dead::show(&mut conn, &Keys::new(&config.host.prefix), &id).await {
+        Ok(Some(record)) => {
+            let mut body = dead::record_json(&record);
+            // The body pretty-printed when it is JSON, for the page.
+            if let Some(text) = body["message"]["body"].as_str()
+                && let Ok(v) = serde_json::from_str::<Value>(text)
+            {
+                body["body_pretty"] =
+                    Value::String(serde_json::to_string_pretty(&v).unwrap_or_default());
+            }
+            Json(body).into_response()
+        }
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            format!("{id} is not a dead letter (replayed or deleted already?)"),
+        ),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
+
+/// What an action applies to: ids, or every dead letter matching a filter.
+#[derive(Debug, Deserialize)]
+struct Action {
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    filter: Option<FilterParams>,
+}
+
+/// Equal in time whatever the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The action's ids, once the caller's token is checked.
+async fn authorised(
+    state: &AdminState,
+    headers: &HeaderMap,
+    action: Action,
+    conn: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+) -> Result<Vec<String>, ApiError> {
+    let Some(token) = &state.token else {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            "the dashboard is read-only: the host has no SWITCHYARD_ADMIN_TOKEN".into(),
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !same(given.as_bytes(), token.as_bytes()) {
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "a valid admin token is required".into(),
+        ));
+    }
+    if action.all {
+        let filter = action.filter.unwrap_or_default().filter()?;
+        return dead::list(conn, keys, &filter, 0)
+            .await
+            .map(|found| found.into_iter().map(|d| d.id).collect())
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")));
+    }
+    if action.ids.is_empty() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "give ids, or all with a filter".into(),
+        ));
+    }
+    if let Some(bad) = action.ids.iter().find(|id| !dead::is_entry_id(id)) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("{bad:?} is not a dead-letter id"),
+        ));
+    }
+    Ok(action.ids)
+}
+
+async fn replay(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(action): Json<Action>,
+) -> Response {
+    let config = state.config.load_full();
+    let Some(mut conn) = state.conn().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
+    };
+    let keys = Keys::new(&config.host.prefix);
+    let ids = match authorised(&state, &headers, action, &mut conn, &keys).await {
+        Ok(ids) => ids,
+        Err(e) => return e.into_response(),
+    };
+    match dead::replay(&mut conn, &config, &ids).await {
+        Ok(results) => {
+            let results: Vec<Value> = results
+                .into_iter()
+                .map(|(id, r)| match r {
+                    Replayed::Done { stream, entry } => {
+                        tracing::info!(dead_letter = %id, stream = %stream, entry = %entry, "Dead letter replayed from the dashboard.");
+                        json!({ "id": id, "result": "replayed", "stream": stream, "entry": entry })
+                    }
+                    Replayed::Gone => json!({ "id": id, "result": "gone" }),
+                    Replayed::Refused(why) => json!({ "id": id, "result": "refused", "reason": why }),
+                })
+                .collect();
+            Json(json!({ "results": results })).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
+
+async fn delete(
+    State(state): State<Arc<AdminState>>,
+    headers: HeaderMap,
+    Json(action): Json<Action>,
+) -> Response {
+    let config = state.config.load_full();
+    let Some(mut conn) = state.conn().await else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
+    };
+    let keys = Keys::new(&config.host.prefix);
+    let ids = match authorised(&state, &headers, action, &mut conn, &keys).await {
+        Ok(ids) => ids,
+        Err(e) => return e.into_response(),
+    };
+    match dead::purge(&mut conn, &keys, &ids).await {
+        Ok(n) => {
+            tracing::info!(deleted = n, "Dead letters deleted from the dashboard.");
+            Json(json!({ "deleted": n })).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+        assert!(!same(b"", b"a"));
+    }
+}

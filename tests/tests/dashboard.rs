@@ -1,0 +1,484 @@
+//! The dashboard in a real browser: headless Chromium driven through
+//! chromedriver (Debian's chromium and chromium-driver) over WebDriver. The
+//! host runs as a process with an admin token. Every page loads without a
+//! console error and shows the running host's queues, dead letters and
+//! routes; a producer's `<script>` is shown as text; the actions are off
+//! until the token is entered; a replay clicked on a dead letter's page
+//! puts the message back, and the queue's new plugin handles it.
+//! Screenshots are kept in `target/screenshots/`.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use switchyard_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "dashboard-test-token";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request; the status and the body as JSON (or as a JSON
+/// string when it is not JSON).
+fn http(
+    method: &str,
+    port: u16,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        tcp,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // Read to the end of the body: chromedriver keeps the connection open.
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        let n = tcp.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&raw);
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse::<usize>().ok())?
+            });
+            if length.is_some_and(|len| rest.len() >= len) {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, mut rest) = text.split_once("\r\n\r\n").expect("a response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut decoded = String::new();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        while let Some((size, tail)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            decoded.push_str(&tail[..size]);
+            rest = &tail[size + 2..];
+        }
+        decoded.as_str()
+    } else {
+        rest
+    };
+    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
+    (status, value)
+}
+
+/// A chromedriver and one browser session, ended when dropped.
+struct Browser {
+    driver: Child,
+    port: u16,
+    session: String,
+    shots: PathBuf,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "chromedriver (Debian's chromium-driver; scripts/setup.sh --tests installs it)",
+            );
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < LIMIT, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (status, session) = http(
+            "POST",
+            port,
+            "/session",
+            Some(&json!({ "capabilities": { "alwaysMatch": {
+                "goog:chromeOptions": { "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--window-size=1400,800", "--hide-scrollbars"
+                ]},
+                "goog:loggingPrefs": { "browser": "ALL" }
+            }}})),
+            None,
+        );
+        assert_eq!(status, 200, "{session}");
+        let shots = repo_root().join("target/screenshots");
+        std::fs::create_dir_all(&shots).unwrap();
+        Browser {
+            driver,
+            port,
+            session: session["value"]["sessionId"].as_str().unwrap().to_owned(),
+            shots,
+        }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Value) -> Value {
+        let (status, value) = http(
+            method,
+            self.port,
+            &format!("/session/{}{path}", self.session),
+            (!body.is_null()).then_some(&body),
+            None,
+        );
+        assert_eq!(status, 200, "{method} {path}: {value}");
+        value["value"].clone()
+    }
+
+    fn open(&self, url: &str) {
+        self.call("POST", "/url", json!({ "url": url }));
+    }
+
+    fn script(&self, script: &str) -> Value {
+        self.call(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": [] }),
+        )
+    }
+
+    /// Waits until `script` returns something other than null or false.
+    fn until(&self, what: &str, script: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let v = self.script(script);
+            if !v.is_null() && v != Value::Bool(false) {
+                return v;
+            }
+            if started.elapsed() > LIMIT {
+                let page = self.script(
+                    "return location.hash + ': ' + document.getElementById('main').textContent",
+                );
+                self.screenshot("failed");
+                panic!("timed out waiting for: {what}; the page shows {page}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn element(&self, css: &str) -> String {
+        let e = self.call(
+            "POST",
+            "/element",
+            json!({ "using": "css selector", "value": css }),
+        );
+        e.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap()
+            .to_owned()
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.call("POST", &format!("/element/{id}/click"), json!({}));
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            json!({ "text": text }),
+        );
+    }
+
+    fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.call("GET", "/screenshot", Value::Null);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"));
+        let path = self.shots.join(format!("dashboard-{name}.png"));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// The browser's console and page errors since the last call.
+    fn errors(&self) -> Vec<String> {
+        let log = self.call("POST", "/se/log", json!({ "type": "browser" }));
+        log.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["level"] == "SEVERE" || e["level"] == "WARNING")
+            .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = http(
+            "DELETE",
+            self.port,
+            &format!("/session/{}", self.session),
+            None,
+            None,
+        );
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn config_text(port: u16, refunds_plugin: &str) -> String {
+    format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{port}"
+stats_interval = "200ms"
+[routes]
+"order.placed" = ["Orders"]
+"order.refunded" = ["Refunds"]
+[queues.Orders]
+plugin = "@PLUGINS@/noop.wasm"
+concurrency = {{ min = 1, max = 4 }}
+[queues.Refunds]
+plugin = "@PLUGINS@/{refunds_plugin}.wasm"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
+    init_logs();
+    let redis = Redis::start();
+    let port = free_port();
+    let cfg = TestConfig::new(&config_text(port, "always_reject"));
+    let mut conn = redis.conn().await;
+    for n in 0..3 {
+        let id = format!("o-{n}");
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", "order.placed"), ("id", &id), ("body", "{}")],
+        )
+        .await;
+    }
+    let hostile =
+        r#"{"order":7,"note":"<script>window.pwned=1</script><img src=x onerror=window.pwned=2>"}"#;
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "order.refunded"), ("id", "r-1"), ("body", hostile)],
+    )
+    .await;
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "order.lost"), ("id", "x-1"), ("body", "{}")],
+    )
+    .await;
+    let log = cfg.dir.join("host.log");
+    let _host = HostProcess::spawn_with(
+        &cfg.path,
+        redis.url(),
+        &log,
+        &[("SWITCHYARD_ADMIN_TOKEN", TOKEN), ("RUST_LOG", "info")],
+    )
+    .unwrap();
+    wait_for(LIMIT, "two dead letters", || {
+        let (mut conn, cfg) = (conn.clone(), &cfg);
+        async move { dead_letters(&mut conn, cfg).await.len() == 2 }
+    })
+    .await;
+    let refund = dead_letters(&mut conn, &cfg)
+        .await
+        .into_iter()
+        .find(|d| d.message_id == "r-1")
+        .unwrap();
+
+    // The queue's plugin is fixed while the host runs.
+    let fixed = config_text(port, "noop").replace("@PLUGINS@", plugin_dir().to_str().unwrap());
+    let current = std::fs::read_to_string(&cfg.path).unwrap();
+    let head = &current[..current.find("\n[admin]").unwrap()];
+    let tmp = cfg.path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{head}\n{fixed}")).unwrap();
+    std::fs::rename(&tmp, &cfg.path).unwrap();
+    let noop = version_hash(&std::fs::read(plugin("noop")).unwrap());
+    let started = Instant::now();
+    loop {
+        let (_, o) = http("GET", port, "/api/overview", None, None);
+        let refunds = o["queues"]
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["name"] == "Refunds").cloned());
+        if refunds.is_some_and(|q| q["plugin"]["version"] == noop.as_str()) {
+            break;
+        }
+        assert!(started.elapsed() < LIMIT, "the edit was not applied: {o}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let base = format!("http://127.0.0.1:{port}");
+    let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
+    let b = &browser;
+    tokio::task::block_in_place(|| {
+        // Queues, live.
+        b.open(&format!("{base}/#/"));
+        let rows = b.until(
+            "the queues table",
+            "const r = document.querySelectorAll('#queues tbody tr'); return r.length ? [...r].map(x => x.dataset.queue) : null",
+        );
+        assert_eq!(rows, json!(["Orders", "Refunds"]));
+        b.until(
+            "a rate computed from two updates",
+            "const c = document.querySelector('#queues tbody tr td:nth-child(2)'); return c && c.textContent !== '–'",
+        );
+        let handled = b.script(
+            "return document.querySelector('#queues tbody tr td:nth-child(8)').textContent",
+        );
+        assert_eq!(handled, json!("3"));
+        b.screenshot("queues");
+
+        // Routes.
+        b.open(&format!("{base}/#/routes"));
+        let routes = b.until(
+            "the routes",
+            "const r = document.querySelectorAll('#routes tbody tr'); return r.length ? [...r].map(x => x.textContent) : null",
+        );
+        assert_eq!(
+            routes,
+            json!(["order.placedOrders", "order.refundedRefunds"])
+        );
+        b.screenshot("routes");
+
+        // A queue's page: its dead letter and settings.
+        b.open(&format!("{base}/#/queue/Refunds"));
+        let reason = b.until(
+            "the queue's dead letters",
+            "const c = document.querySelector('#dead-letters tbody tr td.reason'); return c && c.textContent",
+        );
+        assert!(
+            reason.as_str().unwrap().contains("rejected by the plugin"),
+            "{reason}"
+        );
+        b.until(
+            "the settings",
+            "return document.querySelectorAll('#settings tr').length > 5",
+        );
+        b.screenshot("queue");
+
+        // Dead letters, filtered.
+        b.open(&format!("{base}/#/dead"));
+        let ids = b.until(
+            "the dead letters",
+            "const r = document.querySelectorAll('#dead-letters tbody tr'); return document.querySelector('form.filters') && r.length ? [...r].map(x => x.dataset.id) : null",
+        );
+        assert_eq!(ids.as_array().unwrap().len(), 2);
+        assert_eq!(
+            b.script("return document.getElementById('replay-all').disabled"),
+            json!(true)
+        );
+        b.screenshot("dead-letters");
+        b.open(&format!("{base}/#/dead?queue=(router)"));
+        b.until(
+            "the router's only",
+            "const r = document.querySelectorAll('#dead-letters tbody tr'); return r.length === 1",
+        );
+
+        // One dead letter: the producer's markup is text; no action without
+        // the token.
+        b.open(&format!("{base}/#/dead/{}", refund.id));
+        let body = b.until(
+            "the body",
+            "const p = document.getElementById('body'); return p && p.textContent",
+        );
+        assert!(
+            body.as_str()
+                .unwrap()
+                .contains("<script>window.pwned=1</script>"),
+            "{body}"
+        );
+        assert_eq!(b.script("return window.pwned === undefined && document.querySelectorAll('main script, main img').length === 0"), json!(true));
+        assert_eq!(
+            b.script("return document.getElementById('replay').disabled"),
+            json!(true)
+        );
+        b.screenshot("dead-letter");
+
+        // The token entered; replay clicked.
+        b.type_into("#token", TOKEN);
+        b.click("#token-form button");
+        b.until(
+            "the replay button enabled",
+            "const r = document.getElementById('replay'); return r && !r.disabled",
+        );
+        b.click("#replay");
+        let outcome = b.until(
+            "the replay's outcome",
+            "const o = document.getElementById('outcome'); return o && o.textContent",
+        );
+        assert!(
+            outcome.as_str().unwrap().starts_with("Replayed to "),
+            "{outcome}"
+        );
+        b.screenshot("replayed");
+        let errors = b.errors();
+        assert!(errors.is_empty(), "console errors: {errors:?}");
+    });
+
+    // The replayed message is handled by the fixed plugin.
+    let started = Instant::now();
+    loop {
+        let (_, o) = http("GET", port, "/api/overview", None, None);
+        let refunds = o["queues"]
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["name"] == "Refunds").cloned());
+        if refunds.is_some_and(|q| q["succeeded"] == 1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "the replayed message was not handled: {o}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(dead_letters(&mut conn, &cfg).await.len(), 1);
+
+    // The API refuses actions without the token, or with a wrong one.
+    let action = json!({ "ids": ["1-0"] });
+    let (status, _) = http("POST", port, "/api/dead/replay", Some(&action), None);
+    assert_eq!(status, 401);
+    let (status, _) = http(
+        "POST",
+        port,
+        "/api/dead/delete",
+        Some(&action),
+        Some("wrong"),
+    );
+    assert_eq!(status, 401);
+    let (status, body) = http("GET", port, "/api/dead?since=soon", None, None);
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        "since: \"soon\" is not a duration like 30m, 1h or 7d"
+    );
+    let (status, _) = http("GET", port, "/api/queues/Nope", None, None);
+    assert_eq!(status, 404);
+    drop(browser);
+}
