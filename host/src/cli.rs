@@ -301,7 +301,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `check` reports on stdout and stderr itself; its log shows only what
     // goes wrong.
-    crate::text::init_logging(match cli.command {
+    let _telemetry = crate::text::init_logging(match cli.command {
         Command::Check { .. } | Command::Dead { .. } => "warn",
         _ => "info",
     });

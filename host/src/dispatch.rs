@@ -15,6 +15,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::admin::metrics::QueueMetrics;
 use crate::config::{MissingGroup, QueueConfig};
@@ -770,6 +771,26 @@ impl Shared {
         m: &Message,
         attempt: u32,
     ) -> crate::plugin::CallResult {
+        // One span per handling, in the producer's trace.
+        let producers = m
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+            .map(|(_, v)| v.as_str())
+            .filter(|v| crate::telemetry::valid_traceparent(v));
+        let span = tracing::info_span!(
+            "handle",
+            otel.name = %format!("handle {}", rt.queue.name),
+            queue = %rt.queue.name,
+            msg_id = %m.id,
+            msg_type = %m.message_type,
+            attempt,
+            plugin = %rt.plugin.hash,
+            outcome = tracing::field::Empty,
+        );
+        crate::telemetry::continue_trace(&span, producers);
+        let trace =
+            crate::telemetry::traceparent_of(&span).or_else(|| producers.map(str::to_owned));
         let delivery = Delivery {
             id: m.id.clone(),
             message_type: m.message_type.clone(),
@@ -777,6 +798,7 @@ impl Shared {
             body: m.body.clone(),
             headers: m.headers.clone(),
             attempt,
+            trace,
         };
         QueueMetrics::add(&self.metrics.attempts);
         self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -784,7 +806,9 @@ impl Shared {
         let result = self
             .engine
             .call(rt.plugin.clone(), rt.cx.clone(), delivery, rt.warm.clone())
+            .instrument(span.clone())
             .await;
+        span.record("outcome", result.outcome.kind());
         self.metrics.duration.observe(started.elapsed());
         self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
         result

@@ -15,6 +15,7 @@
 //! - [`dispatch`]: per-queue workers: concurrency, outcome to ack / retry / dead letter.
 //! - [`host`]: start-up, the tasks, reloads of plugins and queues.toml, draining on shutdown.
 //! - [`watch`]: watching queues.toml and plugin files (and symlink targets), debounced.
+//! - [`telemetry`]: spans continuing the producer's trace, exported over OTLP.
 //! - [`text`]: text from outside bounded and escaped, and the log format that enforces it.
 //! - [`admin`]: counters and the status of every stream.
 //! - [`demo`]: the local end-to-end demo.
@@ -37,5 +38,6 @@ pub mod redis_conn;
 pub mod router;
 pub mod shutdown;
 pub mod stream;
+pub mod telemetry;
 pub mod text;
 pub mod watch;

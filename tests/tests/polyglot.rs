@@ -149,8 +149,14 @@ async fn python_and_javascript_plugins_call_http_under_the_grants() {
     assert_eq!(attempts, "1");
     // fetch reports every failure of the request alike (a TypeError, as
     // the WHATWG spec has it): a JS plugin cannot tell a refusal from a
-    // network failure, so it retries until max_attempts.
+    // network failure, so it retries until max_attempts. On a loaded
+    // machine the JS runtime (componentize-js 0.23) sometimes traps on the
+    // failed fetch instead ("event loop error, but no exception is
+    // pending"): a failed attempt all the same, retried alike.
     let (js_away, attempts) = reason("JsAway");
-    assert!(js_away.contains("NetworkError"), "{js_away}");
+    assert!(
+        js_away.contains("NetworkError") || js_away.contains("event loop error"),
+        "{js_away}"
+    );
     assert_eq!(attempts, "3");
 }

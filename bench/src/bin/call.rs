@@ -136,6 +136,7 @@ async fn run() -> Result<()> {
                         body: "{\"SiteId\":1}".into(),
                         headers: Vec::new(),
                         attempt: 1,
+                        trace: None,
                     };
                     let r = engine
                         .call(plugin.clone(), cx.clone(), message, pool.clone())

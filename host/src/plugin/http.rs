@@ -395,6 +395,8 @@ pub struct CallHttp {
     pub deadline: Instant,
     /// Requests this call has sent.
     pub sent: u32,
+    /// The handling's `traceparent`, added to requests that carry none.
+    pub traceparent: Option<String>,
 }
 
 impl std::fmt::Debug for CallHttp {
@@ -419,6 +421,13 @@ impl WasiHttpHooks for CallHttp {
     ) -> Box<dyn Future<Output = SendResult> + Send> {
         drop(fut);
         self.sent += 1;
+        let mut request = request;
+        if let Some(trace) = &self.traceparent
+            && !request.headers().contains_key("traceparent")
+            && let Ok(value) = http::HeaderValue::from_str(trace)
+        {
+            request.headers_mut().insert("traceparent", value);
+        }
         let send = self.queue.clone().send(request, self.sent, self.deadline);
         Box::new(async move {
             Ok((

@@ -53,6 +53,8 @@ pub struct Delivery {
     pub body: String,
     pub headers: Vec<(String, String)>,
     pub attempt: u32,
+    /// The `traceparent` of the handling, for the plugin's outbound HTTP.
+    pub trace: Option<String>,
 }
 
 impl Delivery {
@@ -910,6 +912,7 @@ impl Warm {
                 queue: cx.http.clone(),
                 deadline: Instant::now(),
                 sent: 0,
+                traceparent: None,
             },
             keyvalue: cx.keyvalue.clone(),
             outbox: host::Outbox {
@@ -944,6 +947,7 @@ impl Warm {
         state.log_lines = 0;
         state.http.deadline = deadline;
         state.http.sent = 0;
+        state.http.traceparent.clone_from(&message.trace);
         state.outbox.messages.clear();
         state.outbox.parent_id.clone_from(&message.id);
         state.outbox.parent_hops = message.hops();

@@ -201,6 +201,9 @@ impl IngressRouter {
         inv.arg(self.keys.group()).arg(entries.len());
         let (mut routed, mut dead) = (0u64, 0u64);
         let at = now_rfc3339();
+        // One span per routed message, in its producer's trace, ended once
+        // its copies are committed.
+        let mut spans = Vec::new();
         for (read, decision) in entries.iter().zip(decisions) {
             let id = read.id();
             inv.arg(id);
@@ -213,6 +216,19 @@ impl IngressRouter {
                     fields,
                 } => {
                     tracing::debug!(msg_id = %message_id, msg_type = %message_type, queues = ?queues, "Routing message.");
+                    let span = tracing::info_span!(
+                        "route",
+                        msg_id = %message_id,
+                        msg_type = %message_type,
+                        queues = %queues.join(","),
+                    );
+                    let traceparent = fields
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(b"traceparent"))
+                        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+                        .filter(|v| crate::telemetry::valid_traceparent(v));
+                    crate::telemetry::continue_trace(&span, traceparent);
+                    spans.push(span);
                     inv.arg(queues.len());
                     for q in queues {
                         inv.arg(key_index(self.keys.queue_stream(q), &mut keys));
@@ -250,6 +266,7 @@ impl IngressRouter {
             .await
             .doing(|| format!("routing {} entries of {stream:?}", entries.len()))?;
         failpoint::hit("router-after-commit");
+        drop(spans);
         if done < entries.len() as u64 {
             tracing::info!(
                 skipped = entries.len() as u64 - done,
