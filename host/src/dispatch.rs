@@ -82,6 +82,7 @@ impl QueueRuntime {
             max_publish_bytes: parts.max_publish_bytes,
             sql: parts.pools.sql(&queue, &parts.metrics),
             mail: parts.pools.mail(&queue, &parts.metrics),
+            metrics: parts.metrics.clone(),
         };
         parts.metrics.runs(crate::admin::metrics::PluginInfo {
             version: plugin.hash.clone(),

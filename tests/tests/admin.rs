@@ -83,11 +83,15 @@ stats_interval = "10m"
 [routes]
 "ok" = ["Ok"]
 "bad" = ["Bad"]
+"probe" = ["Probe"]
 [queues.Ok]
 plugin = "@PLUGINS@/noop.wasm"
 concurrency = 3
 [queues.Bad]
 plugin = "@PLUGINS@/always_reject.wasm"
+[queues.Probe]
+plugin = "@PLUGINS@/io_probe.wasm"
+max_attempts = 1
 "#
     ));
     let mut conn = redis.conn().await;
@@ -112,6 +116,20 @@ plugin = "@PLUGINS@/always_reject.wasm"
         &[("type", "nowhere"), ("id", "secret-x"), ("body", "{}")],
     )
     .await;
+    // A plugin using capabilities its queue was not granted.
+    send_probe(
+        &mut conn,
+        &cfg,
+        "probe",
+        "secret-probe",
+        serde_json::json!([
+            { "kv": "get", "bucket": "b", "key": "k" },
+            { "sql": "query", "statement": "SELECT 1", "params": [] },
+            { "http": { "method": "GET", "url": "http://127.0.0.1:1/" } },
+        ]),
+        "report",
+    )
+    .await;
     let host = start_host(&cfg.config, &redis);
     wait_for(LIMIT, "every message settled", || {
         let m = host.metrics.clone();
@@ -119,6 +137,7 @@ plugin = "@PLUGINS@/always_reject.wasm"
             let q = m.queues();
             q.get("Ok").is_some_and(|c| c.succeeded == 3)
                 && q.get("Bad").is_some_and(|c| c.dead_lettered == 1)
+                && q.get("Probe").is_some_and(|c| c.dead_lettered == 1)
         }
     })
     .await;
@@ -147,10 +166,17 @@ plugin = "@PLUGINS@/always_reject.wasm"
         "switchyard_queue_backlog{queue=\"Ok\"} 0".into(),
         "switchyard_queue_pending{queue=\"Ok\"} 0".into(),
         "switchyard_queue_oldest_pending_age_seconds{queue=\"Ok\"} 0".into(),
-        "switchyard_router_routed_total 4".into(),
+        "switchyard_router_routed_total 5".into(),
+        "switchyard_capability_calls_total{queue=\"Probe\",capability=\"keyvalue\"} 1".into(),
+        "switchyard_capability_denied_total{queue=\"Probe\",capability=\"keyvalue\"} 1".into(),
+        "switchyard_capability_denied_total{queue=\"Probe\",capability=\"sql\"} 1".into(),
+        "switchyard_capability_denied_total{queue=\"Probe\",capability=\"http\"} 1".into(),
+        "switchyard_capability_duration_seconds_count{queue=\"Probe\",capability=\"http\"} 0"
+            .into(),
+        "switchyard_capability_calls_total{queue=\"Ok\",capability=\"publish\"} 0".into(),
         "switchyard_router_dead_lettered_total{class=\"no_route\"} 1".into(),
         "switchyard_router_dead_lettered_total{class=\"malformed\"} 0".into(),
-        "switchyard_dead_letters 2".into(),
+        "switchyard_dead_letters 3".into(),
         "switchyard_redis_up 1".into(),
         format!(
             "switchyard_plugin_info{{queue=\"Ok\",version=\"{ok_version}\",contract=\"0.1.0\"}} 1"
@@ -185,7 +211,7 @@ plugin = "@PLUGINS@/always_reject.wasm"
     let (_, _, text) = get(port, "/metrics");
     assert!(text.contains("\nswitchyard_router_dead_lettered_total{class=\"no_route\"} 2\n"));
     assert!(
-        text.contains("\nswitchyard_dead_letters 2\n"),
+        text.contains("\nswitchyard_dead_letters 3\n"),
         "cached:\n{text}"
     );
 

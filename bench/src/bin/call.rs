@@ -98,6 +98,7 @@ async fn run() -> Result<()> {
             max_publish_bytes: 1 << 20,
             sql: None,
             mail: None,
+            metrics: Arc::new(QueueMetrics::default()),
         }
     };
     println!(

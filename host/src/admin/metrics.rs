@@ -46,6 +46,14 @@ pub struct QueueMetrics {
     pub failed_by_kind: [AtomicU64; 4],
     /// How long handler calls took.
     pub duration: Histogram,
+    /// How long its plugin's capability calls took, by [`CAPABILITIES`].
+    pub capability_duration: [Histogram; 4],
+    /// Key-value calls, and those refused (no grant).
+    pub kv_calls: AtomicU64,
+    pub kv_denied: AtomicU64,
+    /// SQL and mail calls refused (no grant).
+    pub sql_denied: AtomicU64,
+    pub mail_denied: AtomicU64,
     /// Handler slots now.
     pub concurrency: AtomicU64,
     /// Reads that returned as many messages as there were free slots: more
@@ -63,6 +71,10 @@ pub struct QueueMetrics {
     /// content hash of the plugin version that made the attempt.
     by_plugin: std::sync::Mutex<BTreeMap<String, u64>>,
 }
+
+/// The capabilities whose calls are timed, as metric labels, in the order
+/// of [`QueueMetrics::capability_duration`].
+pub const CAPABILITIES: [&str; 4] = ["http", "keyvalue", "sql", "mail"];
 
 /// The kinds of failed attempts, as metric labels.
 pub const FAILURE_KINDS: [&str; 4] = ["trap", "timeout", "memory", "instantiate"];
@@ -132,6 +144,11 @@ pub struct QueueCounts {
 impl QueueMetrics {
     pub fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times one call of capability `index` (into [`CAPABILITIES`]).
+    pub fn timed(&self, index: usize, started: std::time::Instant) {
+        self.capability_duration[index].observe(started.elapsed());
     }
 
     /// Counts a message settled by plugin version `hash`.

@@ -273,6 +273,29 @@ impl Family<'_> {
     }
 }
 
+/// The samples of one histogram.
+fn histogram(
+    f: &mut Family<'_>,
+    name: &str,
+    labels: &[(&str, &str)],
+    h: &super::metrics::Histogram,
+) {
+    let (counts, sum) = h.snapshot();
+    let bucket = format!("{name}_bucket");
+    for (bound, count) in DURATION_BUCKETS.iter().zip(&counts) {
+        let bound = bound.to_string();
+        let mut with = labels.to_vec();
+        with.push(("le", &bound));
+        f.sample(&bucket, &with, *count as f64);
+    }
+    let total = *counts.last().unwrap_or(&0) as f64;
+    let mut with = labels.to_vec();
+    with.push(("le", "+Inf"));
+    f.sample(&bucket, &with, total);
+    f.sample(&format!("{name}_sum"), labels, sum);
+    f.sample(&format!("{name}_count"), labels, total);
+}
+
 /// Every metric, in the Prometheus text format.
 pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
     let mut out = String::new();
@@ -282,7 +305,9 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         .keys()
         .map(|name| (name.clone(), metrics.queue(name)))
         .collect();
-    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+    fn get(c: &std::sync::atomic::AtomicU64) -> f64 {
+        c.load(Ordering::Relaxed) as f64
+    }
 
     type Counter = fn(&super::metrics::QueueMetrics) -> &std::sync::atomic::AtomicU64;
     let counters: [(&str, &str, Counter); 13] = [
@@ -358,6 +383,73 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
             f.sample(name, &[("queue", queue)], get(counter(m)));
         }
     }
+    // Every capability of contract 0.2.0: calls, refusals for want of a
+    // grant (or, for HTTP, any refusal by the host), and how long calls
+    // took.
+    type Pair = fn(&super::metrics::QueueMetrics) -> (f64, Option<f64>);
+    let capabilities: [(&str, Pair); 5] = [
+        ("http", |m| {
+            (
+                get(&m.http_requests) + get(&m.http_denied),
+                Some(get(&m.http_denied)),
+            )
+        }),
+        ("keyvalue", |m| (get(&m.kv_calls), Some(get(&m.kv_denied)))),
+        ("sql", |m| {
+            (get(&m.sql_statements), Some(get(&m.sql_denied)))
+        }),
+        ("mail", |m| {
+            (
+                get(&m.mails_sent) + get(&m.mails_failed),
+                Some(get(&m.mail_denied)),
+            )
+        }),
+        ("publish", |m| (get(&m.published), None)),
+    ];
+    let name = "switchyard_capability_calls_total";
+    f.head(
+        name,
+        "counter",
+        "Capability calls plugins made (publish: messages published with their ack).",
+    );
+    for (queue, m) in &queues {
+        for (capability, pair) in &capabilities {
+            f.sample(
+                name,
+                &[("queue", queue), ("capability", capability)],
+                pair(m).0,
+            );
+        }
+    }
+    let name = "switchyard_capability_denied_total";
+    f.head(name, "counter", "Capability calls the host refused: no grant, or for HTTP a destination or limit not granted.");
+    for (queue, m) in &queues {
+        for (capability, pair) in &capabilities {
+            if let Some(denied) = pair(m).1 {
+                f.sample(
+                    name,
+                    &[("queue", queue), ("capability", capability)],
+                    denied,
+                );
+            }
+        }
+    }
+    let name = "switchyard_capability_duration_seconds";
+    f.head(
+        name,
+        "histogram",
+        "How long capability calls took (HTTP: until the answer's head).",
+    );
+    for (queue, m) in &queues {
+        for (i, capability) in super::metrics::CAPABILITIES.iter().enumerate() {
+            histogram(
+                &mut f,
+                name,
+                &[("queue", queue), ("capability", capability)],
+                &m.capability_duration[i],
+            );
+        }
+    }
     let name = "switchyard_queue_failed_total";
     f.head(
         name,
@@ -410,19 +502,7 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
     let name = "switchyard_queue_handler_duration_seconds";
     f.head(name, "histogram", "How long handler calls took.");
     for (queue, m) in &queues {
-        let (counts, sum) = m.duration.snapshot();
-        let bucket = format!("{name}_bucket");
-        for (bound, count) in DURATION_BUCKETS.iter().zip(&counts) {
-            f.sample(
-                &bucket,
-                &[("queue", queue), ("le", &bound.to_string())],
-                *count as f64,
-            );
-        }
-        let total = *counts.last().unwrap_or(&0) as f64;
-        f.sample(&bucket, &[("queue", queue), ("le", "+Inf")], total);
-        f.sample(&format!("{name}_sum"), &[("queue", queue)], sum);
-        f.sample(&format!("{name}_count"), &[("queue", queue)], total);
+        histogram(&mut f, name, &[("queue", queue)], &m.duration);
     }
 
     // From Redis, when it could be read.

@@ -143,6 +143,8 @@ pub struct HostState {
     pub(super) outbox: Outbox,
     pub(super) sql: crate::plugin::sql::CallSql,
     pub(super) mail: crate::plugin::mail::CallMail,
+    /// The queue's counters: capability calls and refusals.
+    pub(super) metrics: Arc<crate::admin::metrics::QueueMetrics>,
 }
 
 /// Masks every secret value in `text`.
@@ -363,6 +365,15 @@ mod io {
         }
     }
 
+    impl super::HostState {
+        /// Counts a statement refused for want of a grant.
+        fn sql_refused<T>(&self, result: &Result<T, SqlError>) {
+            if matches!(result, Err(SqlError::NotGranted)) {
+                crate::admin::metrics::QueueMetrics::add(&self.metrics.sql_denied);
+            }
+        }
+    }
+
     impl sql::Host for super::HostState {
         async fn query(
             &mut self,
@@ -370,7 +381,9 @@ mod io {
             params: Vec<sql::DbValue>,
         ) -> Result<sql::RowSet, sql::Error> {
             let params: Vec<Value> = params.into_iter().map(value_in).collect();
-            match self.sql.run(&statement, &params, true).await {
+            let result = self.sql.run(&statement, &params, true).await;
+            self.sql_refused(&result);
+            match result {
                 Ok(Output::Rows(set)) => Ok(sql::RowSet {
                     columns: set
                         .columns
@@ -400,7 +413,9 @@ mod io {
             params: Vec<sql::DbValue>,
         ) -> Result<u64, sql::Error> {
             let params: Vec<Value> = params.into_iter().map(value_in).collect();
-            match self.sql.run(&statement, &params, false).await {
+            let result = self.sql.run(&statement, &params, false).await;
+            self.sql_refused(&result);
+            match result {
                 Ok(Output::Affected(n)) => Ok(n),
                 Ok(Output::Rows(set)) => Ok(set.rows.len() as u64),
                 Err(e) => Err(error_out(e)),
@@ -434,7 +449,10 @@ mod io {
                 headers: message.headers,
             };
             self.mail.send(email).await.map_err(|e| match e {
-                MailError::NotGranted => mail::Error::NotGranted,
+                MailError::NotGranted => {
+                    crate::admin::metrics::QueueMetrics::add(&self.metrics.mail_denied);
+                    mail::Error::NotGranted
+                }
                 MailError::Invalid(s) => mail::Error::Invalid(s),
                 MailError::Permanent(s) => mail::Error::Permanent(s),
                 MailError::Transient(s) => mail::Error::Transient(s),
@@ -455,8 +473,15 @@ fn kv_error(e: KvError) -> store::Error {
 }
 
 impl HostState {
+    /// The queue's store, counting the call (and a refusal when the queue
+    /// has no grant).
     fn store(&self) -> Result<&KeyValueStore, store::Error> {
-        self.keyvalue.as_ref().ok_or(store::Error::AccessDenied)
+        use crate::admin::metrics::QueueMetrics;
+        QueueMetrics::add(&self.metrics.kv_calls);
+        self.keyvalue.as_ref().ok_or_else(|| {
+            QueueMetrics::add(&self.metrics.kv_denied);
+            store::Error::AccessDenied
+        })
     }
 
     fn bucket_name(&self, bucket: &Resource<Bucket>) -> wasmtime::Result<String> {
@@ -488,7 +513,12 @@ impl store::HostBucket for HostState {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let name = self.bucket_name(&bucket)?;
         Ok(match self.store() {
-            Ok(s) => s.get(&name, &key).await.map_err(kv_error),
+            Ok(s) => {
+                let started = std::time::Instant::now();
+                let r = s.get(&name, &key).await.map_err(kv_error);
+                self.metrics.timed(1, started);
+                r
+            }
             Err(e) => Err(e),
         })
     }
@@ -501,7 +531,12 @@ impl store::HostBucket for HostState {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
         Ok(match self.store() {
-            Ok(s) => s.set(&name, &key, &value).await.map_err(kv_error),
+            Ok(s) => {
+                let started = std::time::Instant::now();
+                let r = s.set(&name, &key, &value).await.map_err(kv_error);
+                self.metrics.timed(1, started);
+                r
+            }
             Err(e) => Err(e),
         })
     }
@@ -513,7 +548,12 @@ impl store::HostBucket for HostState {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let name = self.bucket_name(&bucket)?;
         Ok(match self.store() {
-            Ok(s) => s.delete(&name, &key).await.map_err(kv_error),
+            Ok(s) => {
+                let started = std::time::Instant::now();
+                let r = s.delete(&name, &key).await.map_err(kv_error);
+                self.metrics.timed(1, started);
+                r
+            }
             Err(e) => Err(e),
         })
     }
@@ -525,7 +565,12 @@ impl store::HostBucket for HostState {
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let name = self.bucket_name(&bucket)?;
         Ok(match self.store() {
-            Ok(s) => s.exists(&name, &key).await.map_err(kv_error),
+            Ok(s) => {
+                let started = std::time::Instant::now();
+                let r = s.exists(&name, &key).await.map_err(kv_error);
+                self.metrics.timed(1, started);
+                r
+            }
             Err(e) => Err(e),
         })
     }
@@ -561,7 +606,12 @@ impl atomics::Host for HostState {
     ) -> wasmtime::Result<Result<i64, store::Error>> {
         let name = self.bucket_name(&bucket)?;
         Ok(match self.store() {
-            Ok(s) => s.increment(&name, &key, delta).await.map_err(kv_error),
+            Ok(s) => {
+                let started = std::time::Instant::now();
+                let r = s.increment(&name, &key, delta).await.map_err(kv_error);
+                self.metrics.timed(1, started);
+                r
+            }
             Err(e) => Err(e),
         })
     }

@@ -370,8 +370,11 @@ impl QueueHttp {
             .await
             .map_err(|_| wasmtime_wasi_http::Error::ConnectionLimitReached)?
             .expect("the semaphore is never closed");
-        let response = tokio::time::timeout_at(deadline, self.client.request(request))
-            .await
+        let started = Instant::now();
+        let response = tokio::time::timeout_at(deadline, self.client.request(request)).await;
+        // Until the answer's head, or the failure.
+        self.metrics.timed(0, started);
+        let response = response
             .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
             .map_err(|e| client_error(&self, &shown, e))?;
         let max = self.settings.max_response_bytes;

@@ -121,7 +121,9 @@ impl QueueMail {
         n: u32,
         deadline: Instant,
     ) -> Result<String, MailError> {
+        let started = Instant::now();
         let result = self.send_inner(email, message_id, n, deadline).await;
+        self.metrics.timed(3, started);
         match &result {
             Ok(_) => QueueMetrics::add(&self.metrics.mails_sent),
             Err(e) => {

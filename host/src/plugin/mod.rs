@@ -618,6 +618,8 @@ pub struct CallContext {
     pub sql: Option<Arc<sql::QueueSql>>,
     /// The queue's mail relay, if granted.
     pub mail: Option<Arc<mail::QueueMail>>,
+    /// The queue's counters.
+    pub metrics: Arc<crate::admin::metrics::QueueMetrics>,
 }
 
 /// What came of one handler call.
@@ -928,6 +930,7 @@ impl Warm {
                 queue: cx.mail.clone(),
                 ..Default::default()
             },
+            metrics: cx.metrics.clone(),
         };
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|s| &mut s.limiter);

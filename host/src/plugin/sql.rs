@@ -241,6 +241,7 @@ impl QueueSql {
         rows: bool,
     ) -> Result<Output, SqlError> {
         QueueMetrics::add(&self.metrics.sql_statements);
+        let started = Instant::now();
         let result = match lease {
             Some(lease) => self.run_on(lease, statement, params, deadline, rows).await,
             None => match self.lease(deadline).await {
@@ -252,6 +253,7 @@ impl QueueSql {
                 Err(e) => Err(e),
             },
         };
+        self.metrics.timed(2, started);
         if result.is_err() {
             QueueMetrics::add(&self.metrics.sql_failed);
         }
