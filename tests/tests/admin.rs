@@ -189,6 +189,20 @@ max_attempts = 1
     }
     assert!(!text.contains("secret-"), "a message id in the metrics");
 
+    // No SWITCHYARD_ADMIN_TOKEN in this host's environment: read-only.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = r#"{"ids":["1-0"]}"#;
+    write!(
+        tcp,
+        "POST /api/dead/replay HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer guess\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    assert!(response.contains("read-only"), "{response}");
+
     // Redis is read at most once per stats_interval: a new dead letter
     // shows in the router's own counter at once, in the gauge read from
     // Redis only at the next interval.
