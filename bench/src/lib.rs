@@ -132,16 +132,35 @@ pub async fn drain_backlog(
     let cfg = config(queues, handler, concurrency);
     let mut conn = redis.conn().await;
     fill(&mut conn, cfg.ingress(), 0, n, 256).await?;
+    run_until_handled(redis, &cfg, (n * queues.len()) as u64).await
+}
+
+/// Starts a host on `cfg` over what its streams hold, and returns the time
+/// until it has handled `expected` messages; the host is stopped after.
+pub async fn run_until_handled(redis: &Redis, cfg: &TestConfig, expected: u64) -> Result<Duration> {
     let started = Instant::now();
     let host = RunningHost::start(
         cfg.config.clone(),
         redis.client.clone(),
         switchyard::plugin::Compiler::this_program()?,
     );
-    wait_handled(&host, (n * queues.len()) as u64, Duration::from_secs(600)).await?;
+    wait_handled(&host, expected, Duration::from_secs(900)).await?;
     let elapsed = started.elapsed();
     host.stop().await?;
     Ok(elapsed)
+}
+
+/// The median of `values`.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// `median (min to max)`.
+pub fn spread(values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(0.0, f64::max);
+    format!("{:.0} ({min:.0} to {max:.0})", median(values.to_vec()))
 }
 
 /// Runs the host while a producer adds `n` messages as fast as pipelined

@@ -189,8 +189,7 @@ async fn dead_targets(
     filter: DeadFilter,
 ) -> Result<Vec<String>> {
     if all {
-        let found = dead::list(conn, keys, &filter.filter(), 0).await?;
-        return Ok(found.into_iter().map(|d| d.id).collect());
+        return dead::matching(conn, keys, &filter.filter()).await;
     }
     if ids.is_empty() {
         anyhow::bail!("name the dead letters (ids as `dead list` shows them), or give --all");
@@ -198,10 +197,7 @@ async fn dead_targets(
     if !filter.is_empty() {
         anyhow::bail!("the filters choose what --all applies to; with ids, give no filter");
     }
-    if let Some(bad) = ids.iter().find(|id| !dead::is_entry_id(id)) {
-        anyhow::bail!("{bad:?} is not a dead-letter id (they look like 1795468579335-0)");
-    }
-    Ok(ids)
+    dead::checked_ids(ids).map_err(anyhow::Error::msg)
 }
 
 async fn dead_command(
@@ -236,9 +232,7 @@ async fn dead_command(
             Ok(ExitCode::SUCCESS)
         }
         DeadAction::Show { id, json } => {
-            if !dead::is_entry_id(&id) {
-                anyhow::bail!("{id:?} is not a dead-letter id (they look like 1795468579335-0)");
-            }
+            dead::checked_id(&id).map_err(anyhow::Error::msg)?;
             let Some(record) = dead::show(&mut conn, &keys, &id).await? else {
                 eprintln!("{id} is not a dead letter (replayed or deleted already?)");
                 return Ok(ExitCode::FAILURE);

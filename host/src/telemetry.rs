@@ -65,6 +65,10 @@ where
     )
 }
 
+/// The most bytes of a producer's text (a message id, a type) a span
+/// carries: spans go to a collector without the log's own cut.
+pub const MAX_ATTRIBUTE: usize = 256;
+
 /// Makes `span` a child of the trace a `traceparent` value names (an
 /// invalid or missing one leaves it a root).
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {

@@ -282,6 +282,22 @@ pub async fn xadd(
     cmd.query_async(conn).await.expect("XADD")
 }
 
+/// XADDs a message of type `t` with id `id` and `body` to `cfg`'s ingress.
+pub async fn send_message(
+    conn: &mut MultiplexedConnection,
+    cfg: &TestConfig,
+    t: &str,
+    id: &str,
+    body: &str,
+) {
+    xadd(
+        conn,
+        cfg.ingress(),
+        &[("type", t), ("id", id), ("body", body)],
+    )
+    .await;
+}
+
 /// Every entry of a stream.
 pub async fn entries(conn: &mut MultiplexedConnection, stream: &str) -> Vec<Entry> {
     let v: Value = redis::cmd("XRANGE")

@@ -56,21 +56,6 @@ fn chat(site: i32, email: &str) -> String {
 
 const OFFLINE: &str = r#"{"SiteId":1001,"VisitorName":"Kenji","VisitorEmail":"kenji@example.org","Title":"Refund\r\nBcc: all@example.org","Content":"Order <42> & more"}"#;
 
-async fn send(
-    conn: &mut redis::aio::MultiplexedConnection,
-    cfg: &TestConfig,
-    t: &str,
-    id: &str,
-    body: &str,
-) {
-    xadd(
-        conn,
-        cfg.ingress(),
-        &[("type", t), ("id", id), ("body", body)],
-    )
-    .await;
-}
-
 fn to(mails: &[ReceivedMail], address: &str) -> Vec<ReceivedMail> {
     mails
         .iter()
@@ -87,7 +72,7 @@ async fn transcripts_and_offline_messages_arrive_escaped() {
     let cfg = config(&smtp.url());
     let mut conn = redis.conn().await;
     let host = start_host(&cfg.config, &redis);
-    send(
+    send_message(
         &mut conn,
         &cfg,
         "chat.ended",
@@ -95,7 +80,7 @@ async fn transcripts_and_offline_messages_arrive_escaped() {
         &chat(1001, "ana@example.com"),
     )
     .await;
-    send(
+    send_message(
         &mut conn,
         &cfg,
         "offlinemessage.submitted",
@@ -104,7 +89,7 @@ async fn transcripts_and_offline_messages_arrive_escaped() {
     )
     .await;
     // Site 2002 has its own inbox; no visitor address: one mail.
-    send(
+    send_message(
         &mut conn,
         &cfg,
         "chat.ended",
@@ -208,7 +193,7 @@ async fn the_relays_answers_decide_between_retry_and_dead_letter() {
         550,
         "5.1.1 <gone@example.com>: mailbox unavailable",
     ));
-    send(
+    send_message(
         &mut conn,
         &cfg,
         "chat.ended",
@@ -236,7 +221,7 @@ async fn the_relays_answers_decide_between_retry_and_dead_letter() {
     let before = smtp.mails().len();
     smtp.push(Reply::new(Stage::Data, 250, "2.0.0 queued"));
     smtp.push(Reply::new(Stage::Data, 451, "4.3.0 try again later"));
-    send(
+    send_message(
         &mut conn,
         &cfg,
         "chat.ended",
@@ -264,7 +249,7 @@ async fn the_relays_answers_decide_between_retry_and_dead_letter() {
     let addr = smtp.addr();
     drop(smtp);
     let host = start_host(&cfg.config, &redis);
-    send(
+    send_message(
         &mut conn,
         &cfg,
         "offlinemessage.submitted",

@@ -85,21 +85,6 @@ async fn rows(pg: &Postgres, statement: &str) -> String {
         .to_owned()
 }
 
-async fn send(
-    conn: &mut redis::aio::MultiplexedConnection,
-    cfg: &TestConfig,
-    t: &str,
-    id: &str,
-    body: &str,
-) {
-    xadd(
-        conn,
-        cfg.ingress(),
-        &[("type", t), ("id", id), ("body", body)],
-    )
-    .await;
-}
-
 const DROP_CHATS: &str = "Robert'); DROP TABLE chats; --";
 const DROP_MESSAGES: &str = "'; DROP TABLE chat_messages; --";
 const DELETE_OFFLINE: &str = "x'); DELETE FROM offline_messages; --";
@@ -259,7 +244,7 @@ async fn every_message_type_lands_in_its_columns_once() {
     // Each sent twice under its id: the second is a redelivery.
     for _ in 0..2 {
         for (t, id, body, _, _) in &samples {
-            send(&mut conn, &cfg, t, id, body).await;
+            send_message(&mut conn, &cfg, t, id, body).await;
         }
     }
     let host = start_host(&cfg.config, &redis);
@@ -340,7 +325,7 @@ async fn a_redelivery_after_a_crash_stores_nothing_twice() {
     );
     let mut conn = redis.conn().await;
     let (_, _, chat, _, _) = samples().swap_remove(2);
-    send(&mut conn, &cfg, "chat.ended", "crash-1", &chat).await;
+    send_message(&mut conn, &cfg, "chat.ended", "crash-1", &chat).await;
     let url = pg.url();
     let env = [("PERSISTENCE_DATABASE_URL", url.as_str())];
 

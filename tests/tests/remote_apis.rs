@@ -135,21 +135,6 @@ const OFFLINE: &str = r#"{"visitorId":"v-77","VisitorName":"Kenji","VisitorEmail
 const WRAPUP: &str = r#"{"SiteId":1001,"AgentId":12,"Chat":"c-8f2a","CategoryId":3,"CategoryList":[3,9],"Comment":"shipping delay","SubmitTime":"2026-11-22T09:15:00"}"#;
 const STARTED: &str = r#"{"SiteId":1001,"VisitorId":55001,"ChatOrOfflineMessageId":"c-8f2a"}"#;
 
-async fn send(
-    conn: &mut redis::aio::MultiplexedConnection,
-    cfg: &TestConfig,
-    t: &str,
-    id: &str,
-    body: &str,
-) {
-    xadd(
-        conn,
-        cfg.ingress(),
-        &[("type", t), ("id", id), ("body", body)],
-    )
-    .await;
-}
-
 /// Waits until each named queue has settled (acknowledged or
 /// dead-lettered) `n` messages.
 async fn settled(host: &switchyard::host::RunningHost, want: &[(&str, u64)]) {
@@ -180,8 +165,8 @@ async fn each_plugin_sends_its_apis_request_shape() {
     let cfg = remotes.config(&["WebHook", "Zendesk", "Salesforce", "Ticket"], "");
     let mut conn = redis.conn().await;
     let host = start_host(&cfg.config, &redis);
-    send(&mut conn, &cfg, "chat.ended", "chat-1", CHAT).await;
-    send(
+    send_message(&mut conn, &cfg, "chat.ended", "chat-1", CHAT).await;
+    send_message(
         &mut conn,
         &cfg,
         "offlineMessage.submitted",
@@ -189,7 +174,7 @@ async fn each_plugin_sends_its_apis_request_shape() {
         OFFLINE,
     )
     .await;
-    send(&mut conn, &cfg, "chat.wrapup.submitted", "wrap-1", WRAPUP).await;
+    send_message(&mut conn, &cfg, "chat.wrapup.submitted", "wrap-1", WRAPUP).await;
     xadd(
         &mut conn,
         cfg.ingress(),
@@ -342,7 +327,7 @@ async fn a_redelivery_after_a_crash_creates_nothing_twice() {
         let cfg = remotes.config(&[queue], "");
         let mut conn = redis.conn().await;
         let id = format!("crash-{queue}");
-        send(&mut conn, &cfg, "chat.ended", &id, CHAT).await;
+        send_message(&mut conn, &cfg, "chat.ended", &id, CHAT).await;
         let api = remotes.of(queue);
         let before = api.objects().len();
         let log = cfg.dir.join("first.log");
@@ -388,7 +373,7 @@ async fn answers_map_to_retry_honouring_retry_after_or_reject() {
         api.push(Scripted::status(429));
         api.push(Scripted::status(408));
     }
-    send(&mut conn, &cfg, "chat.ended", "busy-1", CHAT).await;
+    send_message(&mut conn, &cfg, "chat.ended", "busy-1", CHAT).await;
     settled(
         &host,
         &[
@@ -424,7 +409,7 @@ async fn answers_map_to_retry_honouring_retry_after_or_reject() {
             "{\"error\":\"RecordInvalid\",\"description\":\"Requester email is invalid\"}",
         ));
     }
-    send(&mut conn, &cfg, "chat.ended", "bad-1", CHAT).await;
+    send_message(&mut conn, &cfg, "chat.ended", "bad-1", CHAT).await;
     settled(
         &host,
         &[
@@ -482,7 +467,7 @@ api_token = {{ env = "TICKET_API_TOKEN" }}
     );
     let mut conn = redis.conn().await;
     let host = start_host(&cfg.config, &redis);
-    send(&mut conn, &cfg, "chat.ended", "down-1", CHAT).await;
+    send_message(&mut conn, &cfg, "chat.ended", "down-1", CHAT).await;
     settled(&host, &[("Ticket", 1)]).await;
     let q = host.metrics.queues();
     host.stop().await.unwrap();

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use clap::Parser;
 use switchyard::host::RunningHost;
-use switchyard_bench::{fill, rate, wait_handled};
+use switchyard_bench::{fill, median, rate, wait_handled};
 use switchyard_tests::{Redis, TestConfig};
 
 #[global_allocator]
@@ -88,11 +88,6 @@ async fn drain(redis: &Redis, a: &Args, admin: bool) -> Result<(f64, u64)> {
     }
     host.stop().await?;
     Ok((rate(a.messages, took), scrapes.load(Ordering::Relaxed)))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn main() -> Result<std::process::ExitCode> {

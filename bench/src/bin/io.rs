@@ -24,9 +24,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Parser;
-use switchyard::host::RunningHost;
 use switchyard_bench::completions::{self, percentiles};
-use switchyard_bench::{fill, offered, rate, wait_handled};
+use switchyard_bench::{fill, median, offered, rate, run_until_handled, spread};
 use switchyard_standins::{Api, StandIn};
 use switchyard_tests::{Redis, TestConfig};
 
@@ -115,29 +114,7 @@ fn http_config(poster: Poster, url: &str, keep_alive: bool, concurrency: u32) ->
 async fn drain(redis: &Redis, cfg: &TestConfig, n: usize, expected: u64) -> Result<Duration> {
     let mut conn = redis.conn().await;
     fill(&mut conn, cfg.ingress(), 0, n, 256).await?;
-    let started = Instant::now();
-    let host = RunningHost::start(
-        cfg.config.clone(),
-        redis.client.clone(),
-        switchyard::plugin::Compiler::this_program()?,
-    );
-    wait_handled(&host, expected, Duration::from_secs(600)).await?;
-    let took = started.elapsed();
-    host.stop().await?;
-    Ok(took)
-}
-
-/// The median of `values`.
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// `median (min to max)`.
-fn spread(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(0.0, f64::max);
-    format!("{:.0} ({min:.0} to {max:.0})", median(values.to_vec()))
+    run_until_handled(redis, cfg, expected).await
 }
 
 async fn http(

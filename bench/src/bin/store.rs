@@ -25,10 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use switchyard::host::RunningHost;
 use switchyard::plugin::sql::{CallSql, Value};
 use switchyard::plugin::{CallContext, Delivery, Outcome};
-use switchyard_bench::{rate, wait_handled};
+use switchyard_bench::{median, rate, run_until_handled, spread};
 use switchyard_standins::postgres::Postgres;
 use switchyard_standins::smtp::SmtpReceiver;
 use switchyard_tests::{Redis, TestConfig, repo_root};
@@ -188,27 +187,7 @@ async fn fill_events(
 }
 
 async fn drain(redis: &Redis, cfg: &TestConfig, n: usize) -> Result<Duration> {
-    let started = Instant::now();
-    let host = RunningHost::start(
-        cfg.config.clone(),
-        redis.client.clone(),
-        switchyard::plugin::Compiler::this_program()?,
-    );
-    wait_handled(&host, n as u64, Duration::from_secs(900)).await?;
-    let took = started.elapsed();
-    host.stop().await?;
-    Ok(took)
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-fn spread(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(0.0, f64::max);
-    format!("{:.0} ({min:.0} to {max:.0})", median(values.to_vec()))
+    run_until_handled(redis, cfg, n as u64).await
 }
 
 async fn sql(a: &Args, redis: &Redis) -> Result<()> {

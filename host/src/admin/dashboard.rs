@@ -258,11 +258,8 @@ async fn dead_list(
 }
 
 async fn dead_show(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
-    if !dead::is_entry_id(&id) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            format!("{id:?} is not a dead-letter id"),
-        );
+    if let Err(why) = dead::checked_id(&id) {
+        return error(StatusCode::BAD_REQUEST, why);
     }
     let config = state.config.load_full();
     let Some(mut conn) = state.conn().await else {
@@ -304,14 +301,22 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
 }
 
-/// The action's ids, once the caller's token is checked.
+/// What an action needs once its caller is let in: the configuration, a
+/// connection, the keys and the dead letters it applies to.
+struct Authorised {
+    config: Arc<crate::config::Config>,
+    conn: redis::aio::ConnectionManager,
+    keys: Keys,
+    ids: Vec<String>,
+}
+
+/// Checks the caller's token, then names the dead letters the action
+/// applies to.
 async fn authorised(
     state: &AdminState,
     headers: &HeaderMap,
     action: Action,
-    conn: &mut redis::aio::ConnectionManager,
-    keys: &Keys,
-) -> Result<Vec<String>, ApiError> {
+) -> Result<Authorised, ApiError> {
     let Some(token) = &state.token else {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
@@ -329,26 +334,33 @@ async fn authorised(
             "a valid admin token is required".into(),
         ));
     }
-    if action.all {
+    let config = state.config.load_full();
+    let Some(mut conn) = state.conn().await else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Redis does not answer".into(),
+        ));
+    };
+    let keys = Keys::new(&config.host.prefix);
+    let ids = if action.all {
         let filter = action.filter.unwrap_or_default().filter()?;
-        return dead::list(conn, keys, &filter, 0)
+        dead::matching(&mut conn, &keys, &filter)
             .await
-            .map(|found| found.into_iter().map(|d| d.id).collect())
-            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")));
-    }
-    if action.ids.is_empty() {
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?
+    } else if action.ids.is_empty() {
         return Err(ApiError(
             StatusCode::BAD_REQUEST,
             "give ids, or all with a filter".into(),
         ));
-    }
-    if let Some(bad) = action.ids.iter().find(|id| !dead::is_entry_id(id)) {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            format!("{bad:?} is not a dead-letter id"),
-        ));
-    }
-    Ok(action.ids)
+    } else {
+        dead::checked_ids(action.ids).map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?
+    };
+    Ok(Authorised {
+        config,
+        conn,
+        keys,
+        ids,
+    })
 }
 
 async fn replay(
@@ -356,13 +368,13 @@ async fn replay(
     headers: HeaderMap,
     Json(action): Json<Action>,
 ) -> Response {
-    let config = state.config.load_full();
-    let Some(mut conn) = state.conn().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
-    };
-    let keys = Keys::new(&config.host.prefix);
-    let ids = match authorised(&state, &headers, action, &mut conn, &keys).await {
-        Ok(ids) => ids,
+    let Authorised {
+        config,
+        mut conn,
+        ids,
+        ..
+    } = match authorised(&state, &headers, action).await {
+        Ok(a) => a,
         Err(e) => return e.into_response(),
     };
     match dead::replay(&mut conn, &config, &ids).await {
@@ -389,13 +401,13 @@ async fn delete(
     headers: HeaderMap,
     Json(action): Json<Action>,
 ) -> Response {
-    let config = state.config.load_full();
-    let Some(mut conn) = state.conn().await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
-    };
-    let keys = Keys::new(&config.host.prefix);
-    let ids = match authorised(&state, &headers, action, &mut conn, &keys).await {
-        Ok(ids) => ids,
+    let Authorised {
+        mut conn,
+        keys,
+        ids,
+        ..
+    } = match authorised(&state, &headers, action).await {
+        Ok(a) => a,
         Err(e) => return e.into_response(),
     };
     match dead::purge(&mut conn, &keys, &ids).await {

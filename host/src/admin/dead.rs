@@ -286,6 +286,36 @@ pub async fn purge<C: ConnectionLike>(conn: &mut C, keys: &Keys, ids: &[String])
     Ok(deleted)
 }
 
+/// `id` if it is a dead-letter id; otherwise what is wrong with it.
+pub fn checked_id(id: &str) -> Result<(), String> {
+    if is_entry_id(id) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{id:?} is not a dead-letter id (they look like 1795468579335-0)"
+        ))
+    }
+}
+
+/// `ids` if every one is a dead-letter id.
+pub fn checked_ids(ids: Vec<String>) -> Result<Vec<String>, String> {
+    for id in &ids {
+        checked_id(id)?;
+    }
+    Ok(ids)
+}
+
+/// The ids of every dead letter that matches `filter`: what an action on
+/// "all that match" applies to.
+pub async fn matching<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    filter: &Filter,
+) -> Result<Vec<String>> {
+    let found = list(conn, keys, filter, 0).await?;
+    Ok(found.into_iter().map(|d| d.id).collect())
+}
+
 /// Whether `text` is a stream entry id (`<ms>-<seq>`): ids come from
 /// operators, and a malformed one is an error, not an empty answer.
 pub fn is_entry_id(text: &str) -> bool {

@@ -25,7 +25,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 
-use super::metrics::{DURATION_BUCKETS, FAILURE_KINDS, Metrics, ReloadMetrics};
+use super::metrics::{DURATION_BUCKETS, FAILURE_KINDS, Metrics, QueueMetrics, ReloadMetrics};
 use super::status::{self, Status};
 use crate::config::Config;
 use crate::redis_conn;
@@ -252,6 +252,24 @@ struct Family<'a> {
 }
 
 impl Family<'_> {
+    /// A family with one sample per queue, labelled `queue`; `value`
+    /// `None` leaves that queue out.
+    fn per_queue(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        queues: &[(String, Arc<QueueMetrics>)],
+        value: impl Fn(&str, &QueueMetrics) -> Option<f64>,
+    ) {
+        self.head(name, kind, help);
+        for (queue, m) in queues {
+            if let Some(v) = value(queue, m) {
+                self.sample(name, &[("queue", queue)], v);
+            }
+        }
+    }
+
     fn head(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.out, "# HELP {name} {help}");
         let _ = writeln!(self.out, "# TYPE {name} {kind}");
@@ -300,7 +318,7 @@ fn histogram(
 pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
     let mut out = String::new();
     let mut f = Family { out: &mut out };
-    let queues: Vec<(String, Arc<super::metrics::QueueMetrics>)> = config
+    let queues: Vec<(String, Arc<QueueMetrics>)> = config
         .queues
         .keys()
         .map(|name| (name.clone(), metrics.queue(name)))
@@ -309,7 +327,7 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         c.load(Ordering::Relaxed) as f64
     }
 
-    type Counter = fn(&super::metrics::QueueMetrics) -> &std::sync::atomic::AtomicU64;
+    type Counter = fn(&QueueMetrics) -> &std::sync::atomic::AtomicU64;
     let counters: [(&str, &str, Counter); 13] = [
         (
             "switchyard_queue_received_total",
@@ -378,15 +396,12 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         ),
     ];
     for (name, help, counter) in counters {
-        f.head(name, "counter", help);
-        for (queue, m) in &queues {
-            f.sample(name, &[("queue", queue)], get(counter(m)));
-        }
+        f.per_queue(name, "counter", help, &queues, |_, m| Some(get(counter(m))));
     }
     // Every capability of contract 0.2.0: calls, refusals for want of a
     // grant (or, for HTTP, any refusal by the host), and how long calls
     // took.
-    type Pair = fn(&super::metrics::QueueMetrics) -> (f64, Option<f64>);
+    type Pair = fn(&QueueMetrics) -> (f64, Option<f64>);
     let capabilities: [(&str, Pair); 5] = [
         ("http", |m| {
             (
@@ -465,22 +480,27 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
             );
         }
     }
-    let name = "switchyard_queue_in_flight";
-    f.head(name, "gauge", "Handler calls running now.");
-    for (queue, m) in &queues {
-        f.sample(name, &[("queue", queue)], get(&m.in_flight));
-    }
-    let name = "switchyard_queue_concurrency";
-    f.head(name, "gauge", "Handler slots now.");
-    for (queue, m) in &queues {
-        f.sample(name, &[("queue", queue)], get(&m.concurrency));
-    }
-    let name = "switchyard_queue_concurrency_max";
-    f.head(name, "gauge", "The most handler slots the queue may have.");
-    for (queue, _) in &queues {
-        let max = config.queues[queue].concurrency;
-        f.sample(name, &[("queue", queue)], max as f64);
-    }
+    f.per_queue(
+        "switchyard_queue_in_flight",
+        "gauge",
+        "Handler calls running now.",
+        &queues,
+        |_, m| Some(get(&m.in_flight)),
+    );
+    f.per_queue(
+        "switchyard_queue_concurrency",
+        "gauge",
+        "Handler slots now.",
+        &queues,
+        |_, m| Some(get(&m.concurrency)),
+    );
+    f.per_queue(
+        "switchyard_queue_concurrency_max",
+        "gauge",
+        "The most handler slots the queue may have.",
+        &queues,
+        |queue, _| Some(f64::from(config.queues[queue].concurrency)),
+    );
     let name = "switchyard_queue_scaled_total";
     f.head(
         name,
@@ -512,42 +532,39 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
             .iter()
             .map(|(n, q, retrying)| (n.as_str(), (q, *retrying)))
             .collect();
-        let name = "switchyard_queue_backlog";
-        f.head(
-            name,
+        f.per_queue(
+            "switchyard_queue_backlog",
             "gauge",
             "Messages in the queue's stream not yet read by its group.",
+            &queues,
+            |queue, _| {
+                by_queue
+                    .get(queue)
+                    .and_then(|(q, _)| q.lag)
+                    .map(|n| n as f64)
+            },
         );
-        for (queue, _) in &queues {
-            if let Some(lag) = by_queue.get(queue.as_str()).and_then(|(q, _)| q.lag) {
-                f.sample(name, &[("queue", queue)], lag as f64);
-            }
-        }
-        let name = "switchyard_queue_pending";
-        f.head(
-            name,
+        f.per_queue(
+            "switchyard_queue_pending",
             "gauge",
             "Messages read and not yet acknowledged: running, or waiting for a retry.",
+            &queues,
+            |queue, _| by_queue.get(queue).map(|(q, _)| q.pending as f64),
         );
-        for (queue, _) in &queues {
-            if let Some((q, _)) = by_queue.get(queue.as_str()) {
-                f.sample(name, &[("queue", queue)], q.pending as f64);
-            }
-        }
-        let name = "switchyard_queue_retry_waiting";
-        f.head(name, "gauge", "Pending messages that failed at least once.");
-        for (queue, _) in &queues {
-            if let Some((_, retrying)) = by_queue.get(queue.as_str()) {
-                f.sample(name, &[("queue", queue)], *retrying as f64);
-            }
-        }
-        let name = "switchyard_queue_oldest_pending_age_seconds";
-        f.head(name, "gauge", "Time since the oldest pending message was added to the queue's stream (0: none pending).");
-        for (queue, _) in &queues {
-            if let Some(age) = stats.oldest_pending.get(queue) {
-                f.sample(name, &[("queue", queue)], *age);
-            }
-        }
+        f.per_queue(
+            "switchyard_queue_retry_waiting",
+            "gauge",
+            "Pending messages that failed at least once.",
+            &queues,
+            |queue, _| by_queue.get(queue).map(|(_, retrying)| *retrying as f64),
+        );
+        f.per_queue(
+            "switchyard_queue_oldest_pending_age_seconds",
+            "gauge",
+            "Time since the oldest pending message was added to the queue's stream (0: none pending).",
+            &queues,
+            |queue, _| stats.oldest_pending.get(queue).copied(),
+        );
         let name = "switchyard_ingress_backlog";
         f.head(
             name,

@@ -216,10 +216,11 @@ impl IngressRouter {
                     fields,
                 } => {
                     tracing::debug!(msg_id = %message_id, msg_type = %message_type, queues = ?queues, "Routing message.");
+                    let cut = |t: &str| crate::text::bounded(t, crate::telemetry::MAX_ATTRIBUTE);
                     let span = tracing::info_span!(
                         "route",
-                        msg_id = %message_id,
-                        msg_type = %message_type,
+                        msg_id = %cut(message_id),
+                        msg_type = %cut(message_type),
                         queues = %queues.join(","),
                     );
                     let traceparent = fields
