@@ -167,8 +167,10 @@ impl Browser {
     fn until(&self, what: &str, script: &str) -> Value {
         let started = Instant::now();
         loop {
+            // An element can exist before its text is filled in: an empty
+            // string is not an answer yet.
             let v = self.script(script);
-            if !v.is_null() && v != Value::Bool(false) {
+            if !v.is_null() && v != Value::Bool(false) && v != Value::String(String::new()) {
                 return v;
             }
             if started.elapsed() > LIMIT {
