@@ -6,6 +6,9 @@
 //! request it receives, so the demo can show what each received and the
 //! tests can check it.
 //!
+//! A service can speak HTTPS instead ([`StandIn::start_tls`]), with a
+//! certificate from a private CA ([`tls::TestCa`]).
+//!
 //! A test can also make a service misbehave, one request at a time
 //! ([`StandIn::push`]): answer a given status, stream a huge body, trickle
 //! bytes, redirect, or hold its answer.
@@ -13,6 +16,7 @@
 mod apis;
 pub mod postgres;
 pub mod smtp;
+pub mod tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -175,6 +179,7 @@ type ResponseBody = BoxBody<Bytes, Infallible>;
 #[derive(Debug)]
 pub struct StandIn {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -193,6 +198,21 @@ impl StandIn {
 
     /// Starts a service speaking `api` on `addr`.
     pub async fn start_on(api: Api, addr: SocketAddr) -> std::io::Result<StandIn> {
+        Self::start_with(api, addr, None).await
+    }
+
+    /// Starts a service speaking `api` over HTTPS on a free loopback port,
+    /// presenting `ca`'s certificate (for `localhost` and `127.0.0.1`).
+    pub async fn start_tls(api: Api, ca: &tls::TestCa) -> std::io::Result<StandIn> {
+        let addr = "127.0.0.1:0".parse().expect("an address");
+        Self::start_with(api, addr, Some(ca.server_config())).await
+    }
+
+    async fn start_with(
+        api: Api,
+        addr: SocketAddr,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<StandIn> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -204,6 +224,7 @@ impl StandIn {
             arrived: tokio::sync::Notify::new(),
         });
         let serving = shared.clone();
+        let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         let task = tokio::spawn(async move {
             // The connections are the accept loop's: aborting it stops them.
             let mut connections = JoinSet::new();
@@ -214,28 +235,41 @@ impl StandIn {
                 let _ = tcp.set_nodelay(true);
                 let number = serving.connections.fetch_add(1, Ordering::Relaxed) + 1;
                 let shared = serving.clone();
+                let acceptor = acceptor.clone();
                 connections.spawn(async move {
                     let service = service_fn(move |request| {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(shared.handle(number, request).await) }
                     });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
+                    let http = http1::Builder::new();
+                    let _ = match acceptor {
+                        Some(acceptor) => match acceptor.accept(tcp).await {
+                            Ok(tls) => http.serve_connection(TokioIo::new(tls), service).await,
+                            Err(_) => return,
+                        },
+                        None => http.serve_connection(TokioIo::new(tcp), service).await,
+                    };
                 });
                 while connections.try_join_next().is_some() {}
             }
         });
-        Ok(StandIn { addr, shared, task })
+        Ok(StandIn {
+            addr,
+            tls: tls.is_some(),
+            shared,
+            task,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>`, or `https://` for a service started with
+    /// [`StandIn::start_tls`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn api(&self) -> &Api {

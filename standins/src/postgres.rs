@@ -5,11 +5,16 @@
 //!
 //! PostgreSQL refuses to run as root; when this process is root, the
 //! server runs as the `postgres` user the Debian package creates.
+//!
+//! [`Postgres::start_tls`] starts one that takes TCP connections only over
+//! TLS, with a certificate from a [`TestCa`].
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::tls::TestCa;
 
 /// The role the server is made with, and its password.
 pub const USER: &str = "switchyard";
@@ -24,6 +29,8 @@ pub struct Postgres {
     database: String,
     /// As whom the server runs (uid, gid), when this process is root.
     run_as: Option<(u32, u32)>,
+    /// Whether TCP connections must use TLS.
+    tls: bool,
     child: Option<Child>,
 }
 
@@ -91,6 +98,16 @@ impl Postgres {
     /// Makes a cluster and starts it, with a database named `database`.
     /// Takes a few seconds (initdb).
     pub fn start(database: &str) -> std::io::Result<Postgres> {
+        Self::start_with(database, None)
+    }
+
+    /// As [`Postgres::start`], but TCP connections must use TLS (a plain
+    /// one is refused), and the server presents `ca`'s certificate.
+    pub fn start_tls(database: &str, ca: &TestCa) -> std::io::Result<Postgres> {
+        Self::start_with(database, Some(ca))
+    }
+
+    fn start_with(database: &str, ca: Option<&TestCa>) -> std::io::Result<Postgres> {
         let bin = bin_dir()?;
         let root = std::env::temp_dir().join(format!(
             "switchyard-pg-{}-{}",
@@ -118,6 +135,7 @@ impl Postgres {
             port: free_port()?,
             database: database.to_owned(),
             run_as,
+            tls: ca.is_some(),
             child: None,
         };
         let pwfile = pg.root.join("pwfile");
@@ -139,6 +157,9 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
+        if let Some(ca) = ca {
+            pg.set_up_tls(ca)?;
+        }
         pg.launch()?;
         let out = Command::new(pg.bin.join("createdb"))
             .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", USER])
@@ -156,6 +177,36 @@ impl Postgres {
 
     fn data(&self) -> PathBuf {
         self.root.join("data")
+    }
+
+    /// The server's certificate and key in the cluster (the key readable by
+    /// its owner only, as PostgreSQL demands), and TCP logins allowed over
+    /// TLS only.
+    fn set_up_tls(&self, ca: &TestCa) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+
+        let data = self.data();
+        for (name, text, mode) in [
+            ("server.crt", ca.cert_pem(), 0o644),
+            ("server.key", ca.key_pem(), 0o600),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, text)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+            if let Some((uid, gid)) = self.run_as {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid))?;
+            }
+        }
+        let hba = data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba)?
+            .lines()
+            .map(|line| match line.strip_prefix("host ") {
+                Some(rest) => format!("hostssl {rest}\nhostnossl {}", reject(rest)),
+                None => line.to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&hba, rules + "\n")
     }
 
     /// A program of the server's, run as its user.
@@ -188,6 +239,7 @@ impl Postgres {
             // server's, and the tests run faster without it.
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+            .args(if self.tls { &["-c", "ssl=on"][..] } else { &[] })
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
@@ -272,6 +324,16 @@ impl Postgres {
     pub fn root(&self) -> &Path {
         &self.root
     }
+}
+
+/// A `pg_hba.conf` rule's fields (after its type) with its method made
+/// `reject`.
+fn reject(rest: &str) -> String {
+    let mut fields: Vec<&str> = rest.split_whitespace().collect();
+    if let Some(method) = fields.last_mut() {
+        *method = "reject";
+    }
+    fields.join(" ")
 }
 
 impl Drop for Postgres {

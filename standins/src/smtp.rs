@@ -2,9 +2,10 @@
 //! free loopback port: the mail relay of the demo and the tests.
 //!
 //! It speaks enough of ESMTP for a real client (EHLO, PIPELINING, 8BITMIME,
-//! SMTPUTF8, AUTH PLAIN and LOGIN when it is given credentials, MAIL, RCPT,
+//! SMTPUTF8, AUTH PLAIN and LOGIN when it is given credentials, STARTTLS or
+//! TLS from the first byte when it is given a certificate, MAIL, RCPT,
 //! DATA with dot-unstuffing, RSET, NOOP, QUIT), keeps every mail with its
-//! envelope, and can be told to answer the next transactions with a given
+//! envelope and whether it came encrypted, and can be told to answer the next transactions with a given
 //! reply at a given stage ([`SmtpReceiver::push`]), as a relay refusing a
 //! mailbox (550) or asking to try later (451) does.
 
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -27,6 +28,8 @@ const MAX_DATA: usize = 16 * 1024 * 1024;
 pub struct ReceivedMail {
     /// The envelope's sender (`MAIL FROM`).
     pub from: String,
+    /// Whether the session was encrypted (TLS) when the mail was sent.
+    pub tls: bool,
     /// The envelope's recipients (`RCPT TO`).
     pub to: Vec<String>,
     /// The message: headers and body, as sent (dot-unstuffed).
@@ -187,6 +190,21 @@ impl Reply {
     }
 }
 
+/// How a receiver is set up.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A client must log in (AUTH PLAIN or LOGIN) with these before
+    /// sending.
+    pub credentials: Option<(String, String)>,
+    /// TLS with this configuration: offered as STARTTLS, or from the first
+    /// byte with `implicit_tls`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// TLS from the first byte (`smtps://`) instead of STARTTLS.
+    pub implicit_tls: bool,
+    /// Mail sent before STARTTLS is refused (`530`).
+    pub require_tls: bool,
+}
+
 #[derive(Debug, Default)]
 struct Shared {
     mails: Mutex<Vec<ReceivedMail>>,
@@ -194,7 +212,7 @@ struct Shared {
     connections: AtomicU64,
     open: AtomicU64,
     max_open: AtomicU64,
-    credentials: Option<(String, String)>,
+    options: Options,
     arrived: tokio::sync::Notify,
 }
 
@@ -225,10 +243,22 @@ impl SmtpReceiver {
         addr: SocketAddr,
         credentials: Option<(String, String)>,
     ) -> std::io::Result<SmtpReceiver> {
+        Self::start_with(
+            addr,
+            Options {
+                credentials,
+                ..Options::default()
+            },
+        )
+        .await
+    }
+
+    /// Starts a receiver on `addr` set up as `options` says.
+    pub async fn start_with(addr: SocketAddr, options: Options) -> std::io::Result<SmtpReceiver> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            credentials,
+            options,
             ..Default::default()
         });
         let serving = shared.clone();
@@ -243,7 +273,7 @@ impl SmtpReceiver {
                 serving.max_open.fetch_max(open, Ordering::Relaxed);
                 let shared = serving.clone();
                 sessions.spawn(async move {
-                    let _ = session(&shared, tcp, number).await;
+                    let _ = serve(&shared, tcp, number).await;
                     shared.open.fetch_sub(1, Ordering::Relaxed);
                 });
                 while sessions.try_join_next().is_some() {}
@@ -256,9 +286,15 @@ impl SmtpReceiver {
         self.addr
     }
 
-    /// `smtp://127.0.0.1:<port>`.
+    /// `smtp://127.0.0.1:<port>`, or `smtps://` for TLS from the first
+    /// byte.
     pub fn url(&self) -> String {
-        format!("smtp://{}", self.addr)
+        let scheme = if self.shared.options.implicit_tls {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every mail accepted so far, in order.
@@ -329,19 +365,64 @@ fn address(arg: &str) -> String {
     inner.trim().to_owned()
 }
 
-async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::Result<()> {
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// How a session ended.
+enum Ended {
+    Closed,
+    /// The client asked for STARTTLS: go on over TLS on this stream.
+    StartTls(Box<dyn Io>),
+}
+
+/// One connection: a session, in TLS from the start or after STARTTLS.
+async fn serve(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::Result<()> {
     tcp.set_nodelay(true)?;
-    let (read, mut write) = tcp.into_split();
-    let mut read = BufReader::new(read);
-    write.write_all(b"220 switchyard-standin ESMTP\r\n").await?;
+    let acceptor = shared
+        .options
+        .tls
+        .clone()
+        .map(tokio_rustls::TlsAcceptor::from);
+    let mut stream: Box<dyn Io> = Box::new(tcp);
+    let mut tls = false;
+    if let Some(acceptor) = acceptor.as_ref().filter(|_| shared.options.implicit_tls) {
+        stream = Box::new(acceptor.accept(stream).await?);
+        tls = true;
+    }
+    loop {
+        match session(shared, stream, connection, tls).await? {
+            Ended::Closed => return Ok(()),
+            Ended::StartTls(plain) => {
+                let acceptor = acceptor.as_ref().expect("offered only with a certificate");
+                stream = Box::new(acceptor.accept(plain).await?);
+                tls = true;
+            }
+        }
+    }
+}
+
+async fn session(
+    shared: &Shared,
+    stream: Box<dyn Io>,
+    connection: u64,
+    tls: bool,
+) -> std::io::Result<Ended> {
+    let mut read = BufReader::new(stream);
+    // After STARTTLS the client greets again, without a new banner.
+    if !tls || shared.options.implicit_tls {
+        read.get_mut()
+            .write_all(b"220 switchyard-standin ESMTP\r\n")
+            .await?;
+    }
+    let offers_tls = !tls && shared.options.tls.is_some();
     let mut from: Option<String> = None;
     let mut to: Vec<String> = Vec::new();
-    let mut authenticated = shared.credentials.is_none();
+    let mut authenticated = shared.options.credentials.is_none();
     let mut line = String::new();
     loop {
         line.clear();
         if (&mut read).take(64 * 1024).read_line(&mut line).await? == 0 {
-            return Ok(());
+            return Ok(Ended::Closed);
         }
         let command = line.trim_end();
         let (verb, arg) = command.split_once(' ').unwrap_or((command, ""));
@@ -350,13 +431,28 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
                 let mut r = String::from(
                     "250-switchyard-standin\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n",
                 );
-                if shared.credentials.is_some() {
+                if offers_tls {
+                    r.push_str("250-STARTTLS\r\n");
+                }
+                if shared.options.credentials.is_some() {
                     r.push_str("250-AUTH PLAIN LOGIN\r\n");
                 }
                 r.push_str("250 SIZE 16777216");
                 r
             }
             "HELO" => "250 switchyard-standin".into(),
+            "STARTTLS" if !offers_tls => "454 4.7.0 TLS not available".into(),
+            // A command sent before the handshake would be taken as if it
+            // had come encrypted (CVE-2011-0411's command injection).
+            "STARTTLS" if !read.buffer().is_empty() => {
+                "501 5.5.1 Commands pipelined after STARTTLS".into()
+            }
+            "STARTTLS" => {
+                read.get_mut()
+                    .write_all(b"220 2.0.0 Ready to start TLS\r\n")
+                    .await?;
+                return Ok(Ended::StartTls(read.into_inner()));
+            }
             "AUTH" => {
                 let (mechanism, initial) = arg.split_once(' ').unwrap_or((arg, ""));
                 let decoded = |s: &str| {
@@ -368,7 +464,7 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
                 let given = match mechanism.to_ascii_uppercase().as_str() {
                     "PLAIN" => {
                         let response = if initial.is_empty() {
-                            write.write_all(b"334 \r\n").await?;
+                            read.get_mut().write_all(b"334 \r\n").await?;
                             line.clear();
                             read.read_line(&mut line).await?;
                             line.clone()
@@ -383,18 +479,18 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
                         ))
                     }
                     "LOGIN" => {
-                        write.write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+                        read.get_mut().write_all(b"334 VXNlcm5hbWU6\r\n").await?;
                         line.clear();
                         read.read_line(&mut line).await?;
                         let user = decoded(&line);
-                        write.write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+                        read.get_mut().write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
                         line.clear();
                         read.read_line(&mut line).await?;
                         Some((user, decoded(&line)))
                     }
                     _ => None,
                 };
-                match (given, &shared.credentials) {
+                match (given, &shared.options.credentials) {
                     (Some(given), Some(expected)) if given == *expected => {
                         authenticated = true;
                         "235 2.7.0 Authentication successful".into()
@@ -402,6 +498,9 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
                     (None, _) => "504 5.5.4 Unrecognized authentication type".into(),
                     _ => "535 5.7.8 Authentication credentials invalid".into(),
                 }
+            }
+            "MAIL" if !tls && shared.options.require_tls => {
+                "530 5.7.0 Must issue a STARTTLS command first".into()
             }
             "MAIL" if !authenticated => "530 5.7.0 Authentication required".into(),
             "MAIL" => match shared.scripted(Stage::Mail) {
@@ -422,7 +521,7 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
             },
             "DATA" if to.is_empty() => "503 5.5.1 RCPT first".into(),
             "DATA" => {
-                write
+                read.get_mut()
                     .write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n")
                     .await?;
                 let mut data = String::new();
@@ -430,7 +529,7 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
                 loop {
                     line.clear();
                     if read.read_line(&mut line).await? == 0 {
-                        return Ok(());
+                        return Ok(Ended::Closed);
                     }
                     if line == ".\r\n" || line == ".\n" {
                         break;
@@ -455,6 +554,7 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
                     let mail = ReceivedMail {
                         from: from.take().unwrap_or_default(),
                         to: std::mem::take(&mut to),
+                        tls,
                         data,
                         connection,
                         at: SystemTime::now(),
@@ -478,14 +578,16 @@ async fn session(shared: &Shared, tcp: TcpStream, connection: u64) -> std::io::R
             }
             "NOOP" => "250 2.0.0 OK".into(),
             "QUIT" => {
-                write.write_all(b"221 2.0.0 Bye\r\n").await?;
-                return Ok(());
+                read.get_mut().write_all(b"221 2.0.0 Bye\r\n").await?;
+                return Ok(Ended::Closed);
             }
             _ => "502 5.5.2 Command not recognized".into(),
         };
         // One write a reply: a line split over two writes waits for the
         // client's delayed ACK (Nagle) before its end is sent.
-        write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+        read.get_mut()
+            .write_all(format!("{reply}\r\n").as_bytes())
+            .await?;
     }
 }
 
@@ -498,6 +600,7 @@ mod tests {
         let data = "Subject: Hi\r\nContent-Type: multipart/alternative; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nCaf=C3=A9 =\r\nau lait\r\n--b1\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\nPGI+aGk8L2I+\r\n--b1--\r\n";
         let mail = ReceivedMail {
             from: "a@b.example".into(),
+            tls: false,
             to: vec!["c@d.example".into()],
             data: data.into(),
             connection: 1,
