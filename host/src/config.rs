@@ -219,8 +219,12 @@ pub struct QueueConfig {
 /// A queue's PostgreSQL database: `[queues.X.sql]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SqlSettings {
-    /// `postgres://user:password@host:port/database`, usually a secret.
+    /// `postgres://user:password@host:port/database`, usually a secret;
+    /// `?sslmode=require` for TLS.
     pub database_url: String,
+    /// A private CA the server's certificate may chain to, besides the
+    /// web's roots.
+    pub ca_file: Option<CaFile>,
     /// Connections the queue's pool opens at most.
     pub pool: u32,
     /// The longest one statement may run (never past the call's deadline);
@@ -239,12 +243,59 @@ impl fmt::Debug for SqlSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqlSettings")
             .field("database_url", &"[secret]")
+            .field("ca_file", &self.ca_file)
             .field("pool", &self.pool)
             .field("timeout", &self.timeout)
             .field("max_rows", &self.max_rows)
             .field("max_result_bytes", &self.max_result_bytes)
             .field("migrations", &self.migrations)
             .finish()
+    }
+}
+
+/// Certificates of private certificate authorities a connection trusts
+/// besides the web's roots (`ca_file`): a PEM file read when the config is
+/// loaded, so a changed file is a changed config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CaFile {
+    pub path: PathBuf,
+    /// The file's PEM text, at least one certificate.
+    pub pem: Vec<u8>,
+}
+
+impl fmt::Debug for CaFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CaFile").field(&self.path).finish()
+    }
+}
+
+impl CaFile {
+    /// Reads `path`: every PEM block in it must be a certificate a client
+    /// can trust as a root, and there must be one.
+    pub fn read(path: &Path) -> Result<CaFile, String> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certificates = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        if certificates.is_empty() {
+            return Err(format!(
+                "{}: holds no certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ));
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in certificates {
+            roots
+                .add(certificate)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Ok(CaFile {
+            path: path.to_owned(),
+            pem,
+        })
     }
 }
 
@@ -258,6 +309,9 @@ pub struct MailSettings {
     /// Credentials, when not in the URL.
     pub username: Option<String>,
     pub password: Option<String>,
+    /// A private CA the relay's certificate may chain to, besides the
+    /// web's roots.
+    pub ca_file: Option<CaFile>,
     /// Connections to the relay kept open at most.
     pub pool: u32,
     /// The longest one mail may take to send, connecting included (never
@@ -278,6 +332,7 @@ impl fmt::Debug for MailSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MailSettings")
             .field("smtp_url", &"[secret]")
+            .field("ca_file", &self.ca_file)
             .field("pool", &self.pool)
             .field("timeout", &self.timeout)
             .field("from", &self.from)
@@ -340,6 +395,9 @@ pub struct HttpSettings {
     /// Keep connections open between requests, pooled per destination
     /// (`http_keep_alive`); off, every request opens its own.
     pub keep_alive: bool,
+    /// A private CA https destinations' certificates may chain to, besides
+    /// the web's roots (`http_ca_file`).
+    pub ca_file: Option<CaFile>,
 }
 
 impl Default for HttpSettings {
@@ -351,6 +409,7 @@ impl Default for HttpSettings {
             max_requests: 20,
             max_connections_per_host: 8,
             keep_alive: true,
+            ca_file: None,
         }
     }
 }
@@ -628,6 +687,13 @@ impl Config {
                 q.http.max_connections_per_host.to_string(),
             );
             s.insert(k("http_keep_alive"), q.http.keep_alive.to_string());
+            s.insert(
+                k("http_ca_file"),
+                q.http
+                    .ca_file
+                    .as_ref()
+                    .map_or("(none)".into(), |c| c.path.display().to_string()),
+            );
             if let Some(kv) = &q.keyvalue {
                 s.insert(k("keyvalue.max_keys"), kv.max_keys.to_string());
                 s.insert(k("keyvalue.max_kib"), (kv.max_bytes / 1024).to_string());
@@ -645,6 +711,12 @@ impl Config {
             if let Some(sql) = &q.sql {
                 s.insert(k("sql.database_url"), fingerprint(&sql.database_url));
                 s.insert(k("sql.pool"), sql.pool.to_string());
+                s.insert(
+                    k("sql.ca_file"),
+                    sql.ca_file
+                        .as_ref()
+                        .map_or("(none)".into(), |c| c.path.display().to_string()),
+                );
                 s.insert(k("sql.timeout"), d(&sql.timeout));
                 s.insert(k("sql.max_rows"), sql.max_rows.to_string());
                 s.insert(
@@ -667,6 +739,12 @@ impl Config {
                 );
                 s.insert(k("mail.smtp_url"), fingerprint(&credentials));
                 s.insert(k("mail.pool"), mail.pool.to_string());
+                s.insert(
+                    k("mail.ca_file"),
+                    mail.ca_file
+                        .as_ref()
+                        .map_or("(none)".into(), |c| c.path.display().to_string()),
+                );
                 s.insert(k("mail.timeout"), d(&mail.timeout));
                 s.insert(k("mail.from"), mail.from.join(", "));
                 s.insert(k("mail.max_per_call"), mail.max_per_call.to_string());
@@ -1364,7 +1442,7 @@ impl Validator<'_> {
             Some(t) => self.plugin_config(&s.key("config"), t),
             None => Default::default(),
         };
-        let http = self.http_settings(&mut s, handler_timeout);
+        let http = self.http_settings(&mut s, base, handler_timeout);
         let keyvalue = self.table(&mut s, "keyvalue").map(|t| {
             let mut k = Section::new(s.key("keyvalue"), t);
             let grant = KeyValueGrant {
@@ -1400,9 +1478,9 @@ impl Validator<'_> {
         let sql = self
             .table(&mut s, "sql")
             .and_then(|t| self.sql_settings(&s.key("sql"), t, base, handler_timeout, &mut secrets));
-        let mail = self
-            .table(&mut s, "mail")
-            .and_then(|t| self.mail_settings(&s.key("mail"), t, handler_timeout, &mut secrets));
+        let mail = self.table(&mut s, "mail").and_then(|t| {
+            self.mail_settings(&s.key("mail"), t, base, handler_timeout, &mut secrets)
+        });
         self.finish(s);
 
         if self.errors.len() > before {
@@ -1516,14 +1594,31 @@ impl Validator<'_> {
         if url.is_none() && !table.contains_key("database_url") {
             self.error(s.key("database_url"), "is required");
         }
-        if let Some(url) = url.as_ref().filter(|u| !u.is_empty())
-            && let Err(e) = url.parse::<tokio_postgres::Config>()
-        {
-            self.error(
+        let parsed = url
+            .as_ref()
+            .filter(|u| !u.is_empty())
+            .map(|u| (u, u.parse::<tokio_postgres::Config>()));
+        match &parsed {
+            Some((url, Err(_))) if url.contains("sslmode=verify-") => self.error(
+                s.key("database_url"),
+                "sslmode: write sslmode=require; the host always verifies the server's certificate and name (as verify-full does)",
+            ),
+            Some((_, Err(e))) => self.error(
                 s.key("database_url"),
                 format!(
                     "is not a PostgreSQL URL (postgres://user:password@host:port/database): {e}"
                 ),
+            ),
+            _ => {}
+        }
+        let ca_file = self.ca_file(&mut s, base, "ca_file");
+        if ca_file.is_some()
+            && let Some((_, Ok(pg))) = &parsed
+            && pg.get_ssl_mode() != tokio_postgres::config::SslMode::Require
+        {
+            self.error(
+                s.key("ca_file"),
+                "is set, but database_url does not ask for TLS (add ?sslmode=require)",
             );
         }
         let pool = self.int(&mut s, "pool", 4, 1..=256) as u32;
@@ -1558,6 +1653,7 @@ impl Validator<'_> {
         }
         Some(SqlSettings {
             database_url: url?,
+            ca_file,
             pool,
             timeout,
             max_rows,
@@ -1566,11 +1662,21 @@ impl Validator<'_> {
         })
     }
 
+    /// `ca_file`: a PEM file of CA certificates, resolved against the
+    /// config file's folder.
+    fn ca_file(&mut self, s: &mut Section, base: &Path, key: &'static str) -> Option<CaFile> {
+        let path = self.get::<String>(s, key, "a path to a PEM file of CA certificates")?;
+        CaFile::read(&base.join(path))
+            .map_err(|e| self.error(s.key(key), e))
+            .ok()
+    }
+
     /// `[queues.X.mail]`.
     fn mail_settings(
         &mut self,
         path: &str,
         table: &toml::Table,
+        base: &Path,
         handler_timeout: Duration,
         secrets: &mut Vec<Secret>,
     ) -> Option<MailSettings> {
@@ -1603,6 +1709,7 @@ impl Validator<'_> {
                 "username and password go together",
             );
         }
+        let ca_file = self.ca_file(&mut s, base, "ca_file");
         let pool = self.int(&mut s, "pool", 4, 0..=256) as u32;
         let timeout = self.duration(
             &mut s,
@@ -1642,6 +1749,7 @@ impl Validator<'_> {
             smtp_url: url?,
             username,
             password,
+            ca_file,
             pool,
             timeout,
             from,
@@ -1699,7 +1807,12 @@ impl Validator<'_> {
     }
 
     /// The queue's outbound HTTP settings.
-    fn http_settings(&mut self, s: &mut Section<'_>, handler_timeout: Duration) -> HttpSettings {
+    fn http_settings(
+        &mut self,
+        s: &mut Section<'_>,
+        base: &Path,
+        handler_timeout: Duration,
+    ) -> HttpSettings {
         let d = HttpSettings::default();
         let mut allowed = Vec::new();
         for entry in self
@@ -1733,6 +1846,7 @@ impl Validator<'_> {
             keep_alive: self
                 .get(s, "http_keep_alive", "true or false")
                 .unwrap_or(d.keep_alive),
+            ca_file: self.ca_file(s, base, "http_ca_file"),
         }
     }
 }

@@ -40,4 +40,6 @@ pub mod shutdown;
 pub mod stream;
 pub mod telemetry;
 pub mod text;
+pub mod tls;
+
 pub mod watch;

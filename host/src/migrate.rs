@@ -16,9 +16,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::plugin::sql::DbTls;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
-use tokio_postgres::NoTls;
 
 use crate::config::QueueConfig;
 
@@ -98,10 +98,11 @@ pub async fn migrate(queue: &QueueConfig) -> Result<Report> {
         bail!("queues.{}.sql has no migrations folder", queue.name);
     };
     let migrations = read_folder(dir)?;
-    let (mut client, connection) = tokio_postgres::connect(&sql.database_url, NoTls)
+    let config: tokio_postgres::Config = sql.database_url.parse()?;
+    let (mut client, connection) = DbTls::new(&config, sql.ca_file.as_ref())?
+        .connect(&config)
         .await
         .with_context(|| format!("connecting to the database of queues.{}", queue.name))?;
-    let connection = tokio::spawn(connection);
     let result = apply(&mut client, &migrations).await;
     drop(client);
     let _ = connection.await;

@@ -415,3 +415,53 @@ fn a_cache_folder_others_can_write_to_is_refused() {
     assert_eq!(mode, 0o777, "the folder's permissions are left alone");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `ca_file` and TLS settings: a file that is missing or holds no
+/// certificate, a CA for a database URL that does not ask for TLS, and
+/// libpq's `sslmode=verify-full` (the host always verifies) are refused,
+/// each naming its key; a CA file of PEM certificates passes.
+#[test]
+fn ca_files_and_tls_modes_are_checked_with_their_keys() {
+    plugin("sleep");
+    let ca = switchyard_standins::tls::TestCa::new();
+    let queue = |name: &str, grant: &str| {
+        format!("\n[queues.{name}]\nplugin = \"@PLUGINS@/sleep.wasm\"\n[queues.{name}.{grant}]\n")
+    };
+    let text = format!(
+        "[routes]\n\"a\" = [\"Good\", \"Plain\", \"Verify\", \"Missing\", \"NotPem\", \"Relay\"]\n{}{}{}{}{}{}",
+        queue("Good", "sql")
+            + "database_url = \"postgres://u:p@db.example/chat?sslmode=require\"\nca_file = \"ca.pem\"\n",
+        queue("Plain", "sql")
+            + "database_url = \"postgres://u:p@db.example/chat\"\nca_file = \"ca.pem\"\n",
+        queue("Verify", "sql")
+            + "database_url = \"postgres://u:p@db.example/chat?sslmode=verify-full\"\n",
+        queue("Missing", "mail") + "smtp_url = \"smtps://relay.example\"\nca_file = \"gone.pem\"\n",
+        queue("NotPem", "mail") + "smtp_url = \"smtps://relay.example\"\nca_file = \"notes.txt\"\n",
+        queue("Relay", "mail") + "smtp_url = \"smtps://relay.example\"\nca_file = \"ca.pem\"\n",
+    );
+    let path = config_with(
+        "check-tls",
+        &text,
+        &[
+            ("ca.pem", ca.ca_pem().as_bytes()),
+            ("notes.txt", b"not a certificate"),
+        ],
+    );
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    for expected in [
+        "has 4 errors",
+        "queues.Plain.sql.ca_file: is set, but database_url does not ask for TLS (add ?sslmode=require)",
+        "queues.Verify.sql.database_url: sslmode: write sslmode=require",
+        "queues.Missing.mail.ca_file: ",
+        "gone.pem: No such file",
+        "queues.NotPem.mail.ca_file: ",
+        "notes.txt: holds no certificate",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+    for fine in ["queues.Good.", "queues.Relay."] {
+        assert!(!out.contains(fine), "{fine} in:\n{out}");
+    }
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

@@ -1,11 +1,12 @@
 //! Outbound HTTP from plugins: only to granted destinations, checked
 //! against the address actually connected, bounded in requests, size and
-//! time, on pooled connections. Real HTTP servers on loopback; the
+//! time, on pooled connections, https verified. Real HTTP servers on loopback; the
 //! `io-probe` plugin makes the requests and reports what it got.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use switchyard_standins::tls::TestCa;
 use switchyard_standins::{Api, Scripted, StandIn};
 use switchyard_tests::*;
 
@@ -356,4 +357,71 @@ async fn connections_are_pooled_across_messages() {
     let connections = server.connections();
     eprintln!("pooling: {n} requests over {connections} connections");
     assert!(connections <= 2, "{connections} connections");
+}
+
+/// https is verified: a destination whose certificate chains to the
+/// queue's `http_ca_file` is reached, by name and by address; a queue
+/// that trusts only the web's roots refuses the same certificate, and the
+/// request is never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_verified_against_the_web_roots_and_the_queues_ca() {
+    init_logs();
+    let ca = TestCa::new();
+    let dir = tempdir("http-tls");
+    let ca_file = ca.write_ca(&dir, "api-ca.pem").unwrap();
+    let server = StandIn::start_tls(Api::Echo, &ca).await.unwrap();
+    let port = server.addr().port();
+    let cfg = TestConfig::new(&format!(
+        r#"
+[routes]
+"trusting" = ["Trusting"]
+"web-only" = ["WebOnly"]
+
+[queues.Trusting]
+plugin = "@PLUGINS@/io_probe.wasm"
+allowed_hosts = ["https://localhost:{port}", "https://127.0.0.1:{port}"]
+http_ca_file = "{}"
+max_attempts = 1
+
+[queues.WebOnly]
+plugin = "@PLUGINS@/io_probe.wasm"
+allowed_hosts = ["https://localhost:{port}"]
+max_attempts = 1
+"#,
+        ca_file.display()
+    ));
+    let redis = Redis::start();
+    let mut conn = redis.conn().await;
+    let _host = start_host(&cfg.config, &redis);
+
+    let report = probe(
+        &mut conn,
+        &cfg,
+        "trusting",
+        "tls-trusting",
+        json!([
+            get(&format!("https://localhost:{port}/by-name")),
+            get(&format!("https://127.0.0.1:{port}/by-address")),
+        ]),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(report[0]["status"], 200, "{report:?}");
+    assert_eq!(report[1]["status"], 200, "{report:?}");
+    let report = probe(
+        &mut conn,
+        &cfg,
+        "web-only",
+        "tls-web-only",
+        json!([get(&format!("https://localhost:{port}/refused"))]),
+        LIMIT,
+    )
+    .await;
+    assert!(
+        error(&report[0]).to_lowercase().contains("certificate"),
+        "{report:?}"
+    );
+    let paths: Vec<String> = server.requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, ["/by-name", "/by-address"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,13 +2,15 @@
 //! loopback: what arrives (envelope, headers, both bodies, a Message-ID
 //! derived from the message id), how the relay's answers map (550
 //! permanent, 451 and a relay that is down transient), what the host
-//! refuses to write (header injection, a sender outside the grant), and
-//! pooled connections.
+//! refuses to write (header injection, a sender outside the grant),
+//! pooled connections, and TLS (STARTTLS and smtps, verified against a
+//! private CA).
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use switchyard_standins::smtp::{Reply, SmtpReceiver, Stage};
+use switchyard_standins::smtp::{Options, Reply, SmtpReceiver, Stage};
+use switchyard_standins::tls::TestCa;
 use switchyard_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -273,4 +275,131 @@ async fn the_relays_login_is_used_and_a_refused_one_retries() {
         "{report:?}"
     );
     assert_eq!(smtp.mails().len(), 1);
+}
+
+/// TLS to the relay, always verified: STARTTLS (`?tls=required`) and TLS
+/// from the first byte (`smtps://`) reach a relay whose certificate
+/// chains to the private CA in `ca_file`, by address and by name. A relay
+/// whose certificate chains to no CA the queue trusts, and a relay that
+/// does not offer the STARTTLS the URL requires, get no mail: the error
+/// says why, and it is transient (the operator's to fix, not the mail's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_goes_over_verified_tls_only() {
+    init_logs();
+    let ca = TestCa::new();
+    let stranger = TestCa::new();
+    let dir = tempdir("mail-tls");
+    let ca_file = ca.write_ca(&dir, "relay-ca.pem").unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    let starttls = SmtpReceiver::start_with(
+        any,
+        Options {
+            tls: Some(ca.server_config()),
+            require_tls: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let implicit = SmtpReceiver::start_with(
+        any,
+        Options {
+            tls: Some(ca.server_config()),
+            implicit_tls: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let untrusted = SmtpReceiver::start_with(
+        any,
+        Options {
+            tls: Some(stranger.server_config()),
+            implicit_tls: true,
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let plain = SmtpReceiver::start().await.unwrap();
+
+    let queue = |name: &str, url: &str| {
+        format!(
+            r#"
+[queues.{name}]
+plugin = "@PLUGINS@/io_probe.wasm"
+max_attempts = 1
+[queues.{name}.mail]
+smtp_url = "{url}"
+ca_file = "{}"
+timeout = "3s"
+"#,
+            ca_file.display()
+        )
+    };
+    let cfg = TestConfig::new(&format!(
+        r#"
+[routes]
+"starttls" = ["StartTls"]
+"smtps" = ["Smtps"]
+"untrusted" = ["Untrusted"]
+"not-offered" = ["NotOffered"]
+{}{}{}{}"#,
+        queue(
+            "StartTls",
+            &format!("smtp://{}?tls=required", starttls.addr())
+        ),
+        queue(
+            "Smtps",
+            &format!("smtps://localhost:{}", implicit.addr().port())
+        ),
+        queue("Untrusted", &untrusted.url()),
+        queue(
+            "NotOffered",
+            &format!("smtp://{}?tls=required", plain.addr())
+        ),
+    ));
+    let redis = Redis::start();
+    let mut conn = redis.conn().await;
+    let _host = start_host(&cfg.config, &redis);
+
+    for (route, relay) in [("starttls", &starttls), ("smtps", &implicit)] {
+        let report = probe(
+            &mut conn,
+            &cfg,
+            route,
+            &format!("tls-{route}"),
+            json!([mail("a@x.example", route)]),
+            LIMIT,
+        )
+        .await;
+        assert!(report[0].is_string(), "{route}: {report:?}");
+        let mails = relay.mails();
+        assert_eq!(mails.len(), 1, "{route}");
+        assert!(mails[0].tls, "{route}: the mail came in the clear");
+        assert_eq!(mails[0].header("subject").as_deref(), Some(route));
+    }
+
+    for (route, relay, why) in [
+        ("untrusted", &untrusted, "certificate"),
+        ("not-offered", &plain, "STARTTLS"),
+    ] {
+        let report = probe(
+            &mut conn,
+            &cfg,
+            route,
+            &format!("tls-{route}"),
+            json!([mail("a@x.example", route)]),
+            LIMIT,
+        )
+        .await;
+        assert_eq!(report[0]["kind"], "transient", "{route}: {report:?}");
+        let error = report[0]["error"].as_str().unwrap();
+        assert!(
+            error.to_lowercase().contains(&why.to_lowercase()),
+            "{route}: {error}"
+        );
+        assert!(relay.mails().is_empty(), "{route}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -40,7 +40,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 
 use crate::admin::metrics::QueueMetrics;
-use crate::config::HttpSettings;
+use crate::config::{CaFile, HttpSettings};
 use crate::grants::{Denied, Destination, HttpGrant, RequestHost};
 
 /// How long idle pooled connections are kept.
@@ -49,19 +49,19 @@ const IDLE: Duration = Duration::from_secs(60);
 /// The TLS configuration for https destinations: the web's root
 /// certificates, HTTP/1.1.
 static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
-    let roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("ring supports the default protocol versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut config =
+        crate::tls::client_config(None).expect("ring supports the default protocol versions");
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Arc::new(config)
 });
+
+/// [`TLS`], also trusting the certificates in `ca_file`.
+fn tls_trusting(ca_file: &CaFile) -> Arc<rustls::ClientConfig> {
+    let mut config = crate::tls::client_config(Some(ca_file))
+        .expect("CaFile::read checked that every certificate is a valid root");
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
 
 /// A plain or TLS connection.
 enum Stream {
@@ -174,6 +174,7 @@ pub enum ConnectError {
 pub struct GuardedConnector {
     grant: Arc<HttpGrant>,
     connect_timeout: Duration,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl tower_service::Service<http::Uri> for GuardedConnector {
@@ -186,7 +187,7 @@ impl tower_service::Service<http::Uri> for GuardedConnector {
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let (grant, timeout) = (self.grant.clone(), self.connect_timeout);
+        let (grant, timeout, tls) = (self.grant.clone(), self.connect_timeout, self.tls.clone());
         Box::pin(async move {
             let dest = grant.check(
                 uri.scheme_str().unwrap_or(""),
@@ -221,7 +222,7 @@ impl tower_service::Service<http::Uri> for GuardedConnector {
                 match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                     Ok(Ok(tcp)) => {
                         let _ = tcp.set_nodelay(true);
-                        return secure(&dest, tcp).await;
+                        return secure(&dest, tcp, tls).await;
                     }
                     Ok(Err(error)) => {
                         last = Some(ConnectError::Connect {
@@ -241,7 +242,11 @@ impl tower_service::Service<http::Uri> for GuardedConnector {
 }
 
 /// TLS over `tcp` for an https destination.
-async fn secure(dest: &Destination, tcp: TcpStream) -> Result<Conn, ConnectError> {
+async fn secure(
+    dest: &Destination,
+    tcp: TcpStream,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<Conn, ConnectError> {
     if dest.scheme == crate::grants::Scheme::Http {
         return Ok(Conn(TokioIo::new(Stream::Plain(tcp))));
     }
@@ -253,7 +258,7 @@ async fn secure(dest: &Destination, tcp: TcpStream) -> Result<Conn, ConnectError
         dest: dest.to_string(),
         error: std::io::Error::other(e.to_string()),
     })?;
-    let tls = tokio_rustls::TlsConnector::from(TLS.clone())
+    let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
         .map_err(|error| ConnectError::Tls {
@@ -286,6 +291,10 @@ impl QueueHttp {
         let connector = GuardedConnector {
             grant: Arc::new(settings.grant.clone()),
             connect_timeout: settings.timeout,
+            tls: settings
+                .ca_file
+                .as_ref()
+                .map_or_else(|| TLS.clone(), tls_trusting),
         };
         let idle = if settings.keep_alive {
             settings.max_connections_per_host as usize
@@ -444,6 +453,24 @@ impl WasiHttpHooks for CallHttp {
 /// What a failed request tells the plugin. A refusal by the connector (an
 /// address that is not allowed) is `HTTP-request-denied`, logged and
 /// counted like the others.
+/// The `wasi:http` error for a failed handshake: the certificate, an
+/// alert the server sent, or the protocol.
+fn tls_error(error: &std::io::Error) -> wasmtime_wasi_http::Error {
+    match error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) => {
+            wasmtime_wasi_http::Error::TlsCertificateError
+        }
+        Some(rustls::Error::AlertReceived(alert)) => wasmtime_wasi_http::Error::TlsAlertReceived {
+            alert_id: Some(u8::from(*alert)),
+            alert_message: Some(format!("{alert:?}")),
+        },
+        _ => wasmtime_wasi_http::Error::TlsProtocolError,
+    }
+}
+
 fn client_error(
     queue: &QueueHttp,
     shown: &str,
@@ -466,7 +493,7 @@ fn client_error(
                     wasmtime_wasi_http::Error::ConnectionRefused
                 }
                 ConnectError::Connect { .. } => wasmtime_wasi_http::Error::DestinationUnavailable,
-                ConnectError::Tls { .. } => wasmtime_wasi_http::Error::TlsProtocolError,
+                ConnectError::Tls { error, .. } => tls_error(error),
             };
         }
         if let Some(h) = s.downcast_ref::<hyper::Error>() {

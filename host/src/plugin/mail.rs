@@ -95,6 +95,10 @@ impl QueueMail {
             settings.password.as_deref(),
         )
         .map_err(|e| anyhow::anyhow!("smtp_url: {e}"))?;
+        let relay = match &settings.ca_file {
+            Some(ca) => relay.trusting(&ca.pem),
+            None => relay,
+        };
         let pool = match settings.pool {
             0 => None,
             size => Some(smtp::pool(relay.clone(), size).map_err(anyhow::Error::msg)?),

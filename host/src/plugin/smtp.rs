@@ -18,7 +18,7 @@ use std::time::Duration;
 use deadpool::managed::{self, Metrics, Object, RecycleError, RecycleResult};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{
-    AsyncNetworkStream, AsyncSmtpConnection, AsyncTokioStream, TlsParameters,
+    AsyncNetworkStream, AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
 };
 use lettre::transport::smtp::extension::ClientId;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
@@ -65,6 +65,8 @@ pub struct Relay {
     security: Security,
     hello: ClientId,
     credentials: Option<Credentials>,
+    /// PEM certificates of private CAs trusted besides the web's roots.
+    extra_roots: Option<Arc<[u8]>>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -135,11 +137,25 @@ impl Relay {
             security,
             hello,
             credentials,
+            extra_roots: None,
         })
     }
 
+    /// The relay, its certificate also trusted when it chains to one of
+    /// the CA certificates in `pem`.
+    pub fn trusting(mut self, pem: &[u8]) -> Relay {
+        self.extra_roots = Some(pem.into());
+        self
+    }
+
+    /// TLS with the relay, its certificate checked against the web's roots
+    /// (and the extra ones) and its name against the URL's host.
     fn tls(&self) -> Result<TlsParameters, SmtpError> {
-        TlsParameters::new(self.host.clone())
+        let mut tls = TlsParameters::builder(self.host.clone());
+        if let Some(pem) = &self.extra_roots {
+            tls = tls.add_root_certificate(Certificate::from_pem(pem)?);
+        }
+        tls.build()
     }
 
     /// A connection ready to send: connected, secured, greeted, logged in.

@@ -10,6 +10,10 @@
 //! another call in an unknown state. The same goes for a connection whose
 //! transaction the call left open: closing it rolls the transaction back.
 //!
+//! A database URL with `sslmode=require` is reached over TLS, the
+//! server's certificate verified against the web's roots and the queue's
+//! `ca_file`, and its name against the URL's host; any other URL is plain.
+//!
 //! Parameters are typed values the plugin passes beside the statement's
 //! text (`$1`, `$2`, ...), converted to the types the server asks for;
 //! nothing a plugin passes is ever spliced into SQL. What a query returns
@@ -23,11 +27,83 @@ use bytes::BytesMut;
 use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod};
 use futures_util::StreamExt;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{NoTls, Row, Statement};
+use tokio_postgres::{CancelToken, Client, NoTls, Row, Statement};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::admin::metrics::QueueMetrics;
-use crate::config::SqlSettings;
+use crate::config::{CaFile, SqlSettings};
+
+/// How the host reaches a database: as its URL's `sslmode` says.
+#[derive(Clone)]
+pub enum DbTls {
+    Plain,
+    /// `sslmode=require`: TLS, the certificate and name verified.
+    Verified(MakeRustlsConnect),
+}
+
+impl std::fmt::Debug for DbTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DbTls::Plain => "Plain",
+            DbTls::Verified(_) => "Verified",
+        })
+    }
+}
+
+impl DbTls {
+    pub fn new(config: &tokio_postgres::Config, ca_file: Option<&CaFile>) -> anyhow::Result<Self> {
+        Ok(match config.get_ssl_mode() {
+            SslMode::Require => {
+                DbTls::Verified(MakeRustlsConnect::new(crate::tls::client_config(ca_file)?))
+            }
+            _ => DbTls::Plain,
+        })
+    }
+
+    /// A pool manager connecting this way.
+    fn manager(&self, config: tokio_postgres::Config, settings: ManagerConfig) -> Manager {
+        match self {
+            DbTls::Plain => Manager::from_config(config, NoTls, settings),
+            DbTls::Verified(tls) => Manager::from_config(config, tls.clone(), settings),
+        }
+    }
+
+    /// One connection, outside any pool; its driving task is spawned.
+    pub async fn connect(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<(Client, tokio::task::JoinHandle<()>), tokio_postgres::Error> {
+        fn drive<S, T>(connection: tokio_postgres::Connection<S, T>) -> tokio::task::JoinHandle<()>
+        where
+            S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+            T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        {
+            tokio::spawn(async move {
+                let _ = connection.await;
+            })
+        }
+        match self {
+            DbTls::Plain => {
+                let (client, connection) = config.connect(NoTls).await?;
+                Ok((client, drive(connection)))
+            }
+            DbTls::Verified(tls) => {
+                let (client, connection) = config.connect(tls.clone()).await?;
+                Ok((client, drive(connection)))
+            }
+        }
+    }
+
+    /// Asks the server to cancel what runs on a connection.
+    async fn cancel(&self, token: CancelToken) {
+        let _ = match self {
+            DbTls::Plain => token.cancel_query(NoTls).await,
+            DbTls::Verified(tls) => token.cancel_query(tls.clone()).await,
+        };
+    }
+}
 
 /// Prepared statements one connection keeps; past this its cache is
 /// emptied (a plugin building statements on the fly must not grow it
@@ -135,9 +211,35 @@ fn pool_error(e: PoolError) -> SqlError {
         PoolError::Timeout(kind) => SqlError::Unavailable(format!(
             "no connection in time ({kind:?}): every pooled connection stayed busy, or the database did not answer"
         )),
-        PoolError::Backend(e) => db_error(e),
+        // Opening a connection failed: the server down, TLS, a refused
+        // login, a missing database. The operator's to fix, never the
+        // message's fault, so never a reason to reject it.
+        PoolError::Backend(e) => SqlError::Unavailable(match e.as_db_error() {
+            Some(db) => format!(
+                "the server refused the connection: {} (SQLSTATE {})",
+                crate::text::bounded(db.message(), 1024),
+                db.code().code()
+            ),
+            // tokio-postgres's text leaves out the cause ("error
+            // performing TLS handshake"): the operator needs it.
+            None => crate::text::bounded(&with_causes(&e), 1024),
+        }),
         other => SqlError::Unavailable(other.to_string()),
     }
+}
+
+/// An error's text followed by its causes'.
+fn with_causes(e: &dyn StdError) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// A queue's database: its pool and limits.
@@ -145,6 +247,7 @@ pub struct QueueSql {
     queue: Arc<str>,
     settings: SqlSettings,
     pool: Pool,
+    tls: DbTls,
     metrics: Arc<QueueMetrics>,
 }
 
@@ -165,6 +268,7 @@ impl QueueSql {
         metrics: Arc<QueueMetrics>,
     ) -> anyhow::Result<Self> {
         let mut pg: tokio_postgres::Config = settings.database_url.parse()?;
+        let tls = DbTls::new(&pg, settings.ca_file.as_ref())?;
         pg.application_name(format!("switchyard {queue}"));
         pg.connect_timeout(settings.timeout);
         // The server's own bound on a statement (the host cancels at its
@@ -175,9 +279,8 @@ impl QueueSql {
             "-c statement_timeout={} -c TimeZone=UTC",
             settings.timeout.as_millis()
         ));
-        let manager = Manager::from_config(
+        let manager = tls.clone().manager(
             pg,
-            NoTls,
             ManagerConfig {
                 // A connection that was handed back was clean (the host
                 // closes any it is not sure of); checking it costs a round
@@ -193,6 +296,7 @@ impl QueueSql {
             queue: queue.into(),
             settings,
             pool,
+            tls,
             metrics,
         })
     }
@@ -228,6 +332,7 @@ impl QueueSql {
         Ok(Lease {
             object: Some(object),
             clean: false,
+            tls: self.tls.clone(),
         })
     }
 
@@ -439,6 +544,8 @@ pub enum Output {
 pub struct Lease {
     object: Option<Object>,
     clean: bool,
+    /// How to reach the server to cancel a statement.
+    tls: DbTls,
 }
 
 impl std::fmt::Debug for Lease {
@@ -469,9 +576,10 @@ impl Lease {
         if let Some(object) = self.object.take() {
             let token = object.cancel_token();
             let client = Object::take(object);
+            let tls = self.tls.clone();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = token.cancel_query(NoTls).await;
+                    tls.cancel(token).await;
                     drop(client);
                 });
             }
