@@ -239,6 +239,114 @@ max_attempts = 1
     drop(host);
 }
 
+/// `path` on `port` until `done` holds for its status and body; the last
+/// answer.
+async fn until(port: u16, path: &str, what: &str, done: impl Fn(u16, &str) -> bool) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            let (status, _, body) = get(port, path);
+            if done(status, &body) {
+                return body;
+            }
+            assert!(started.elapsed() < LIMIT, "{what}: {status} {body}");
+        } else {
+            assert!(
+                started.elapsed() < LIMIT,
+                "{what}: the admin server is not listening"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_names_what_is_missing() {
+    init_logs();
+    let mut redis = Redis::start();
+    let port = free_port();
+    let cfg = TestConfig::new(&format!(
+        r#"
+[host]
+prefix = "@PREFIX@"
+cache_dir = "cache"
+on_missing_group = "stop"
+[admin]
+listen = "127.0.0.1:{port}"
+stats_interval = "100ms"
+[routes]
+"ok" = ["Ok"]
+[queues.Ok]
+plugin = "@PLUGINS@/noop.wasm"
+"#
+    ));
+    // Started before Redis: alive, not ready, and no plugin loaded yet
+    // (plugins are loaded once Redis answers).
+    redis.server.kill9();
+    let host = start_host(&cfg.config, &redis);
+    let body = until(port, "/readyz", "not ready before Redis", |s, _| s == 503).await;
+    assert_eq!(
+        body,
+        "not ready:\nRedis does not answer\nqueue Ok: no plugin loaded\n"
+    );
+    let (status, _, _) = get(port, "/healthz");
+    assert_eq!(status, 200);
+
+    redis.server.restart().unwrap();
+    until(port, "/readyz", "ready once Redis is up", |s, b| {
+        s == 200 && b == "ready\n"
+    })
+    .await;
+
+    // The queue's group deleted, and not recreated (on_missing_group =
+    // "stop"): not ready, naming the queue and its stream.
+    let mut conn = redis.conn().await;
+    let stream = cfg.queue_stream("Ok");
+    let group = cfg.prefix.clone();
+    let destroyed: u64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg(&stream)
+        .arg(&group)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(destroyed, 1);
+    let body = until(port, "/readyz", "not ready without the group", |s, _| {
+        s == 503
+    })
+    .await;
+    assert_eq!(
+        body,
+        format!("not ready:\nqueue Ok: no consumer group on {stream}\n")
+    );
+
+    // An operator recreates it: ready, and the queue reads again.
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&stream)
+        .arg(&group)
+        .arg("0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    until(port, "/readyz", "ready with the group back", |s, _| {
+        s == 200
+    })
+    .await;
+    xadd(
+        &mut conn,
+        cfg.ingress(),
+        &[("type", "ok"), ("id", "after"), ("body", "{}")],
+    )
+    .await;
+    wait_for(LIMIT, "the message handled", || {
+        let m = host.metrics.clone();
+        async move { m.queues().get("Ok").is_some_and(|c| c.succeeded == 1) }
+    })
+    .await;
+    host.stop().await.unwrap();
+}
+
 #[test]
 fn a_broken_admin_table_names_the_key() {
     let dir = tempdir("admin-config");

@@ -4,7 +4,11 @@
 //! console error and shows the running host's queues, dead letters and
 //! routes; a producer's `<script>` is shown as text; the actions are off
 //! until the token is entered; a replay clicked on a dead letter's page
-//! puts the message back, and the queue's new plugin handles it.
+//! puts the message back, and the queue's new plugin handles it; "replay
+//! all that match" and "delete all that match" act on the filter's dead
+//! letters only after the page's confirmation, and a cancelled one changes
+//! nothing.
+
 //! Screenshots are kept in `target/screenshots/`.
 
 use std::io::{Read, Write};
@@ -211,6 +215,31 @@ impl Browser {
         );
     }
 
+    /// Waits for a dialog (`confirm()`) and returns its text.
+    fn alert(&self) -> String {
+        let started = Instant::now();
+        loop {
+            let (status, value) = http(
+                "GET",
+                self.port,
+                &format!("/session/{}/alert/text", self.session),
+                None,
+                None,
+            );
+            if status == 200 {
+                return value["value"].as_str().unwrap_or_default().to_owned();
+            }
+            assert!(started.elapsed() < LIMIT, "no dialog opened: {value}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Answers the open dialog: OK, or Cancel.
+    fn answer_alert(&self, accept: bool) {
+        let verb = if accept { "accept" } else { "dismiss" };
+        self.call("POST", &format!("/alert/{verb}"), json!({}));
+    }
+
     fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.call("GET", "/screenshot", Value::Null);
         let bytes = base64::engine::general_purpose::STANDARD
@@ -245,6 +274,22 @@ impl Drop for Browser {
         );
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// Waits until the Refunds queue has handled `n` messages.
+async fn refunds_succeeded(port: u16, n: u64) {
+    let started = Instant::now();
+    loop {
+        let (_, o) = http("GET", port, "/api/overview", None, None);
+        let refunds = o["queues"]
+            .as_array()
+            .and_then(|q| q.iter().find(|q| q["name"] == "Refunds").cloned());
+        if refunds.is_some_and(|q| q["succeeded"] == n) {
+            return;
+        }
+        assert!(started.elapsed() < LIMIT, "Refunds did not handle {n}: {o}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -284,18 +329,20 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
     }
     let hostile =
         r#"{"order":7,"note":"<script>window.pwned=1</script><img src=x onerror=window.pwned=2>"}"#;
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "order.refunded"), ("id", "r-1"), ("body", hostile)],
-    )
-    .await;
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "order.lost"), ("id", "x-1"), ("body", "{}")],
-    )
-    .await;
+    for (kind, id, body) in [
+        ("order.refunded", "r-1", hostile),
+        ("order.refunded", "r-2", "{}"),
+        ("order.lost", "x-1", "{}"),
+        ("order.lost", "x-2", "{}"),
+    ] {
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", kind), ("id", id), ("body", body)],
+        )
+        .await;
+    }
+
     let log = cfg.dir.join("host.log");
     let _host = HostProcess::spawn_with(
         &cfg.path,
@@ -304,9 +351,9 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
         &[("SWITCHYARD_ADMIN_TOKEN", TOKEN), ("RUST_LOG", "info")],
     )
     .unwrap();
-    wait_for(LIMIT, "two dead letters", || {
+    wait_for(LIMIT, "four dead letters", || {
         let (mut conn, cfg) = (conn.clone(), &cfg);
-        async move { dead_letters(&mut conn, cfg).await.len() == 2 }
+        async move { dead_letters(&mut conn, cfg).await.len() == 4 }
     })
     .await;
     let refund = dead_letters(&mut conn, &cfg)
@@ -391,7 +438,7 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
             "the dead letters",
             "const r = document.querySelectorAll('#dead-letters tbody tr'); return document.querySelector('form.filters') && r.length ? [...r].map(x => x.dataset.id) : null",
         );
-        assert_eq!(ids.as_array().unwrap().len(), 2);
+        assert_eq!(ids.as_array().unwrap().len(), 4);
         assert_eq!(
             b.script("return document.getElementById('replay-all').disabled"),
             json!(true)
@@ -400,7 +447,7 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
         b.open(&format!("{base}/#/dead?queue=(router)"));
         b.until(
             "the router's only",
-            "const r = document.querySelectorAll('#dead-letters tbody tr'); return r.length === 1",
+            "const r = document.querySelectorAll('#dead-letters tbody tr'); return r.length === 2",
         );
 
         // One dead letter: the producer's markup is text; no action without
@@ -445,22 +492,75 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
     });
 
     // The replayed message is handled by the fixed plugin.
-    let started = Instant::now();
-    loop {
-        let (_, o) = http("GET", port, "/api/overview", None, None);
-        let refunds = o["queues"]
-            .as_array()
-            .and_then(|q| q.iter().find(|q| q["name"] == "Refunds").cloned());
-        if refunds.is_some_and(|q| q["succeeded"] == 1) {
-            break;
-        }
-        assert!(
-            started.elapsed() < LIMIT,
-            "the replayed message was not handled: {o}"
+    refunds_succeeded(port, 1).await;
+    assert_eq!(dead_letters(&mut conn, &cfg).await.len(), 3);
+
+    // All that match a filter: replayed, then deleted, each after the
+    // page's confirmation.
+    tokio::task::block_in_place(|| {
+        b.open(&format!("{base}/#/dead?queue=Refunds"));
+        b.until(
+            "Refunds' one dead letter, actions enabled",
+            "const r = document.querySelectorAll('#dead-letters tbody tr'); const b = document.getElementById('replay-all'); return r.length === 1 && b && !b.disabled",
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(dead_letters(&mut conn, &cfg).await.len(), 1);
+        b.click("#replay-all");
+        let asked = b.alert();
+        assert_eq!(
+            asked, "Replay every dead letter that matches (1 shown)?",
+            "{asked}"
+        );
+        b.answer_alert(true);
+        let outcome = b.until(
+            "the replay's outcome",
+            "const o = document.getElementById('outcome'); return o && o.textContent",
+        );
+        assert_eq!(outcome, json!("1 replayed"));
+    });
+    refunds_succeeded(port, 2).await;
+    let left: Vec<String> = dead_letters(&mut conn, &cfg)
+        .await
+        .into_iter()
+        .map(|d| d.message_id)
+        .collect();
+    assert_eq!(left, ["x-1", "x-2"]);
+
+    tokio::task::block_in_place(|| {
+        b.open(&format!("{base}/#/dead?queue=(router)"));
+        b.until(
+            "the router's two, actions enabled",
+            "const r = document.querySelectorAll('#dead-letters tbody tr'); const b = document.getElementById('delete-all'); return r.length === 2 && b && !b.disabled",
+        );
+        // Cancelled: nothing is deleted.
+        b.click("#delete-all");
+        assert_eq!(
+            b.alert(),
+            "Delete every dead letter that matches (2 shown)?"
+        );
+        b.answer_alert(false);
+        assert_eq!(
+            b.script("return document.getElementById('outcome').textContent"),
+            json!("")
+        );
+    });
+    assert_eq!(dead_letters(&mut conn, &cfg).await.len(), 2);
+    tokio::task::block_in_place(|| {
+        b.click("#delete-all");
+        b.alert();
+        b.answer_alert(true);
+        let outcome = b.until(
+            "the delete's outcome",
+            "const o = document.getElementById('outcome'); return o && o.textContent",
+        );
+        assert_eq!(outcome, json!("2 deleted"));
+        b.until(
+            "the emptied list",
+            "return document.getElementById('no-dead') !== null",
+        );
+        b.screenshot("all-deleted");
+        let errors = b.errors();
+        assert!(errors.is_empty(), "console errors: {errors:?}");
+    });
+    assert!(dead_letters(&mut conn, &cfg).await.is_empty());
 
     // The API refuses actions without the token, or with a wrong one.
     let action = json!({ "ids": ["1-0"] });

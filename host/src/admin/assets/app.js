@@ -7,6 +7,8 @@ const statusLine = document.getElementById("status");
 let timer = null;
 let previous = null; // the last overview, for rates
 let overview = null;
+let notice = null; // what a bulk action did, shown above the list it refreshed
+
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -161,7 +163,8 @@ async function deadView(query) {
   const params = new URLSearchParams();
   for (const [k, v] of Object.entries(filter)) if (v) params.set(k, v);
   const list = await api(`/api/dead?${params}`);
-  const out = el("div", { id: "outcome" });
+    const out = el("div", { id: "outcome" }, notice ? message(notice) : null);
+  notice = null;
   const input = (name, placeholder) => el("input", { name, placeholder, value: filter[name], "aria-label": placeholder });
   const form = el("form", {
     class: "filters",
@@ -178,10 +181,11 @@ async function deadView(query) {
     if (!confirm(`${verb} every dead letter that matches (${list.dead_letters.length} shown)?`)) return;
     try {
       const r = await post(`/api/dead/${what}`, { all: true, filter });
-      out.replaceChildren(message(what === "replay"
+            notice = what === "replay"
         ? `${r.results.filter((x) => x.result === "replayed").length} replayed`
-        : `${r.deleted} deleted`));
-      setTimeout(route, 800);
+        : `${r.deleted} deleted`;
+      await route();
+
     } catch (e) { out.replaceChildren(message(e.message, true)); }
   };
   const allowed = actionsAllowed() && list.dead_letters.length > 0;
