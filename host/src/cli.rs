@@ -411,7 +411,8 @@ async fn run(command: Command) -> Result<ExitCode> {
         } => {
             // Secrets the environment lacks get made-up values: the demo's
             // stand-ins for the remote APIs accept whatever it holds.
-            let text = std::fs::read_to_string(&config.config).unwrap_or_default();
+            let text = crate::files::read_text(&config.config, crate::config::MAX_CONFIG_BYTES)
+                .unwrap_or_default();
             let config = Config::load_with_env(&config.config, &demo::secrets_for(&text))?;
             demo::run(config, redis_url, &events, compiler()?).await?;
             Ok(ExitCode::SUCCESS)

@@ -269,6 +269,12 @@ impl fmt::Debug for CaFile {
     }
 }
 
+/// The largest CA file read: a bundle of every public root is about 200 KiB.
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// The largest queues.toml read.
+pub const MAX_CONFIG_BYTES: u64 = 4 << 20;
+
 impl CaFile {
     /// Reads `path`: every PEM block in it must be a certificate a client
     /// can trust as a root, and there must be one.
@@ -276,7 +282,8 @@ impl CaFile {
         use rustls::pki_types::CertificateDer;
         use rustls::pki_types::pem::PemObject;
 
-        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let pem = crate::files::read(path, MAX_CA_FILE_BYTES)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let certificates = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
@@ -530,7 +537,7 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
         let path = &std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        let text = crate::files::read_text(path, MAX_CONFIG_BYTES).map_err(|e| ConfigErrors {
             path: path.to_owned(),
             errors: vec![ConfigError {
                 key: String::new(),

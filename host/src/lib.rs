@@ -21,6 +21,7 @@
 //! - [`demo`]: the local end-to-end demo.
 //! - [`cli`]: the command line.
 //! - [`redis_conn`], [`shutdown`], [`failpoint`]: connections, signals, test crash points.
+//! - [`files`]: files an operator names, read with a bound.
 
 pub mod admin;
 pub mod cli;
@@ -28,6 +29,8 @@ pub mod config;
 pub mod demo;
 pub mod dispatch;
 pub mod failpoint;
+pub mod files;
+
 pub mod grants;
 pub mod host;
 pub mod message;

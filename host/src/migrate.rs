@@ -16,11 +16,14 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::plugin::sql::DbTls;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::config::QueueConfig;
+use crate::plugin::sql::DbTls;
+
+/// The largest migration file read.
+const MAX_MIGRATION_BYTES: u64 = 16 << 20;
 
 /// One migration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +65,8 @@ pub fn read_folder(dir: &Path) -> Result<Vec<Migration>> {
                 path.display()
             )
         })?;
-        let sql = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let sql = crate::files::read_text(&path, MAX_MIGRATION_BYTES)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
         let checksum = Sha256::digest(sql.as_bytes())
             .iter()
             .map(|b| format!("{b:02x}"))

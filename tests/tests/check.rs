@@ -428,7 +428,7 @@ fn ca_files_and_tls_modes_are_checked_with_their_keys() {
         format!("\n[queues.{name}]\nplugin = \"@PLUGINS@/sleep.wasm\"\n[queues.{name}.{grant}]\n")
     };
     let text = format!(
-        "[routes]\n\"a\" = [\"Good\", \"Plain\", \"Verify\", \"Missing\", \"NotPem\", \"Relay\"]\n{}{}{}{}{}{}",
+        "[routes]\n\"a\" = [\"Good\", \"Plain\", \"Verify\", \"Missing\", \"NotPem\", \"Device\", \"Relay\"]\n{}{}{}{}{}{}{}",
         queue("Good", "sql")
             + "database_url = \"postgres://u:p@db.example/chat?sslmode=require\"\nca_file = \"ca.pem\"\n",
         queue("Plain", "sql")
@@ -437,6 +437,7 @@ fn ca_files_and_tls_modes_are_checked_with_their_keys() {
             + "database_url = \"postgres://u:p@db.example/chat?sslmode=verify-full\"\n",
         queue("Missing", "mail") + "smtp_url = \"smtps://relay.example\"\nca_file = \"gone.pem\"\n",
         queue("NotPem", "mail") + "smtp_url = \"smtps://relay.example\"\nca_file = \"notes.txt\"\n",
+        queue("Device", "mail") + "smtp_url = \"smtps://relay.example\"\nca_file = \"/dev/zero\"\n",
         queue("Relay", "mail") + "smtp_url = \"smtps://relay.example\"\nca_file = \"ca.pem\"\n",
     );
     let path = config_with(
@@ -450,18 +451,27 @@ fn ca_files_and_tls_modes_are_checked_with_their_keys() {
     let (ok, out) = check(&path);
     assert!(!ok, "{out}");
     for expected in [
-        "has 4 errors",
+        "has 5 errors",
         "queues.Plain.sql.ca_file: is set, but database_url does not ask for TLS (add ?sslmode=require)",
         "queues.Verify.sql.database_url: sslmode: write sslmode=require",
         "queues.Missing.mail.ca_file: ",
         "gone.pem: No such file",
         "queues.NotPem.mail.ca_file: ",
         "notes.txt: holds no certificate",
+        "queues.Device.mail.ca_file: /dev/zero: not a regular file",
     ] {
         assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
     }
     for fine in ["queues.Good.", "queues.Relay."] {
         assert!(!out.contains(fine), "{fine} in:\n{out}");
     }
+    // queues.toml itself is read the same way.
+    let (ok, out) = check(std::path::Path::new("/dev/zero"));
+    assert!(!ok);
+    assert!(
+        out.contains("cannot read /dev/zero: not a regular file"),
+        "{out}"
+    );
+
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }

@@ -375,35 +375,15 @@ impl PluginEngine {
         })
     }
 
-    /// Reads a plugin file, refusing one over `limits.max_bytes`. The file
-    /// is opened once and read from that handle, at most one byte past the
-    /// bound: a path that leads to a device or a pipe, or a file that grows
-    /// while it is read, cannot make the host read without end.
+    /// Reads a plugin file ([`crate::files::read`]), refusing one over
+    /// `limits.max_bytes`.
     pub fn read(path: &Path, limits: &LoadLimits) -> Result<PluginFile, LoadError> {
-        use std::io::Read;
-        let file = std::fs::File::open(path).map_err(|e| LoadError::Read(e.to_string()))?;
-        let meta = file
-            .metadata()
-            .map_err(|e| LoadError::Read(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(LoadError::Read("not a regular file".into()));
-        }
-        let too_large = |size: u64| {
-            LoadError::TooLarge(format!(
-                "the file is {size} bytes, more than host.max_plugin_mib allows ({} bytes)",
-                limits.max_bytes
-            ))
-        };
-        if meta.len() > limits.max_bytes {
-            return Err(too_large(meta.len()));
-        }
-        let mut bytes = Vec::with_capacity(meta.len() as usize);
-        file.take(limits.max_bytes + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| LoadError::Read(e.to_string()))?;
-        if bytes.len() as u64 > limits.max_bytes {
-            return Err(too_large(bytes.len() as u64));
-        }
+        let bytes = crate::files::read(path, limits.max_bytes).map_err(|e| match e {
+            crate::files::ReadError::TooLarge { size, max } => LoadError::TooLarge(format!(
+                "the file is {size} bytes, more than host.max_plugin_mib allows ({max} bytes)"
+            )),
+            e => LoadError::Read(e.to_string()),
+        })?;
         let digest = hex(&Sha256::digest(&bytes));
         Ok(PluginFile { bytes, digest })
     }
