@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -55,7 +56,40 @@ pub struct AdminSettings {
     /// messages) is reused: at most one read of Redis per interval, however
     /// often it is scraped.
     pub stats_interval: Duration,
+    /// HTTPS instead of HTTP (`tls_cert` and `tls_key`).
+    pub tls: Option<AdminTls>,
 }
+
+/// The admin server's certificate and key, read and checked with
+/// queues.toml (the key must be the certificate's).
+#[derive(Clone)]
+pub struct AdminTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub server: Arc<rustls::ServerConfig>,
+    /// Of both files' contents: a renewed certificate is a change.
+    digest: [u8; 32],
+}
+
+impl PartialEq for AdminTls {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.cert, &self.key, self.digest) == (&other.cert, &other.key, other.digest)
+    }
+}
+
+impl Eq for AdminTls {}
+
+impl std::fmt::Debug for AdminTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminTls")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The largest private key file read.
+const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
 
 /// The `[host]` table.
 #[derive(Debug, Clone)]
@@ -623,6 +657,10 @@ impl Config {
         if let Some(a) = &self.admin {
             s.insert("admin.listen".into(), a.listen.to_string());
             s.insert("admin.stats_interval".into(), d(&a.stats_interval));
+            if let Some(tls) = &a.tls {
+                s.insert("admin.tls_cert".into(), tls.cert.display().to_string());
+                s.insert("admin.tls_key".into(), tls.key.display().to_string());
+            }
         }
         let i = &self.ingress;
         s.insert("ingress.stream".into(), i.stream.clone());
@@ -801,6 +839,8 @@ pub const RESTART_ONLY: &[&str] = &[
     "host.cache_dir",
     "ingress.stream",
     "admin.listen",
+    "admin.tls_cert",
+    "admin.tls_key",
 ];
 
 impl ConfigChanges {
@@ -1216,13 +1256,15 @@ impl Validator<'_> {
             let stats_interval = self.duration(
                 &mut s,
                 "stats_interval",
-                Duration::from_secs(5),
+                                Duration::from_secs(5),
                 Duration::from_secs(600),
             );
+            let tls = self.admin_tls(&mut s, base);
             self.finish(s);
             AdminSettings {
                 listen,
                 stats_interval,
+                tls,
             }
         });
 
@@ -1667,6 +1709,66 @@ impl Validator<'_> {
             max_result_bytes: max_result_kib * 1024,
             migrations,
         })
+    }
+
+    /// `[admin] tls_cert` and `tls_key`: both or neither, resolved against
+    /// the config file's folder.
+    fn admin_tls(&mut self, s: &mut Section, base: &Path) -> Option<AdminTls> {
+        let cert = self.get::<String>(s, "tls_cert", "a path to a PEM certificate chain");
+        let key = self.get::<String>(s, "tls_key", "a path to a PEM private key");
+        let (cert, key) = match (cert, key) {
+            (None, None) => return None,
+            (Some(_), None) => {
+                self.error(s.key("tls_key"), "is needed with tls_cert");
+                return None;
+            }
+            (None, Some(_)) => {
+                self.error(s.key("tls_cert"), "is needed with tls_key");
+                return None;
+            }
+            (Some(c), Some(k)) => (base.join(c), base.join(k)),
+        };
+        let cert_pem = crate::files::read(&cert, MAX_CA_FILE_BYTES)
+            .map_err(|e| self.error(s.key("tls_cert"), format!("{}: {e}", cert.display())))
+            .ok();
+        let key_pem = crate::files::read(&key, MAX_KEY_FILE_BYTES)
+            .map_err(|e| self.error(s.key("tls_key"), format!("{}: {e}", key.display())))
+            .ok();
+        let (cert_pem, key_pem) = (cert_pem?, key_pem?);
+        if let Ok(meta) = std::fs::metadata(&key)
+            && std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o077 != 0
+        {
+            self.warn(
+                s.key("tls_key"),
+                format!(
+                    "{} can be read by other users than its owner (chmod 600 it)",
+                    key.display()
+                ),
+            );
+        }
+
+        match crate::tls::server_config(&cert_pem, &key_pem) {
+            Ok(server) => {
+                use sha2::Digest;
+                let mut digest = sha2::Sha256::new();
+                digest.update(&cert_pem);
+                digest.update(&key_pem);
+                Some(AdminTls {
+                    cert,
+                    key,
+                    server: Arc::new(server),
+                    digest: digest.finalize().into(),
+                })
+            }
+            Err(crate::tls::ServerTlsError::Cert(e)) => {
+                self.error(s.key("tls_cert"), format!("{}: {e}", cert.display()));
+                None
+            }
+            Err(crate::tls::ServerTlsError::Key(e)) => {
+                self.error(s.key("tls_key"), format!("{}: {e}", key.display()));
+                None
+            }
+        }
     }
 
     /// `ca_file`: a PEM file of CA certificates, resolved against the

@@ -309,7 +309,8 @@ pub async fn run(
             let listener = tokio::net::TcpListener::bind(a.listen)
                 .await
                 .with_context(|| format!("admin.listen: cannot listen on {}", a.listen))?;
-            tracing::info!(address = %a.listen, "Admin server listening.");
+            let scheme = if a.tls.is_some() { "https" } else { "http" };
+            tracing::info!(address = %a.listen, scheme, "Admin server listening.");
             let state = Arc::new(crate::admin::server::AdminState::new(
                 metrics.clone(),
                 current.clone(),

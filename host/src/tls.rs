@@ -30,3 +30,49 @@ pub fn client_config(extra: Option<&CaFile>) -> anyhow::Result<rustls::ClientCon
     .with_root_certificates(roots)
     .with_no_client_auth())
 }
+
+/// The admin server's TLS configuration: the certificate chain in
+/// `cert_pem` (the server's certificate first) and its private key in
+/// `key_pem`. The errors say which of the two is at fault.
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<rustls::ServerConfig, ServerTlsError> {
+    use rustls::pki_types::PrivateKeyDer;
+
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ServerTlsError::Cert(format!("not PEM certificates: {e}")))?;
+    if chain.is_empty() {
+        return Err(ServerTlsError::Cert(
+            "holds no certificate (-----BEGIN CERTIFICATE-----)".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        ServerTlsError::Key(format!(
+            "holds no private key (-----BEGIN PRIVATE KEY-----): {e}"
+        ))
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ServerTlsError::Cert(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            ServerTlsError::Key("is not the key of the certificate in tls_cert".into())
+        }
+        e => ServerTlsError::Key(e.to_string()),
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// What is wrong with the admin server's certificate or key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerTlsError {
+    Cert(String),
+    Key(String),
+}

@@ -12,6 +12,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// A CA and the server certificate it signed.
@@ -105,6 +106,24 @@ impl TestCa {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .expect("the certificate matches its key");
+        Arc::new(config)
+    }
+
+    /// A rustls client configuration trusting this CA only.
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for certificate in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots
+                .add(certificate.expect("the CA's PEM"))
+                .expect("the CA's certificate");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
         Arc::new(config)
     }
 }

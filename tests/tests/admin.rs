@@ -347,6 +347,103 @@ plugin = "@PLUGINS@/noop.wasm"
     host.stop().await.unwrap();
 }
 
+/// `GET path` over TLS to 127.0.0.1:`port` as `localhost`, trusting what
+/// `client` trusts: the status and the body.
+async fn get_tls(
+    port: u16,
+    client: std::sync::Arc<rustls::ClientConfig>,
+    path: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client)
+        .connect(name, tcp)
+        .await?;
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut response = String::new();
+    tls.read_to_string(&mut response).await?;
+    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    Ok((status, body.to_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_server_speaks_https_with_its_certificate() {
+    use std::os::unix::fs::PermissionsExt;
+    init_logs();
+    let redis = Redis::start();
+    let ca = switchyard_standins::tls::TestCa::new();
+    let dir = tempdir("admin-tls");
+    let (cert, key) = (dir.join("admin.crt"), dir.join("admin.key"));
+    std::fs::write(&cert, ca.cert_pem()).unwrap();
+    std::fs::write(&key, ca.key_pem()).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let port = free_port();
+    let cfg = TestConfig::new(&format!(
+        r#"
+[admin]
+listen = "127.0.0.1:{port}"
+tls_cert = "{}"
+tls_key = "{}"
+[routes]
+"ok" = ["Ok"]
+[queues.Ok]
+plugin = "@PLUGINS@/noop.wasm"
+"#,
+        cert.display(),
+        key.display()
+    ));
+    assert!(cfg.config.warnings.is_empty(), "{:?}", cfg.config.warnings);
+    let host = start_host(&cfg.config, &redis);
+
+    let started = std::time::Instant::now();
+    loop {
+        match get_tls(port, ca.client_config(), "/readyz").await {
+            Ok((200, body)) => {
+                assert_eq!(body, "ready\n");
+                break;
+            }
+            other => assert!(started.elapsed() < LIMIT, "not ready over HTTPS: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A client stalled in its handshake holds up no one: the next one is
+    // served while the stalled one is still open (a server that took
+    // handshakes one at a time would answer only after closing it).
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let (status, text) = get_tls(port, ca.client_config(), "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(text.contains("\nswitchyard_redis_up 1\n"), "{text}");
+    stalled.set_nonblocking(true).unwrap();
+    let read = stalled.read(&mut [0; 1]);
+    assert!(
+        read.as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "the stalled connection was closed: {read:?}"
+    );
+
+    // A client that does not trust the certificate gets nothing.
+    let other = switchyard_standins::tls::TestCa::new();
+    let e = get_tls(port, other.client_config(), "/metrics")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+
+    // Plain HTTP gets no answer in HTTP.
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    assert!(!answer.starts_with(b"HTTP/"), "{answer:?}");
+    host.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_broken_admin_table_names_the_key() {
     let dir = tempdir("admin-config");
@@ -365,4 +462,82 @@ fn a_broken_admin_table_names_the_key() {
         ),
         "{e}"
     );
+
+    // The certificate and its key: both needed, each checked, and the key
+    // must be the certificate's.
+    use std::os::unix::fs::PermissionsExt;
+    let (ca, stranger) = (
+        switchyard_standins::tls::TestCa::new(),
+        switchyard_standins::tls::TestCa::new(),
+    );
+    for (name, text) in [
+        ("admin.crt", ca.cert_pem()),
+        ("admin.key", ca.key_pem()),
+        ("other.key", stranger.key_pem()),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let load = |admin: &str| {
+        std::fs::write(
+            &path,
+            format!("[admin]\n{admin}\n[routes]\n\"a\" = [\"A\"]\n[queues.A]\nplugin = \"builtin:noop\"\n"),
+        )
+        .unwrap();
+        switchyard::config::Config::load(&path).map_err(|e| e.to_string())
+    };
+    let shown = |p: &str| dir.join(p).display().to_string();
+    for (admin, expected) in [
+        (
+            "tls_cert = \"admin.crt\"",
+            "admin.tls_key: is needed with tls_cert".to_owned(),
+        ),
+        (
+            "tls_key = \"admin.key\"",
+            "admin.tls_cert: is needed with tls_key".to_owned(),
+        ),
+        (
+            "tls_cert = \"admin.crt\"\ntls_key = \"other.key\"",
+            format!(
+                "admin.tls_key: {}: is not the key of the certificate in tls_cert",
+                shown("other.key")
+            ),
+        ),
+        (
+            "tls_cert = \"admin.key\"\ntls_key = \"admin.key\"",
+            format!(
+                "admin.tls_cert: {}: holds no certificate",
+                shown("admin.key")
+            ),
+        ),
+        (
+            "tls_cert = \"admin.crt\"\ntls_key = \"admin.crt\"",
+            format!(
+                "admin.tls_key: {}: holds no private key",
+                shown("admin.crt")
+            ),
+        ),
+        (
+            "tls_cert = \"/dev/zero\"\ntls_key = \"admin.key\"",
+            "admin.tls_cert: /dev/zero: not a regular file".to_owned(),
+        ),
+    ] {
+        let e = load(admin).unwrap_err();
+        assert!(e.contains(&expected), "{admin}: {e}");
+    }
+    let good = load("tls_cert = \"admin.crt\"\ntls_key = \"admin.key\"").unwrap();
+    assert!(good.warnings.is_empty(), "{:?}", good.warnings);
+    // A key others can read is a warning.
+    std::fs::set_permissions(
+        dir.join("admin.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let loose = load("tls_cert = \"admin.crt\"\ntls_key = \"admin.key\"").unwrap();
+    let warned = format!("{:?}", loose.warnings);
+    assert!(
+        warned.contains("can be read by other users than its owner"),
+        "{warned}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -7,7 +7,10 @@
 //!   more than that, however many there are;
 //! - `GET /healthz`: 200 while the process runs;
 //! - `GET /readyz`: 200 when Redis answers, every consumer group exists and
-//!   every queue has its plugin loaded; 503 with what is missing otherwise.
+//!   every queue has its plugin loaded; 503 with what is missing otherwise
+//!   (the groups from a read of Redis at most a second old).
+//!
+//! With `tls_cert` and `tls_key` it serves HTTPS only.
 //!
 //! Label values are queue names, plugin versions and fixed words: never a
 //! message id or anything from a payload.
@@ -33,6 +36,8 @@ use crate::stream::Keys;
 
 /// How long one read of Redis for a scrape or a readiness check may take.
 const REDIS_BUDGET: Duration = Duration::from_secs(2);
+/// The oldest read of Redis a readiness check answers from.
+const READY_STATS_AGE: Duration = Duration::from_secs(1);
 
 /// What the handlers share.
 pub struct AdminState {
@@ -88,11 +93,17 @@ impl AdminState {
 
     /// The stats, read again when older than `stats_interval`.
     pub(crate) async fn stats(&self) -> Arc<Stats> {
+        self.stats_within(Duration::MAX).await
+    }
+
+    /// [`AdminState::stats`], read again if older than `max_age`.
+    async fn stats_within(&self, max_age: Duration) -> Arc<Stats> {
         let config = self.config.load_full();
         let interval = config
             .admin
             .as_ref()
-            .map_or(Duration::from_secs(5), |a| a.stats_interval);
+            .map_or(Duration::from_secs(5), |a| a.stats_interval)
+            .min(max_age);
         let mut cached = self.stats.lock().await;
         if let Some((at, stats)) = cached.as_ref()
             && at.elapsed() < interval
@@ -151,21 +162,129 @@ impl AdminState {
     }
 }
 
-/// Serves on `listener` until `stop` fires.
+/// Serves on `listener` until `stop` fires: HTTPS when `[admin]` has a
+/// certificate, HTTP otherwise.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<AdminState>,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
+    let tls = state
+        .config
+        .load()
+        .admin
+        .as_ref()
+        .and_then(|a| a.tls.as_ref())
+        .map(|t| t.server.clone());
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(super::dashboard::routes())
         .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+    let stopped = async move { stop.cancelled().await };
+    match tls {
+        Some(config) => {
+            axum::serve(TlsListener::new(listener, config)?, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+        }
+    }
+}
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes under way at most; more connections wait to be accepted.
+const MAX_HANDSHAKES: usize = 64;
+
+/// Accepts TCP connections and hands on those whose TLS handshake
+/// succeeded. Handshakes run beside each other, each with a deadline, so a
+/// client that stalls in one holds up no one else.
+struct TlsListener {
+    local: std::net::SocketAddr,
+    ready: tokio::sync::mpsc::Receiver<(
+        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+        std::net::SocketAddr,
+    )>,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    fn new(
+        listener: tokio::net::TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (tx, ready) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+        let accepting = tokio::spawn(async move {
+            loop {
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let (tcp, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: wait for
+                        // some to be freed rather than spin.
+                        tracing::warn!(error = %e, "The admin server cannot accept a connection.");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "An admin client's TLS handshake failed.");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "An admin client did not finish its TLS handshake in time.");
+                        }
+                    }
+                });
+            }
+        });
+        Ok(TlsListener {
+            local,
+            ready,
+            accepting,
+        })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.accepting.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(accepted) => accepted,
+            // The accepting task ended (it only does when this listener is
+            // dropped): nothing more will come.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
 }
 
 async fn healthz() -> &'static str {
@@ -187,7 +306,9 @@ async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         None => false,
     };
     if up {
-        let stats = state.stats().await;
+        // Readiness follows a consumer group's creation within a second,
+        // whatever the scrape interval.
+        let stats = state.stats_within(READY_STATS_AGE).await;
         match &stats.status {
             Some(s) => {
                 if !s.ingress.group {
