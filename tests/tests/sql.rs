@@ -421,3 +421,209 @@ database_url = {{ env = "PLAIN_URL" }}
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What a session looks like to a call: its backend, role, settings,
+/// advisory locks and temporary tables.
+const SESSION: &str = "SELECT pg_backend_pid(), current_user::text, current_setting('search_path'), \
+     current_setting('statement_timeout'), \
+     (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid())::int, \
+     (SELECT count(*) FROM pg_class WHERE relpersistence = 't')::int";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_gets_a_clean_session_whatever_the_last_one_sent() {
+    init_logs();
+    let pg = Postgres::start("chat").unwrap();
+    psql(
+        &pg,
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE ROLE other; GRANT other TO CURRENT_USER; CREATE SCHEMA evil",
+    )
+    .await;
+    let redis = Redis::start();
+    // One connection, so that every call gets the one the last call used.
+    let dir = tempdir("sql-clean");
+    let probe_file = dir.join("probe.wasm");
+    let base = std::fs::read(plugin("io_probe")).unwrap();
+    std::fs::write(&probe_file, plugin_version(&base, 0)).unwrap();
+    let cfg = TestConfig::with_env(
+        &format!(
+            r#"
+[routes]
+"db" = ["Db"]
+
+[queues.Db]
+plugin = "{}"
+max_attempts = 1
+[queues.Db.sql]
+database_url = {{ env = "TEST_DATABASE_URL" }}
+pool = 1
+"#,
+            probe_file.display()
+        ),
+        &[("TEST_DATABASE_URL", &pg.url())],
+    );
+    let mut conn = redis.conn().await;
+    let host = start_host(&cfg.config, &redis);
+    let session = || sql("query", SESSION, json!([]));
+    let first = probe(&mut conn, &cfg, "db", "s-0", json!([session()]), LIMIT).await;
+    let clean = first[0]["rows"][0].clone();
+    let backend = clean[0].clone();
+    assert_eq!(clean[2], "\"$user\", public", "{first:?}");
+    assert_eq!(clean[4], 0, "{first:?}");
+
+    // Transaction control and session statements are refused before
+    // they reach the server, and nothing is left open: the insert after
+    // BEGIN commits at once, as a statement outside a transaction does.
+    let report = probe(
+        &mut conn,
+        &cfg,
+        "db",
+        "s-1",
+        json!([
+            sql("execute", "BEGIN", json!([])),
+            sql("execute", "INSERT INTO t VALUES (1)", json!([])),
+            sql("execute", "/* c */ start transaction", json!([])),
+            sql("execute", "COMMIT", json!([])),
+        ]),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(report[1], json!(1), "{report:?}");
+    for i in [0, 2, 3] {
+        assert_eq!(report[i]["kind"], "invalid", "step {i}: {report:?}");
+    }
+    assert!(
+        report[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("use the sql interface's begin"),
+        "{report:?}"
+    );
+    let refused = [
+        "SET ROLE other",
+        "SET statement_timeout = 0",
+        "set search_path = evil",
+        "DEALLOCATE ALL",
+        "DISCARD ALL",
+        "RESET ALL",
+        "LISTEN ch",
+    ];
+    let steps: Vec<Value> = refused
+        .iter()
+        .map(|s| sql("execute", s, json!([])))
+        .collect();
+    let report = probe(&mut conn, &cfg, "db", "s-1b", json!(steps), LIMIT).await;
+    for (i, step) in report.iter().enumerate() {
+        assert_eq!(step["kind"], "invalid", "{}: {report:?}", refused[i]);
+    }
+    assert_eq!(psql(&pg, "SELECT count(*) FROM t").await, "1");
+
+    // What functions change in the session (here inside a transaction,
+    // which holds one connection, and outlives its commit) is undone before
+    // the next call, whether the call that changed it succeeded or trapped.
+    // Each statement outside a transaction gets a clean session too.
+    let dirty = json!([
+        sql("begin", "", json!([])),
+        sql(
+            "query",
+            "SELECT set_config('role', 'other', false)",
+            json!([])
+        ),
+        sql(
+            "query",
+            "SELECT set_config('search_path', 'evil', false)",
+            json!([])
+        ),
+        sql(
+            "query",
+            "SELECT set_config('statement_timeout', '0', false)",
+            json!([])
+        ),
+        sql("query", "SELECT pg_advisory_lock(42)::text", json!([])),
+        sql("execute", "CREATE TEMP TABLE scratch (x int)", json!([])),
+        session(),
+        sql("commit", "", json!([])),
+        sql(
+            "query",
+            "SELECT set_config('search_path', 'evil', false)",
+            json!([])
+        ),
+        session(),
+    ]);
+    let report = probe(&mut conn, &cfg, "db", "s-2", dirty.clone(), LIMIT).await;
+    assert_eq!(
+        report[9]["rows"][0], clean,
+        "a statement of its own: {report:?}"
+    );
+    let inside = &report[6]["rows"][0];
+    assert_eq!(inside[0], backend, "the same connection: {report:?}");
+    assert_eq!(
+        (&inside[1], &inside[2], &inside[3], &inside[4], &inside[5]),
+        (
+            &json!("other"),
+            &json!("evil"),
+            &json!("0"),
+            &json!(1),
+            &json!(1)
+        ),
+        "the call changed its session: {report:?}"
+    );
+    let after = probe(&mut conn, &cfg, "db", "s-3", json!([session()]), LIMIT).await;
+    assert_eq!(after[0]["rows"][0], clean, "after a success: {after:?}");
+
+    send_probe(&mut conn, &cfg, "db", "s-4", dirty.clone(), "trap").await;
+    wait_for(LIMIT, "the trapping call failed", || {
+        let m = host.metrics.queue("Db");
+        async move { m.snapshot().failed >= 1 }
+    })
+    .await;
+    let after = probe(&mut conn, &cfg, "db", "s-5", json!([session()]), LIMIT).await;
+    assert_eq!(after[0]["rows"][0], clean, "after a trap: {after:?}");
+
+    // The pool outlives a plugin version: the new version's first call
+    // gets a clean session too.
+    probe(&mut conn, &cfg, "db", "s-6", dirty, LIMIT).await;
+    let tmp = probe_file.with_extension("tmp");
+    std::fs::write(&tmp, plugin_version(&base, 1)).unwrap();
+    std::fs::rename(&tmp, &probe_file).unwrap();
+    wait_for(LIMIT, "the new version swapped in", || {
+        let swaps =
+            switchyard::admin::metrics::ReloadMetrics::get(&host.metrics.reloads.plugin_swaps);
+        async move { swaps >= 1 }
+    })
+    .await;
+    let after = probe(&mut conn, &cfg, "db", "s-7", json!([session()]), LIMIT).await;
+    assert_eq!(after[0]["rows"][0], clean, "after a swap: {after:?}");
+
+    // The statement cache survives a function that deallocates what the
+    // session prepared: the next statements are prepared again.
+    let report = probe(
+        &mut conn,
+        &cfg,
+        "db",
+        "s-8",
+        json!([
+            session(),
+            sql("query", "SELECT count(*) FROM t", json!([])),
+            sql(
+                "execute",
+                "DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$",
+                json!([])
+            ),
+            sql("query", "SELECT count(*) FROM t", json!([])),
+        ]),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(report[3]["rows"], json!([[1]]), "{report:?}");
+    let after = probe(
+        &mut conn,
+        &cfg,
+        "db",
+        "s-9",
+        json!([sql("query", "SELECT count(*) FROM t", json!([])), session()]),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(after[0]["rows"], json!([[1]]), "{after:?}");
+    assert_eq!(after[1]["rows"][0], clean, "{after:?}");
+}

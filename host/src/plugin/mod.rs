@@ -23,6 +23,7 @@ pub mod pools;
 #[allow(deprecated)]
 pub mod smtp;
 pub mod sql;
+mod sql_session;
 
 pub use cache::CompileCache;
 pub use compile::{CompileLimits, Compiler};

@@ -282,10 +282,9 @@ impl QueueSql {
         let manager = tls.clone().manager(
             pg,
             ManagerConfig {
-                // A connection that was handed back was clean (the host
-                // closes any it is not sure of); checking it costs a round
-                // trip per statement.
-                recycling_method: RecyclingMethod::Fast,
+                // Whatever a call left in its session is undone before
+                // the connection serves another call.
+                recycling_method: RecyclingMethod::Custom(super::sql_session::RESET.into()),
             },
         );
         let pool = Pool::builder(manager)
@@ -380,19 +379,14 @@ impl QueueSql {
             if client.statement_cache.size() >= STATEMENT_CACHE {
                 client.statement_cache.clear();
             }
-            let prepared = client.prepare_cached(statement).await.map_err(db_error)?;
-            let params = bind(&prepared, params)?;
-            if rows {
-                self.query(client, &prepared, &params)
-                    .await
-                    .map(Output::Rows)
-            } else {
-                client
-                    .execute_raw(&prepared, params.iter().map(|p| p as &dyn ToSql))
-                    .await
-                    .map(Output::Affected)
-                    .map_err(db_error)
+            let first = self.execute(client, statement, params, rows).await;
+            // A cached statement the server no longer has (something
+            // deallocated it): prepare it again, once.
+            if matches!(&first, Err(SqlError::Database { code, .. }) if code == "26000") {
+                client.statement_cache.clear();
+                return self.execute(client, statement, params, rows).await;
             }
+            first
         };
         match tokio::time::timeout(budget, work).await {
             Ok(result) => {
@@ -414,6 +408,30 @@ impl QueueSql {
                     }
                 )))
             }
+        }
+    }
+
+    /// Prepares (or takes from the connection's cache) and runs one
+    /// statement.
+    async fn execute(
+        &self,
+        client: &deadpool_postgres::ClientWrapper,
+        statement: &str,
+        params: &[Value],
+        rows: bool,
+    ) -> Result<Output, SqlError> {
+        let prepared = client.prepare_cached(statement).await.map_err(db_error)?;
+        let params = bind(&prepared, params)?;
+        if rows {
+            self.query(client, &prepared, &params)
+                .await
+                .map(Output::Rows)
+        } else {
+            client
+                .execute_raw(&prepared, params.iter().map(|p| p as &dyn ToSql))
+                .await
+                .map(Output::Affected)
+                .map_err(db_error)
         }
     }
 
@@ -836,6 +854,9 @@ impl CallSql {
         let (queue, deadline) = self.parts()?;
         if statement.len() > 1024 * 1024 {
             return Err(SqlError::Invalid("a statement is at most 1 MiB".into()));
+        }
+        if let Some(why) = super::sql_session::refusal(statement) {
+            return Err(SqlError::Invalid(why));
         }
         let result = queue
             .run(self.transaction.as_mut(), statement, params, deadline, rows)
