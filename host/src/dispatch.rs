@@ -64,17 +64,21 @@ pub struct RuntimeParts {
 
 impl QueueRuntime {
     pub fn new(queue: QueueConfig, plugin: Arc<LoadedPlugin>, parts: &RuntimeParts) -> Self {
+        let secrets = Arc::new(crate::secrets::Secrets::new(
+            queue.secrets.iter().map(|s| s.value.as_str()),
+        ));
         let cx = CallContext {
             queue: queue.name.as_str().into(),
             timeout: queue.handler_timeout,
             memory_bytes: queue.memory_mib as usize * 1024 * 1024,
             config: Arc::new(queue.plugin_config.clone()),
-            secrets: queue.secrets.iter().map(|s| s.value.clone()).collect(),
             http: Arc::new(QueueHttp::new(
                 &queue.name,
                 queue.http.clone(),
+                secrets.clone(),
                 parts.metrics.clone(),
             )),
+            secrets,
             keyvalue: queue.keyvalue.clone().map(|grant| {
                 KeyValueStore::new(parts.conn.clone(), &parts.prefix, &queue.name, grant)
             }),

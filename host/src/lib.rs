@@ -17,6 +17,7 @@
 //! - [`watch`]: watching queues.toml and plugin files (and symlink targets), debounced.
 //! - [`telemetry`]: spans continuing the producer's trace, exported over OTLP.
 //! - [`text`]: text from outside bounded and escaped, and the log format that enforces it.
+//! - [`secrets`]: every form of a queue's secrets masked in what plugins hand back.
 //! - [`admin`]: counters and the status of every stream.
 //! - [`demo`]: the local end-to-end demo.
 //! - [`cli`]: the command line.
@@ -39,6 +40,7 @@ pub mod migrate;
 pub mod plugin;
 pub mod redis_conn;
 pub mod router;
+pub mod secrets;
 pub mod shutdown;
 pub mod stream;
 pub mod telemetry;

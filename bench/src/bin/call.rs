@@ -87,10 +87,11 @@ async fn run() -> Result<()> {
             timeout: Duration::from_secs(10),
             memory_bytes: 64 << 20,
             config: Arc::new(config),
-            secrets: Arc::new([]),
+            secrets: Arc::default(),
             http: Arc::new(QueueHttp::new(
                 "Work",
                 settings.clone(),
+                Arc::default(),
                 Arc::new(QueueMetrics::default()),
             )),
             keyvalue: None,

@@ -135,7 +135,7 @@ pub struct HostState {
     pub(super) plugin: String,
     pub(super) config: Arc<serde_json::Map<String, serde_json::Value>>,
     /// Secret values, masked in what the plugin logs.
-    pub(super) secrets: Arc<[String]>,
+    pub(super) secrets: Arc<crate::secrets::Secrets>,
     pub(super) log_lines: u32,
     pub(super) http_ctx: WasiHttpCtx,
     pub(super) http: CallHttp,
@@ -145,18 +145,6 @@ pub struct HostState {
     pub(super) mail: crate::plugin::mail::CallMail,
     /// The queue's counters: capability calls and refusals.
     pub(super) metrics: Arc<crate::admin::metrics::QueueMetrics>,
-}
-
-/// Masks every secret value in `text`.
-pub fn mask(text: &str, secrets: &[String]) -> String {
-    let mut text = text.to_owned();
-    for s in secrets {
-        // Very short values would mask unrelated text.
-        if s.len() >= 4 && text.contains(s.as_str()) {
-            text = text.replace(s.as_str(), "[secret]");
-        }
-    }
-    text
 }
 
 /// Caps linear memory growth and remembers that the cap was hit, so the trap
@@ -225,7 +213,7 @@ impl HostState {
             }
             return;
         }
-        let message = mask(&crate::text::bounded(&message, MAX_LOG_LINE), &self.secrets);
+        let message = self.secrets.bounded(&message, MAX_LOG_LINE);
         let (queue, msg_id, plugin) = (&*self.queue, &self.message_id, &self.plugin);
         match level {
             Level::Trace => tracing::trace!(target: "plugin", queue, msg_id, plugin, "{message}"),
@@ -448,7 +436,9 @@ mod io {
                 html: message.html,
                 headers: message.headers,
             };
-            self.mail.send(email).await.map_err(|e| match e {
+            self.mail.send(email).await.map_err(|e| {
+                tracing::debug!(queue = %self.queue, msg_id = %self.message_id, error = %self.secrets.mask(&e.to_string()), "A plugin's mail was not sent.");
+                match e {
                 MailError::NotGranted => {
                     crate::admin::metrics::QueueMetrics::add(&self.metrics.mail_denied);
                     mail::Error::NotGranted
@@ -456,7 +446,7 @@ mod io {
                 MailError::Invalid(s) => mail::Error::Invalid(s),
                 MailError::Permanent(s) => mail::Error::Permanent(s),
                 MailError::Transient(s) => mail::Error::Transient(s),
-            })
+            }})
         }
     }
 }
@@ -704,6 +694,17 @@ mod tests {
     }
 
     #[test]
+    fn published_ids_name_the_queue_and_stay_bounded() {
+        assert_eq!(published_id("m-1", "Email", 2), "m-1/Email/2");
+        let long = "x".repeat(MAX_NAME);
+        let id = published_id(&long, "Email", 1);
+        assert!(id.len() <= MAX_NAME, "{id}");
+        assert_eq!(id, published_id(&long, "Email", 1));
+        assert_ne!(id, published_id(&format!("{long}y"), "Email", 1));
+        assert!(id.ends_with("/Email/1"), "{id}");
+    }
+
+    #[test]
     fn publishing_is_granted_bounded_and_numbered() {
         let mut o = outbox(&["chat.saved"]);
         assert_eq!(
@@ -753,15 +754,6 @@ mod tests {
             o.publish("Q", "chat.saved".into(), "[]".into(), vec![])
                 .unwrap_err()
                 .contains("at most 2 messages")
-        );
-    }
-
-    #[test]
-    fn secrets_are_masked() {
-        let secrets = vec!["s3cr3t-token".to_string(), "ab".to_string()];
-        assert_eq!(
-            mask("auth s3cr3t-token failed ab", &secrets),
-            "auth [secret] failed ab"
         );
     }
 }

@@ -42,6 +42,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpHooks};
 use crate::admin::metrics::QueueMetrics;
 use crate::config::{CaFile, HttpSettings};
 use crate::grants::{Denied, Destination, HttpGrant, RequestHost};
+use crate::secrets::Secrets;
 
 /// How long idle pooled connections are kept.
 const IDLE: Duration = Duration::from_secs(60);
@@ -275,6 +276,8 @@ pub struct QueueHttp {
     settings: HttpSettings,
     client: Client<GuardedConnector, WasiBody>,
     in_flight: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Masked in what the host logs of a plugin's requests.
+    secrets: Arc<Secrets>,
     metrics: Arc<QueueMetrics>,
 }
 
@@ -287,7 +290,12 @@ impl std::fmt::Debug for QueueHttp {
 }
 
 impl QueueHttp {
-    pub fn new(queue: &str, settings: HttpSettings, metrics: Arc<QueueMetrics>) -> Self {
+    pub fn new(
+        queue: &str,
+        settings: HttpSettings,
+        secrets: Arc<Secrets>,
+        metrics: Arc<QueueMetrics>,
+    ) -> Self {
         let connector = GuardedConnector {
             grant: Arc::new(settings.grant.clone()),
             connect_timeout: settings.timeout,
@@ -310,6 +318,7 @@ impl QueueHttp {
             settings,
             client,
             in_flight: Mutex::new(HashMap::new()),
+            secrets,
             metrics,
         }
     }
@@ -329,7 +338,8 @@ impl QueueHttp {
 
     fn denied(&self, destination: &str, reason: &str) -> wasmtime_wasi_http::Error {
         QueueMetrics::add(&self.metrics.http_denied);
-        tracing::warn!(queue = %self.queue, destination, reason, "Outbound HTTP request denied.");
+        let secrets = &self.secrets;
+        tracing::warn!(queue = %self.queue, destination = %secrets.mask(destination), reason = %secrets.mask(reason), "Outbound HTTP request denied.");
         wasmtime_wasi_http::Error::HttpRequestDenied
     }
 

@@ -130,10 +130,7 @@ impl QueueMail {
         self.metrics.timed(3, started);
         match &result {
             Ok(_) => QueueMetrics::add(&self.metrics.mails_sent),
-            Err(e) => {
-                QueueMetrics::add(&self.metrics.mails_failed);
-                tracing::debug!(queue = %self.queue, error = %e, "A plugin's mail was not sent.");
-            }
+            Err(_) => QueueMetrics::add(&self.metrics.mails_failed),
         }
         result
     }

@@ -41,7 +41,7 @@ use wasmtime::{
 
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-pub use host::{HOPS_HEADER, HostState, Published, mask};
+pub use host::{HOPS_HEADER, HostState, Published};
 
 use bindings::{v0_1, v0_2};
 
@@ -586,7 +586,7 @@ pub struct CallContext {
     pub memory_bytes: usize,
     pub config: Arc<serde_json::Map<String, serde_json::Value>>,
     /// Secret values, masked in what the plugin hands back.
-    pub secrets: Arc<[String]>,
+    pub secrets: Arc<crate::secrets::Secrets>,
     /// Outbound HTTP: the queue's grant and pooled client.
     pub http: Arc<http::QueueHttp>,
     /// Key-value state, if granted.
@@ -744,17 +744,18 @@ impl LoadedPlugin {
         // The epoch callback stops guest code; this also stops a call parked
         // in an async host import (an HTTP request, Redis) past its deadline.
         let result = tokio::time::timeout(cx.timeout, call).await;
-        let captured = mask(&w.output.take(crate::text::MAX_OUTPUT), &cx.secrets);
+        // Every text the plugin hands back is masked, then cut.
+        let captured = w.output.take(&cx.secrets, crate::text::MAX_OUTPUT);
         let completed = matches!(result, Ok(Ok(_)));
         let outcome = match result {
             Err(_) => Outcome::Failed {
                 kind: FailureKind::Timeout,
                 reason: DeadlineExceeded(cx.timeout).to_string(),
             },
-            Ok(Ok(outcome)) => outcome,
+            Ok(Ok(outcome)) => outcome.masked(&cx.secrets),
             Ok(Err((instantiating, e))) => {
                 let (kind, reason) = classify(instantiating, &e, w.store.data().limiter.exceeded());
-                let reason = crate::text::bounded(&reason, crate::text::MAX_REASON);
+                let reason = cx.secrets.bounded(&reason, crate::text::MAX_REASON);
                 Outcome::Failed {
                     kind,
                     reason: if captured.is_empty() {
@@ -765,7 +766,6 @@ impl LoadedPlugin {
                 }
             }
         };
-        let outcome = outcome.masked(&cx.secrets);
         if !captured.is_empty() && !matches!(outcome, Outcome::Failed { .. }) {
             tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, output = %captured, "Plugin wrote to stdout or stderr.");
         }
@@ -831,35 +831,36 @@ fn from_v2(returned: Result<(), v0_2::switchyard::plugin::messages::Failure>) ->
 }
 
 impl Outcome {
-    /// A retry the plugin asked for, its reason cut to
-    /// [`crate::text::MAX_REASON`] bytes.
+    /// A retry the plugin asked for; its reason is masked and cut by
+    /// [`Outcome::masked`].
     fn retry(reason: &str, delay_ms: Option<u64>) -> Outcome {
         Outcome::Retry {
-            reason: crate::text::bounded(reason, crate::text::MAX_REASON),
+            reason: reason.to_owned(),
             delay: delay_ms.map(Duration::from_millis),
         }
     }
 
-    /// A rejection, its reason cut to [`crate::text::MAX_REASON`] bytes.
     fn reject(reason: &str) -> Outcome {
         Outcome::Reject {
-            reason: crate::text::bounded(reason, crate::text::MAX_REASON),
+            reason: reason.to_owned(),
         }
     }
 
-    /// The outcome with the queue's secrets masked in its reason.
-    fn masked(self, secrets: &[String]) -> Outcome {
+    /// The outcome with the queue's secrets masked in its reason, which is
+    /// then cut to [`crate::text::MAX_REASON`] bytes.
+    fn masked(self, secrets: &crate::secrets::Secrets) -> Outcome {
+        let bounded = |reason: &str| secrets.bounded(reason, crate::text::MAX_REASON);
         match self {
             Outcome::Retry { reason, delay } => Outcome::Retry {
-                reason: mask(&reason, secrets),
+                reason: bounded(&reason),
                 delay,
             },
             Outcome::Reject { reason } => Outcome::Reject {
-                reason: mask(&reason, secrets),
+                reason: bounded(&reason),
             },
             Outcome::Failed { kind, reason } => Outcome::Failed {
                 kind,
-                reason: mask(&reason, secrets),
+                reason: bounded(&reason),
             },
             Outcome::Success => Outcome::Success,
         }

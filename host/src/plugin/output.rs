@@ -39,19 +39,36 @@ impl CapturedOutput {
         c.dropped += (bytes.len() - take) as u64;
     }
 
-    /// What was written since the last call, as text cut to `max` bytes,
-    /// trimmed, with the cut marked; and empties the capture.
-    pub fn take(&self, max: usize) -> String {
-        let mut c = self.0.lock().expect("output lock");
-        let kept = std::mem::take(&mut c.kept);
-        let dropped = std::mem::take(&mut c.dropped);
-        let shown = max.min(kept.len());
-        let rest = (kept.len() - shown) as u64 + dropped;
-        let mut text = String::from_utf8_lossy(&kept[..shown]).trim().to_owned();
-        if rest > 0 {
-            text.push_str(&format!("… [{rest} more bytes]"));
+    /// What was written since the last call, trimmed, with `secrets`
+    /// masked, then cut to `max` bytes with the cut marked; and empties the
+    /// capture.
+    pub fn take(&self, secrets: &crate::secrets::Secrets, max: usize) -> String {
+        let (kept, mut dropped) = {
+            let mut c = self.0.lock().expect("output lock");
+            (std::mem::take(&mut c.kept), std::mem::take(&mut c.dropped))
+        };
+        let mut text = String::from_utf8_lossy(&kept).into_owned();
+        if dropped > 0 {
+            // Cut at KEEP, the text may end in the first bytes of a
+            // secret, which no search would find: they go too.
+            let mut cut = text.len().saturating_sub(secrets.longest());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            dropped += (text.len() - cut) as u64;
+            text.truncate(cut);
         }
-        text
+        let masked = secrets.mask(text.trim());
+        let mut end = max.min(masked.len());
+        while !masked.is_char_boundary(end) {
+            end -= 1;
+        }
+        let rest = (masked.len() - end) as u64 + dropped;
+        let mut shown = masked[..end].to_owned();
+        if rest > 0 {
+            shown.push_str(&format!("… [{rest} more bytes]"));
+        }
+        shown
     }
 }
 
@@ -126,15 +143,40 @@ mod tests {
 
     #[test]
     fn everything_is_accepted_and_the_rest_counted() {
+        let none = crate::secrets::Secrets::default();
         let mut out = CapturedOutput::default();
         for _ in 0..10 {
             out.write(Bytes::from(vec![b'x'; 4096])).unwrap();
         }
         assert!(out.check_write().unwrap() > 0);
-        let text = out.take(8);
+        let text = out.take(&none, 8);
         assert_eq!(text, format!("xxxxxxxx… [{} more bytes]", 40960 - 8));
-        assert_eq!(out.take(8), "", "taking empties the capture");
+        assert_eq!(out.take(&none, 8), "", "taking empties the capture");
         out.write(Bytes::from_static(b" short \n")).unwrap();
-        assert_eq!(out.take(100), "short");
+        assert_eq!(out.take(&none, 100), "short");
+    }
+
+    #[test]
+    fn secrets_are_masked_before_the_cut_even_at_the_end_of_what_was_kept() {
+        let secret = "S3CRET-0123456789abcdef";
+        let secrets = crate::secrets::Secrets::new([secret]);
+        let mut out = CapturedOutput::default();
+        // One secret straddles the 1 KiB shown, one is cut by KEEP.
+        let mut text = "x".repeat(1020);
+        text.push_str(secret);
+        text.push_str(&"y".repeat(KEEP - text.len() - 10));
+        text.push_str(secret);
+        out.write(Bytes::from(text)).unwrap();
+        let shown = out.take(&secrets, 1024);
+        assert!(!shown.contains("S3C"), "{shown}");
+        let all = {
+            out.write(Bytes::from(format!("{}{secret}", "y".repeat(KEEP - 10))))
+                .unwrap();
+            out.take(&secrets, usize::MAX)
+        };
+        assert!(!all.contains("S3C"), "{}", &all[all.len() - 60..]);
+        let (kept, mark) = all.split_once('…').unwrap();
+        assert!(kept.bytes().all(|b| b == b'y'), "{mark}");
+        assert!(mark.ends_with(" more bytes]"), "{mark}");
     }
 }
