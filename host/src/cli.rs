@@ -299,6 +299,12 @@ pub fn main() -> ExitCode {
         Command::Check { .. } | Command::Dead { .. } => "warn",
         _ => "info",
     });
+    // Connections (Redis, plugins' HTTP, SQL and mail pools, the admin
+    // server's clients) each take a file descriptor; the soft limit is
+    // often 1,024 where the hard one is far higher.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::debug!(error = %e, "Could not raise the limit of open files.");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

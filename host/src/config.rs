@@ -58,6 +58,11 @@ pub struct AdminSettings {
     pub stats_interval: Duration,
     /// HTTPS instead of HTTP (`tls_cert` and `tls_key`).
     pub tls: Option<AdminTls>,
+    /// Host names the dashboard answers to besides loopback's and the
+    /// listen address (`hosts`, lower-cased): any other `Host` is refused,
+    /// so a web page whose name was made to resolve to this host (DNS
+    /// rebinding) reads nothing.
+    pub hosts: Vec<String>,
 }
 
 /// The admin server's certificate and key, read and checked with
@@ -657,6 +662,7 @@ impl Config {
         if let Some(a) = &self.admin {
             s.insert("admin.listen".into(), a.listen.to_string());
             s.insert("admin.stats_interval".into(), d(&a.stats_interval));
+            s.insert("admin.hosts".into(), a.hosts.join(", "));
             if let Some(tls) = &a.tls {
                 s.insert("admin.tls_cert".into(), tls.cert.display().to_string());
                 s.insert("admin.tls_key".into(), tls.key.display().to_string());
@@ -1239,7 +1245,7 @@ impl Validator<'_> {
                         if !addr.ip().is_loopback() {
                             self.warn(
                                 s.key("listen"),
-                                "is not a loopback address: the metrics and the dashboard are open to that network (actions still need SWITCHYARD_ADMIN_TOKEN)",
+                                "is not a loopback address: /metrics, /healthz and /readyz are open to that network (the dashboard and its API need a token)",
                             );
                         }
                         addr
@@ -1260,11 +1266,23 @@ impl Validator<'_> {
                 Duration::from_secs(600),
             );
             let tls = self.admin_tls(&mut s, base);
+            let hosts = self
+                .get::<Vec<String>>(&mut s, "hosts", "an array of host names, e.g. [\"switchyard.internal\"]")
+                .unwrap_or_default();
+            for h in &hosts {
+                if crate::grants::request_host(h).is_err() || h.contains(':') {
+                    self.error(
+                        s.key("hosts"),
+                        format!("{h:?} is not a host name (write the name alone, without scheme or port)"),
+                    );
+                }
+            }
             self.finish(s);
             AdminSettings {
                 listen,
                 stats_interval,
                 tls,
+                hosts: hosts.iter().map(|h| h.trim_end_matches('.').to_ascii_lowercase()).collect(),
             }
         });
 

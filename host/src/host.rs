@@ -270,23 +270,6 @@ fn count_load(metrics: &Metrics, plugin: &LoadedPlugin) {
     QueueMetrics::add(counter);
 }
 
-/// Stops the admin server when the host's run ends, however it ends.
-struct AdminGuard(
-    Option<(
-        CancellationToken,
-        tokio::task::JoinHandle<std::io::Result<()>>,
-    )>,
-);
-
-impl Drop for AdminGuard {
-    fn drop(&mut self) {
-        if let Some((stop, task)) = self.0.take() {
-            stop.cancel();
-            task.abort();
-        }
-    }
-}
-
 /// Runs the host until `shutdown.drain` fires, then drains: stops reading,
 /// gives in-flight handlers `shutdown_timeout` to finish (or less, if
 /// `shutdown.now` fires), and returns. What did not finish stays pending and
@@ -304,10 +287,10 @@ pub async fn run(
     let current = Arc::new(ArcSwap::from_pointee(config.clone()));
     // The admin server answers from the start: /healthz while Redis is
     // still being waited for, /readyz saying what is not ready yet.
-    let admin = match &config.admin {
+    // Stopped when the run ends, however it ends (dropped).
+    let _admin = match &config.admin {
         Some(a) => {
-            let listener = tokio::net::TcpListener::bind(a.listen)
-                .await
+            let listener = std::net::TcpListener::bind(a.listen)
                 .with_context(|| format!("admin.listen: cannot listen on {}", a.listen))?;
             let scheme = if a.tls.is_some() { "https" } else { "http" };
             tracing::info!(address = %a.listen, scheme, "Admin server listening.");
@@ -316,13 +299,20 @@ pub async fn run(
                 current.clone(),
                 client.clone(),
             ));
-            let stop = shutdown.drain.child_token();
-            let task = tokio::spawn(crate::admin::server::serve(listener, state, stop.clone()));
-            Some((stop, task))
+            let tls = a.tls.as_ref().map(|t| t.server.clone());
+            let app = crate::admin::server::router(state);
+            Some(
+                crate::admin::listen::AdminServer::start(
+                    listener,
+                    tls,
+                    app,
+                    shutdown.drain.child_token(),
+                )
+                .context("starting the admin server")?,
+            )
         }
         None => None,
     };
-    let _admin = AdminGuard(admin);
     // Watch before loading, so a file replaced while the host starts is
     // still noticed (a change to what was just loaded is a no-op).
     let mut watcher = match Watcher::new() {

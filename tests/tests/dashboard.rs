@@ -22,6 +22,7 @@ use switchyard_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "dashboard-test-token";
+const READ_TOKEN: &str = "dashboard-test-read-token";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -281,7 +282,7 @@ impl Drop for Browser {
 async fn refunds_succeeded(port: u16, n: u64) {
     let started = Instant::now();
     loop {
-        let (_, o) = http("GET", port, "/api/overview", None, None);
+        let (_, o) = http("GET", port, "/api/overview", None, Some(READ_TOKEN));
         let refunds = o["queues"]
             .as_array()
             .and_then(|q| q.iter().find(|q| q["name"] == "Refunds").cloned());
@@ -348,7 +349,11 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
         &cfg.path,
         redis.url(),
         &log,
-        &[("SWITCHYARD_ADMIN_TOKEN", TOKEN), ("RUST_LOG", "info")],
+        &[
+            ("SWITCHYARD_ADMIN_TOKEN", TOKEN),
+            ("SWITCHYARD_ADMIN_READ_TOKEN", READ_TOKEN),
+            ("RUST_LOG", "info"),
+        ],
     )
     .unwrap();
     wait_for(LIMIT, "four dead letters", || {
@@ -372,7 +377,7 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
     let noop = version_hash(&std::fs::read(plugin("noop")).unwrap());
     let started = Instant::now();
     loop {
-        let (_, o) = http("GET", port, "/api/overview", None, None);
+        let (_, o) = http("GET", port, "/api/overview", None, Some(READ_TOKEN));
         let refunds = o["queues"]
             .as_array()
             .and_then(|q| q.iter().find(|q| q["name"] == "Refunds").cloned());
@@ -387,8 +392,21 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();
     let b = &browser;
     tokio::task::block_in_place(|| {
-        // Queues, live.
+        // Nothing without a token but the page that asks for one.
         b.open(&format!("{base}/#/"));
+        let asked = b.until(
+            "the request for a token",
+            "const m = document.querySelector('main .message'); return m && m.textContent",
+        );
+        assert!(
+            asked.as_str().unwrap().starts_with("Enter the admin token"),
+            "{asked}"
+        );
+        b.screenshot("token-asked");
+        b.type_into("#token", READ_TOKEN);
+        b.click("#token-form button");
+
+        // Queues, live, with the read-only token.
         let rows = b.until(
             "the queues table",
             "const r = document.querySelectorAll('#queues tbody tr'); return r.length ? [...r].map(x => x.dataset.queue) : null",
@@ -450,8 +468,8 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
             "const r = document.querySelectorAll('#dead-letters tbody tr'); return r.length === 2",
         );
 
-        // One dead letter: the producer's markup is text; no action without
-        // the token.
+        // One dead letter: the producer's markup is text; no action with
+        // the read-only token.
         b.open(&format!("{base}/#/dead/{}", refund.id));
         let body = b.until(
             "the body",
@@ -470,7 +488,7 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
         );
         b.screenshot("dead-letter");
 
-        // The token entered; replay clicked.
+        // The admin token entered; replay clicked.
         b.type_into("#token", TOKEN);
         b.click("#token-form button");
         b.until(
@@ -562,7 +580,8 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
     });
     assert!(dead_letters(&mut conn, &cfg).await.is_empty());
 
-    // The API refuses actions without the token, or with a wrong one.
+    // The API refuses actions without the token, with a wrong one, and
+    // with the read-only one; reads need a token too.
     let action = json!({ "ids": ["1-0"] });
     let (status, _) = http("POST", port, "/api/dead/replay", Some(&action), None);
     assert_eq!(status, 401);
@@ -574,13 +593,27 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
         Some("wrong"),
     );
     assert_eq!(status, 401);
-    let (status, body) = http("GET", port, "/api/dead?since=soon", None, None);
+    let (status, body) = http(
+        "POST",
+        port,
+        "/api/dead/delete",
+        Some(&action),
+        Some(READ_TOKEN),
+    );
+    assert_eq!(status, 403, "{body}");
+    for path in ["/api/overview", "/api/dead", "/api/queues/Refunds"] {
+        let (status, _) = http("GET", port, path, None, None);
+        assert_eq!(status, 401, "{path}");
+        let (status, _) = http("GET", port, path, None, Some("wrong"));
+        assert_eq!(status, 401, "{path}");
+    }
+    let (status, body) = http("GET", port, "/api/dead?since=soon", None, Some(READ_TOKEN));
     assert_eq!(status, 400);
     assert_eq!(
         body["error"],
         "since: \"soon\" is not a duration like 30m, 1h or 7d"
     );
-    let (status, _) = http("GET", port, "/api/queues/Nope", None, None);
+    let (status, _) = http("GET", port, "/api/queues/Nope", None, Some(TOKEN));
     assert_eq!(status, 404);
     drop(browser);
 }

@@ -5,10 +5,14 @@
 //! seconds; a queue's recent failures and settings (secrets masked); the
 //! dead letters, filtered, one in full, and replay and delete; the routes.
 //!
-//! Reads need nothing. Actions (`POST /api/dead/replay`, `/api/dead/delete`)
-//! need `Authorization: Bearer <SWITCHYARD_ADMIN_TOKEN>`; with no token set
-//! the dashboard is read-only and every action is refused. They run the
-//! same code as `switchyard dead`.
+//! It answers only to the Host names it serves (loopback's, any address
+//! literal, and `[admin] hosts`): a web page whose own name was made to
+//! resolve to this host (DNS rebinding) gets nothing. Its data
+//! (`/api/*`) needs `Authorization: Bearer <token>`, the admin token
+//! (`SWITCHYARD_ADMIN_TOKEN`) or a read-only one
+//! (`SWITCHYARD_ADMIN_READ_TOKEN`); actions (`POST /api/dead/replay`,
+//! `/api/dead/delete`) need the admin token. With neither set, the
+//! dashboard shows nothing. Actions run the same code as `switchyard dead`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -33,7 +37,24 @@ const STYLE: &str = include_str!("assets/style.css");
 /// Failures a queue's page shows, newest first.
 const RECENT: usize = 20;
 
-pub fn routes() -> axum::Router<Arc<AdminState>> {
+/// What one dashboard request may make Redis read of the dead letters: at
+/// most [`SEARCH_EXAMINED`] in pages of [`SEARCH_PAGE`], one page at a time
+/// across the whole admin server (`AdminState::scans`). A search that
+/// stops there says where to go on. So however many searches run at once,
+/// Redis spends at most one page's work on them before it serves anyone
+/// else.
+const SEARCH_PAGE: usize = 100;
+const SEARCH_EXAMINED: usize = 5_000;
+
+fn budget(state: &AdminState, whole: bool) -> dead::Budget<'_> {
+    dead::Budget {
+        page: SEARCH_PAGE,
+        max_examined: if whole { 0 } else { SEARCH_EXAMINED },
+        turns: Some(&state.scans),
+    }
+}
+
+pub fn routes(state: Arc<AdminState>) -> axum::Router<Arc<AdminState>> {
     axum::Router::new()
         .route(
             "/",
@@ -53,6 +74,93 @@ pub fn routes() -> axum::Router<Arc<AdminState>> {
         .route("/api/dead/{id}", get(dead_show))
         .route("/api/dead/replay", post(replay))
         .route("/api/dead/delete", post(delete))
+        .layer(axum::middleware::from_fn_with_state(state, guard))
+}
+
+/// What a request's token lets it do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Admin,
+}
+
+impl AdminState {
+    /// The access `headers`' bearer token gives, if any.
+    fn access(&self, headers: &HeaderMap) -> Option<Access> {
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))?;
+        let matches = |t: &Option<String>| {
+            t.as_ref()
+                .is_some_and(|t| same(given.as_bytes(), t.as_bytes()))
+        };
+        if matches(&self.token) {
+            Some(Access::Admin)
+        } else if matches(&self.read_token) {
+            Some(Access::Read)
+        } else {
+            None
+        }
+    }
+}
+
+/// Whether the dashboard answers to a request's `Host`: a name it serves,
+/// or an address literal (which no web page can rebind).
+fn host_allowed(host: Option<&str>, hosts: &[String]) -> bool {
+    let Some(host) = host else { return false };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || hosts.contains(&name)
+}
+
+/// The Host check for every page, and a token for the data.
+async fn guard(
+    State(state): State<Arc<AdminState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let config = state.config.load();
+    let hosts = config.admin.as_ref().map_or(&[][..], |a| &a.hosts[..]);
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()));
+    if !host_allowed(host, hosts) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this admin server does not answer to the host {:?}: add it to [admin] hosts in queues.toml\n",
+                crate::text::bounded(host.unwrap_or(""), 256)
+            ),
+        )
+            .into_response();
+    }
+    if request.uri().path().starts_with("/api/") {
+        if state.token.is_none() && state.read_token.is_none() {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the dashboard is off: the host has neither SWITCHYARD_ADMIN_TOKEN nor SWITCHYARD_ADMIN_READ_TOKEN",
+            );
+        }
+        if state.access(request.headers()).is_none() {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "a token is required: the admin token or the read-only token",
+            );
+        }
+    }
+    next.run(request).await
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -85,7 +193,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-async fn overview(State(state): State<Arc<AdminState>>) -> Response {
+async fn overview(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
     let config = state.config.load_full();
     let stats = state.stats().await;
     let from_redis = |name: &str| {
@@ -134,7 +242,7 @@ async fn overview(State(state): State<Arc<AdminState>>) -> Response {
         .map(|(t, qs)| json!({ "type": t, "queues": qs }))
         .collect();
     Json(json!({
-        "actions": state.token.is_some(),
+        "actions": state.access(&headers) == Some(Access::Admin),
         "redis_up": stats.status.is_some(),
         "dead_letters": stats.status.as_ref().map(|s| s.dead_letters),
         "queues": queues,
@@ -164,11 +272,18 @@ async fn queue(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -
     };
     let dead = match tokio::time::timeout(
         Duration::from_secs(5),
-        dead::list(&mut conn, &keys, &filter, RECENT),
+        dead::search(
+            &mut conn,
+            &keys,
+            &filter,
+            RECENT,
+            None,
+            budget(&state, false),
+        ),
     )
     .await
     {
-        Ok(Ok(d)) => dead::list_json(&d),
+        Ok(Ok(d)) => dead::list_json(&d.letters),
         _ => return error(StatusCode::SERVICE_UNAVAILABLE, "Redis could not be read"),
     };
     // Messages waiting for a retry, with their failures so far.
@@ -209,6 +324,9 @@ struct FilterParams {
     since: Option<String>,
     older_than: Option<String>,
     limit: Option<usize>,
+    /// Search on below this dead letter (what a search that stopped at its
+    /// budget answered as `more_below`).
+    below: Option<String>,
 }
 
 impl FilterParams {
@@ -249,10 +367,29 @@ async fn dead_list(
     };
     let keys = Keys::new(&config.host.prefix);
     let limit = params.limit.unwrap_or(100).min(1000);
-    match dead::list(&mut conn, &keys, &filter, limit).await {
-        Ok(found) => {
-            Json(json!({ "dead_letters": dead::list_json(&found), "limit": limit })).into_response()
-        }
+    let below = params.below.as_deref().filter(|b| !b.is_empty());
+    if let Some(below) = below
+        && let Err(why) = dead::checked_id(below)
+    {
+        return error(StatusCode::BAD_REQUEST, why);
+    }
+    match dead::search(
+        &mut conn,
+        &keys,
+        &filter,
+        limit,
+        below,
+        budget(&state, false),
+    )
+    .await
+    {
+        Ok(found) => Json(json!({
+            "dead_letters": dead::list_json(&found.letters),
+            "limit": limit,
+            "examined": found.examined,
+            "more_below": found.more_below,
+        }))
+        .into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
     }
 }
@@ -317,21 +454,16 @@ async fn authorised(
     headers: &HeaderMap,
     action: Action,
 ) -> Result<Authorised, ApiError> {
-    let Some(token) = &state.token else {
+    if state.token.is_none() {
         return Err(ApiError(
             StatusCode::FORBIDDEN,
             "the dashboard is read-only: the host has no SWITCHYARD_ADMIN_TOKEN".into(),
         ));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if !same(given.as_bytes(), token.as_bytes()) {
+    }
+    if state.access(headers) != Some(Access::Admin) {
         return Err(ApiError(
-            StatusCode::UNAUTHORIZED,
-            "a valid admin token is required".into(),
+            StatusCode::FORBIDDEN,
+            "actions need the admin token (this one is read-only or unknown)".into(),
         ));
     }
     let config = state.config.load_full();
@@ -344,8 +476,9 @@ async fn authorised(
     let keys = Keys::new(&config.host.prefix);
     let ids = if action.all {
         let filter = action.filter.unwrap_or_default().filter()?;
-        dead::matching(&mut conn, &keys, &filter)
+        dead::search(&mut conn, &keys, &filter, 0, None, budget(state, true))
             .await
+            .map(|found| found.letters.into_iter().map(|d| d.id).collect())
             .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?
     } else if action.ids.is_empty() {
         return Err(ApiError(
@@ -422,6 +555,36 @@ async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_hosts_it_serves_are_answered() {
+        let hosts = vec!["switchyard.internal".to_string()];
+        for ok in [
+            "localhost",
+            "localhost:9464",
+            "LOCALHOST.",
+            "127.0.0.1:9464",
+            "10.0.0.5",
+            "[::1]:9464",
+            "[fe80::1]",
+            "switchyard.internal:9464",
+            "Switchyard.Internal",
+        ] {
+            assert!(host_allowed(Some(ok), &hosts), "{ok} refused");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:9464",
+            "127.0.0.1.nip.io",
+            "localhost.evil.example",
+            "switchyard.internal.evil.example",
+            "[not-an-ip]",
+            "",
+        ] {
+            assert!(!host_allowed(Some(bad), &hosts), "{bad} allowed");
+        }
+        assert!(!host_allowed(None, &hosts));
+    }
 
     #[test]
     fn tokens_compare_whole() {

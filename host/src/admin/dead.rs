@@ -80,6 +80,37 @@ impl Filter {
     }
 }
 
+/// How much of the dead-letter stream one search may read.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget<'a> {
+    /// Dead letters read per script call: what Redis does in one go.
+    pub page: usize,
+    /// Dead letters examined in all (`0`: no bound).
+    pub max_examined: usize,
+    /// Held for each script call, so that searches side by side take
+    /// turns at Redis page by page instead of adding up.
+    pub turns: Option<&'a tokio::sync::Semaphore>,
+}
+
+impl Budget<'_> {
+    /// For the command line: the operator asked for the whole stream.
+    pub const WHOLE: Budget<'static> = Budget {
+        page: PAGE,
+        max_examined: 0,
+        turns: None,
+    };
+}
+
+/// What a search found.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub letters: Vec<DeadLetter>,
+    /// Set when the search stopped at its budget: the id of the last dead
+    /// letter examined, to search on below.
+    pub more_below: Option<String>,
+    pub examined: usize,
+}
+
 /// The dead letters that match `filter`, newest first, at most `limit`
 /// (`0`: all).
 pub async fn list<C: ConnectionLike>(
@@ -88,32 +119,66 @@ pub async fn list<C: ConnectionLike>(
     filter: &Filter,
     limit: usize,
 ) -> Result<Vec<DeadLetter>> {
+    Ok(search(conn, keys, filter, limit, None, Budget::WHOLE)
+        .await?
+        .letters)
+}
+
+/// [`list`] within `budget`, starting below the dead letter `below`.
+pub async fn search<C: ConnectionLike>(
+    conn: &mut C,
+    keys: &Keys,
+    filter: &Filter,
+    limit: usize,
+    below: Option<&str>,
+    budget: Budget<'_>,
+) -> Result<Found> {
     let (mut newest, oldest) = filter.range(SystemTime::now());
-    let mut found = Vec::new();
+    if let Some(below) = below {
+        newest = format!("({below}");
+    }
+    let mut found = Found::default();
     loop {
-        let reply: Value = DEAD_PAGE
-            .key(keys.dead_letter())
-            .arg(&newest)
-            .arg(&oldest)
-            .arg(PAGE)
-            .arg(SUMMARY_BYTES)
-            .invoke_async(conn)
-            .await
-            .context("reading the dead letters")?;
-        let page = parse_entries(&reply)?;
-        let Some(last) = page.last() else { break };
+        let mut page = budget.page.max(1);
+        if budget.max_examined > 0 {
+            page = page.min(budget.max_examined - found.examined);
+        }
+        let reply: Value = {
+            let _turn = match budget.turns {
+                Some(t) => Some(t.acquire().await.context("the search was stopped")?),
+                None => None,
+            };
+            DEAD_PAGE
+                .key(keys.dead_letter())
+                .arg(&newest)
+                .arg(&oldest)
+                .arg(page)
+                .arg(SUMMARY_BYTES)
+                .invoke_async(conn)
+                .await
+                .context("reading the dead letters")?
+        };
+        let entries = parse_entries(&reply)?;
+        let Some(last) = entries.last() else { break };
         newest = format!("({}", last.id);
-        let full = page.len() == PAGE;
-        for entry in &page {
+        found.examined += entries.len();
+        let full = entries.len() == page;
+        for entry in &entries {
             let d = DeadLetter::from_entry(entry);
             if filter.matches(&d) {
-                found.push(d);
-                if limit > 0 && found.len() == limit {
+                found.letters.push(d);
+                if limit > 0 && found.letters.len() == limit {
+                    let last_kept = found.letters.last().map(|d| d.id.clone());
+                    found.more_below = last_kept;
                     return Ok(found);
                 }
             }
         }
         if !full {
+            break;
+        }
+        if budget.max_examined > 0 && found.examined >= budget.max_examined {
+            found.more_below = Some(last.id.clone());
             break;
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod dashboard;
 pub mod dead;
+pub mod listen;
 pub mod metrics;
 pub mod server;
 pub mod status;

@@ -10,7 +10,9 @@
 //!   every queue has its plugin loaded; 503 with what is missing otherwise
 //!   (the groups from a read of Redis at most a second old).
 //!
-//! With `tls_cert` and `tls_key` it serves HTTPS only.
+//! With `tls_cert` and `tls_key` it serves HTTPS only. Connections are
+//! bounded in number and time, on a runtime of their own (see
+//! [`super::listen`]).
 //!
 //! Label values are queue names, plugin versions and fixed words: never a
 //! message id or anything from a payload.
@@ -26,7 +28,6 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use tokio_util::sync::CancellationToken;
 
 use super::metrics::{DURATION_BUCKETS, FAILURE_KINDS, Metrics, QueueMetrics, ReloadMetrics};
 use super::status::{self, Status};
@@ -43,12 +44,16 @@ const READY_STATS_AGE: Duration = Duration::from_secs(1);
 pub struct AdminState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Arc<ArcSwap<Config>>,
-    /// `SWITCHYARD_ADMIN_TOKEN`: without it the dashboard is read-only.
+    /// `SWITCHYARD_ADMIN_TOKEN`: reads and actions.
     pub(crate) token: Option<String>,
+    /// `SWITCHYARD_ADMIN_READ_TOKEN`: reads only.
+    pub(crate) read_token: Option<String>,
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
     /// The last read of Redis, and when.
     stats: tokio::sync::Mutex<Option<(Instant, Arc<Stats>)>>,
+    /// One turn at reading the dead letters (see `dashboard::budget`).
+    pub(crate) scans: tokio::sync::Semaphore,
 }
 
 /// What `/metrics` reads from Redis.
@@ -74,9 +79,13 @@ impl AdminState {
             token: std::env::var("SWITCHYARD_ADMIN_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            read_token: std::env::var("SWITCHYARD_ADMIN_READ_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
             client,
             conn: tokio::sync::Mutex::new(None),
             stats: tokio::sync::Mutex::new(None),
+            scans: tokio::sync::Semaphore::new(1),
         }
     }
 
@@ -162,129 +171,16 @@ impl AdminState {
     }
 }
 
-/// Serves on `listener` until `stop` fires: HTTPS when `[admin]` has a
-/// certificate, HTTP otherwise.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AdminState>,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
-    let tls = state
-        .config
-        .load()
-        .admin
-        .as_ref()
-        .and_then(|a| a.tls.as_ref())
-        .map(|t| t.server.clone());
-    let app = axum::Router::new()
+/// The admin server's routes: the probes and metrics, open to any client
+/// on the listening address; the dashboard and its API, behind the Host
+/// check and a token (see [`super::dashboard`]).
+pub fn router(state: Arc<AdminState>) -> axum::Router {
+    axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(super::dashboard::routes())
-        .with_state(state);
-    let stopped = async move { stop.cancelled().await };
-    match tls {
-        Some(config) => {
-            axum::serve(TlsListener::new(listener, config)?, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopped)
-                .await
-        }
-    }
-}
-
-/// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes under way at most; more connections wait to be accepted.
-const MAX_HANDSHAKES: usize = 64;
-
-/// Accepts TCP connections and hands on those whose TLS handshake
-/// succeeded. Handshakes run beside each other, each with a deadline, so a
-/// client that stalls in one holds up no one else.
-struct TlsListener {
-    local: std::net::SocketAddr,
-    ready: tokio::sync::mpsc::Receiver<(
-        tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-        std::net::SocketAddr,
-    )>,
-    accepting: tokio::task::JoinHandle<()>,
-}
-
-impl TlsListener {
-    fn new(
-        listener: tokio::net::TcpListener,
-        config: Arc<rustls::ServerConfig>,
-    ) -> std::io::Result<Self> {
-        let local = listener.local_addr()?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
-        let (tx, ready) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
-        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-        let accepting = tokio::spawn(async move {
-            loop {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    return;
-                };
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors, most likely: wait for
-                        // some to be freed rather than spin.
-                        tracing::warn!(error = %e, "The admin server cannot accept a connection.");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "An admin client's TLS handshake failed.");
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "An admin client did not finish its TLS handshake in time.");
-                        }
-                    }
-                });
-            }
-        });
-        Ok(TlsListener {
-            local,
-            ready,
-            accepting,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.accepting.abort();
-    }
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(accepted) => accepted,
-            // The accepting task ended (it only does when this listener is
-            // dropped): nothing more will come.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
-    }
+        .merge(super::dashboard::routes(state.clone()))
+        .with_state(state)
 }
 
 async fn healthz() -> &'static str {

@@ -24,10 +24,14 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+const TOKEN_NEEDED = "Enter the admin token, or the read-only token, above to see the dashboard.";
+
 function token() { return sessionStorage.getItem("switchyard-token") || ""; }
 
 async function api(path, options) {
-  const response = await fetch(path, options);
+  const headers = { authorization: `Bearer ${token()}`, ...((options && options.headers) || {}) };
+  const response = await fetch(path, { ...(options || {}), headers });
+  if (response.status === 401) throw new Error(TOKEN_NEEDED);
   const body = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
   return body;
@@ -59,14 +63,14 @@ function message(text, error) {
 }
 
 function actionsAllowed() {
-  return overview && overview.actions && token() !== "";
+  return overview && overview.actions;
 }
 
 function setStatus() {
   if (!overview) return;
   const parts = [overview.redis_up ? "Redis up" : "Redis unreachable"];
   if (overview.dead_letters !== null) parts.push(`${overview.dead_letters} dead letters`);
-  parts.push(overview.actions ? (token() ? "actions enabled" : "enter the admin token for actions") : "read-only");
+  parts.push(overview.actions ? "actions enabled" : "read-only token: actions need the admin token");
   statusLine.textContent = parts.join(" · ");
   statusLine.className = overview.redis_up ? "status" : "status bad";
 }
@@ -243,6 +247,11 @@ async function route() {
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?");
   for (const a of document.querySelectorAll("nav a")) a.classList.remove("active");
+  if (!token()) {
+    statusLine.textContent = "";
+    show(message(TOKEN_NEEDED));
+    return;
+  }
   try {
     await refreshOverview();
     if (path === "/") {
