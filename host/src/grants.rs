@@ -6,10 +6,12 @@
 //! domain for its subdomains. A request is checked twice: its URL against
 //! the list, then every address its host resolves to, before connecting to
 //! one of them (never resolving again): an address that is not public
-//! (loopback, private, link-local such as 169.254.169.254, unspecified,
-//! and the like) is refused unless the grant that matched names the host
-//! exactly. So a wildcard grant cannot be turned into a way to the host's
-//! own network by a name that resolves there.
+//! (IANA's special-purpose ranges: loopback, private, link-local,
+//! unspecified, and the like) is refused unless the grant that matched
+//! names the host exactly, and a link-local one (169.254.169.254, where
+//! clouds serve credentials) unless the grant is that address itself. So a
+//! wildcard grant cannot be turned into a way to the host's own network by
+//! a name that resolves there, nor an exact name into the cloud's metadata.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -149,40 +151,100 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Whether an address is on the public internet. Everything else
-/// (loopback, private, shared, link-local, unspecified, multicast,
-/// broadcast, documentation and benchmarking ranges, IPv6 unique-local,
-/// and IPv4 tunnelled in IPv6) can reach the host's own network.
-pub fn is_public(ip: IpAddr) -> bool {
+/// IPv4 ranges that are not the public internet: every entry of IANA's
+/// IPv4 Special-Purpose Address Registry that is not globally reachable,
+/// with the address blocks around them that share their purpose (all of
+/// 192.0.0.0/24), plus multicast and the reserved 240.0.0.0/4 (broadcast
+/// included).
+pub const SPECIAL_V4: &[(Ipv4Addr, u8, &str)] = &[
+    (Ipv4Addr::new(0, 0, 0, 0), 8, "this network"),
+    (Ipv4Addr::new(10, 0, 0, 0), 8, "private"),
+    (Ipv4Addr::new(100, 64, 0, 0), 10, "shared address space"),
+    (Ipv4Addr::new(127, 0, 0, 0), 8, "loopback"),
+    (Ipv4Addr::new(169, 254, 0, 0), 16, "link-local"),
+    (Ipv4Addr::new(172, 16, 0, 0), 12, "private"),
+    (Ipv4Addr::new(192, 0, 0, 0), 24, "IETF protocol assignments"),
+    (Ipv4Addr::new(192, 0, 2, 0), 24, "documentation"),
+    (Ipv4Addr::new(192, 88, 99, 0), 24, "6to4 relay anycast"),
+    (Ipv4Addr::new(192, 168, 0, 0), 16, "private"),
+    (Ipv4Addr::new(198, 18, 0, 0), 15, "benchmarking"),
+    (Ipv4Addr::new(198, 51, 100, 0), 24, "documentation"),
+    (Ipv4Addr::new(203, 0, 113, 0), 24, "documentation"),
+    (Ipv4Addr::new(224, 0, 0, 0), 4, "multicast"),
+    // With 255.255.255.255, broadcast.
+    (Ipv4Addr::new(240, 0, 0, 0), 4, "reserved"),
+];
+
+/// IPv6 ranges inside the global unicast space (2000::/3) that are not the
+/// public internet, from IANA's IPv6 Special-Purpose Address Registry.
+/// Everything outside 2000::/3 is not public either: loopback, the
+/// unspecified address, IPv4-mapped, -compatible and -translated forms,
+/// the NAT64 prefixes, discard-only (100::/64), unique-local, link-local,
+/// site-local (fec0::/10), multicast, SRv6 (5f00::/16), and the unassigned
+/// rest.
+pub const SPECIAL_V6: &[(Ipv6Addr, u8, &str)] = &[
+    (
+        Ipv6Addr::new(0x2001, 0, 0, 0, 0, 0, 0, 0),
+        23,
+        "IETF protocol assignments (Teredo, benchmarking, ORCHID, ...)",
+    ),
+    (
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+        32,
+        "documentation",
+    ),
+    (Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0), 16, "6to4"),
+    (
+        Ipv6Addr::new(0x3fff, 0, 0, 0, 0, 0, 0, 0),
+        20,
+        "documentation",
+    ),
+];
+
+/// What an address is, if it is not on the public internet.
+pub fn special(ip: IpAddr) -> Option<&'static str> {
     match canonical(ip) {
         IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && c == 0)
-                || (a == 198 && (18..20).contains(&b))
-                || a >= 240)
+            let n = u32::from(v4);
+            SPECIAL_V4
+                .iter()
+                .find(|(net, bits, _)| {
+                    n >> (32 - u32::from(*bits)) == u32::from(*net) >> (32 - u32::from(*bits))
+                })
+                .map(|(_, _, what)| *what)
         }
         IpAddr::V6(v6) => {
-            let s = v6.segments();
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00
-                || (s[0] & 0xffc0) == 0xfe80
-                || s[0] == 0x2002
-                || (s[0] == 0x2001 && s[1] == 0)
-                || (s[0] == 0x2001 && s[1] == 0x0db8)
-                || s[0] == 0x0064 && s[1] == 0xff9b
-                || v6.to_ipv4().is_some())
+            let n = u128::from(v6);
+            if n >> 125 != 0b001 {
+                return Some(if v6.is_loopback() {
+                    "loopback"
+                } else if (v6.segments()[0] & 0xffc0) == 0xfe80 {
+                    "link-local"
+                } else {
+                    "not global unicast"
+                });
+            }
+            SPECIAL_V6
+                .iter()
+                .find(|(net, bits, _)| {
+                    n >> (128 - u32::from(*bits)) == u128::from(*net) >> (128 - u32::from(*bits))
+                })
+                .map(|(_, _, what)| *what)
         }
+    }
+}
+
+/// Whether an address is on the public internet (see [`special`]).
+pub fn is_public(ip: IpAddr) -> bool {
+    special(ip).is_none()
+}
+
+/// Whether an address is link-local (169.254.0.0/16, fe80::/10): where
+/// clouds answer with their metadata and credentials.
+pub fn is_link_local(ip: IpAddr) -> bool {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
     }
 }
 
@@ -217,22 +279,21 @@ impl AllowedHost {
         Ok(AllowedHost { scheme, host, port })
     }
 
-    /// Whether this grant covers a request, and if so whether it names the
-    /// host exactly (which lets it resolve to a non-public address).
-    fn covers(&self, scheme: Scheme, host: &RequestHost, port: u16) -> Option<bool> {
+    /// Whether this grant covers a request, and how closely.
+    fn covers(&self, scheme: Scheme, host: &RequestHost, port: u16) -> Option<Named> {
         if self.scheme != scheme || self.port.unwrap_or(scheme.default_port()) != port {
             return None;
         }
         match (&self.host, host) {
-            (HostPattern::Name(g), RequestHost::Name(h)) if g == h => Some(true),
+            (HostPattern::Name(g), RequestHost::Name(h)) if g == h => Some(Named::Name),
             (HostPattern::Subdomains(d), RequestHost::Name(h))
                 if h.len() > d.len() + 1
                     && h.ends_with(d.as_str())
                     && h[..h.len() - d.len()].ends_with('.') =>
             {
-                Some(false)
+                Some(Named::Wildcard)
             }
-            (HostPattern::Ip(g), RequestHost::Ip(h)) if g == h => Some(true),
+            (HostPattern::Ip(g), RequestHost::Ip(h)) if g == h => Some(Named::Address),
             _ => None,
         }
     }
@@ -271,9 +332,29 @@ pub enum Denied {
     #[error("{0}")]
     BadDestination(String),
     #[error(
-        "{host} resolves to {ip}, which is not a public address, and allowed_hosts does not name {host} exactly"
+        "{host} resolves to {ip}, which is not a public address ({what}), and allowed_hosts does not name {host} exactly"
     )]
-    NotPublic { host: String, ip: IpAddr },
+    NotPublic {
+        host: String,
+        ip: IpAddr,
+        what: &'static str,
+    },
+    #[error(
+        "{host} resolves to {ip}, a link-local address (where clouds serve their metadata and credentials), which only a grant of that address itself allows"
+    )]
+    LinkLocal { host: String, ip: IpAddr },
+}
+
+/// How closely the grant that covers a request names its host: the
+/// closer, the more of the host's own network it may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Named {
+    /// `*.domain`: public addresses only.
+    Wildcard,
+    /// The name exactly: any address but link-local.
+    Name,
+    /// The address itself: that address, whatever it is.
+    Address,
 }
 
 /// A request's destination, once its URL was checked against the grant.
@@ -282,8 +363,8 @@ pub struct Destination {
     pub scheme: Scheme,
     pub host: RequestHost,
     pub port: u16,
-    /// The grant names the host exactly: its addresses may be non-public.
-    pub exact: bool,
+    /// How closely the grant names the host.
+    pub named: Named,
 }
 
 impl fmt::Display for Destination {
@@ -311,17 +392,17 @@ impl HttpGrant {
         };
         let host = request_host(host).map_err(Denied::BadDestination)?;
         let port = port.unwrap_or(scheme.default_port());
-        let exact = self
+        let named = self
             .allowed
             .iter()
             .filter_map(|g| g.covers(scheme, &host, port))
             .max();
-        match exact {
-            Some(exact) => Ok(Destination {
+        match named {
+            Some(named) => Ok(Destination {
                 scheme,
                 host,
                 port,
-                exact,
+                named,
             }),
             None => Err(Denied::NotGranted(format!(
                 "{}://{host}:{port}",
@@ -332,18 +413,23 @@ impl HttpGrant {
 }
 
 impl Destination {
-    /// Checks an address the destination's host resolved to: a non-public
-    /// one only for a host the grant names exactly (an address granted is
-    /// named exactly too).
+    /// Checks an address the destination's host resolved to (or the
+    /// address it names): a non-public one only for a host the grant names
+    /// exactly, and a link-local one only when the grant is that address.
     pub fn check_address(&self, ip: IpAddr) -> Result<IpAddr, Denied> {
         let ip = canonical(ip);
-        if is_public(ip) || self.exact {
-            Ok(ip)
-        } else {
-            Err(Denied::NotPublic {
-                host: self.host.to_string(),
+        let host = || self.host.to_string();
+        match (special(ip), self.named) {
+            (None, _) | (Some(_), Named::Address) => Ok(ip),
+            (Some(_), Named::Name) if is_link_local(ip) => {
+                Err(Denied::LinkLocal { host: host(), ip })
+            }
+            (Some(_), Named::Name) => Ok(ip),
+            (Some(what), Named::Wildcard) => Err(Denied::NotPublic {
+                host: host(),
                 ip,
-            })
+                what,
+            }),
         }
     }
 }
@@ -396,11 +482,12 @@ mod tests {
             "http://127.0.0.1:8080",
             "https://hooks.example.com",
         ]);
-        // (scheme, host, port) -> Ok(exact) or the start of the refusal
-        type Case<'a> = (&'a str, &'a str, Option<u16>, Result<bool, &'a str>);
+        // (scheme, host, port) -> Ok(how it is named) or the start of the
+        // refusal
+        type Case<'a> = (&'a str, &'a str, Option<u16>, Result<Named, &'a str>);
         let cases: &[Case] = &[
-            ("https", "acme.zendesk.com", None, Ok(false)),
-            ("https", "a.b.zendesk.com", Some(443), Ok(false)),
+            ("https", "acme.zendesk.com", None, Ok(Named::Wildcard)),
+            ("https", "a.b.zendesk.com", Some(443), Ok(Named::Wildcard)),
             (
                 "https",
                 "zendesk.com",
@@ -425,7 +512,7 @@ mod tests {
                 Some(8443),
                 Err("https://acme.zendesk.com:8443"),
             ),
-            ("http", "127.0.0.1", Some(8080), Ok(true)),
+            ("http", "127.0.0.1", Some(8080), Ok(Named::Address)),
             (
                 "http",
                 "127.0.0.1",
@@ -450,8 +537,8 @@ mod tests {
                 Some(8080),
                 Err("\"0x7f.0.0.1\" is not an address in standard form"),
             ),
-            ("http", "[::ffff:127.0.0.1]", Some(8080), Ok(true)),
-            ("https", "HOOKS.example.com.", None, Ok(true)),
+            ("http", "[::ffff:127.0.0.1]", Some(8080), Ok(Named::Address)),
+            ("https", "HOOKS.example.com.", None, Ok(Named::Name)),
             (
                 "gopher",
                 "hooks.example.com",
@@ -462,7 +549,7 @@ mod tests {
         for (scheme, host, port, want) in cases {
             let got = g.check(scheme, host, *port);
             match (want, &got) {
-                (Ok(exact), Ok(d)) => assert_eq!(d.exact, *exact, "{scheme}://{host}"),
+                (Ok(named), Ok(d)) => assert_eq!(d.named, *named, "{scheme}://{host}"),
                 (Err(start), Err(e)) => {
                     assert!(e.to_string().starts_with(start), "{scheme}://{host}: {e}")
                 }
@@ -505,7 +592,128 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "acme.zendesk.com resolves to 169.254.169.254, which is not a public address, and allowed_hosts does not name acme.zendesk.com exactly"
+            "acme.zendesk.com resolves to 169.254.169.254, which is not a public address (link-local), and allowed_hosts does not name acme.zendesk.com exactly"
         );
+    }
+
+    /// The first address of a range, its last, and the address just past
+    /// it.
+    fn ends_v4(net: Ipv4Addr, bits: u8) -> [Ipv4Addr; 3] {
+        let size = if bits == 0 {
+            u32::MAX
+        } else {
+            (1u32 << (32 - bits)) - 1
+        };
+        let first = u32::from(net);
+        let last = first.saturating_add(size);
+        [first.into(), last.into(), last.saturating_add(1).into()]
+    }
+
+    #[test]
+    fn every_special_purpose_range_is_refused_end_to_end() {
+        for (net, bits, what) in SPECIAL_V4 {
+            let [first, last, next] = ends_v4(*net, *bits);
+            for ip in [first, last] {
+                assert_eq!(special(ip.into()), Some(*what), "{ip} ({net}/{bits})");
+                // Written as IPv4-mapped IPv6, the same.
+                assert!(!is_public(ip.to_ipv6_mapped().into()), "{ip} mapped");
+            }
+            if last != Ipv4Addr::BROADCAST && special(next.into()).is_none() {
+                assert!(is_public(next.into()), "{next}");
+            }
+        }
+        for (net, bits, what) in SPECIAL_V6 {
+            let size = (1u128 << (128 - bits)) - 1;
+            let first = u128::from(*net);
+            let last = first + size;
+            for ip in [first, last] {
+                let ip = Ipv6Addr::from(ip);
+                assert_eq!(special(ip.into()), Some(*what), "{ip} ({net}/{bits})");
+            }
+        }
+        // Outside the global unicast space, and the ranges the first
+        // attacks slipped through.
+        for ip in [
+            "::",
+            "::1",
+            "::ffff:0:7f00:1",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "100::1",
+            "100::ffff:ffff:ffff:ffff",
+            "fec0::1",
+            "feff::1",
+            "fc00::1",
+            "fdff::1",
+            "fe80::1",
+            "ff02::1",
+            "5f00::1",
+            "4000::1",
+            "2001:10::1",
+            "2001:1f::1",
+            "2001:20::1",
+            "2001:2f::1",
+            "2001:db8::1",
+            "2002:7f00:1::",
+            "3fff::1",
+            "192.88.99.1",
+            "192.0.0.9",
+            "100.127.255.255",
+            "198.19.255.255",
+            "0.1.2.3",
+            "240.0.0.1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(!is_public(ip), "{ip} taken for public");
+        }
+        for ip in [
+            "1.1.1.1",
+            "8.8.8.8",
+            "93.184.216.34",
+            "100.63.255.255",
+            "100.128.0.0",
+            "192.0.1.1",
+            "192.31.196.1",
+            "198.17.255.255",
+            "198.20.0.0",
+            "223.255.255.255",
+            "2606:4700::6810:85e5",
+            "2001:200::1",
+            "2620:4f:8000::1",
+            "2a00:1450::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert!(is_public(ip), "{ip} refused");
+        }
+    }
+
+    #[test]
+    fn link_local_needs_a_grant_of_the_address_itself() {
+        let g = grant(&[
+            "http://metadata.internal",
+            "http://169.254.169.254",
+            "http://[fe80::1]:8080",
+        ]);
+        let by_name = g.check("http", "metadata.internal", None).unwrap();
+        for ip in [
+            "169.254.169.254",
+            "fe80::a9fe:a9fe",
+            "::ffff:169.254.169.254",
+        ] {
+            let e = by_name.check_address(ip.parse().unwrap()).unwrap_err();
+            assert!(matches!(e, Denied::LinkLocal { .. }), "{ip}: {e}");
+        }
+        // A name exactly granted may still reach the host's own network.
+        assert!(by_name.check_address("10.1.2.3".parse().unwrap()).is_ok());
+        assert!(by_name.check_address("127.0.0.1".parse().unwrap()).is_ok());
+        let literal = g.check("http", "169.254.169.254", None).unwrap();
+        assert!(
+            literal
+                .check_address("169.254.169.254".parse().unwrap())
+                .is_ok()
+        );
+        let literal6 = g.check("http", "[fe80::1]", Some(8080)).unwrap();
+        assert!(literal6.check_address("fe80::1".parse().unwrap()).is_ok());
     }
 }

@@ -359,6 +359,39 @@ async fn connections_are_pooled_across_messages() {
     assert!(connections <= 2, "{connections} connections");
 }
 
+/// With `reuse_instances`, an instance keeps its handles between calls: a
+/// response the call never read, nor dropped, is closed when the call
+/// ends, so its connection slot serves the next call (here the only one:
+/// `max_connections_per_host = 1`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_call_leaves_open_is_closed_when_it_ends() {
+    init_logs();
+    let redis = Redis::start();
+    let server = StandIn::start(Api::Echo).await.unwrap();
+    let cfg = config(
+        &[server.url()],
+        "reuse_instances = true\nconcurrency = 1\nmax_connections_per_host = 1\nhttp_timeout = \"2s\"",
+    );
+    let mut conn = redis.conn().await;
+    let host = start_host(&cfg.config, &redis);
+    let left = json!({ "http": { "url": server.url(), "leave_open": true } });
+    let r = probe(&mut conn, &cfg, "probe", "open-1", json!([left]), LIMIT).await;
+    assert_eq!(r[0]["status"], 200, "{r:?}");
+    for i in 2..5 {
+        let r = probe(
+            &mut conn,
+            &cfg,
+            "probe",
+            &format!("open-{i}"),
+            json!([get(&server.url())]),
+            LIMIT,
+        )
+        .await;
+        assert_eq!(r[0]["status"], 200, "call {i}: {r:?}");
+    }
+    host.stop().await.unwrap();
+}
+
 /// https is verified: a destination whose certificate chains to the
 /// queue's `http_ca_file` is reached, by name and by address; a queue
 /// that trusts only the web's roots refuses the same certificate, and the

@@ -352,6 +352,7 @@ impl QueueHttp {
         request: http::Request<WasiBody>,
         sent: u32,
         deadline: Instant,
+        scope: Option<Arc<CallScope>>,
     ) -> wasmtime_wasi_http::Result<http::Response<WasiBody>> {
         let uri = request.uri().clone();
         let shown = format!(
@@ -390,24 +391,81 @@ impl QueueHttp {
             .map_err(|_| wasmtime_wasi_http::Error::ConnectionLimitReached)?
             .expect("the semaphore is never closed");
         let started = Instant::now();
-        let response = tokio::time::timeout_at(deadline, self.client.request(request)).await;
+        let request = self.client.request(request);
+        let response = match &scope {
+            // A request the call left behind ends with the call.
+            Some(scope) => tokio::select! {
+                r = tokio::time::timeout_at(deadline, request) => r,
+                () = scope.ended.cancelled() => {
+                    return Err(wasmtime_wasi_http::Error::InternalError(Some(
+                        "the call that sent this request has ended".into(),
+                    )));
+                }
+            },
+            None => tokio::time::timeout_at(deadline, request).await,
+        };
         // Until the answer's head, or the failure.
         self.metrics.timed(0, started);
         let response = response
             .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
             .map_err(|e| client_error(&self, &shown, e))?;
+        let (parts, body) = response.into_parts();
         let max = self.settings.max_response_bytes;
-        Ok(response.map(|body| {
+        let open = Arc::new(Mutex::new(Some(OpenBody {
+            body,
+            _permit: permit,
+        })));
+        if let Some(scope) = &scope {
+            scope.opened(&open);
+        }
+        Ok(http::Response::from_parts(
+            parts,
             Guarded {
-                inner: body,
+                open,
                 deadline: Box::pin(tokio::time::sleep_until(deadline)),
-                _permit: Some(permit),
                 read: 0,
                 max,
             }
-            .boxed_unsync()
-        }))
+            .boxed_unsync(),
+        ))
     }
+}
+
+/// What one call of a plugin has open over HTTP. With `reuse_instances`,
+/// an instance keeps its resources between calls (a response body it did
+/// not read, a request it never awaited); when the call ends they are
+/// closed here, so that nothing one call opened holds a connection, or its
+/// destination's slot, into the next.
+#[derive(Debug, Default)]
+pub struct CallScope {
+    /// Cancels the requests still under way.
+    ended: tokio_util::sync::CancellationToken,
+    bodies: Mutex<Vec<std::sync::Weak<Mutex<Option<OpenBody>>>>>,
+}
+
+impl CallScope {
+    fn opened(&self, body: &Arc<Mutex<Option<OpenBody>>>) {
+        let mut bodies = self.bodies.lock().expect("scope lock");
+        bodies.retain(|b| b.strong_count() > 0);
+        bodies.push(Arc::downgrade(body));
+    }
+
+    /// Ends every request the call has under way and closes every
+    /// response body it left open.
+    pub fn end(&self) {
+        self.ended.cancel();
+        for body in self.bodies.lock().expect("scope lock").drain(..) {
+            if let Some(body) = body.upgrade() {
+                body.lock().expect("body lock").take();
+            }
+        }
+    }
+}
+
+/// A response body still open, with its destination's slot.
+struct OpenBody {
+    body: hyper::body::Incoming,
+    _permit: OwnedSemaphorePermit,
 }
 
 /// The HTTP side of one handler call.
@@ -419,6 +477,8 @@ pub struct CallHttp {
     pub sent: u32,
     /// The handling's `traceparent`, added to requests that carry none.
     pub traceparent: Option<String>,
+    /// What the call has open, closed when it ends.
+    pub scope: Arc<CallScope>,
 }
 
 impl std::fmt::Debug for CallHttp {
@@ -450,7 +510,10 @@ impl WasiHttpHooks for CallHttp {
         {
             request.headers_mut().insert("traceparent", value);
         }
-        let send = self.queue.clone().send(request, self.sent, self.deadline);
+        let send =
+            self.queue
+                .clone()
+                .send(request, self.sent, self.deadline, Some(self.scope.clone()));
         Box::new(async move {
             Ok((
                 send.await?,
@@ -519,11 +582,10 @@ fn client_error(
 }
 
 /// A response body bounded in size and in time, holding its destination's
-/// slot until it is read or dropped.
+/// slot until it is read, dropped, or closed with its call.
 struct Guarded {
-    inner: hyper::body::Incoming,
+    open: Arc<Mutex<Option<OpenBody>>>,
     deadline: Pin<Box<tokio::time::Sleep>>,
-    _permit: Option<OwnedSemaphorePermit>,
     read: usize,
     max: usize,
 }
@@ -540,7 +602,13 @@ impl Body for Guarded {
         if this.deadline.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::ConnectionReadTimeout)));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let mut open = this.open.lock().expect("body lock");
+        let Some(open) = open.as_mut() else {
+            return Poll::Ready(Some(Err(wasmtime_wasi_http::Error::InternalError(Some(
+                "the call that received this response has ended".into(),
+            )))));
+        };
+        match Pin::new(&mut open.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.read += data.len();
@@ -559,10 +627,18 @@ impl Body for Guarded {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.open
+            .lock()
+            .expect("body lock")
+            .as_ref()
+            .is_none_or(|o| o.body.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.open
+            .lock()
+            .expect("body lock")
+            .as_ref()
+            .map_or_else(SizeHint::default, |o| o.body.size_hint())
     }
 }

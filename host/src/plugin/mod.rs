@@ -177,7 +177,7 @@ async fn http_post(cx: &CallContext, message: &Delivery) -> Outcome {
         }
     };
     let deadline = Instant::now() + cx.timeout;
-    match cx.http.clone().send(request, 1, deadline).await {
+    match cx.http.clone().send(request, 1, deadline, None).await {
         Ok(response) => {
             let status = response.status();
             match response.into_body().collect().await {
@@ -770,8 +770,10 @@ impl LoadedPlugin {
             tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, output = %captured, "Plugin wrote to stdout or stderr.");
         }
         // A transaction the call left open is rolled back now, not when
-        // the instance is next used or dropped.
+        // the instance is next used or dropped; its requests and response
+        // bodies are closed.
         w.store.data_mut().sql.finish();
+        w.store.data().http.scope.end();
         // What the call published goes out only with a success.
         let published = std::mem::take(&mut w.store.data_mut().outbox.messages);
         let published = if outcome == Outcome::Success {
@@ -897,6 +899,7 @@ impl Warm {
                 deadline: Instant::now(),
                 sent: 0,
                 traceparent: None,
+                scope: Arc::default(),
             },
             keyvalue: cx.keyvalue.clone(),
             outbox: host::Outbox {
@@ -933,6 +936,7 @@ impl Warm {
         state.http.deadline = deadline;
         state.http.sent = 0;
         state.http.traceparent.clone_from(&message.trace);
+        state.http.scope = Arc::default();
         state.outbox.messages.clear();
         state.outbox.parent_id.clone_from(&message.id);
         state.outbox.parent_hops = message.hops();

@@ -7,7 +7,8 @@
 //! - `{"http": {"method", "url", "headers": {..}, "body", "follow"}}`:
 //!   `{"status", "bytes", "body"}` (the first 200 bytes), or `{"error"}`
 //!   (`denied` when the host denied it); a header value `config:KEY` is
-//!   the queue's setting KEY;
+//!   the queue's setting KEY; with `"leave_open": true`, a GET whose
+//!   answer is never read nor dropped: `{"status", "left_open"}`;
 //! - `{"kv": "get" | "set" | "delete" | "exists" | "increment" | "cas" |
 //!   "list", "bucket", "key", "value", "delta", "expect"}`: the value or
 //!   `{"error"}`;
@@ -97,7 +98,52 @@ fn strings(v: &Value) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// Sends a GET to `url` and leaves its answer unread: the response and its
+/// body are never dropped (a plugin holding on to them across calls).
+fn http_left_open(url: &str) -> Value {
+    use switchyard_plugin::bindings::wasi::http::outgoing_handler;
+    use switchyard_plugin::bindings::wasi::http::types::{
+        Fields, OutgoingBody, OutgoingRequest, Scheme,
+    };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return json!({ "error": "no scheme" });
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let request = OutgoingRequest::new(Fields::new());
+    let _ = request.set_scheme(Some(&if scheme == "https" {
+        Scheme::Https
+    } else {
+        Scheme::Http
+    }));
+    let _ = request.set_authority(Some(authority));
+    let _ = request.set_path_with_query(Some(&path));
+    let body = request.body().expect("the body");
+    let _ = OutgoingBody::finish(body, None);
+    let future = match outgoing_handler::handle(request, None) {
+        Ok(f) => f,
+        Err(e) => return json!({ "error": format!("{e:?}") }),
+    };
+    future.subscribe().block();
+    match future.get() {
+        Some(Ok(Ok(response))) => {
+            let status = response.status();
+            let body = response.consume().expect("the body");
+            // Never dropped: the host must close them when the call ends.
+            std::mem::forget(body);
+            std::mem::forget(response);
+            json!({ "status": status, "left_open": true })
+        }
+        Some(Ok(Err(e))) => json!({ "error": format!("{e:?}") }),
+        other => json!({ "error": format!("{other:?}") }),
+    }
+}
+
 fn http(h: &Value) -> Value {
+    if h["leave_open"].as_bool() == Some(true) {
+        return http_left_open(h["url"].as_str().unwrap_or_default());
+    }
     let mut request = Request::new(
         h["method"].as_str().unwrap_or("GET"),
         h["url"].as_str().unwrap_or_default(),
