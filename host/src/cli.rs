@@ -444,6 +444,11 @@ async fn check(config: &ConfigArg) -> Result<ExitCode> {
     match host::prepare(&engine, &config, &Default::default(), &metrics).await {
         Ok(plugins) => {
             for queue in config.queues.values() {
+                if let Some(plugin) = plugins.get(&queue.plugin) {
+                    for warning in host::missing_grants(plugin, queue) {
+                        println!("warning: {warning}");
+                    }
+                }
                 let routed = config.routes.values().any(|qs| qs.contains(&queue.name));
                 if !routed {
                     println!(

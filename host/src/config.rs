@@ -1813,6 +1813,8 @@ impl Validator<'_> {
         if url.is_none() && !table.contains_key("smtp_url") {
             self.error(s.key("smtp_url"), "is required");
         }
+        let username = self.maybe_secret(&mut s, "username", secrets);
+        let password = self.maybe_secret(&mut s, "password", secrets);
         if let Some(url) = url.as_ref().filter(|u| !u.is_empty()) {
             let scheme = url.split_once("://").map(|(s, _)| s);
             if !matches!(scheme, Some("smtp" | "smtps")) {
@@ -1820,12 +1822,18 @@ impl Validator<'_> {
                     s.key("smtp_url"),
                     "must be smtp://host:port (add ?tls=required for STARTTLS) or smtps://host:port",
                 );
-            } else if let Err(e) = crate::plugin::smtp::Relay::parse(url, None, None) {
-                self.error(s.key("smtp_url"), format!("is not an SMTP URL: {e}"));
+            } else {
+                match crate::plugin::smtp::Relay::parse(url, username.as_deref(), password.as_deref())
+                {
+                    Err(e) => self.error(s.key("smtp_url"), format!("is not an SMTP URL: {e}")),
+                    Ok(relay) if relay.credentials_in_clear() => self.error(
+                        s.key("smtp_url"),
+                        "would send the relay's credentials without TLS (the relay is not on loopback): add ?tls=required for STARTTLS, or use smtps://",
+                    ),
+                    Ok(_) => {}
+                }
             }
         }
-        let username = self.maybe_secret(&mut s, "username", secrets);
-        let password = self.maybe_secret(&mut s, "password", secrets);
         if username.is_some() != password.is_some() {
             self.error(
                 s.key(if username.is_some() {

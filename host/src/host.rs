@@ -171,6 +171,48 @@ fn fits(plugin: &LoadedPlugin, queue: &QueueConfig) -> Result<(), PluginProblem>
     }
 }
 
+/// What `plugin` imports that `queue` does not grant, as warnings: every
+/// call of those imports would be refused at run time.
+pub fn missing_grants(plugin: &LoadedPlugin, queue: &QueueConfig) -> Vec<String> {
+    use crate::plugin::contract::Capability;
+    let mut seen = Vec::new();
+    for import in &plugin.imports {
+        let Some(capability) = Capability::of(import) else {
+            continue;
+        };
+        let granted = match capability {
+            Capability::Http => !queue.http.grant.allowed.is_empty(),
+            Capability::KeyValue => queue.keyvalue.is_some(),
+            Capability::Publish => !queue.publish.types.is_empty(),
+            Capability::Sql => queue.sql.is_some(),
+            Capability::Mail => queue.mail.is_some(),
+        };
+        if !granted && !seen.iter().any(|(c, _)| *c == capability) {
+            seen.push((capability, import.clone()));
+        }
+    }
+    seen.into_iter()
+        .map(|(capability, import)| {
+            format!(
+                "queues.{}: its plugin imports {import}, but the queue has no {}: every such call will be refused",
+                queue.name,
+                capability.grant()
+            )
+        })
+        .collect()
+}
+
+/// Logs what the queues' plugins import without a grant.
+fn log_missing_grants(config: &Config, plugins: &Plugins) {
+    for q in config.queues.values() {
+        if let Some(plugin) = plugins.get(&q.plugin) {
+            for warning in missing_grants(plugin, q) {
+                tracing::warn!(path = %config.path.display(), plugin = %plugin.hash, "queues.toml: {warning}");
+            }
+        }
+    }
+}
+
 /// The queues of `config` that use the plugin file `path`.
 fn users<'c>(config: &'c Config, path: &Path) -> Vec<&'c QueueConfig> {
     config
@@ -335,6 +377,7 @@ pub async fn run(
         _ = shutdown.drain.cancelled() => return Ok(()),
         p = prepare(&engine, &config, &none, &metrics) => p?,
     };
+    log_missing_grants(&config, &plugins);
     let consumer = consumer_name();
     tracing::info!(
         redis = %redis_conn::describe(&client),
@@ -601,6 +644,9 @@ impl Supervisor {
         };
         count_load(&self.metrics, &plugin);
         for q in users(&self.config, path) {
+            for warning in missing_grants(&plugin, q) {
+                tracing::warn!(path = %path.display(), plugin = %plugin.hash, "queues.toml: {warning}");
+            }
             if let Err(problem) = fits(&plugin, q) {
                 let refusal = ConfigRefusal::Plugin {
                     queues: vec![q.name.clone()],
@@ -665,6 +711,7 @@ impl Supervisor {
                 return files_to_watch(&new);
             }
         };
+        log_missing_grants(&new, &plugins);
 
         // Apply: the queues first, so no message is routed to a queue that
         // is not started yet.

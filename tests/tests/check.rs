@@ -475,3 +475,118 @@ fn ca_files_and_tls_modes_are_checked_with_their_keys() {
 
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn an_import_no_contract_has_is_named_and_missing_grants_are_warned() {
+    let dir = tempdir("check-imports");
+    std::fs::copy(plugin("foreign_import"), dir.join("foreign.wasm")).unwrap();
+    let path = dir.join("queues.toml");
+    std::fs::write(
+        &path,
+        r#"
+[routes]
+"a" = ["Foreign"]
+[queues.Foreign]
+plugin = "foreign.wasm"
+"#,
+    )
+    .unwrap();
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("queues.Foreign.plugin: ")
+            && out.contains("it imports `acme:crm/api@1.0.0`, which no contract version this host runs provides (contract 0.2.0 provides switchyard:plugin/{messages, log, config, publish, sql, mail}@0.2.0, "),
+        "{out}"
+    );
+    assert!(!out.contains("has the wrong type"), "{out}");
+
+    // A plugin importing every capability, on a queue that grants none.
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[routes]
+"a" = ["Bare"]
+[queues.Bare]
+plugin = "{}/io_probe.wasm"
+"#,
+            plugin_dir().display()
+        ),
+    )
+    .unwrap();
+    let (ok, out) = check(&path);
+    assert!(ok, "{out}");
+    for (import, grant) in [
+        ("wasi:http/outgoing-handler@", "allowed_hosts"),
+        ("wasi:keyvalue/store@0.2.0-draft2", "[keyvalue]"),
+        ("switchyard:plugin/publish@0.2.0", "publish"),
+        ("switchyard:plugin/sql@0.2.0", "[sql]"),
+        ("switchyard:plugin/mail@0.2.0", "[mail]"),
+    ] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(import))
+            .unwrap_or_else(|| panic!("no warning for {import} in:\n{out}"));
+        assert!(
+            line.starts_with("warning: queues.Bare: its plugin imports ")
+                && line.contains(&format!("but the queue has no {grant}:")),
+            "{line}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn relay_credentials_never_travel_unencrypted_beyond_loopback() {
+    plugin("sleep");
+    let queue = |name: &str, mail: &str| {
+        format!(
+            "\n[queues.{name}]\nplugin = \"@PLUGINS@/sleep.wasm\"\n[queues.{name}.mail]\n{mail}\n"
+        )
+    };
+    let cases = [
+        (
+            "Plain",
+            "smtp_url = \"smtp://u:p@relay.example:587\"",
+            false,
+        ),
+        (
+            "Opportunistic",
+            "smtp_url = \"smtp://u:p@relay.example?tls=opportunistic\"",
+            false,
+        ),
+        (
+            "Apart",
+            "smtp_url = \"smtp://relay.example\"\nusername = \"u\"\npassword = \"p\"",
+            false,
+        ),
+        ("Loopback", "smtp_url = \"smtp://u:p@127.0.0.1:2525\"", true),
+        (
+            "Localhost",
+            "smtp_url = \"smtp://u:p@localhost:2525\"",
+            true,
+        ),
+        (
+            "StartTls",
+            "smtp_url = \"smtp://u:p@relay.example?tls=required\"",
+            true,
+        ),
+        ("Tls", "smtp_url = \"smtps://u:p@relay.example\"", true),
+        ("NoLogin", "smtp_url = \"smtp://relay.example\"", true),
+    ];
+    let names: Vec<String> = cases.iter().map(|(n, _, _)| format!("\"{n}\"")).collect();
+    let mut text = format!("[routes]\n\"a\" = [{}]\n", names.join(", "));
+    for (name, mail, _) in &cases {
+        text.push_str(&queue(name, mail));
+    }
+    let path = config_with("check-smtp-clear", &text, &[]);
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(out.contains("has 3 errors"), "{out}");
+    for (name, _, fine) in cases {
+        let key =
+            format!("queues.{name}.mail.smtp_url: would send the relay's credentials without TLS");
+        assert_eq!(!out.contains(&key), fine, "{name} in:\n{out}");
+    }
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

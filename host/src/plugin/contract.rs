@@ -40,6 +40,97 @@ pub const PLUGIN_0_2: &[ExpectedExport] = &[ExpectedExport {
     signature: HANDLE,
 }];
 
+/// The interfaces the host provides to plugins, by package and name; a
+/// version matches when it starts with the one given (WASI 0.2.x is
+/// linked by semver: a plugin built against 0.2.3 runs on 0.2.6's).
+const PROVIDED: &[(&str, &str)] = &[
+    ("switchyard:plugin/types", "0.1.0"),
+    ("switchyard:plugin/log", "0.1.0"),
+    ("switchyard:plugin/config", "0.1.0"),
+    ("switchyard:plugin/messages", "0.2.0"),
+    ("switchyard:plugin/log", "0.2.0"),
+    ("switchyard:plugin/config", "0.2.0"),
+    ("switchyard:plugin/publish", "0.2.0"),
+    ("switchyard:plugin/sql", "0.2.0"),
+    ("switchyard:plugin/mail", "0.2.0"),
+    ("wasi:keyvalue/store", "0.2.0-draft2"),
+    ("wasi:keyvalue/atomics", "0.2.0-draft2"),
+    ("wasi:http/types", "0.2."),
+    ("wasi:http/outgoing-handler", "0.2."),
+    // WASI 0.2, linked to an empty context: the interfaces exist so that
+    // language runtimes instantiate, and give no files, sockets or
+    // environment.
+    ("wasi:cli/", "0.2."),
+    ("wasi:io/", "0.2."),
+    ("wasi:clocks/", "0.2."),
+    ("wasi:random/", "0.2."),
+    ("wasi:filesystem/", "0.2."),
+    ("wasi:sockets/", "0.2."),
+];
+
+/// What contract 0.2.0 provides, as a refusal lists it.
+pub const PROVIDED_TEXT: &str = "switchyard:plugin/{messages, log, config, publish, sql, mail}@0.2.0, \
+     wasi:keyvalue/{store, atomics}@0.2.0-draft2, wasi:http/{types, outgoing-handler}@0.2, \
+     and WASI 0.2's cli, io, clocks, random, filesystem and sockets";
+
+/// The interfaces a component imports, by name (`wasi:http/types@0.2.3`).
+pub fn imports(engine: &Engine, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(engine)
+        .map(|(name, _)| name.to_owned())
+        .collect()
+}
+
+/// Whether the host provides an import.
+pub fn provided(import: &str) -> bool {
+    let (name, version) = import.split_once('@').unwrap_or((import, ""));
+    PROVIDED.iter().any(|(n, v)| {
+        let name_matches = if n.ends_with('/') {
+            name.starts_with(n)
+        } else {
+            name == *n
+        };
+        name_matches && version.starts_with(v)
+    })
+}
+
+/// A capability a queue grants: what an import needs to be of use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    Http,
+    KeyValue,
+    Publish,
+    Sql,
+    Mail,
+}
+
+impl Capability {
+    /// The capability an import is the way to, if any.
+    pub fn of(import: &str) -> Option<Capability> {
+        let name = import.split_once('@').map_or(import, |(n, _)| n);
+        match name {
+            "wasi:http/outgoing-handler" => Some(Capability::Http),
+            "wasi:keyvalue/store" | "wasi:keyvalue/atomics" => Some(Capability::KeyValue),
+            "switchyard:plugin/publish" => Some(Capability::Publish),
+            "switchyard:plugin/sql" => Some(Capability::Sql),
+            "switchyard:plugin/mail" => Some(Capability::Mail),
+            _ => None,
+        }
+    }
+
+    /// The setting of queues.toml that grants it.
+    pub fn grant(self) -> &'static str {
+        match self {
+            Capability::Http => "allowed_hosts",
+            Capability::KeyValue => "[keyvalue]",
+            Capability::Publish => "publish",
+            Capability::Sql => "[sql]",
+            Capability::Mail => "[mail]",
+        }
+    }
+}
+
 /// A contract version the host runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
@@ -223,5 +314,38 @@ pub fn wit(ty: &Type) -> String {
         Type::Future(f) => format!("future<{}>", f.ty().map_or("_".into(), |t| wit(&t))),
         Type::Stream(s) => format!("stream<{}>", s.ty().map_or("_".into(), |t| wit(&t))),
         Type::ErrorContext => "error-context".into(),
+    }
+}
+
+#[cfg(test)]
+mod import_tests {
+    use super::*;
+
+    #[test]
+    fn imports_are_known_by_name_and_version() {
+        for ok in [
+            "switchyard:plugin/log@0.2.0",
+            "switchyard:plugin/types@0.1.0",
+            "wasi:http/outgoing-handler@0.2.3",
+            "wasi:cli/environment@0.2.6",
+            "wasi:keyvalue/store@0.2.0-draft2",
+        ] {
+            assert!(provided(ok), "{ok}");
+        }
+        for unknown in [
+            "acme:crm/api@1.0.0",
+            "switchyard:plugin/sql@0.1.0",
+            "switchyard:plugin/queue@0.2.0",
+            "wasi:http/outgoing-handler@0.3.0",
+            "wasi:keyvalue/store@0.2.0-draft",
+            "wasi:clix/environment@0.2.0",
+        ] {
+            assert!(!provided(unknown), "{unknown}");
+        }
+        assert_eq!(
+            Capability::of("wasi:http/outgoing-handler@0.2.0"),
+            Some(Capability::Http)
+        );
+        assert_eq!(Capability::of("wasi:http/types@0.2.0"), None);
     }
 }

@@ -402,6 +402,23 @@ impl PluginEngine {
             contract::ExportMismatch::NoExports => LoadError::NotAComponent(e.to_string()),
             e => LoadError::WrongContract(e.to_string()),
         })?;
+        let imports = contract::imports(&self.engine, &component);
+        let unknown: Vec<&str> = imports
+            .iter()
+            .map(String::as_str)
+            .filter(|i| !contract::provided(i))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(LoadError::WrongContract(format!(
+                "it imports {}, which no contract version this host runs provides (contract 0.2.0 provides {})",
+                unknown
+                    .iter()
+                    .map(|i| format!("`{i}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                contract::PROVIDED_TEXT
+            )));
+        }
         let initial_memory = component
             .resources_required()
             .and_then(|r| r.max_initial_memory_size)
@@ -422,6 +439,7 @@ impl PluginEngine {
             compile_time,
             from_cache,
             initial_memory,
+            imports,
             code,
         })
     }
@@ -450,6 +468,7 @@ impl PluginEngine {
                 compile_time: Duration::ZERO,
                 from_cache: false,
                 initial_memory: None,
+                imports: Vec::new(),
                 code: Code::Builtin(run),
             }));
         }
@@ -538,6 +557,8 @@ pub struct LoadedPlugin {
     /// The largest initial size of the plugin's linear memories, in bytes:
     /// an instance needs at least this much of its queue's `memory_mib`.
     pub initial_memory: Option<u64>,
+    /// The interfaces it imports.
+    pub imports: Vec<String>,
     code: Code,
 }
 

@@ -141,6 +141,23 @@ impl Relay {
         })
     }
 
+    /// Whether a login could go out unencrypted: credentials, no TLS (or
+    /// STARTTLS only if offered, which whoever is on the path can strip),
+    /// and a relay beyond loopback.
+    pub fn credentials_in_clear(&self) -> bool {
+        let loopback = self.host.eq_ignore_ascii_case("localhost")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| crate::grants::canonical(ip).is_loopback());
+        self.credentials.is_some()
+            && !loopback
+            && matches!(
+                self.security,
+                Security::Plain | Security::StartTls { required: false }
+            )
+    }
+
     /// The relay, its certificate also trusted when it chains to one of
     /// the CA certificates in `pem`.
     pub fn trusting(mut self, pem: &[u8]) -> Relay {
