@@ -247,7 +247,7 @@ pub async fn load_plugins(
             Ok(None) => old.expect("unchanged").clone(),
             Ok(Some(plugin)) => {
                 count_load(metrics, &plugin);
-                tracing::info!(queues = ?names, plugin = %plugin.hash, contract = plugin.contract(), path = %path.display(), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin loaded.");
+                tracing::info!(queues = %names.join(","), plugin = %plugin.hash, contract = plugin.contract(), path = %path.display(), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin loaded.");
                 Arc::new(plugin)
             }
             Err(e) => {
@@ -672,7 +672,7 @@ impl Supervisor {
             }
         }
         QueueMetrics::add(&self.metrics.reloads.plugin_swaps);
-        tracing::info!(path = %path.display(), old = %current.hash, new = %plugin.hash, queues = ?swapped, compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin swapped; the next messages run on the new version.");
+        tracing::info!(path = %path.display(), old = %current.hash, new = %plugin.hash, queues = %swapped.join(","), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin swapped; the next messages run on the new version.");
         self.plugins.insert(path.to_owned(), plugin);
     }
 
@@ -786,7 +786,7 @@ impl Supervisor {
             .chain(&changes.at_restart)
             .filter_map(|c| c.split(':').next())
             .collect();
-        tracing::info!(path = %path.display(), queues = self.queues.len(), applied = changes.applied.len(), at_restart = changes.at_restart.len(), changed = ?keys, "queues.toml applied.");
+        tracing::info!(path = %path.display(), queues = self.queues.len(), applied = changes.applied.len(), at_restart = changes.at_restart.len(), changed = %keys.join(","), "queues.toml applied.");
         BTreeSet::new()
     }
 
@@ -889,7 +889,7 @@ async fn maintain(
             retention::remove_idle_consumers(conn, stream, keys.group(), r.idle_consumer, consumer)
                 .await?;
         if !removed.is_empty() {
-            tracing::info!(stream = %stream, consumers = ?removed, "Removed consumers idle with nothing pending.");
+            tracing::info!(stream = %stream, consumers = %removed.join(","), "Removed consumers idle with nothing pending.");
         }
     }
     let dead = keys.dead_letter();

@@ -128,14 +128,34 @@ impl SafeVisitor<'_> {
                 self.writer.write_char(' ')?;
             }
             self.first = false;
-            if field.name() != "message" {
-                write!(self.writer, "{}=", field.name())?;
+            if field.name() == "message" {
+                write_escaped(&mut self.writer, &buf.text)?;
+                if buf.dropped > 0 {
+                    write!(self.writer, "… [{} more bytes]", buf.dropped)?;
+                }
+                return Ok(());
             }
-            write_escaped(&mut self.writer, &buf.text)?;
+            write!(self.writer, "{}=", field.name())?;
+            // A value that could be read as more than one field (a space,
+            // `=`, a quote) is quoted, so that a producer's id of
+            // `x outcome=success` stays one value.
+            let quote =
+                buf.dropped > 0 || buf.text.is_empty() || buf.text.contains([' ', '=', '"', '\\']);
+            if !quote {
+                return write_escaped(&mut self.writer, &buf.text);
+            }
+            self.writer.write_char('"')?;
+            let mut rest = buf.text.as_str();
+            while let Some(i) = rest.find(['"', '\\']) {
+                write_escaped(&mut self.writer, &rest[..i])?;
+                write!(self.writer, "\\{}", &rest[i..i + 1])?;
+                rest = &rest[i + 1..];
+            }
+            write_escaped(&mut self.writer, rest)?;
             if buf.dropped > 0 {
                 write!(self.writer, "… [{} more bytes]", buf.dropped)?;
             }
-            Ok(())
+            self.writer.write_char('"')
         })();
     }
 }
@@ -279,16 +299,24 @@ mod tests {
         let huge = "y".repeat(MAX_LOG_FIELD * 3);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(msg_id = %"m-1\nINFO forged line", big = %huge, "Handled {}.", "x\ny");
+            tracing::info!(msg_id = %"x outcome=success queue=Admin", quote = %"a\"b\\c", empty = %"", plain = %"p-1", "Next.");
         });
         let out = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(out.lines().count(), 1, "{out}");
+        assert_eq!(out.lines().count(), 2, "{out}");
         assert!(out.contains("Handled x\\ny."), "{out}");
-        assert!(out.contains("msg_id=m-1\\nINFO forged line"), "{out}");
+        assert!(out.contains("msg_id=\"m-1\\nINFO forged line\""), "{out}");
+        let next = out.lines().nth(1).unwrap();
+        assert!(
+            next.ends_with(
+                r#"Next. msg_id="x outcome=success queue=Admin" quote="a\"b\\c" empty="" plain=p-1"#
+            ),
+            "{next}"
+        );
         assert!(
             out.contains(&format!("… [{} more bytes]", MAX_LOG_FIELD * 2)),
             "{}",
             &out[..200]
         );
-        assert!(out.len() < MAX_LOG_FIELD + 500, "{}", out.len());
+        assert!(out.len() < MAX_LOG_FIELD + 600, "{}", out.len());
     }
 }

@@ -481,7 +481,7 @@ retry_quick_delay = "10ms"
         "the forged texts are logged, escaped"
     );
     for escaped in [
-        r"msg_id=m-1\n2026-01-01T00:00:00.000000Z",
+        r#"msg_id="m-1\n2026-01-01T00:00:00.000000Z"#,
         r"log\n2026-01-01T00:00:00.000000Z",
         r"reason\n2026-01-01T00:00:00.000000Z",
         r"stderr\r\n2026-01-01T00:00:00.000000Z",

@@ -215,7 +215,7 @@ impl IngressRouter {
                     refused,
                     fields,
                 } => {
-                    tracing::debug!(msg_id = %message_id, msg_type = %message_type, queues = ?queues, "Routing message.");
+                    tracing::debug!(msg_id = %message_id, msg_type = %message_type, queues = %queues.join(","), "Routing message.");
                     let cut = |t: &str| crate::text::bounded(t, crate::telemetry::MAX_ATTRIBUTE);
                     let span = tracing::info_span!(
                         "route",
