@@ -16,6 +16,7 @@ fn config() -> TestConfig {
         r#"
 [routes]
 "probe" = ["Pub"]
+"fan" = ["Pub", "Pub2"]
 "chat.saved" = ["Sink"]
 "loop" = ["Loop"]
 
@@ -25,6 +26,10 @@ publish = ["chat.saved"]
 max_attempts = 2
 retry_delay = "50ms"
 visibility_timeout = "1s"
+
+[queues.Pub2]
+plugin = "@PLUGINS@/io_probe.wasm"
+publish = ["chat.saved"]
 
 [queues.Sink]
 plugin = "@PLUGINS@/sleep.wasm"
@@ -122,7 +127,7 @@ async fn what_a_delivery_publishes_enters_with_its_ack_only() {
 
     // The call was told the id of each message it published, and why the
     // others were refused.
-    assert_eq!(rejected[0], json!({ "id": "reject-1/1" }));
+    assert_eq!(rejected[0], json!({ "id": "reject-1/Pub/1" }));
     assert_eq!(
         rejected[1]["error"],
         "the queue may not publish \"chat.other\" (queues.Pub.publish)"
@@ -134,7 +139,7 @@ async fn what_a_delivery_publishes_enters_with_its_ack_only() {
     // routed and handled like any other message.
     let saved = published(&mut conn, &cfg, "chat.saved").await;
     let ids: Vec<String> = saved.iter().filter_map(|e| field(e, "id")).collect();
-    assert_eq!(ids, ["ok-1/1", "ok-1/2"]);
+    assert_eq!(ids, ["ok-1/Pub/1", "ok-1/Pub/2"]);
     assert_eq!(field(&saved[0], "body").as_deref(), Some("{\"n\":1}"));
     assert_eq!(field(&saved[0], "switchyard-hops").as_deref(), Some("1"));
     assert_eq!(
@@ -182,7 +187,10 @@ async fn a_message_publishing_itself_stops_at_max_hops() {
     assert_eq!(hops, ["", "1", "2", "3", "4", "5", "6"]);
     let dead = dead_letters(&mut conn, &cfg).await;
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].message_id, "L/1/1/1/1/1/1");
+    assert_eq!(
+        dead[0].message_id,
+        "L/Loop/1/Loop/1/Loop/1/Loop/1/Loop/1/Loop/1"
+    );
     assert!(
         dead[0]
             .reason
@@ -223,5 +231,28 @@ async fn a_crash_before_the_ack_publishes_nothing() {
     .await;
     let saved = published(&mut conn, &cfg, "chat.saved").await;
     let ids: Vec<String> = saved.iter().filter_map(|e| field(e, "id")).collect();
-    assert_eq!(ids, ["crash-1/1"]);
+    assert_eq!(ids, ["crash-1/Pub/1"]);
+}
+
+/// Two queues handling one message publish follow-ups whose ids differ:
+/// a handler that drops repeats by id keeps both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_ups_of_one_message_by_two_queues_have_their_own_ids() {
+    init_logs();
+    let redis = Redis::start();
+    let cfg = config();
+    let mut conn = redis.conn().await;
+    let host = start_host(&cfg.config, &redis);
+    send_probe(&mut conn, &cfg, "fan", "f-1", json!([saved(1)]), "ok").await;
+    let m = host.metrics.clone();
+    wait_for(LIMIT, "both follow-ups handled", || {
+        let done = m.queues().get("Sink").is_some_and(|q| q.succeeded == 2);
+        async move { done }
+    })
+    .await;
+    host.stop().await.unwrap();
+    let saved = published(&mut conn, &cfg, "chat.saved").await;
+    let mut ids: Vec<String> = saved.iter().filter_map(|e| field(e, "id")).collect();
+    ids.sort();
+    assert_eq!(ids, ["f-1/Pub/1", "f-1/Pub2/1"]);
 }

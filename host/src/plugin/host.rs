@@ -99,7 +99,7 @@ impl Outbox {
         {
             return Err(format!("the header {name:?} is the host's to set"));
         }
-        let id = format!("{}/{}", self.parent_id, self.messages.len() + 1);
+        let id = published_id(&self.parent_id, queue, self.messages.len() + 1);
         let mut headers = headers;
         headers.push((HOPS_HEADER.to_owned(), (self.parent_hops + 1).to_string()));
         let published = Published {
@@ -122,6 +122,23 @@ impl Outbox {
         self.messages.push(published);
         Ok(id)
     }
+}
+
+/// The id of the `n`th message a queue's delivery of `parent` publishes:
+/// `<parent>/<queue>/<n>`. The same for every redelivery (a handler that
+/// drops repeats by id recognises one), and different for each queue that
+/// handles the parent, so two queues' follow-ups of one message are never
+/// taken for repeats of each other. A parent id too long for that (a long
+/// chain of publications) is replaced by its hash.
+pub fn published_id(parent: &str, queue: &str, n: usize) -> String {
+    let id = format!("{parent}/{queue}/{n}");
+    if id.len() <= MAX_NAME {
+        return id;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(parent.as_bytes());
+    let hash: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{hash}/{queue}/{n}")
 }
 
 /// The state of one store: one message, one call.
@@ -714,7 +731,7 @@ mod tests {
                 "{}".into(),
                 vec![("k".into(), "v".into())]
             ),
-            Ok("m-1/1".into())
+            Ok("m-1/Q/1".into())
         );
         assert_eq!(
             o.messages[0].headers,
@@ -748,7 +765,7 @@ mod tests {
         );
         assert_eq!(
             o.publish("Q", "chat.saved".into(), "[]".into(), vec![]),
-            Ok("m-1/2".into())
+            Ok("m-1/Q/2".into())
         );
         assert!(
             o.publish("Q", "chat.saved".into(), "[]".into(), vec![])
