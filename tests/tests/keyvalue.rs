@@ -270,6 +270,11 @@ async fn increments_and_compare_and_swap_are_atomic() {
             kv("get", "b", "token", ""),
             kv("set", "b", "text", "abc"),
             { "kv": "increment", "bucket": "b", "key": "text", "delta": 1 },
+            // Past 2^53, where a double no longer holds every integer.
+            { "kv": "increment", "bucket": "b", "key": "big", "delta": 9_007_199_254_740_993_i64 },
+            { "kv": "increment", "bucket": "b", "key": "big", "delta": 2 },
+            { "kv": "increment", "bucket": "b", "key": "max", "delta": i64::MAX },
+            { "kv": "increment", "bucket": "b", "key": "max", "delta": 1 },
         ]),
         LIMIT,
     )
@@ -292,4 +297,8 @@ async fn increments_and_compare_and_swap_are_atomic() {
             .contains("not a 64-bit integer"),
         "{r:?}"
     );
+    assert_eq!(r[6], json!(9_007_199_254_740_993_i64), "{r:?}");
+    assert_eq!(r[7], json!(9_007_199_254_740_995_i64), "{r:?}");
+    assert_eq!(r[8], json!(i64::MAX), "{r:?}");
+    assert!(r[9]["error"].is_string(), "an overflow is an error: {r:?}");
 }

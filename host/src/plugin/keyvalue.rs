@@ -224,7 +224,10 @@ impl KeyValueStore {
             .write("incr", bucket, key, delta.to_string().as_bytes(), None)
             .await?
         {
-            redis::Value::Int(n) => Ok(n),
+            redis::Value::BulkString(text) => std::str::from_utf8(&text)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| KvError::Store("the stored value is not an integer".into())),
             other => Err(KvError::Store(format!("unexpected reply {other:?}"))),
         }
     }

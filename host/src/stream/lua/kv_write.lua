@@ -11,7 +11,7 @@
 -- ARGV: op ('set', 'incr' or 'cas'), member, value (a delta for 'incr'),
 -- ttl ms (0: none), max keys, max bytes, now ms, the prefix of value keys,
 -- and for 'cas': '1' if the handle saw a value ('0' if none), that value.
--- Returns 'ok', or for 'incr' the new value, or 'changed' when a 'cas'
+-- Returns 'ok', or for 'incr' the new value (as text), or 'changed' when a 'cas'
 -- found the key changed; a quota error is an error reply starting QUOTA.
 local op, member, value = ARGV[1], ARGV[2], ARGV[3]
 local ttl, max_keys, max_bytes, now = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -60,8 +60,11 @@ end
 
 local result = 'ok'
 if op == 'incr' then
-  result = redis.call('INCRBY', KEYS[5], value)
-  new_size = redis.call('STRLEN', KEYS[5])
+  redis.call('INCRBY', KEYS[5], value)
+  -- Returned as the stored text: INCRBY's reply reaches Lua as a double,
+  -- which is exact only up to 2^53.
+  result = redis.call('GET', KEYS[5])
+  new_size = #result
   if ttl > 0 then
     redis.call('PEXPIRE', KEYS[5], ttl)
   else
