@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct ConfigArg {
     /// The routing and queue configuration.
-    #[arg(long, short, default_value = "queues.toml")]
+    #[arg(long, short, default_value = "queues.toml", global = true)]
     config: PathBuf,
 }
 
@@ -39,7 +39,8 @@ struct RedisArg {
     #[arg(
         long,
         env = "SWITCHYARD_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/"
+        default_value = "redis://127.0.0.1:6379/",
+        global = true
     )]
     redis_url: String,
 }

@@ -117,6 +117,20 @@ async fn dead_letters_are_listed_shown_replayed_once_and_purged() {
     assert!(ok);
     assert!(table.starts_with("ID "), "{table}");
     assert!(table.contains("3 dead letters"), "{table}");
+    // --config and --redis-url are taken after the subcommand too, as
+    // `status` takes them.
+    let after = Command::new(host_binary())
+        .args(["dead", "list", "--queue", "Q", "--config"])
+        .arg(&failing.path)
+        .args(["--redis-url", redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&after.stdout), table);
 
     // One whole: the record, the failed attempts, the body pretty-printed
     // with its line break escaped.
