@@ -42,6 +42,9 @@ from wit_world.imports.types import (
 async def post(url: str, body: bytes, headers: list[tuple[str, bytes]]):
     """POSTs `body` to `url`; returns the status, headers and body."""
     parts = urlsplit(url)
+    # With its length, the body goes out whole rather than chunked, which
+    # some receivers (Python's http.server among them) do not read.
+    headers = [*headers, ("content-length", str(len(body)).encode())]
     request = OutgoingRequest(Fields.from_list(headers))
     request.set_method(Method_Post())
     request.set_scheme(Scheme_Https() if parts.scheme == "https" else Scheme_Http())

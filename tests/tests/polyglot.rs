@@ -79,6 +79,14 @@ async fn python_and_javascript_plugins_call_http_under_the_grants() {
         );
         assert_eq!(event["id"], format!("{lang}-1"));
         assert_eq!(event["type"], lang);
+        // The body's length is known: it is sent with it, not chunked.
+        assert_eq!(
+            r.header("content-length"),
+            Some(r.body.len().to_string().as_str()),
+            "{lang}: {:?}",
+            r.headers
+        );
+        assert_eq!(r.header("transfer-encoding"), None, "{lang}");
     }
 
     // 503 with Retry-After, then success: retried after the server's delay.
