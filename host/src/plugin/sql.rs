@@ -274,9 +274,10 @@ impl QueueSql {
         // The server's own bound on a statement (the host cancels at its
         // deadline too, but a session that lost its host stops here), and
         // UTC, so that a time without an offset means the same in a
-        // parameter and in SQL.
+        // parameter and in SQL; client_min_messages: a plugin's statements cannot flood the
+        // host's log with notices (tokio-postgres logs each one).
         pg.options(format!(
-            "-c statement_timeout={} -c TimeZone=UTC",
+            "-c statement_timeout={} -c TimeZone=UTC -c client_min_messages=error",
             settings.timeout.as_millis()
         ));
         let manager = tls.clone().manager(
@@ -284,7 +285,10 @@ impl QueueSql {
             ManagerConfig {
                 // Whatever a call left in its session is undone before
                 // the connection serves another call.
-                recycling_method: RecyclingMethod::Custom(super::sql_session::RESET.into()),
+                // Whoever hands a connection back has reset it already, in
+                // the round trip of its last statement (see `run_on`,
+                // `control`): nothing to do here but see it is open.
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
@@ -347,11 +351,15 @@ impl QueueSql {
         QueueMetrics::add(&self.metrics.sql_statements);
         let started = Instant::now();
         let result = match lease {
-            Some(lease) => self.run_on(lease, statement, params, deadline, rows).await,
+            Some(lease) => {
+                self.run_on(lease, statement, params, deadline, rows, false)
+                    .await
+            }
             None => match self.lease(deadline).await {
-                // Back to the pool when dropped, if `run_on` found it fit.
+                // Back to the pool when dropped, if `run_on` found it fit
+                // and reset it.
                 Ok(mut lease) => {
-                    self.run_on(&mut lease, statement, params, deadline, rows)
+                    self.run_on(&mut lease, statement, params, deadline, rows, true)
                         .await
                 }
                 Err(e) => Err(e),
@@ -364,6 +372,8 @@ impl QueueSql {
         result
     }
 
+    /// Runs one statement on `lease`; with `reset`, the connection is then
+    /// reset for the next call, in the same round trip.
     async fn run_on(
         &self,
         lease: &mut Lease,
@@ -371,6 +381,7 @@ impl QueueSql {
         params: &[Value],
         deadline: Instant,
         rows: bool,
+        reset: bool,
     ) -> Result<Output, SqlError> {
         let budget = self.budget(deadline)?;
         lease.clean = false; // unsure until it completes
@@ -379,18 +390,18 @@ impl QueueSql {
             if client.statement_cache.size() >= STATEMENT_CACHE {
                 client.statement_cache.clear();
             }
-            let first = self.execute(client, statement, params, rows).await;
+            let first = self.execute(client, statement, params, rows, reset).await;
             // A cached statement the server no longer has (something
             // deallocated it): prepare it again, once.
-            if matches!(&first, Err(SqlError::Database { code, .. }) if code == "26000") {
+            if matches!(&first.0, Err(SqlError::Database { code, .. }) if code == "26000") {
                 client.statement_cache.clear();
-                return self.execute(client, statement, params, rows).await;
+                return self.execute(client, statement, params, rows, reset).await;
             }
             first
         };
         match tokio::time::timeout(budget, work).await {
-            Ok(result) => {
-                lease.clean = result_keeps_connection(&result);
+            Ok((result, reset_done)) => {
+                lease.clean = result_keeps_connection(&result) && (reset_done || !reset);
                 result
             }
             Err(_) => {
@@ -412,27 +423,44 @@ impl QueueSql {
     }
 
     /// Prepares (or takes from the connection's cache) and runs one
-    /// statement.
+    /// statement; with `reset`, the session reset follows it on the wire
+    /// (requests on one connection are pipelined, in the order they are
+    /// first polled), so it costs no round trip of its own. Returns the
+    /// statement's result and whether the reset was done.
     async fn execute(
         &self,
         client: &deadpool_postgres::ClientWrapper,
         statement: &str,
         params: &[Value],
         rows: bool,
-    ) -> Result<Output, SqlError> {
-        let prepared = client.prepare_cached(statement).await.map_err(db_error)?;
-        let params = bind(&prepared, params)?;
-        if rows {
-            self.query(client, &prepared, &params)
-                .await
-                .map(Output::Rows)
-        } else {
-            client
-                .execute_raw(&prepared, params.iter().map(|p| p as &dyn ToSql))
-                .await
-                .map(Output::Affected)
-                .map_err(db_error)
+        reset: bool,
+    ) -> (Result<Output, SqlError>, bool) {
+        let prepared = match client.prepare_cached(statement).await {
+            Ok(p) => p,
+            Err(e) => return (Err(db_error(e)), false),
+        };
+        let params = match bind(&prepared, params) {
+            Ok(p) => p,
+            Err(e) => return (Err(e), false),
+        };
+        let work = async {
+            if rows {
+                self.query(client, &prepared, &params)
+                    .await
+                    .map(Output::Rows)
+            } else {
+                client
+                    .execute_raw(&prepared, params.iter().map(|p| p as &dyn ToSql))
+                    .await
+                    .map(Output::Affected)
+                    .map_err(db_error)
+            }
+        };
+        if !reset {
+            return (work.await, false);
         }
+        let (result, reset) = tokio::join!(work, client.batch_execute(super::sql_session::RESET));
+        (result, reset.is_ok())
     }
 
     async fn query(
@@ -521,7 +549,13 @@ impl QueueSql {
         let budget = self.budget(deadline)?;
         lease.clean = false;
         let client = lease.client()?;
-        match tokio::time::timeout(budget, client.batch_execute(command)).await {
+        // A transaction's end resets the session too, in the same round
+        // trip: the connection goes back to the pool ready for any call.
+        let batch = match command {
+            "BEGIN" => command.to_owned(),
+            end => format!("{end}; {}", super::sql_session::RESET),
+        };
+        match tokio::time::timeout(budget, client.batch_execute(&batch)).await {
             Ok(Ok(())) => {
                 lease.clean = true;
                 Ok(())

@@ -11,19 +11,19 @@
 //!   transaction is `SET LOCAL` inside it.
 //! - [`RESET`]: what a statement can still change through a function
 //!   (`set_config(..., false)`, `pg_advisory_lock`, a temporary table) is
-//!   undone before the connection is handed to the next call.
+//!   undone before the connection goes back to the pool.
 
-/// Run on a pooled connection before it is handed to a call: ends any
-/// transaction, and puts back the role, every setting, locks, listeners,
-/// cursors, temporary tables and sequence state as a new session has
-/// them. Settings given at connect (`statement_timeout`, `TimeZone`) are
-/// the session's defaults, so `RESET ALL` keeps them. Prepared statements
-/// stay: the statement cache depends on them (`DEALLOCATE` is refused).
-///
-/// `ROLLBACK` with no transaction open is only a warning; inside an
-/// aborted one it is what ends it.
-pub const RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; \
-     UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
+/// Sent after the last statement a call runs on a pooled connection, in
+/// the same round trip (after a statement of its own, or with the
+/// transaction's `COMMIT` or `ROLLBACK`): puts back the role, every
+/// setting, locks, listeners, cursors, temporary tables and sequence state
+/// as a new session has them. Settings given at connect
+/// (`statement_timeout`, `TimeZone`) are the session's defaults, so `RESET
+/// ALL` keeps them. Prepared statements stay: the statement cache depends
+/// on them (`DEALLOCATE` is refused). No transaction is ever open here: a
+/// connection whose transaction did not end cleanly is closed, not pooled.
+pub const RESET: &str = "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+     SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES";
 
 /// Why a statement is refused, or `None` if it may run: the same inside a
 /// transaction the call opened with `begin` and outside one.
