@@ -63,6 +63,10 @@ pub struct AdminSettings {
     /// so a web page whose name was made to resolve to this host (DNS
     /// rebinding) reads nothing.
     pub hosts: Vec<String>,
+    /// `SWITCHYARD_ADMIN_TOKEN`, from the environment: reads and actions.
+    pub token: Option<Secret>,
+    /// `SWITCHYARD_ADMIN_READ_TOKEN`: reads only.
+    pub read_token: Option<Secret>,
 }
 
 /// The admin server's certificate and key, read and checked with
@@ -1278,10 +1282,19 @@ impl Validator<'_> {
                 }
             }
             self.finish(s);
+            let token = |name: &str| {
+                (self.env)(name).filter(|t| !t.is_empty()).map(|value| Secret {
+                    key: "admin".into(),
+                    env: name.into(),
+                    value,
+                })
+            };
             AdminSettings {
                 listen,
                 stats_interval,
                 tls,
+                token: token("SWITCHYARD_ADMIN_TOKEN"),
+                read_token: token("SWITCHYARD_ADMIN_READ_TOKEN"),
                 hosts: hosts.iter().map(|h| h.trim_end_matches('.').to_ascii_lowercase()).collect(),
             }
         });

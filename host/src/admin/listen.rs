@@ -17,7 +17,11 @@
 //!   within [`REQUEST_TIMEOUT`], and a connection on which nothing moves
 //!   for [`IDLE_TIMEOUT`] (a client that stopped reading its answer) is
 //!   closed;
-//! - a TLS handshake must finish within [`HANDSHAKE_TIMEOUT`].
+//! - a TLS handshake must finish within [`HANDSHAKE_TIMEOUT`];
+//! - requests begin at most [`MAX_RATE`] a second (after a burst), in
+//!   the order they arrive: a client sending as fast as it is answered
+//!   takes a bounded share of the CPU, and a probe waits its turn behind
+//!   it rather than being refused.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -42,6 +46,12 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request body read (actions carry a list of ids).
 pub const MAX_BODY: usize = 1 << 20;
+/// Requests begun per second at most, over every connection, after a
+/// burst of [`BURST`]: a client that sends as fast as it is answered gets
+/// this many, and so takes a bounded share of the host's CPU (a scrape or
+/// a dashboard refresh is a handful of requests).
+pub const MAX_RATE: u32 = 200;
+pub const BURST: u32 = 50;
 
 /// The admin server, running on its own thread until dropped or `stop`
 /// fires. Once stopped it accepts nothing more, and its thread ends when
@@ -90,6 +100,35 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Paces requests (GCRA): each may begin once its turn, `1 / MAX_RATE`
+/// after the last one's, is at most `BURST` turns ahead of now. Turns are
+/// taken in arrival order.
+#[derive(Debug)]
+struct Pace {
+    /// When the next request's turn is (the theoretical arrival time).
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Pace {
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    async fn turn(&self) {
+        let interval = Duration::from_secs(1) / MAX_RATE;
+        let mut next = self.next.lock().await;
+        let now = tokio::time::Instant::now();
+        let turn = (*next).max(now);
+        *next = turn + interval;
+        let ahead = interval * BURST;
+        if turn > now + ahead {
+            tokio::time::sleep_until(turn - ahead).await;
+        }
     }
 }
 
@@ -147,6 +186,7 @@ async fn serve(
 ) {
     let clock = Clock(Instant::now());
     let connections = Arc::new(Connections::default());
+    let pace = Arc::new(Pace::new());
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
@@ -171,17 +211,18 @@ async fn serve(
             drop(tcp);
             continue;
         };
-        let (app, stop, connections, acceptor) = (
+        let (app, stop, connections, acceptor, pace) = (
             app.clone(),
             stop.clone(),
             connections.clone(),
             acceptor.clone(),
+            pace.clone(),
         );
         tasks.spawn(async move {
             let close = open.close.clone();
             tokio::select! {
                 () = close.cancelled() => {}
-                () = connection(tcp, peer, acceptor, app, open, clock, stop) => {}
+                () = connection(tcp, peer, acceptor, app, open, clock, pace, stop) => {}
             }
             connections.remove(id);
         });
@@ -198,6 +239,7 @@ async fn connection(
     app: axum::Router,
     open: Arc<Open>,
     clock: Clock,
+    pace: Arc<Pace>,
     stop: CancellationToken,
 ) {
     let activity = Arc::new(AtomicU64::new(clock.now()));
@@ -225,9 +267,10 @@ async fn connection(
     let service = {
         let open = open.clone();
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let (mut app, open) = (app.clone(), open.clone());
+            let (mut app, open, pace) = (app.clone(), open.clone(), pace.clone());
             async move {
                 open.handling.store(true, Ordering::Relaxed);
+                pace.turn().await;
                 let request = request.map(|body| {
                     axum::body::Body::new(http_body_util::Limited::new(body, MAX_BODY))
                 });
@@ -362,6 +405,33 @@ impl AsyncWrite for Tracked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_begin_at_most_max_rate_a_second_after_a_burst() {
+        let pace = Pace::new();
+        let started = tokio::time::Instant::now();
+        for _ in 0..BURST {
+            pace.turn().await;
+        }
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "the burst waits for nothing"
+        );
+        for _ in 0..MAX_RATE {
+            pace.turn().await;
+        }
+        let took = started.elapsed();
+        let second = Duration::from_secs(1);
+        assert!(took >= second - second / 4 && took <= second, "{took:?}");
+        // Idle, the burst is available again.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let again = tokio::time::Instant::now();
+        for _ in 0..BURST {
+            pace.turn().await;
+        }
+        assert_eq!(again.elapsed(), Duration::ZERO);
+    }
 
     #[test]
     fn at_the_cap_the_connection_waiting_longest_makes_room() {

@@ -44,9 +44,9 @@ const READY_STATS_AGE: Duration = Duration::from_secs(1);
 pub struct AdminState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) config: Arc<ArcSwap<Config>>,
-    /// `SWITCHYARD_ADMIN_TOKEN`: reads and actions.
+    /// The admin token (reads and actions) and the read-only one, as the
+    /// host started with them (restart to change them).
     pub(crate) token: Option<String>,
-    /// `SWITCHYARD_ADMIN_READ_TOKEN`: reads only.
     pub(crate) read_token: Option<String>,
     client: redis::Client,
     conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
@@ -73,15 +73,17 @@ impl std::fmt::Debug for AdminState {
 
 impl AdminState {
     pub fn new(metrics: Arc<Metrics>, config: Arc<ArcSwap<Config>>, client: redis::Client) -> Self {
+        let loaded = config.load();
+        let admin = loaded.admin.as_ref();
         AdminState {
             metrics,
             config,
-            token: std::env::var("SWITCHYARD_ADMIN_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
-            read_token: std::env::var("SWITCHYARD_ADMIN_READ_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
+            token: admin
+                .and_then(|a| a.token.as_ref())
+                .map(|t| t.value.clone()),
+            read_token: admin
+                .and_then(|a| a.read_token.as_ref())
+                .map(|t| t.value.clone()),
             client,
             conn: tokio::sync::Mutex::new(None),
             stats: tokio::sync::Mutex::new(None),
