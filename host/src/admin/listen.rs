@@ -178,16 +178,30 @@ impl Connections {
     }
 }
 
+/// What every connection of the server shares.
+struct Shared {
+    app: axum::Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    clock: Clock,
+    pace: Pace,
+    connections: Connections,
+    stop: CancellationToken,
+}
+
 async fn serve(
     listener: tokio::net::TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     app: axum::Router,
     stop: CancellationToken,
 ) {
-    let clock = Clock(Instant::now());
-    let connections = Arc::new(Connections::default());
-    let pace = Arc::new(Pace::new());
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let shared = Arc::new(Shared {
+        app,
+        acceptor: tls.map(tokio_rustls::TlsAcceptor::from),
+        clock: Clock(Instant::now()),
+        pace: Pace::new(),
+        connections: Connections::default(),
+        stop: stop.clone(),
+    });
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         let accepted = tokio::select! {
@@ -206,25 +220,19 @@ async fn serve(
                 }
             }
         };
-        let Some((id, open)) = connections.admit(clock.now()) else {
+        let Some((id, open)) = shared.connections.admit(shared.clock.now()) else {
             tracing::debug!(%peer, "Every admin connection has a request under way; refusing one.");
             drop(tcp);
             continue;
         };
-        let (app, stop, connections, acceptor, pace) = (
-            app.clone(),
-            stop.clone(),
-            connections.clone(),
-            acceptor.clone(),
-            pace.clone(),
-        );
+        let shared = shared.clone();
         tasks.spawn(async move {
             let close = open.close.clone();
             tokio::select! {
                 () = close.cancelled() => {}
-                () = connection(tcp, peer, acceptor, app, open, clock, pace, stop) => {}
+                () = connection(tcp, peer, open, &shared) => {}
             }
-            connections.remove(id);
+            shared.connections.remove(id);
         });
     }
     tasks.close();
@@ -235,15 +243,12 @@ async fn serve(
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-    app: axum::Router,
     open: Arc<Open>,
-    clock: Clock,
-    pace: Arc<Pace>,
-    stop: CancellationToken,
+    shared: &Arc<Shared>,
 ) {
+    let clock = shared.clock;
     let activity = Arc::new(AtomicU64::new(clock.now()));
-    let io = match acceptor {
+    let io = match &shared.acceptor {
         None => Io::Plain(tcp),
         Some(acceptor) => {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -265,12 +270,13 @@ async fn connection(
         clock,
     };
     let service = {
-        let open = open.clone();
+        let (open, shared) = (open.clone(), shared.clone());
         hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-            let (mut app, open, pace) = (app.clone(), open.clone(), pace.clone());
+            let (open, shared) = (open.clone(), shared.clone());
             async move {
                 open.handling.store(true, Ordering::Relaxed);
-                pace.turn().await;
+                shared.pace.turn().await;
+                let mut app = shared.app.clone();
                 let request = request.map(|body| {
                     axum::body::Body::new(http_body_util::Limited::new(body, MAX_BODY))
                 });
@@ -307,7 +313,7 @@ async fn connection(
                 }
                 return;
             }
-            () = stop.cancelled(), if !draining => {
+            () = shared.stop.cancelled(), if !draining => {
                 conn.as_mut().graceful_shutdown();
                 draining = true;
             }
