@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use redis::aio::MultiplexedConnection;
-use switchyard::host::RunningHost;
+use switchyard::supervisor::RunningHost;
 use switchyard_tests::{Redis, TestConfig};
 
 /// The message type every benchmark route carries.

@@ -9,11 +9,12 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
-use crate::admin::{dead, metrics::Metrics, status};
+use crate::admin::{dead, status};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::plugin::{Compiler, compile};
 use crate::shutdown::Shutdown;
-use crate::{demo, host, redis_conn, shutdown};
+use crate::{demo, shutdown, supervisor};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -207,7 +208,7 @@ async fn dead_command(
     action: DeadAction,
 ) -> Result<ExitCode> {
     let keys = crate::stream::Keys::new(&config.host.prefix);
-    let mut conn = redis_conn::shared(&client).await?;
+    let mut conn = crate::redis::shared(&client).await?;
     match action {
         DeadAction::List {
             filter,
@@ -296,7 +297,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `check` reports on stdout and stderr itself; its log shows only what
     // goes wrong.
-    let _telemetry = crate::text::init_logging(match cli.command {
+    let _telemetry = crate::telemetry::init_logging(match cli.command {
         Command::Check { .. } | Command::Dead { .. } => "warn",
         _ => "info",
     });
@@ -344,11 +345,11 @@ fn compiler() -> Result<Compiler> {
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run { config, redis } => {
-            let client = redis_conn::client(&redis.redis_url)?;
+            let client = crate::redis::client(&redis.redis_url)?;
             let config = load(&config)?;
             let stop = Shutdown::new();
             shutdown::on_signals(stop.clone())?;
-            host::run(
+            supervisor::run(
                 config,
                 client,
                 compiler()?,
@@ -392,11 +393,11 @@ async fn run(command: Command) -> Result<ExitCode> {
             redis,
             dead_letters,
         } => {
-            let client = redis_conn::client(&redis.redis_url)?;
+            let client = crate::redis::client(&redis.redis_url)?;
             // Status reads no plugin settings: it runs without the
             // secrets' environment variables, and never sees their values.
             let config = Config::load_with_env(&config.config, &|_| Some(String::new()))?;
-            let mut conn = redis_conn::shared(&client).await?;
+            let mut conn = crate::redis::shared(&client).await?;
             let report = status::read(&mut conn, &config, dead_letters).await?;
             print_out(&report.to_string())?;
             Ok(ExitCode::SUCCESS)
@@ -406,7 +407,7 @@ async fn run(command: Command) -> Result<ExitCode> {
             redis,
             action,
         } => {
-            let client = redis_conn::client(&redis.redis_url)?;
+            let client = crate::redis::client(&redis.redis_url)?;
             // Names and streams only: no secrets needed.
             let config = Config::load_with_env(&config.config, &|_| Some(String::new()))?;
             dead_command(config, client, action).await
@@ -440,13 +441,13 @@ async fn check(config: &ConfigArg) -> Result<ExitCode> {
     for w in &config.warnings {
         println!("warning: {w}");
     }
-    let engine = host::engine(&config, compiler()?)?;
+    let engine = supervisor::engine(&config, compiler()?)?;
     let metrics = Metrics::default();
-    match host::prepare(&engine, &config, &Default::default(), &metrics).await {
+    match supervisor::prepare(&engine, &config, &Default::default(), &metrics).await {
         Ok(plugins) => {
             for queue in config.queues.values() {
                 if let Some(plugin) = plugins.get(&queue.plugin) {
-                    for warning in host::missing_grants(plugin, queue) {
+                    for warning in supervisor::missing_grants(plugin, queue) {
                         println!("warning: {warning}");
                     }
                 }

@@ -22,9 +22,8 @@ use switchyard_standins::{Api, StandIn};
 use crate::admin::status;
 use crate::config::{Config, QueueConfig};
 use crate::grants::{AllowedHost, HttpGrant};
-use crate::host::RunningHost;
 use crate::plugin::Compiler;
-use crate::redis_conn;
+use crate::supervisor::RunningHost;
 
 /// A redis-server this process started, stopped (by pid) when dropped.
 #[derive(Debug)]
@@ -356,8 +355,8 @@ pub async fn run(
             (Some(local), url)
         }
     };
-    let client = redis_conn::client(&url)?;
-    let mut conn = redis_conn::shared(&client).await?;
+    let client = crate::redis::client(&url)?;
+    let mut conn = crate::redis::shared(&client).await?;
     let standins = start_standins(&mut config).await?;
     let services = start_services(&mut config).await?;
 

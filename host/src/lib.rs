@@ -12,8 +12,8 @@
 //! - [`router`]: pure routing decisions: message type to target queues.
 //! - [`stream`]: Redis Streams: key layout, groups, the router loop, queue settlement.
 //! - [`plugin`]: wasmtime: the engine, the WIT bindings, host imports, one call.
-//! - [`dispatch`]: per-queue workers: concurrency, outcome to ack / retry / dead letter.
-//! - [`host`]: start-up, the tasks, reloads of plugins and queues.toml, draining on shutdown.
+//! - [`queue`]: per-queue workers: concurrency, outcome to ack / retry / dead letter.
+//! - [`supervisor`]: start-up, the tasks, reloads of plugins and queues.toml, draining on shutdown.
 //! - [`watch`]: watching queues.toml and plugin files (and symlink targets), debounced.
 //! - [`telemetry`]: spans continuing the producer's trace, exported over OTLP.
 //! - [`text`]: text from outside bounded and escaped, and the log format that enforces it.
@@ -21,24 +21,26 @@
 //! - [`admin`]: counters and the status of every stream.
 //! - [`demo`]: the local end-to-end demo.
 //! - [`cli`]: the command line.
-//! - [`redis_conn`], [`shutdown`], [`failpoint`]: connections, signals, test crash points.
+//! - [`redis`]: connections and their failures, the bounded reader, replies, the Lua scripts.
+//! - [`shutdown`], [`failpoint`]: signals, test crash points.
 //! - [`files`]: files an operator names, read with a bound.
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod dispatch;
 pub mod failpoint;
 pub mod files;
+pub mod queue;
 
 pub mod grants;
-pub mod host;
 pub mod message;
+pub mod metrics;
 pub mod migrate;
+pub mod supervisor;
 
 pub mod plugin;
-pub mod redis_conn;
+pub mod redis;
 pub mod router;
 pub mod secrets;
 pub mod shutdown;

@@ -134,6 +134,32 @@ impl Message {
     }
 }
 
+/// The header that counts how many publications led to a message.
+pub const HOPS_HEADER: &str = "switchyard-hops";
+
+/// A follow-up message a call published, held until the call is settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub id: String,
+    pub message_type: String,
+    pub body: String,
+    /// The plugin's headers, then `switchyard-hops`.
+    pub headers: Vec<(String, String)>,
+}
+
+impl Published {
+    /// The fields of its ingress entry.
+    pub fn fields(&self) -> Vec<(String, String)> {
+        let mut fields = vec![
+            (TYPE_FIELD.to_owned(), self.message_type.clone()),
+            (ID_FIELD.to_owned(), self.id.clone()),
+            (BODY_FIELD.to_owned(), self.body.clone()),
+        ];
+        fields.extend(self.headers.iter().cloned());
+        fields
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{Config, IngressSettings};
 use crate::message::{Fields, ID_FIELD, MAX_FIELDS, Message, TYPE_FIELD, entry_bytes};
-use crate::stream::read::ReadEntry;
+use crate::redis::read::ReadEntry;
 
 /// The routing of `queues.toml`: message type (lower-cased) to target
 /// queues, and the size bounds of the ingress stream and of each queue.

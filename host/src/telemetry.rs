@@ -106,6 +106,34 @@ pub fn valid_traceparent(value: &str) -> bool {
         && hex(parts[3], 2)
 }
 
+/// Installs the host's log output: to stderr, one write per event (so a
+/// killed host loses no line it logged), in color only on a terminal,
+/// every field bounded and escaped ([`crate::text::SafeFields`]); `RUST_LOG` overrides
+/// the default level.
+///
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the host's spans are exported
+/// too (see [`crate::telemetry`]), whatever `RUST_LOG` says; the returned
+/// guard flushes them when dropped.
+pub fn init_logging(default_level: &str) -> Telemetry {
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let log = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::stderr().is_terminal())
+        .fmt_fields(crate::text::SafeFields)
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let (traces, telemetry) = layer();
+    let spans =
+        tracing_subscriber::filter::Targets::new().with_target("switchyard", tracing::Level::INFO);
+    tracing_subscriber::registry()
+        .with(log)
+        .with(traces.map(|t| t.with_filter(spans)))
+        .init();
+    telemetry
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,8 @@
 //! forge a log line or move an operator's terminal cursor. So every such
 //! text is cut to a bound where it enters the host ([`bounded`]), and every
 //! log line escapes control characters in all of its fields ([`SafeFields`],
-//! installed by [`init_logging`]), whichever call site logged it.
+//! installed by [`crate::telemetry::init_logging`]), whichever call site
+//! logged it.
 
 use std::fmt::{self, Write as _};
 
@@ -210,34 +211,6 @@ impl fmt::Write for BoundedBuf {
         }
         Ok(())
     }
-}
-
-/// Installs the host's log output: to stderr, one write per event (so a
-/// killed host loses no line it logged), in color only on a terminal,
-/// every field bounded and escaped ([`SafeFields`]); `RUST_LOG` overrides
-/// the default level.
-///
-/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the host's spans are exported
-/// too (see [`crate::telemetry`]), whatever `RUST_LOG` says; the returned
-/// guard flushes them when dropped.
-pub fn init_logging(default_level: &str) -> crate::telemetry::Telemetry {
-    use std::io::IsTerminal;
-    use tracing_subscriber::prelude::*;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let log = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .fmt_fields(SafeFields)
-        .with_writer(std::io::stderr)
-        .with_filter(filter);
-    let (traces, telemetry) = crate::telemetry::layer();
-    let spans =
-        tracing_subscriber::filter::Targets::new().with_target("switchyard", tracing::Level::INFO);
-    tracing_subscriber::registry()
-        .with(log)
-        .with(traces.map(|t| t.with_filter(spans)))
-        .init();
-    telemetry
 }
 
 #[cfg(test)]

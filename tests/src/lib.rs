@@ -14,9 +14,9 @@ use redis::Value;
 use redis::aio::MultiplexedConnection;
 use switchyard::admin::status::DeadLetter;
 use switchyard::config::Config;
-use switchyard::host::RunningHost;
 use switchyard::plugin::Compiler;
 use switchyard::stream::Entry;
+use switchyard::supervisor::RunningHost;
 
 pub use switchyard;
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use switchyard::host::RunningHost;
+use switchyard::supervisor::RunningHost;
 use switchyard_tests::chaos::DurableRedis;
 use switchyard_tests::*;
 

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use switchyard::stream::read::original_fields;
+use switchyard::stream::dead::original_fields;
 use switchyard_tests::*;
 
 async fn xadd_owned(

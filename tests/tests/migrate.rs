@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switchyard::admin::metrics::QueueMetrics;
+use switchyard::metrics::QueueMetrics;
 use switchyard::plugin::sql::{QueueSql, Value as Db};
 use switchyard_standins::postgres::Postgres;
 use switchyard_tests::*;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use switchyard::admin::metrics::{Metrics, ReloadMetrics};
+use switchyard::metrics::{Metrics, ReloadMetrics};
 use switchyard_tests::*;
 
 /// Replaces a file the way deploy tools do: write beside it, rename over it.

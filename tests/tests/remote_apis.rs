@@ -137,7 +137,7 @@ const STARTED: &str = r#"{"SiteId":1001,"VisitorId":55001,"ChatOrOfflineMessageI
 
 /// Waits until each named queue has settled (acknowledged or
 /// dead-lettered) `n` messages.
-async fn settled(host: &switchyard::host::RunningHost, want: &[(&str, u64)]) {
+async fn settled(host: &switchyard::supervisor::RunningHost, want: &[(&str, u64)]) {
     let m = host.metrics.clone();
     wait_for(LIMIT, "the queues settled their messages", || {
         let q = m.queues();

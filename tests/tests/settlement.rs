@@ -40,7 +40,7 @@ async fn one_pending(
         .query_async(&mut conn)
         .await
         .unwrap();
-    let manager = switchyard::redis_conn::shared(&redis.client).await.unwrap();
+    let manager = switchyard::redis::shared(&redis.client).await.unwrap();
     (
         QueueStream::new(manager, &keys, "Q", "me", "ingress"),
         id,

@@ -586,8 +586,7 @@ pool = 1
     std::fs::write(&tmp, plugin_version(&base, 1)).unwrap();
     std::fs::rename(&tmp, &probe_file).unwrap();
     wait_for(LIMIT, "the new version swapped in", || {
-        let swaps =
-            switchyard::admin::metrics::ReloadMetrics::get(&host.metrics.reloads.plugin_swaps);
+        let swaps = switchyard::metrics::ReloadMetrics::get(&host.metrics.reloads.plugin_swaps);
         async move { swaps >= 1 }
     })
     .await;

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Parser;
-use switchyard::host::RunningHost;
+use switchyard::supervisor::RunningHost;
 use switchyard_bench::{fill, median, rate, wait_handled};
 use switchyard_tests::{Redis, TestConfig};
 

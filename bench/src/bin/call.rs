@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use clap::Parser;
-use switchyard::admin::metrics::QueueMetrics;
 use switchyard::config::HttpSettings;
 use switchyard::grants::{AllowedHost, HttpGrant};
+use switchyard::metrics::QueueMetrics;
 use switchyard::plugin::http::QueueHttp;
 use switchyard::plugin::{
     CallContext, Compiler, Delivery, LoadLimits, Outcome, PluginEngine, WarmPool,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use switchyard::host::RunningHost;
+use switchyard::supervisor::RunningHost;
 use switchyard_tests::{Redis, TestConfig, plugin_version, version_hash, xadd};
 
 #[derive(Debug, Parser)]

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::dead::{self, Filter, Replayed};
-use super::server::AdminState;
+use super::state::AdminState;
 use crate::stream::Keys;
 
 const INDEX: &str = include_str!("assets/index.html");

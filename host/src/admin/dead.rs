@@ -17,7 +17,7 @@ use redis::aio::ConnectionLike;
 
 use super::status::DeadLetter;
 use crate::config::Config;
-use crate::stream::scripts::{DEAD_PAGE, DEAD_REPLAY};
+use crate::redis::scripts::{DEAD_PAGE, DEAD_REPLAY};
 use crate::stream::{Keys, dead_fields, now_rfc3339, parse_entries};
 use crate::text::{Escaped, bounded};
 

@@ -8,8 +8,9 @@ use redis::Value;
 use redis::aio::ConnectionLike;
 
 use crate::config::Config;
-use crate::stream::scripts::{DEAD_PAGE, LAST_ID};
-use crate::stream::{Entry, Keys, dead_fields, info_field, info_pairs, parse_entries, string};
+use crate::redis::reply::{Entry, info_field, info_pairs, parse_entries, string};
+use crate::redis::scripts::{DEAD_PAGE, LAST_ID};
+use crate::stream::{Keys, dead_fields};
 use crate::text::{Escaped, bounded};
 
 /// Bytes of a dead letter's reason `status` prints.

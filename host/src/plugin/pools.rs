@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::admin::metrics::QueueMetrics;
 use crate::config::QueueConfig;
+use crate::metrics::QueueMetrics;
 use crate::plugin::mail::QueueMail;
 use crate::plugin::sql::QueueSql;
 

@@ -2,7 +2,7 @@
 //! fans each entry out to its queues, or dead-letters it, in one atomic step.
 //!
 //! What the router reads is bounded: at most `ingress.batch` entries, none
-//! held over `ingress.max_entry_kib` (see [`super::bounded`]); those are
+//! held over `ingress.max_entry_kib` (see [`crate::redis::bounded`]); those are
 //! dead-lettered by the route script, copied inside Redis.
 
 use std::sync::Arc;
@@ -13,15 +13,15 @@ use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
-use super::bounded::BoundedReader;
-use super::read::{self, Bounds, ReadEntry, SCRIPT_BUDGET};
-use super::scripts::ROUTE;
 use super::{Keys, dead_fields, now_rfc3339};
-use crate::admin::metrics::Metrics;
 use crate::config::MissingGroup;
 use crate::failpoint;
 use crate::message::MAX_FIELDS;
-use crate::redis_conn::{Backoff, Doing, Health, RedisFailure, StreamResult};
+use crate::metrics::Metrics;
+use crate::redis::bounded::BoundedReader;
+use crate::redis::read::{self, Bounds, ReadEntry, SCRIPT_BUDGET};
+use crate::redis::scripts::ROUTE;
+use crate::redis::{Backoff, Doing, Health, RedisFailure, StreamResult};
 use crate::router::{Decision, Router};
 use crate::text::bounded;
 

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::read::{self, Bounds, ReadBatch};
-use super::scripts::{ACK_PUBLISH, RENEW, RETRY_LATER, SETTLE_DEAD};
 use super::{Keys, dead_fields, now_rfc3339};
 use crate::message::MAX_FIELDS;
-use crate::plugin::Published;
-use crate::redis_conn::{Doing, StreamError, StreamResult};
+use crate::message::Published;
+use crate::redis::read::{self, Bounds, ReadBatch};
+use crate::redis::scripts::{ACK_PUBLISH, RENEW, RETRY_LATER, SETTLE_DEAD};
+use crate::redis::{Doing, StreamError, StreamResult};
 
 /// The failed attempts of a message pending a retry, kept in Redis (the
 /// queue's errors hash) so that any host, after any restart, continues the

@@ -12,9 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::Value;
 use redis::aio::ConnectionLike;
 
-use super::{info_field as get, info_pairs as pairs, string};
 use crate::config::RetentionSettings;
-use crate::redis_conn::{Doing, StreamError, StreamResult};
+use crate::redis::reply::{info_field as get, info_pairs as pairs, string};
+use crate::redis::{Doing, StreamError, StreamResult};
 
 /// A stream entry id as numbers, for comparing.
 fn parse_id(id: &str) -> Option<(u64, u64)> {
@@ -172,7 +172,7 @@ pub async fn remove_idle_consumers<C: ConnectionLike>(
         if name == keep || int("pending") > 0 || int("idle") < idle.as_millis() as u64 {
             continue;
         }
-        let deleted: i64 = super::scripts::DELETE_CONSUMER
+        let deleted: i64 = crate::redis::scripts::DELETE_CONSUMER
             .key(stream)
             .arg(group)
             .arg(&name)

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 
-use super::Entry;
 use super::read::{Bounds, ReadEntry};
-use crate::redis_conn::{StreamError, StreamResult};
+use super::reply::Entry;
+use crate::redis::{StreamError, StreamResult};
 
 /// The longest line a reply header may have (`*<count>`, `$<length>`, an
 /// error message): anything longer is not a reply this reader understands.
@@ -437,17 +437,17 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert_eq!(e.kind, crate::redis_conn::RedisFailure::MissingGroup);
+        assert_eq!(e.kind, crate::redis::RedisFailure::MissingGroup);
         let e = parse(b"-LOADING Redis is loading\r\n", bounds(10, 10))
             .await
             .unwrap_err();
-        assert_eq!(e.kind, crate::redis_conn::RedisFailure::Outage);
+        assert_eq!(e.kind, crate::redis::RedisFailure::Outage);
         let e = parse(
             b"*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$3\r\n1-0\r\n*2\r\n$5\r\nab",
             bounds(10, 10),
         )
         .await
         .unwrap_err();
-        assert_eq!(e.kind, crate::redis_conn::RedisFailure::Outage, "{e}");
+        assert_eq!(e.kind, crate::redis::RedisFailure::Outage, "{e}");
     }
 }

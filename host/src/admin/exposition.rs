@@ -1,251 +1,24 @@
-//! The admin HTTP server (`[admin]` in queues.toml; off without it), on the
-//! host's runtime:
-//!
-//! - `GET /metrics`: Prometheus text format (see [`render`]). What it reads
-//!   from Redis (backlogs, pending messages, dead letters) is read at most
-//!   once per `stats_interval` and reused, so scrapes cost Redis nothing
-//!   more than that, however many there are;
-//! - `GET /healthz`: 200 while the process runs;
-//! - `GET /readyz`: 200 when Redis answers, every consumer group exists and
-//!   every queue has its plugin loaded; 503 with what is missing otherwise
-//!   (the groups from a read of Redis at most a second old).
-//!
-//! With `tls_cert` and `tls_key` it serves HTTPS only. Connections are
-//! bounded in number and time, on a runtime of their own (see
-//! [`super::listen`]).
-//!
-//! Label values are queue names, plugin versions and fixed words: never a
-//! message id or anything from a payload.
+//! `GET /metrics`: every counter and gauge in the Prometheus text format.
+//! What it reads from Redis (backlogs, pending messages, dead letters) is
+//! read at most once per `stats_interval` and reused, so scrapes cost Redis
+//! nothing more than that, however many there are. Label values are queue
+//! names, plugin versions and fixed words: never a message id or anything
+//! from a payload.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 
-use super::metrics::{DURATION_BUCKETS, FAILURE_KINDS, Metrics, QueueMetrics, ReloadMetrics};
-use super::status::{self, Status};
+use super::state::{AdminState, Stats};
 use crate::config::Config;
-use crate::redis_conn;
-use crate::stream::Keys;
+use crate::metrics::{DURATION_BUCKETS, FAILURE_KINDS, Metrics, QueueMetrics, ReloadMetrics};
 
-/// How long one read of Redis for a scrape or a readiness check may take.
-const REDIS_BUDGET: Duration = Duration::from_secs(2);
-/// The oldest read of Redis a readiness check answers from.
-const READY_STATS_AGE: Duration = Duration::from_secs(1);
-
-/// What the handlers share.
-pub struct AdminState {
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) config: Arc<ArcSwap<Config>>,
-    /// The admin token (reads and actions) and the read-only one, as the
-    /// host started with them (restart to change them).
-    pub(crate) token: Option<String>,
-    pub(crate) read_token: Option<String>,
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
-    /// The last read of Redis, and when.
-    stats: tokio::sync::Mutex<Option<(Instant, Arc<Stats>)>>,
-    /// One turn at reading the dead letters (see `dashboard::budget`).
-    pub(crate) scans: tokio::sync::Semaphore,
-}
-
-/// What `/metrics` reads from Redis.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// `None` when Redis could not be read.
-    pub status: Option<Status>,
-    /// Age of each queue's oldest pending message, seconds.
-    pub oldest_pending: BTreeMap<String, f64>,
-}
-
-impl std::fmt::Debug for AdminState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminState").finish_non_exhaustive()
-    }
-}
-
-impl AdminState {
-    pub fn new(metrics: Arc<Metrics>, config: Arc<ArcSwap<Config>>, client: redis::Client) -> Self {
-        let loaded = config.load();
-        let admin = loaded.admin.as_ref();
-        AdminState {
-            metrics,
-            config,
-            token: admin
-                .and_then(|a| a.token.as_ref())
-                .map(|t| t.value.clone()),
-            read_token: admin
-                .and_then(|a| a.read_token.as_ref())
-                .map(|t| t.value.clone()),
-            client,
-            conn: tokio::sync::Mutex::new(None),
-            stats: tokio::sync::Mutex::new(None),
-            scans: tokio::sync::Semaphore::new(1),
-        }
-    }
-
-    pub(crate) async fn conn(&self) -> Option<redis::aio::ConnectionManager> {
-        let mut conn = self.conn.lock().await;
-        if conn.is_none() {
-            *conn = tokio::time::timeout(REDIS_BUDGET, redis_conn::shared(&self.client))
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
-        conn.clone()
-    }
-
-    /// The stats, read again when older than `stats_interval`.
-    pub(crate) async fn stats(&self) -> Arc<Stats> {
-        self.stats_within(Duration::MAX).await
-    }
-
-    /// [`AdminState::stats`], read again if older than `max_age`.
-    async fn stats_within(&self, max_age: Duration) -> Arc<Stats> {
-        let config = self.config.load_full();
-        let interval = config
-            .admin
-            .as_ref()
-            .map_or(Duration::from_secs(5), |a| a.stats_interval)
-            .min(max_age);
-        let mut cached = self.stats.lock().await;
-        if let Some((at, stats)) = cached.as_ref()
-            && at.elapsed() < interval
-        {
-            return stats.clone();
-        }
-        let stats = Arc::new(self.read_stats(&config).await);
-        *cached = Some((Instant::now(), stats.clone()));
-        stats
-    }
-
-    async fn read_stats(&self, config: &Config) -> Stats {
-        let Some(mut conn) = self.conn().await else {
-            return Stats::default();
-        };
-        let read = async {
-            let status = status::read(&mut conn, config, 0).await?;
-            let keys = Keys::new(&config.host.prefix);
-            let mut oldest = BTreeMap::new();
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            for name in config.queues.keys() {
-                // XPENDING's summary: count, smallest id, largest id, consumers.
-                let summary: redis::Value = redis::cmd("XPENDING")
-                    .arg(keys.queue_stream(name))
-                    .arg(keys.group())
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or(redis::Value::Nil);
-                let first = match &summary {
-                    redis::Value::Array(v) => v.get(1).and_then(crate::stream::string),
-                    _ => None,
-                };
-                let age = first
-                    .and_then(|id| {
-                        id.split_once('-')
-                            .and_then(|(ms, _)| ms.parse::<u64>().ok())
-                    })
-                    .map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0);
-                oldest.insert(name.clone(), age);
-            }
-            anyhow::Ok(Stats {
-                status: Some(status),
-                oldest_pending: oldest,
-            })
-        };
-        match tokio::time::timeout(REDIS_BUDGET, read).await {
-            Ok(Ok(stats)) => stats,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %format!("{e:#}"), "Metrics could not read Redis.");
-                Stats::default()
-            }
-            Err(_) => Stats::default(),
-        }
-    }
-}
-
-/// The admin server's routes: the probes and metrics, open to any client
-/// on the listening address; the dashboard and its API, behind the Host
-/// check and a token (see [`super::dashboard`]).
-pub fn router(state: Arc<AdminState>) -> axum::Router {
-    axum::Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(super::dashboard::routes(state.clone()))
-        .with_state(state)
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    let config = state.config.load_full();
-    let mut problems = Vec::new();
-    let up = match state.conn().await {
-        Some(mut conn) => matches!(
-            tokio::time::timeout(
-                REDIS_BUDGET,
-                redis::cmd("PING").query_async::<String>(&mut conn)
-            )
-            .await,
-            Ok(Ok(_))
-        ),
-        None => false,
-    };
-    if up {
-        // Readiness follows a consumer group's creation within a second,
-        // whatever the scrape interval.
-        let stats = state.stats_within(READY_STATS_AGE).await;
-        match &stats.status {
-            Some(s) => {
-                if !s.ingress.group {
-                    problems.push(format!("no consumer group on {}", s.ingress.key));
-                }
-                for (name, q, _) in &s.queues {
-                    if !q.group {
-                        problems.push(format!("queue {name}: no consumer group on {}", q.key));
-                    }
-                }
-            }
-            None => problems.push("Redis could not be read".into()),
-        }
-    } else {
-        problems.push("Redis does not answer".into());
-    }
-    for name in config.queues.keys() {
-        let loaded = state
-            .metrics
-            .queue(name)
-            .plugin
-            .read()
-            .expect("metrics lock")
-            .is_some();
-        if !loaded {
-            problems.push(format!("queue {name}: no plugin loaded"));
-        }
-    }
-    if problems.is_empty() {
-        (StatusCode::OK, "ready\n".to_owned())
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{}\n", problems.join("\n")),
-        )
-    }
-}
-
-async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let config = state.config.load_full();
     let stats = state.stats().await;
     (
@@ -315,7 +88,7 @@ fn histogram(
     f: &mut Family<'_>,
     name: &str,
     labels: &[(&str, &str)],
-    h: &super::metrics::Histogram,
+    h: &crate::metrics::Histogram,
 ) {
     let (counts, sum) = h.snapshot();
     let bucket = format!("{name}_bucket");
@@ -475,7 +248,7 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         "How long capability calls took (HTTP: until the answer's head).",
     );
     for (queue, m) in &queues {
-        for (i, capability) in super::metrics::CAPABILITIES.iter().enumerate() {
+        for (i, capability) in crate::metrics::CAPABILITIES.iter().enumerate() {
             histogram(
                 &mut f,
                 name,

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use redis::aio::ConnectionManager;
 
 use crate::config::KeyValueGrant;
-use crate::stream::scripts::{KV_DELETE, KV_LIST, KV_WRITE};
+use crate::redis::scripts::{KV_DELETE, KV_LIST, KV_WRITE};
 
 /// Bytes a bucket name may have.
 const MAX_BUCKET: usize = 128;
@@ -287,11 +287,11 @@ impl KeyValueStore {
             redis::Value::Array(parts) => {
                 let keys = match parts.first() {
                     Some(redis::Value::Array(k)) => {
-                        k.iter().filter_map(crate::stream::string).collect()
+                        k.iter().filter_map(crate::redis::reply::string).collect()
                     }
                     _ => Vec::new(),
                 };
-                (keys, parts.get(1).and_then(crate::stream::string))
+                (keys, parts.get(1).and_then(crate::redis::reply::string))
             }
             other => return Err(KvError::Store(format!("unexpected reply {other:?}"))),
         };

@@ -17,8 +17,8 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 
 use super::smtp::{self, Lease, Relay, RelayError};
 
-use crate::admin::metrics::QueueMetrics;
 use crate::config::MailSettings;
+use crate::metrics::QueueMetrics;
 
 /// A mail as a plugin hands it over (the contract's `email`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! Connections to Redis: the shared, self-reconnecting connection for
 //! ordinary commands, and the failures the loops act on. Blocking reads have
-//! connections of their own ([`crate::stream::bounded`]).
+//! connections of their own ([`crate::redis::bounded`]).
 
 use std::time::Duration;
 

@@ -14,9 +14,9 @@ use std::time::Duration;
 use redis::Value;
 use redis::aio::ConnectionLike;
 
-use super::{Entry, bytes, string};
+use super::reply::{Entry, bytes, string};
 use crate::message::Fields;
-use crate::redis_conn::{Doing, StreamError, StreamResult};
+use crate::redis::{Doing, StreamError, StreamResult};
 
 /// How large an entry handed to the host may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,21 +171,6 @@ fn pairs(flat: &[Value]) -> Fields {
         .collect()
 }
 
-/// Undoes the renaming a dead-letter record applies to the original fields
-/// (see `lua/dead_letter.lua`): `orig-dead-reason` was the producer's
-/// `dead-reason`. Fields of the host's own (`dead-*`) are not original and
-/// are left out.
-pub fn original_fields(record: &Fields) -> Fields {
-    record
-        .iter()
-        .filter(|(k, _)| !k.starts_with(b"dead-"))
-        .map(|(k, v)| match k.strip_prefix(b"orig-") {
-            Some(name) => (name.to_vec(), v.clone()),
-            None => (k.clone(), v.clone()),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,26 +218,6 @@ mod tests {
                     fields: 3
                 }
             ]
-        );
-    }
-
-    #[test]
-    fn original_fields_undo_the_renaming() {
-        let f = |pairs: &[(&str, &str)]| -> Fields {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect()
-        };
-        let record = f(&[
-            ("dead-reason", "host"),
-            ("type", "a"),
-            ("orig-dead-reason", "producer"),
-            ("orig-orig-x", "1"),
-        ]);
-        assert_eq!(
-            original_fields(&record),
-            f(&[("type", "a"), ("dead-reason", "producer"), ("orig-x", "1")])
         );
     }
 }

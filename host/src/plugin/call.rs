@@ -1,0 +1,499 @@
+//! One handler call: the context of a queue's calls, a fresh store and
+//! instance per message (or a warm one), the deadline, and what came of
+//! it, with every text the plugin handed back masked and bounded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{v0_1, v0_2};
+use super::*;
+use crate::message::{HOPS_HEADER, Published};
+
+/// One message as a handler receives it, whatever its contract version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: String,
+    pub message_type: String,
+    pub queue: String,
+    pub body: String,
+    pub headers: Vec<(String, String)>,
+    pub attempt: u32,
+    /// The `traceparent` of the handling, for the plugin's outbound HTTP.
+    pub trace: Option<String>,
+}
+
+impl Delivery {
+    /// How many publications led to this message (`switchyard-hops`).
+    pub fn hops(&self) -> u32 {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == HOPS_HEADER)
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// What one call produced: its outcome and, if it succeeded, the messages it
+/// published (to be added in the same step as the acknowledgement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallResult {
+    pub outcome: Outcome,
+    pub published: Vec<Published>,
+}
+
+/// The limits, grants and context of one queue's calls.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub queue: Arc<str>,
+    pub timeout: Duration,
+    pub memory_bytes: usize,
+    pub config: Arc<serde_json::Map<String, serde_json::Value>>,
+    /// Secret values, masked in what the plugin hands back.
+    pub secrets: Arc<crate::secrets::Secrets>,
+    /// Outbound HTTP: the queue's grant and pooled client.
+    pub http: Arc<http::QueueHttp>,
+    /// Key-value state, if granted.
+    pub keyvalue: Option<keyvalue::KeyValueStore>,
+    /// What the plugin may publish.
+    pub publish: Arc<crate::config::PublishGrant>,
+    /// The largest message it may publish.
+    pub max_publish_bytes: usize,
+    /// The queue's database, if granted.
+    pub sql: Option<Arc<sql::QueueSql>>,
+    /// The queue's mail relay, if granted.
+    pub mail: Option<Arc<mail::QueueMail>>,
+    /// The queue's counters.
+    pub metrics: Arc<crate::metrics::QueueMetrics>,
+}
+
+/// What came of one handler call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Handled: acknowledge.
+    Success,
+    /// The plugin reported a transient failure.
+    Retry {
+        reason: String,
+        delay: Option<Duration>,
+    },
+    /// The plugin reported a permanent failure.
+    Reject { reason: String },
+    /// The call did not complete: a trap, the deadline, the memory cap, or a
+    /// failure to instantiate. Counts as a failed attempt.
+    Failed { kind: FailureKind, reason: String },
+}
+
+impl Outcome {
+    /// The outcome's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Retry { .. } => "retry",
+            Outcome::Reject { .. } => "reject",
+            Outcome::Failed { kind, .. } => kind.as_str(),
+        }
+    }
+}
+
+/// Why a call did not complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Trap,
+    Timeout,
+    MemoryCap,
+    Instantiate,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Trap => "trap",
+            FailureKind::Timeout => "timeout",
+            FailureKind::MemoryCap => "memory_cap",
+            FailureKind::Instantiate => "instantiate",
+        }
+    }
+}
+
+/// Raised from the epoch callback when a call runs past its deadline.
+#[derive(Debug, thiserror::Error)]
+#[error("handler ran past its deadline of {0:?}")]
+pub(crate) struct DeadlineExceeded(Duration);
+
+impl PluginEngine {
+    /// Runs `plugin`'s handler on one message in a fresh instance, on the
+    /// plugin runtime.
+    pub async fn call(
+        &self,
+        plugin: Arc<LoadedPlugin>,
+        cx: CallContext,
+        message: Delivery,
+        pool: Option<Arc<WarmPool>>,
+    ) -> CallResult {
+        let engine = self.clone();
+        let timeout = cx.timeout;
+        let rt = self
+            .runtime
+            .0
+            .as_ref()
+            .expect("the runtime lives as long as the engine");
+        let task =
+            rt.spawn(async move { plugin.handle(&engine, &cx, &message, pool.as_deref()).await });
+        let abort = task.abort_handle();
+        let failed = |kind, reason| CallResult {
+            outcome: Outcome::Failed { kind, reason },
+            published: Vec::new(),
+        };
+        // The call enforces its own deadline; this is the backstop should the
+        // plugin runtime itself be stuck.
+        match tokio::time::timeout(timeout + Duration::from_secs(1), task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => failed(FailureKind::Trap, format!("the handler task failed: {e}")),
+            Err(_) => {
+                abort.abort();
+                failed(FailureKind::Timeout, DeadlineExceeded(timeout).to_string())
+            }
+        }
+    }
+}
+
+impl LoadedPlugin {
+    /// Runs the handler on one message in a fresh instance (or a warm one),
+    /// on the current runtime.
+    async fn handle(
+        &self,
+        engine: &PluginEngine,
+        cx: &CallContext,
+        message: &Delivery,
+        pool: Option<&WarmPool>,
+    ) -> CallResult {
+        if let Code::Builtin(builtin) = &self.code {
+            return CallResult {
+                outcome: builtin.run(cx, message).await,
+                published: Vec::new(),
+            };
+        }
+        let deadline = Instant::now() + cx.timeout;
+        let mut w = match pool.and_then(WarmPool::take) {
+            Some(w) => w,
+            None => Warm::new(engine, cx, self),
+        };
+        w.prepare(cx, message, deadline);
+
+        let call = async {
+            if w.bindings.is_none() {
+                let bindings = match &self.code {
+                    Code::V1(pre) => pre.instantiate_async(&mut w.store).await.map(Bindings::V1),
+                    Code::V2(pre) => pre.instantiate_async(&mut w.store).await.map(Bindings::V2),
+                    Code::Builtin(_) => unreachable!("handled above"),
+                }
+                .map_err(|e| (true, e))?;
+                w.bindings = Some(bindings);
+            }
+            match w.bindings.as_ref().expect("instantiated above") {
+                Bindings::V1(b) => b
+                    .switchyard_plugin_handler()
+                    .call_handle(&mut w.store, &to_v1(message))
+                    .await
+                    .map(from_v1),
+                Bindings::V2(b) => b
+                    .switchyard_plugin_handler()
+                    .call_handle(&mut w.store, &to_v2(message))
+                    .await
+                    .map(from_v2),
+            }
+            .map_err(|e| (false, e))
+        };
+        // The epoch callback stops guest code; this also stops a call parked
+        // in an async host import (an HTTP request, Redis) past its deadline.
+        let result = tokio::time::timeout(cx.timeout, call).await;
+        // Every text the plugin hands back is masked, then cut.
+        let captured = w.output.take(&cx.secrets, crate::text::MAX_OUTPUT);
+        let completed = matches!(result, Ok(Ok(_)));
+        let outcome = match result {
+            Err(_) => Outcome::Failed {
+                kind: FailureKind::Timeout,
+                reason: DeadlineExceeded(cx.timeout).to_string(),
+            },
+            Ok(Ok(outcome)) => outcome.masked(&cx.secrets),
+            Ok(Err((instantiating, e))) => {
+                let (kind, reason) = classify(instantiating, &e, w.store.data().limiter.exceeded());
+                let reason = cx.secrets.bounded(&reason, crate::text::MAX_REASON);
+                Outcome::Failed {
+                    kind,
+                    reason: if captured.is_empty() {
+                        reason
+                    } else {
+                        format!("{reason}; plugin output: {captured}")
+                    },
+                }
+            }
+        };
+        if !captured.is_empty() && !matches!(outcome, Outcome::Failed { .. }) {
+            tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, output = %captured, "Plugin wrote to stdout or stderr.");
+        }
+        // A transaction the call left open is rolled back now, not when
+        // the instance is next used or dropped; its requests and response
+        // bodies are closed.
+        w.store.data_mut().sql.finish();
+        w.store.data().http.scope.end();
+        // What the call published goes out only with a success.
+        let published = std::mem::take(&mut w.store.data_mut().outbox.messages);
+        let published = if outcome == Outcome::Success {
+            published
+        } else {
+            Vec::new()
+        };
+        // Only an instance whose call completed is kept: after a trap, a
+        // timeout or a cap hit it cannot (or must not) be entered again.
+        if let Some(pool) = pool
+            && completed
+        {
+            pool.put(w);
+        }
+        CallResult { outcome, published }
+    }
+}
+
+pub(crate) fn to_v1(m: &Delivery) -> v0_1::switchyard::plugin::types::Message {
+    v0_1::switchyard::plugin::types::Message {
+        id: m.id.clone(),
+        message_type: m.message_type.clone(),
+        queue: m.queue.clone(),
+        body: m.body.clone(),
+        headers: m.headers.clone(),
+        attempt: m.attempt,
+    }
+}
+
+pub(crate) fn to_v2(m: &Delivery) -> v0_2::switchyard::plugin::messages::Message {
+    v0_2::switchyard::plugin::messages::Message {
+        id: m.id.clone(),
+        message_type: m.message_type.clone(),
+        queue: m.queue.clone(),
+        body: m.body.clone(),
+        headers: m.headers.clone(),
+        attempt: m.attempt,
+    }
+}
+
+pub(crate) fn from_v1(returned: Result<(), v0_1::switchyard::plugin::types::Failure>) -> Outcome {
+    use v0_1::switchyard::plugin::types::Failure;
+    match returned {
+        Ok(()) => Outcome::Success,
+        Err(Failure::Retry(r)) => Outcome::retry(&r.reason, r.delay_ms),
+        Err(Failure::Reject(reason)) => Outcome::reject(&reason),
+    }
+}
+
+pub(crate) fn from_v2(
+    returned: Result<(), v0_2::switchyard::plugin::messages::Failure>,
+) -> Outcome {
+    use v0_2::switchyard::plugin::messages::Failure;
+    match returned {
+        Ok(()) => Outcome::Success,
+        Err(Failure::Retry(r)) => Outcome::retry(&r.reason, r.delay_ms),
+        Err(Failure::Reject(reason)) => Outcome::reject(&reason),
+    }
+}
+
+impl Outcome {
+    /// A retry the plugin asked for; its reason is masked and cut by
+    /// [`Outcome::masked`].
+    fn retry(reason: &str, delay_ms: Option<u64>) -> Outcome {
+        Outcome::Retry {
+            reason: reason.to_owned(),
+            delay: delay_ms.map(Duration::from_millis),
+        }
+    }
+
+    fn reject(reason: &str) -> Outcome {
+        Outcome::Reject {
+            reason: reason.to_owned(),
+        }
+    }
+
+    /// The outcome with the queue's secrets masked in its reason, which is
+    /// then cut to [`crate::text::MAX_REASON`] bytes.
+    fn masked(self, secrets: &crate::secrets::Secrets) -> Outcome {
+        let bounded = |reason: &str| secrets.bounded(reason, crate::text::MAX_REASON);
+        match self {
+            Outcome::Retry { reason, delay } => Outcome::Retry {
+                reason: bounded(&reason),
+                delay,
+            },
+            Outcome::Reject { reason } => Outcome::Reject {
+                reason: bounded(&reason),
+            },
+            Outcome::Failed { kind, reason } => Outcome::Failed {
+                kind,
+                reason: bounded(&reason),
+            },
+            Outcome::Success => Outcome::Success,
+        }
+    }
+}
+
+/// A store with its instance, kept between calls when the queue reuses
+/// instances.
+pub(crate) struct Warm {
+    pub(crate) store: Store<HostState>,
+    pub(crate) bindings: Option<Bindings>,
+    /// What the plugin writes to stdout and stderr, interleaved.
+    pub(crate) output: output::CapturedOutput,
+}
+
+impl Warm {
+    fn new(engine: &PluginEngine, cx: &CallContext, plugin: &LoadedPlugin) -> Self {
+        let output = output::CapturedOutput::default();
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(output.clone()).stderr(output.clone());
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: host::MemoryCap::new(cx.memory_bytes),
+            queue: cx.queue.clone(),
+            message_id: String::new(),
+            plugin: plugin.hash.clone(),
+            config: cx.config.clone(),
+            secrets: cx.secrets.clone(),
+            log_lines: 0,
+            http_ctx: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http: http::CallHttp {
+                queue: cx.http.clone(),
+                deadline: Instant::now(),
+                sent: 0,
+                traceparent: None,
+                scope: Arc::default(),
+            },
+            keyvalue: cx.keyvalue.clone(),
+            outbox: crate::plugin::imports::publish::Outbox {
+                grant: cx.publish.clone(),
+                max_bytes: cx.max_publish_bytes,
+                ..Default::default()
+            },
+            sql: sql::CallSql {
+                queue: cx.sql.clone(),
+                ..Default::default()
+            },
+            mail: mail::CallMail {
+                queue: cx.mail.clone(),
+                ..Default::default()
+            },
+            metrics: cx.metrics.clone(),
+        };
+        let mut store = Store::new(&engine.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        Warm {
+            store,
+            bindings: None,
+            output,
+        }
+    }
+
+    /// Sets up the store for one call: the message it logs and publishes
+    /// for, and the call's deadline (epoch deadlines are absolute: set before
+    /// every call).
+    fn prepare(&mut self, cx: &CallContext, message: &Delivery, deadline: Instant) {
+        let state = self.store.data_mut();
+        state.message_id.clone_from(&message.id);
+        state.log_lines = 0;
+        state.http.deadline = deadline;
+        state.http.sent = 0;
+        state.http.traceparent.clone_from(&message.trace);
+        state.http.scope = Arc::default();
+        state.outbox.messages.clear();
+        state.outbox.parent_id.clone_from(&message.id);
+        state.outbox.parent_hops = message.hops();
+        state.sql.finish();
+        state.sql.deadline = Some(deadline);
+        state.mail.deadline = Some(deadline);
+        state.mail.message_id.clone_from(&message.id);
+        state.mail.sent = 0;
+        let timeout = cx.timeout;
+        self.store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(DeadlineExceeded(timeout).into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        self.store.set_epoch_deadline(1);
+    }
+}
+
+/// Instances kept warm for one queue's current plugin version and settings
+/// (a reload makes a new pool, so a swapped plugin never runs on a stale
+/// instance). At most the queue's concurrency are ever out at once.
+#[derive(Default)]
+pub struct WarmPool(std::sync::Mutex<Vec<Warm>>);
+
+impl std::fmt::Debug for WarmPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WarmPool").finish_non_exhaustive()
+    }
+}
+
+impl WarmPool {
+    fn take(&self) -> Option<Warm> {
+        self.0.lock().expect("warm pool lock").pop()
+    }
+
+    fn put(&self, warm: Warm) {
+        self.0.lock().expect("warm pool lock").push(warm);
+    }
+}
+
+pub(crate) fn classify(
+    instantiating: bool,
+    e: &wasmtime::Error,
+    memory_exceeded: Option<usize>,
+) -> (FailureKind, String) {
+    if let Some(deadline) = e.downcast_ref::<DeadlineExceeded>() {
+        return (FailureKind::Timeout, deadline.to_string());
+    }
+    if let Some(cap) = memory_exceeded {
+        return (
+            FailureKind::MemoryCap,
+            format!(
+                "plugin exceeded its memory cap of {} MiB",
+                cap / (1024 * 1024)
+            ),
+        );
+    }
+    if instantiating {
+        return (
+            FailureKind::Instantiate,
+            format!("instantiating the plugin failed: {e:#}"),
+        );
+    }
+    let detail = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => format!("{e:#}"),
+    };
+    (FailureKind::Trap, format!("plugin trapped: {detail}"))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

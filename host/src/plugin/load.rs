@@ -1,0 +1,236 @@
+//! Loading a plugin file: read with a bound, compiled in a child process
+//! (or taken from the cache), checked against the contract, linked.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use super::bindings::{v0_1, v0_2};
+use super::*;
+
+impl PluginEngine {
+    /// Reads a plugin file ([`crate::files::read`]), refusing one over
+    /// `limits.max_bytes`.
+    pub fn read(path: &Path, limits: &LoadLimits) -> Result<PluginFile, LoadError> {
+        let bytes = crate::files::read(path, limits.max_bytes).map_err(|e| match e {
+            crate::files::ReadError::TooLarge { size, max } => LoadError::TooLarge(format!(
+                "the file is {size} bytes, more than host.max_plugin_mib allows ({max} bytes)"
+            )),
+            e => LoadError::Read(e.to_string()),
+        })?;
+        let digest = hex(&Sha256::digest(&bytes));
+        Ok(PluginFile { bytes, digest })
+    }
+
+    /// Links a compiled component and checks it against the contract.
+    fn link(
+        &self,
+        path: &Path,
+        file: &PluginFile,
+        component: Component,
+        compile_time: Duration,
+        from_cache: bool,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let version = contract::version_of(&self.engine, &component).map_err(|e| match e {
+            contract::ExportMismatch::NoExports => LoadError::NotAComponent(e.to_string()),
+            e => LoadError::WrongContract(e.to_string()),
+        })?;
+        let imports = contract::imports(&self.engine, &component);
+        let unknown: Vec<&str> = imports
+            .iter()
+            .map(String::as_str)
+            .filter(|i| !contract::provided(i))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(LoadError::WrongContract(format!(
+                "it imports {}, which no contract version this host runs provides (contract 0.2.0 provides {})",
+                unknown
+                    .iter()
+                    .map(|i| format!("`{i}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                contract::PROVIDED_TEXT
+            )));
+        }
+        let initial_memory = component
+            .resources_required()
+            .and_then(|r| r.max_initial_memory_size)
+            .map(|pages| pages.saturating_mul(64 * 1024));
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::WrongContract(format!("{e:#}")))?;
+        let wrong = |e: wasmtime::Error| LoadError::WrongContract(format!("{e:#}"));
+        let code = match version {
+            contract::Version::V0_1 => Code::V1(v0_1::PluginPre::new(instance_pre).map_err(wrong)?),
+            contract::Version::V0_2 => Code::V2(v0_2::PluginPre::new(instance_pre).map_err(wrong)?),
+        };
+        Ok(LoadedPlugin {
+            path: path.to_owned(),
+            hash: file.digest[..16].to_owned(),
+            digest: file.digest.clone(),
+            compile_time,
+            from_cache,
+            initial_memory,
+            imports,
+            code,
+        })
+    }
+
+    /// Reads, compiles (in a child process, or from the cache) and links a
+    /// plugin. With `unless`, a file whose content hash is that digest is
+    /// not loaded again: `Ok(None)`. Cancelling the future stops the
+    /// compile.
+    pub async fn load(
+        &self,
+        path: &Path,
+        limits: &LoadLimits,
+        unless: Option<&str>,
+    ) -> Result<Option<LoadedPlugin>, LoadError> {
+        if let Some((name, found)) = path.to_str().and_then(|p| Some((p, builtin(p)?))) {
+            let run = found.map_err(|known| {
+                LoadError::Read(format!("no such built-in handler (there are: {known})"))
+            })?;
+            if unless == Some(name) {
+                return Ok(None);
+            }
+            return Ok(Some(LoadedPlugin {
+                path: path.to_owned(),
+                hash: name.to_owned(),
+                digest: name.to_owned(),
+                compile_time: Duration::ZERO,
+                from_cache: false,
+                initial_memory: None,
+                imports: Vec::new(),
+                code: Code::Builtin(run),
+            }));
+        }
+        let file = {
+            let (path, limits) = (path.to_owned(), limits.clone());
+            tokio::task::spawn_blocking(move || Self::read(&path, &limits))
+                .await
+                .map_err(|e| LoadError::Read(e.to_string()))??
+        };
+        if unless == Some(file.digest.as_str()) {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let cached = match &self.cache {
+            Some(cache) => {
+                let (cache, engine, digest) =
+                    (cache.clone(), self.engine.clone(), file.digest.clone());
+                tokio::task::spawn_blocking(move || cache.get(&engine, &digest))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => None,
+        };
+        let (component, from_cache) = match cached {
+            Some(c) => (c, true),
+            None => {
+                let code = self.compiler.compile(&file.bytes, limits.compile).await?;
+                let component = cache::load_compiled(&self.engine, &code)
+                    .map_err(|e| LoadError::Compiler(format!("loading compiled code: {e:#}")))?;
+                if let Some(cache) = &self.cache {
+                    cache.put(&file.digest, &code);
+                }
+                (component, false)
+            }
+        };
+        self.link(path, &file, component, started.elapsed(), from_cache)
+            .map(Some)
+    }
+}
+
+/// Bounds on what a plugin file may cost to load.
+#[derive(Debug, Clone)]
+pub struct LoadLimits {
+    pub max_bytes: u64,
+    pub compile: CompileLimits,
+}
+
+/// A plugin file's bytes and their SHA-256.
+#[derive(Debug, Clone)]
+pub struct PluginFile {
+    pub bytes: Vec<u8>,
+    pub digest: String,
+}
+
+/// Why a plugin file was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read the file: {0}")]
+    Read(String),
+    /// The file, or what compiling it needs, is over a bound.
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    TooSlow(String),
+    #[error("not a valid WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("does not fit the switchyard:plugin contract: {0}")]
+    WrongContract(String),
+    /// The compiler itself failed (it could not start, or died).
+    #[error("{0}")]
+    Compiler(String),
+}
+
+/// A compiled plugin, ready to instantiate.
+pub struct LoadedPlugin {
+    pub path: PathBuf,
+    /// First 16 hex digits of the file's SHA-256: the version that handled a
+    /// message, in logs and dead-letter records.
+    pub hash: String,
+    /// The whole SHA-256, the key of the compiled-code cache.
+    pub digest: String,
+    pub compile_time: Duration,
+    /// Whether the compiled code came from the cache.
+    pub from_cache: bool,
+    /// The largest initial size of the plugin's linear memories, in bytes:
+    /// an instance needs at least this much of its queue's `memory_mib`.
+    pub initial_memory: Option<u64>,
+    /// The interfaces it imports.
+    pub imports: Vec<String>,
+    pub(crate) code: Code,
+}
+
+/// What runs a plugin's handler.
+pub(crate) enum Code {
+    /// A component of contract 0.1.0, instantiated in a sandbox for each
+    /// call.
+    V1(v0_1::PluginPre<HostState>),
+    /// A component of contract 0.2.0.
+    V2(v0_2::PluginPre<HostState>),
+    /// A handler built into the host.
+    Builtin(Builtin),
+}
+
+/// An instantiated component.
+pub(crate) enum Bindings {
+    V1(v0_1::Plugin),
+    V2(v0_2::Plugin),
+}
+
+impl LoadedPlugin {
+    /// The contract version the plugin was built against, for operators.
+    pub fn contract(&self) -> &'static str {
+        match self.code {
+            Code::V1(_) => "0.1.0",
+            Code::V2(_) => "0.2.0",
+            Code::Builtin(_) => "built-in",
+        }
+    }
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
+    }
+}

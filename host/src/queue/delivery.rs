@@ -1,0 +1,239 @@
+//! One delivery of one message: the plugin run (or the reason it is not),
+//! the settlement decided, logged and counted, then written.
+
+use std::sync::atomic::Ordering;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::Instrument;
+
+use super::*;
+
+use crate::config::QueueConfig;
+use crate::message::{Message, entry_bytes};
+use crate::metrics::QueueMetrics;
+use crate::plugin::{Delivery, Outcome};
+use crate::redis::read::ReadEntry;
+use crate::redis::{Backoff, StreamResult};
+use crate::router::human_size;
+use crate::stream::now_rfc3339;
+
+impl Shared {
+    /// Runs one delivery of one message and settles it. If Redis cannot be
+    /// reached to settle it, settling is retried for a while (half the
+    /// visibility timeout), so a short outage does not make a handled message
+    /// run again; after that it stays pending and is delivered again.
+    pub(super) async fn handle(&self, entry: ReadEntry, slot: OwnedSemaphorePermit) {
+        let rt = self.runtime.load_full();
+        let id = entry.id().to_owned();
+        let settled = self.run(&rt, entry).await;
+        // The handler is done: its slot can take the next message while this
+        // one is settled (settling waits on Redis, not on the plugin).
+        self.slots.release(slot);
+        // Done running: no more lease renewals (a renewal now would undo the
+        // retry delay the settlement sets).
+        self.in_flight.lock().expect("in-flight lock").remove(&id);
+        let settlement = match settled {
+            Ok(s) => s,
+            Err(e) => {
+                self.health.failed(&e);
+                tracing::error!(queue = %self.name, entry_id = %id, error = %e, "Preparing a delivery failed; the message stays pending and will be delivered again.");
+                return;
+            }
+        };
+        let budget = rt.queue.visibility_timeout / 2;
+        let started = std::time::Instant::now();
+        let mut backoff = Backoff::default();
+        loop {
+            match self.settle(&rt, &id, &settlement).await {
+                Ok(true) => {
+                    self.health.ok();
+                    return;
+                }
+                Ok(false) => {
+                    self.health.ok();
+                    tracing::warn!(queue = %self.name, entry_id = %id, "The message was taken over by another consumer before it was settled (this host was cut off from Redis for longer than the visibility timeout); it is left to that consumer.");
+                    return;
+                }
+                Err(e) if e.is_outage() && started.elapsed() < budget => {
+                    self.health.failed(&e);
+                    tokio::time::sleep(backoff.delay()).await;
+                }
+                Err(e) => {
+                    tracing::error!(queue = %self.name, entry_id = %id, error = %e, "Settling a message failed; it stays pending and will be delivered again.");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs the plugin if the message may be tried, and decides how the
+    /// delivery ends.
+    async fn run(&self, rt: &QueueRuntime, entry: ReadEntry) -> StreamResult<Settlement> {
+        let q = &rt.queue;
+        let attempt = entry.deliveries();
+        let entry_id = entry.id().to_owned();
+        let unusable = |reason: String| (Delivered::Unusable { reason }, None);
+        let (delivered, message) = match entry {
+            ReadEntry::TooLarge { bytes, .. } => unusable(too_large(q, bytes)),
+            ReadEntry::Whole { entry, .. } if entry_bytes(&entry.fields) > q.max_entry_bytes => {
+                unusable(too_large(q, entry_bytes(&entry.fields) as u64))
+            }
+            ReadEntry::Whole { entry, .. } => match Message::parse(&entry.id, &entry.fields) {
+                Err(e) => unusable(e.to_string()),
+                Ok(m) if attempt > q.max_attempts => (Delivered::Exhausted, Some(m)),
+                Ok(m) if hops(&m) > q.max_hops => (
+                    Delivered::Unusable {
+                        reason: format!(
+                            "published {} times in a chain, more than queues.{}.max_hops ({}): messages publishing each other in a loop?",
+                            hops(&m),
+                            q.name,
+                            q.max_hops
+                        ),
+                    },
+                    Some(m),
+                ),
+                Ok(m) => {
+                    let result = self.call(rt, &m, attempt).await;
+                    (Delivered::Ran(result.outcome, result.published), Some(m))
+                }
+            },
+        };
+        let history = if needs_history(&delivered, attempt) {
+            self.stream.failures(&entry_id).await?
+        } else {
+            None
+        };
+        let settlement = settlement(&delivered, attempt, q, history.as_ref(), &now_rfc3339());
+        self.record(
+            rt,
+            &entry_id,
+            message.as_ref(),
+            attempt,
+            &delivered,
+            &settlement,
+        );
+        Ok(settlement)
+    }
+
+    async fn call(
+        &self,
+        rt: &QueueRuntime,
+        m: &Message,
+        attempt: u32,
+    ) -> crate::plugin::CallResult {
+        // One span per handling, in the producer's trace.
+        let producers = m
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
+            .map(|(_, v)| v.as_str())
+            .filter(|v| crate::telemetry::valid_traceparent(v));
+        let span = tracing::info_span!(
+            "handle",
+            otel.name = %format!("handle {}", rt.queue.name),
+            queue = %rt.queue.name,
+                        msg_id = %crate::text::bounded(&m.id, crate::telemetry::MAX_ATTRIBUTE),
+            msg_type = %crate::text::bounded(&m.message_type, crate::telemetry::MAX_ATTRIBUTE),
+            attempt,
+            plugin = %rt.plugin.hash,
+            outcome = tracing::field::Empty,
+        );
+        crate::telemetry::continue_trace(&span, producers);
+        let trace =
+            crate::telemetry::traceparent_of(&span).or_else(|| producers.map(str::to_owned));
+        let delivery = Delivery {
+            id: m.id.clone(),
+            message_type: m.message_type.clone(),
+            queue: rt.queue.name.clone(),
+            body: m.body.clone(),
+            headers: m.headers.clone(),
+            attempt,
+            trace,
+        };
+        QueueMetrics::add(&self.metrics.attempts);
+        self.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let result = self
+            .engine
+            .call(rt.plugin.clone(), rt.cx.clone(), delivery, rt.warm.clone())
+            .instrument(span.clone())
+            .await;
+        span.record("outcome", result.outcome.kind());
+        self.metrics.duration.observe(started.elapsed());
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Logs a decided delivery and counts it.
+    fn record(
+        &self,
+        rt: &QueueRuntime,
+        entry_id: &str,
+        message: Option<&Message>,
+        attempt: u32,
+        delivered: &Delivered,
+        settlement: &Settlement,
+    ) {
+        let q = &rt.queue.name;
+        let plugin = rt.plugin.hash.as_str();
+        let (msg_id, msg_type) = message.map_or((entry_id, ""), |m| (&m.id, &m.message_type));
+        let m = &self.metrics;
+        match delivered {
+            Delivered::Ran(Outcome::Success, _) => QueueMetrics::add(&m.succeeded),
+            Delivered::Ran(Outcome::Reject { .. }, _) => QueueMetrics::add(&m.rejected),
+            Delivered::Ran(Outcome::Retry { .. }, _) => QueueMetrics::add(&m.retried),
+            Delivered::Ran(Outcome::Failed { kind, .. }, _) => {
+                QueueMetrics::add(&m.failed);
+                QueueMetrics::add(&m.failed_by_kind[*kind as usize]);
+            }
+            Delivered::Unusable { .. } | Delivered::Exhausted => {}
+        }
+        let outcome = match delivered {
+            Delivered::Ran(o, _) => o.kind(),
+            Delivered::Unusable { .. } => "unusable",
+            Delivered::Exhausted => "exhausted",
+        };
+        match settlement {
+            Settlement::Ack { .. } => {
+                m.settled_by(plugin);
+                tracing::info!(queue = %q, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, "Message handled.");
+            }
+            Settlement::DeadLetter { reason, .. } => {
+                QueueMetrics::add(&m.dead_lettered);
+                if !matches!(delivered, Delivered::Unusable { .. }) {
+                    m.settled_by(plugin);
+                }
+                tracing::warn!(queue = %q, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, "Message dead-lettered.");
+            }
+            Settlement::RetryLater {
+                delay,
+                cut_from,
+                history,
+            } => {
+                let reason = history.errors.last().map_or("", String::as_str);
+                tracing::warn!(queue = %q, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, retry_in_ms = delay.as_millis() as u64, "Attempt failed; will retry.");
+                if let Some(wanted) = cut_from {
+                    tracing::warn!(queue = %q, msg_id = %msg_id, wanted_ms = wanted.as_millis() as u64, "A retry delay longer than the queue's visibility_timeout was cut to it.");
+                }
+            }
+        }
+    }
+}
+
+/// How many publications led to a message.
+fn hops(m: &Message) -> u32 {
+    m.headers
+        .iter()
+        .find(|(k, _)| k == crate::message::HOPS_HEADER)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn too_large(q: &QueueConfig, bytes: u64) -> String {
+    format!(
+        "entry is {}, more than queues.{}.max_entry_kib ({} KiB)",
+        human_size(bytes),
+        q.name,
+        q.max_entry_bytes / 1024
+    )
+}

@@ -1,0 +1,295 @@
+//! A queue's reading loop: reads new messages and takes over abandoned ones
+//! and due retries, one for each free handler slot, and hands each to a
+//! handler task.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+
+use crate::config::MissingGroup;
+use crate::message::MAX_FIELDS;
+use crate::metrics::QueueMetrics;
+use crate::plugin::PluginEngine;
+use crate::redis::bounded::BoundedReader;
+use crate::redis::read::{Bounds, ReadEntry};
+use crate::redis::{Backoff, Health, RedisFailure, StreamResult};
+use crate::stream::queue::QueueStream;
+
+/// What a queue's workers are made of.
+#[derive(Debug)]
+pub struct QueueParts {
+    pub runtime: Arc<ArcSwap<QueueRuntime>>,
+    pub slots: Arc<Slots>,
+    pub engine: PluginEngine,
+    pub stream: QueueStream,
+    pub reader: BoundedReader,
+    pub metrics: Arc<QueueMetrics>,
+    pub health: Arc<Health>,
+}
+
+/// The tasks of one queue's workers besides its reading loop.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerTasks {
+    /// Handler calls: shutdown and a queue's removal wait for these.
+    pub handlers: TaskTracker,
+    /// Lease renewals and batched acks: they serve the handlers, and stop
+    /// when `bookkeeping_done` fires after the handlers are done.
+    pub bookkeeping: TaskTracker,
+    pub bookkeeping_done: CancellationToken,
+    /// Fired when the reading loop has stopped: no handler starts after.
+    pub reading_stopped: CancellationToken,
+}
+
+impl WorkerTasks {
+    /// Once the reading loop has stopped and every handler is done, stops
+    /// the bookkeeping (the acks of the last handlers go out first: the ack
+    /// task ends when its last sender is gone).
+    pub async fn wind_down(&self) {
+        self.reading_stopped.cancelled().await;
+        self.handlers.close();
+        self.handlers.wait().await;
+        self.bookkeeping_done.cancel();
+        self.bookkeeping.close();
+        self.bookkeeping.wait().await;
+    }
+}
+
+/// The workers of one queue in one host.
+pub struct QueueWorker {
+    shared: Arc<Shared>,
+    /// Blocking reads of new messages, bounded by the queue's
+    /// `max_entry_kib`: a connection of its own.
+    reader: BoundedReader,
+    acks: mpsc::UnboundedReceiver<AckRequest>,
+}
+
+/// What every handler task of the queue needs.
+pub(super) struct Shared {
+    pub(super) name: String,
+    pub(super) runtime: Arc<ArcSwap<QueueRuntime>>,
+    pub(super) slots: Arc<Slots>,
+    pub(super) engine: PluginEngine,
+    pub(super) stream: QueueStream,
+    pub(super) metrics: Arc<QueueMetrics>,
+    pub(super) health: Arc<Health>,
+    /// Entry ids being handled now, whose leases are renewed.
+    pub(super) in_flight: Mutex<HashSet<String>>,
+    /// Held while leases are renewed, and taken before a retry is scheduled:
+    /// a renewal in flight for a message whose handler just finished would
+    /// otherwise reset the idle clock the retry sets.
+    pub(super) renewing: tokio::sync::Mutex<()>,
+    /// The group was found missing and that was said; said again only once
+    /// it has been back.
+    pub(super) group_reported: std::sync::atomic::AtomicBool,
+    /// To the task that acks handled messages in batches.
+    pub(super) acks: mpsc::UnboundedSender<AckRequest>,
+}
+
+impl std::fmt::Debug for QueueWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueWorker")
+            .field("queue", &self.shared.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QueueWorker {
+    pub fn new(parts: QueueParts) -> Self {
+        let (ack_tx, acks) = mpsc::unbounded_channel();
+        QueueWorker {
+            acks,
+            shared: Arc::new(Shared {
+                name: parts.stream.queue.clone(),
+                runtime: parts.runtime,
+                slots: parts.slots,
+                engine: parts.engine,
+                stream: parts.stream,
+                metrics: parts.metrics,
+                health: parts.health,
+                in_flight: Mutex::new(HashSet::new()),
+                renewing: tokio::sync::Mutex::new(()),
+                group_reported: std::sync::atomic::AtomicBool::new(false),
+                acks: ack_tx,
+            }),
+            reader: parts.reader,
+        }
+    }
+
+    /// Reads and dispatches until `cancel` fires. Handler calls run as tasks
+    /// on `tasks.handlers`, so shutdown can wait for them. A message is read
+    /// only when a handler slot is free for it: nothing waits in a local
+    /// buffer while its visibility timeout runs.
+    pub async fn run(mut self, cancel: CancellationToken, tasks: WorkerTasks) {
+        // However the loop ends, say so: the queue's removal and shutdown
+        // wait for it before they stop the bookkeeping.
+        let _stopped = tasks.reading_stopped.clone().drop_guard();
+        let name = self.shared.name.clone();
+        let semaphore = self.shared.slots.semaphore.clone();
+        // Leases are renewed while handlers run, including after this loop
+        // stops reading (shutdown, or the queue removed), until the handlers
+        // are done.
+        tasks.bookkeeping.spawn(
+            self.shared
+                .clone()
+                .renew_leases(tasks.bookkeeping_done.clone()),
+        );
+        // Ends when the last handler is done with the queue's shared state.
+        tasks.bookkeeping.spawn(ack_batches(
+            self.shared.stream.clone(),
+            self.shared.metrics.clone(),
+            self.acks,
+        ));
+        let mut next_claim = tokio::time::Instant::now();
+        let mut cursor = "0-0".to_string();
+        let mut backoff = Backoff::default();
+        loop {
+            let first = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closes"),
+            };
+            let mut permits = vec![first];
+            while let Ok(p) = semaphore.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            if cancel.is_cancelled() {
+                break;
+            }
+            let queue = self.shared.runtime.load().queue.clone();
+            // Abandoned messages and due retries are looked for this often;
+            // new messages are waited for in between.
+            let claim_interval = (queue.visibility_timeout / 4)
+                .clamp(Duration::from_millis(50), Duration::from_millis(500));
+            let batch = async {
+                let now = tokio::time::Instant::now();
+                if now >= next_claim {
+                    let claimed = self
+                        .shared
+                        .stream
+                        .claim_idle(
+                            queue.visibility_timeout,
+                            &cursor,
+                            permits.len(),
+                            queue.max_entry_bytes,
+                        )
+                        .await?;
+                    for id in &claimed.deleted {
+                        tracing::error!(queue = %queue.name, entry_id = %id, "A pending message's entry was deleted from the stream before it was handled.");
+                    }
+                    if !claimed.deleted.is_empty() {
+                        self.shared.stream.forget(&claimed.deleted).await?;
+                    }
+                    // The pending list is scanned a stretch at a time; a
+                    // stretch with nothing due waits for the next round.
+                    if claimed.cursor == "0-0" || claimed.entries.is_empty() {
+                        next_claim = now + claim_interval;
+                    }
+                    cursor = claimed.cursor;
+                    if !claimed.entries.is_empty() {
+                        self.shared
+                            .metrics
+                            .reclaimed
+                            .fetch_add(claimed.entries.len() as u64, Ordering::Relaxed);
+                        return StreamResult::Ok(claimed.entries);
+                    }
+                }
+                let block = next_claim
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(10));
+                self.reader
+                    .read_new(
+                        &self.shared.stream.stream,
+                        self.shared.stream.group(),
+                        &self.shared.stream.consumer,
+                        permits.len(),
+                        block,
+                        Bounds {
+                            max_bytes: queue.max_entry_bytes,
+                            // The router adds `type` and `id` to a copy
+                            // when the producer left them out.
+                            max_fields: MAX_FIELDS + 2,
+                        },
+                    )
+                    .await
+            };
+            let batch: Vec<ReadEntry> = match batch.await {
+                Ok(b) => {
+                    backoff.reset();
+                    self.shared.health.ok();
+                    if self.shared.group_reported.swap(false, Ordering::Relaxed) {
+                        tracing::info!(queue = %name, "The queue's consumer group is back; reading again.");
+                    }
+                    b
+                }
+                Err(e) => {
+                    for permit in permits {
+                        self.shared.slots.release(permit);
+                    }
+                    if e.kind == RedisFailure::MissingGroup {
+                        self.shared.group_missing().await;
+                    } else {
+                        self.shared.health.failed(&e);
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(backoff.delay()) => continue,
+                    }
+                }
+            };
+            if !batch.is_empty() && batch.len() == permits.len() {
+                QueueMetrics::add(&self.shared.metrics.reads_full);
+            }
+            let mut permits = permits.into_iter();
+            for (entry, permit) in batch.into_iter().zip(permits.by_ref()) {
+                let shared = self.shared.clone();
+                shared
+                    .in_flight
+                    .lock()
+                    .expect("in-flight lock")
+                    .insert(entry.id().to_owned());
+                tasks.handlers.spawn(async move {
+                    shared.handle(entry, permit).await;
+                });
+            }
+            // Slots the read did not fill go back the way a handler's do,
+            // so that a lowered concurrency retires them.
+            for permit in permits {
+                self.shared.slots.release(permit);
+            }
+        }
+        tracing::info!(queue = %name, "Queue worker stopped reading.");
+    }
+}
+
+impl Shared {
+    /// The queue's consumer group is gone (Redis lost its data, or someone
+    /// deleted it). Said loudly; recreated at the start of the stream, never
+    /// at its end, only if the operator chose so.
+    pub(super) async fn group_missing(&self) {
+        QueueMetrics::add(&self.metrics.group_missing);
+        let policy = self.runtime.load().on_missing_group;
+        if policy == MissingGroup::Stop && self.group_reported.swap(true, Ordering::Relaxed) {
+            tracing::debug!(queue = %self.name, "The queue's consumer group is still missing.");
+            return;
+        }
+        match policy {
+            MissingGroup::Recreate => {
+                tracing::error!(queue = %self.name, stream = %self.stream.stream, "The queue's consumer group is gone (did Redis lose its data?); recreating it at the start of the stream (host.on_missing_group = \"recreate\").");
+                if let Err(e) = self.stream.recreate_group().await {
+                    tracing::error!(queue = %self.name, error = %e, "Recreating the consumer group failed.");
+                }
+            }
+            MissingGroup::Stop => {
+                tracing::error!(queue = %self.name, stream = %self.stream.stream, "The queue's consumer group is gone (did Redis lose its data?); not reading until an operator recreates it (host.on_missing_group = \"stop\").");
+            }
+        }
+    }
+}

@@ -1,0 +1,262 @@
+//! The running host's parts, starting the router, the queues and the
+//! maintenance task, and draining on shutdown.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Result;
+use arc_swap::ArcSwap;
+use redis::aio::ConnectionManager;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, MissingGroup, QueueConfig};
+use crate::metrics::{Metrics, QueueMetrics};
+use crate::plugin::PluginEngine;
+use crate::queue::{QueueParts, QueueRuntime, QueueWorker, RuntimeParts, Slots, WorkerTasks};
+use crate::redis::Health;
+use crate::redis::bounded::BoundedReader;
+use crate::router::Router;
+use crate::stream::ingress::IngressRouter;
+use crate::stream::queue::QueueStream;
+use crate::stream::{Keys, ensure_group};
+
+use super::*;
+
+/// The running host's parts, and what it is running now.
+pub(super) struct Supervisor {
+    pub(super) config: Config,
+    /// The configuration the maintenance task reads.
+    pub(super) current: Arc<ArcSwap<Config>>,
+    pub(super) keys: Keys,
+    pub(super) client: redis::Client,
+    pub(super) conn: ConnectionManager,
+    pub(super) engine: PluginEngine,
+    pub(super) consumer: String,
+    pub(super) metrics: Arc<Metrics>,
+    /// Database pools and mail relays of the queues.
+    pub(super) pools: Arc<crate::plugin::pools::Pools>,
+    /// Whether Redis answers, for logging outages once.
+    pub(super) health: Arc<Health>,
+    pub(super) router: Arc<ArcSwap<Router>>,
+    pub(super) on_missing_group: Arc<ArcSwap<MissingGroup>>,
+    /// The plugins in use, by file.
+    pub(super) plugins: Plugins,
+    pub(super) queues: BTreeMap<String, QueueHandle>,
+    /// Stops every reading loop (and the maintenance task) at shutdown.
+    pub(super) readers: CancellationToken,
+    /// The router's and the queues' reading loops, and maintenance.
+    pub(super) loops: TaskTracker,
+    /// The tasks of removed queues, winding down.
+    pub(super) retired: Vec<WorkerTasks>,
+}
+
+/// A running queue.
+pub(super) struct QueueHandle {
+    pub(super) runtime: Arc<ArcSwap<QueueRuntime>>,
+    pub(super) slots: Arc<Slots>,
+    /// Stops this queue's reading loop alone (the queue was removed).
+    pub(super) stop: CancellationToken,
+    /// Its handler calls and the tasks that serve them.
+    pub(super) tasks: WorkerTasks,
+}
+
+impl Supervisor {
+    /// What every runtime of queue `name` is made with.
+    pub(super) fn runtime_parts(&self, name: &str) -> RuntimeParts {
+        RuntimeParts {
+            on_missing_group: self.config.host.on_missing_group,
+            conn: self.conn.clone(),
+            prefix: self.config.host.prefix.clone(),
+            max_publish_bytes: self.config.ingress.max_entry_bytes,
+            metrics: self.metrics.queue(name),
+            pools: self.pools.clone(),
+        }
+    }
+
+    pub(super) fn start_router(&self) {
+        let router = IngressRouter {
+            conn: self.conn.clone(),
+            reader: BoundedReader::new(&self.client),
+            keys: self.keys.clone(),
+            consumer: self.consumer.clone(),
+            router: self.router.clone(),
+            metrics: self.metrics.clone(),
+            health: self.health.clone(),
+            on_missing_group: self.on_missing_group.clone(),
+            group_reported: false,
+        };
+        self.loops.spawn(router.run(self.readers.clone()));
+    }
+
+    /// Keeps the streams bounded and the groups free of dead consumers (see
+    /// [`crate::stream::retention`]), every `retention.interval`, on a task
+    /// of its own.
+    pub(super) fn start_maintenance(&self) {
+        let (current, keys, consumer) = (
+            self.current.clone(),
+            self.keys.clone(),
+            self.consumer.clone(),
+        );
+        let (mut conn, health, stop) =
+            (self.conn.clone(), self.health.clone(), self.readers.clone());
+        let metrics = self.metrics.clone();
+        self.loops.spawn(async move {
+            loop {
+                let interval = current.load().retention.interval;
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(interval) => {}
+                }
+                let config = current.load_full();
+                let trimmed = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    r = super::maintain::maintain(&mut conn, &config, &keys, &consumer) => r,
+                };
+                match trimmed {
+                    Ok(()) => {
+                        health.ok();
+                        QueueMetrics::add(&metrics.retention_rounds);
+                    }
+                    Err(e) => health.failed(&e),
+                }
+            }
+        });
+    }
+
+    pub(super) async fn start_queue(&mut self, queue: QueueConfig) -> Result<()> {
+        let mut conn = self.conn.clone();
+        ensure_group(
+            &mut conn,
+            &self.keys.queue_stream(&queue.name),
+            self.keys.group(),
+        )
+        .await?;
+        let name = queue.name.clone();
+        let plugin = self.plugins[&queue.plugin].clone();
+        let slots = Arc::new(Slots::new(queue.concurrency_min as usize));
+        self.metrics
+            .queue(&name)
+            .concurrency
+            .store(queue.concurrency_min as u64, Ordering::Relaxed);
+        let runtime = Arc::new(ArcSwap::from_pointee(QueueRuntime::new(
+            queue,
+            plugin,
+            &self.runtime_parts(&name),
+        )));
+        let stop = self.readers.child_token();
+        let tasks = WorkerTasks::default();
+        let worker = QueueWorker::new(QueueParts {
+            runtime: runtime.clone(),
+            slots: slots.clone(),
+            engine: self.engine.clone(),
+            stream: QueueStream::new(
+                self.conn.clone(),
+                &self.keys,
+                &name,
+                &self.consumer,
+                &self.config.ingress.stream,
+            ),
+            reader: BoundedReader::new(&self.client),
+            metrics: self.metrics.queue(&name),
+            health: self.health.clone(),
+        });
+        self.loops.spawn(worker.run(stop.clone(), tasks.clone()));
+        self.loops.spawn(crate::queue::scale(
+            runtime.clone(),
+            slots.clone(),
+            self.metrics.queue(&name),
+            stop.clone(),
+        ));
+        self.queues.insert(
+            name,
+            QueueHandle {
+                runtime,
+                slots,
+                stop,
+                tasks,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops reading, waits for the handlers within the shutdown timeout
+    /// (or until `now` fires), lets the last acks go out, and returns.
+    pub(super) async fn drain(self, now: &CancellationToken) {
+        let timeout = self.config.host.shutdown_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.readers.cancel();
+        // Readers finish the read they are in, and the router routes what it
+        // read (within the deadline: a route script already sent runs
+        // whole or not at all in Redis, so abandoning the wait loses
+        // nothing).
+        self.loops.close();
+        tokio::select! {
+            _ = self.loops.wait() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = now.cancelled() => {}
+        }
+        let all: Vec<&WorkerTasks> = self
+            .queues
+            .values()
+            .map(|q| &q.tasks)
+            .chain(&self.retired)
+            .collect();
+        for t in &all {
+            t.handlers.close();
+        }
+        let in_flight = |all: &[&WorkerTasks]| all.iter().map(|t| t.handlers.len()).sum::<usize>();
+        if in_flight(&all) > 0 {
+            tracing::info!(
+                in_flight = in_flight(&all),
+                ?timeout,
+                "Waiting for in-flight handlers."
+            );
+        }
+        let handlers = async {
+            for t in &all {
+                t.handlers.wait().await;
+            }
+        };
+        let finished = tokio::select! {
+            _ = handlers => true,
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    unfinished = in_flight(&all),
+                    "Shutdown timeout reached; unfinished messages stay pending and will be delivered again."
+                );
+                false
+            }
+            _ = now.cancelled() => false,
+        };
+        // Every finished handler has seen its ack go out; stop the lease
+        // renewals. The ack tasks end with the last handler. With handlers
+        // left unfinished there is nothing more to wait for.
+        for t in &all {
+            t.bookkeeping_done.cancel();
+            t.bookkeeping.close();
+        }
+        if !finished {
+            tracing::info!("Switchyard stopped.");
+            return;
+        }
+        let bookkeeping = async {
+            for t in &all {
+                t.bookkeeping.wait().await;
+            }
+        };
+        tokio::select! {
+            _ = bookkeeping => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                tracing::warn!(
+                    tasks = all.iter().map(|t| t.bookkeeping.len()).sum::<usize>(),
+                    "Acks and lease renewals did not stop within 2 s; exiting anyway."
+                );
+            }
+            _ = now.cancelled() => {}
+        }
+        tracing::info!("Switchyard stopped.");
+    }
+}

@@ -1,0 +1,172 @@
+//! The host: connects to Redis, prepares streams and groups, loads every
+//! plugin, runs the router and the queue workers, applies edits of plugin
+//! files and queues.toml while running, and drains on shutdown.
+//!
+//! - [`preflight`]: what a configuration needs before it runs (shared with
+//!   `check`);
+//! - [`lifecycle`]: starting the router, the queues and maintenance; drain;
+//! - [`reload`]: plugin swaps and edits of queues.toml;
+//! - [`maintain`]: retention and consumer clean-up;
+//! - [`running`]: a host on a task, for programs that embed it.
+
+pub mod lifecycle;
+pub mod maintain;
+pub mod preflight;
+pub mod reload;
+pub mod running;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::plugin::Compiler;
+use crate::redis::Health;
+use crate::router::Router;
+use crate::shutdown::Shutdown;
+use crate::stream::{Keys, ensure_group};
+use crate::watch::Watcher;
+
+pub use preflight::{
+    ConfigRefusal, ConfigRefusals, PluginProblem, Plugins, consumer_name, engine, load_limits,
+    load_plugins, missing_grants, prepare,
+};
+pub use running::RunningHost;
+
+use lifecycle::Supervisor;
+use preflight::{count_load, files_to_watch, fits, log_missing_grants, users};
+
+/// Runs the host until `shutdown.drain` fires, then drains: stops reading,
+/// gives in-flight handlers `shutdown_timeout` to finish (or less, if
+/// `shutdown.now` fires), and returns. What did not finish stays pending and
+/// is delivered again later; nothing unhandled is acknowledged.
+pub async fn run(
+    config: Config,
+    client: redis::Client,
+    compiler: Compiler,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+) -> Result<()> {
+    for w in &config.warnings {
+        tracing::warn!(path = %config.path.display(), "queues.toml: {w}");
+    }
+    let current = Arc::new(ArcSwap::from_pointee(config.clone()));
+    // The admin server answers from the start: /healthz while Redis is
+    // still being waited for, /readyz saying what is not ready yet.
+    // Stopped when the run ends, however it ends (dropped).
+    let _admin = match &config.admin {
+        Some(a) => {
+            let listener = std::net::TcpListener::bind(a.listen)
+                .with_context(|| format!("admin.listen: cannot listen on {}", a.listen))?;
+            let scheme = if a.tls.is_some() { "https" } else { "http" };
+            tracing::info!(address = %a.listen, scheme, "Admin server listening.");
+            let state = Arc::new(crate::admin::AdminState::new(
+                metrics.clone(),
+                current.clone(),
+                client.clone(),
+            ));
+            let tls = a.tls.as_ref().map(|t| t.server.clone());
+            let app = crate::admin::router(state);
+            Some(
+                crate::admin::listen::AdminServer::start(
+                    listener,
+                    tls,
+                    app,
+                    shutdown.drain.child_token(),
+                )
+                .context("starting the admin server")?,
+            )
+        }
+        None => None,
+    };
+    // Watch before loading, so a file replaced while the host starts is
+    // still noticed (a change to what was just loaded is a no-op).
+    let mut watcher = match Watcher::new() {
+        Ok(mut w) => {
+            w.watch(files_to_watch(&config));
+            Some(w)
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "Cannot watch files; plugins and queues.toml will not be reloaded.");
+            None
+        }
+    };
+    let Some(mut conn) = crate::redis::connect_patiently(&client, &shutdown.drain).await? else {
+        return Ok(());
+    };
+    ensure_group(&mut conn, &config.ingress.stream, &config.host.prefix).await?;
+    let engine = engine(&config, compiler)?;
+    let none = Plugins::new();
+    let plugins = tokio::select! {
+        _ = shutdown.drain.cancelled() => return Ok(()),
+        p = prepare(&engine, &config, &none, &metrics) => p?,
+    };
+    log_missing_grants(&config, &plugins);
+    let consumer = consumer_name();
+    tracing::info!(
+        redis = %crate::redis::describe(&client),
+        ingress = %config.ingress.stream,
+        prefix = %config.host.prefix,
+        consumer = %consumer,
+        queues = config.queues.len(),
+        "Switchyard started."
+    );
+
+    let mut host = Supervisor {
+        router: Arc::new(ArcSwap::from_pointee(Router::new(&config))),
+        on_missing_group: Arc::new(ArcSwap::from_pointee(config.host.on_missing_group)),
+        current,
+        keys: Keys::new(&config.host.prefix),
+        client,
+        conn,
+        engine,
+        consumer,
+        metrics,
+        pools: Default::default(),
+        health: Arc::new(Health::default()),
+        plugins,
+        queues: BTreeMap::new(),
+        readers: CancellationToken::new(),
+        loops: TaskTracker::new(),
+        retired: Vec::new(),
+        config,
+    };
+    host.start_router();
+    host.start_maintenance();
+    for queue in host.config.queues.clone().into_values() {
+        host.start_queue(queue).await?;
+    }
+
+    loop {
+        let changed = async {
+            match &mut watcher {
+                Some(w) => w.changes().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.drain.cancelled() => break,
+            changed = changed => {
+                                // A reload (and the compile in it) gives way to shutdown.
+                let attempted = tokio::select! {
+                    _ = shutdown.drain.cancelled() => break,
+                    attempted = host.apply(&changed) => attempted,
+                };
+                // The files of an edit that was refused are watched too: a
+                // plugin it names may be built after it was saved.
+                if let Some(w) = &mut watcher {
+                    let mut files = files_to_watch(&host.config);
+                    files.extend(attempted);
+                    w.watch(files);
+                }
+            }
+        }
+    }
+    host.drain(&shutdown.now).await;
+    Ok(())
+}
