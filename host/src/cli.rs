@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 use crate::admin::{dead, status};
-use crate::config::Config;
+use crate::config::{Config, Needs, process_env};
 use crate::metrics::Metrics;
 use crate::plugin::{Compiler, compile};
 use crate::shutdown::Shutdown;
@@ -361,7 +361,8 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Check { config } => check(&config).await,
         Command::Migrate { config, queue } => {
-            let config = load(&config)?;
+            // The databases: their secrets and CA files; no plugin is read.
+            let config = Config::load_with(&config.config, &process_env, Needs::DATABASES)?;
             let queues: Vec<_> = config
                 .queues
                 .values()
@@ -394,9 +395,10 @@ async fn run(command: Command) -> Result<ExitCode> {
             dead_letters,
         } => {
             let client = crate::redis::client(&redis.redis_url)?;
-            // Status reads no plugin settings: it runs without the
-            // secrets' environment variables, and never sees their values.
-            let config = Config::load_with_env(&config.config, &|_| Some(String::new()))?;
+            // Names and streams only: status runs without the secrets'
+            // environment variables (it never sees their values), and
+            // without the plugins built.
+            let config = Config::load_with(&config.config, &process_env, Needs::STREAMS)?;
             let mut conn = crate::redis::shared(&client).await?;
             let report = status::read(&mut conn, &config, dead_letters).await?;
             print_out(&report.to_string())?;
@@ -408,8 +410,8 @@ async fn run(command: Command) -> Result<ExitCode> {
             action,
         } => {
             let client = crate::redis::client(&redis.redis_url)?;
-            // Names and streams only: no secrets needed.
-            let config = Config::load_with_env(&config.config, &|_| Some(String::new()))?;
+            // Names and streams only: no secret, no file, no plugin.
+            let config = Config::load_with(&config.config, &process_env, Needs::STREAMS)?;
             dead_command(config, client, action).await
         }
         Command::Demo {

@@ -487,7 +487,9 @@ fn a_broken_admin_table_names_the_key() {
             format!("[admin]\n{admin}\n[routes]\n\"a\" = [\"A\"]\n[queues.A]\nplugin = \"builtin:noop\"\n"),
         )
         .unwrap();
-        switchyard::config::Config::load(&path).map_err(|e| e.to_string())
+        let config = switchyard::config::Config::load(&path).map_err(|e| e.to_string())?;
+        switchyard::supervisor::preflight::check_settings(&config).map_err(|e| e.to_string())?;
+        Ok::<_, String>(config)
     };
     let shown = |p: &str| dir.join(p).display().to_string();
     for (admin, expected) in [

@@ -590,3 +590,19 @@ fn relay_credentials_never_travel_unencrypted_beyond_loopback() {
     }
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+#[test]
+fn an_unknown_built_in_handler_is_refused_with_the_known_ones() {
+    let path = config_with(
+        "check-builtin",
+        "[routes]\n\"a\" = [\"Q\"]\n[queues.Q]\nplugin = \"builtin:nothing\"\n",
+        &[],
+    );
+    let (ok, out) = check(&path);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("queues.Q.plugin: builtin:nothing refused: no built-in handler \"builtin:nothing\" (there are: builtin:noop, builtin:http-post)"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

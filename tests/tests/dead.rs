@@ -207,3 +207,64 @@ async fn dead_letters_are_listed_shown_replayed_once_and_purged() {
     assert!(ok && out.contains("1 deleted"), "{out}");
     assert!(listed(&fixed, &redis, &[]).is_empty());
 }
+
+/// `status` and `dead` read only the names of the streams: they work with
+/// the plugins not built, the secrets' variables unset and the CA files
+/// missing, where `run` and `check` would refuse the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_dead_need_no_plugin_secret_or_file() {
+    let redis = Redis::start();
+    let dir = tempdir("dead-unbuilt");
+    let path = dir.join("queues.toml");
+    std::fs::write(
+        &path,
+        r#"
+[routes]
+"order.placed" = ["Q"]
+[queues.Q]
+plugin = "not-built.wasm"
+http_ca_file = "missing.pem"
+[queues.Q.config]
+token = { env = "SWITCHYARD_TEST_UNSET_TOKEN" }
+[queues.Q.sql]
+database_url = { env = "SWITCHYARD_TEST_UNSET_URL" }
+"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let redis_url: &[&str] = if args[0] == "check" {
+            &[]
+        } else {
+            &["--redis-url", redis.url()]
+        };
+        Command::new(host_binary())
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .args(redis_url)
+            .env_remove("SWITCHYARD_TEST_UNSET_TOKEN")
+            .env_remove("SWITCHYARD_TEST_UNSET_URL")
+            .output()
+            .unwrap()
+    };
+    for args in [&["status"][..], &["dead", "list"]] {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(&["check"]);
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "queues.Q.plugin: plugin file",
+        "queues.Q.http_ca_file: ",
+        "queues.Q.config.token: the environment variable SWITCHYARD_TEST_UNSET_TOKEN is not set",
+        "queues.Q.sql.database_url: the environment variable SWITCHYARD_TEST_UNSET_URL is not set",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -57,17 +57,18 @@ async fn run() -> Result<()> {
             memory_mib: 2048,
         },
     };
-    let path = switchyard_tests::plugin("bench_io");
+    use switchyard::config::PluginRef;
+    let path = PluginRef::File(switchyard_tests::plugin("bench_io"));
     let wasm = Arc::new(engine.load(&path, &limits, None).await?.expect("loaded"));
     let noop = Arc::new(
         engine
-            .load(std::path::Path::new("builtin:noop"), &limits, None)
+            .load(&PluginRef::Builtin("noop".into()), &limits, None)
             .await?
             .expect("loaded"),
     );
     let post = Arc::new(
         engine
-            .load(std::path::Path::new("builtin:http-post"), &limits, None)
+            .load(&PluginRef::Builtin("http-post".into()), &limits, None)
             .await?
             .expect("loaded"),
     );

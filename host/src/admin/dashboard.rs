@@ -260,7 +260,7 @@ async fn queue(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -
     let settings: serde_json::Map<String, Value> = config
         .settings()
         .into_iter()
-        .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), Value::String(v))))
+        .filter_map(|(k, v)| Some((k.strip_prefix(&prefix)?.to_owned(), Value::String(v.text))))
         .collect();
     let Some(mut conn) = state.conn().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");

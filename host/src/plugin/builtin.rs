@@ -1,16 +1,13 @@
 //! Handlers built into the host (`builtin:NAME`): native code, trusted, no
 //! sandbox; and the ones a program embedding the host registers.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
 
 use super::*;
-
-/// How a queue names a handler built into the host instead of a file.
-pub const BUILTIN_PREFIX: &str = "builtin:";
+use crate::config::BUILTIN_PREFIX;
 
 /// A handler built into the host: native code, trusted, no sandbox. The
 /// benchmarks measure the WebAssembly path against these, on the same
@@ -111,27 +108,24 @@ async fn http_post(cx: &CallContext, message: &Delivery) -> Outcome {
     }
 }
 
-/// The built-in handler a queue's `plugin` value names, if it names one
-/// (`builtin:NAME`): `Some(Err(names))`, the known names, for an unknown one.
-pub fn builtin(plugin: &str) -> Option<Result<Builtin, String>> {
-    let name = plugin.strip_prefix(BUILTIN_PREFIX)?;
+/// The built-in handler named `name` (what follows `builtin:`), or why
+/// there is none, with the names there are.
+pub fn builtin(name: &str) -> Result<Builtin, LoadError> {
     if let Some((_, run)) = BUILTINS.iter().find(|(n, _)| *n == name) {
-        return Some(Ok(*run));
+        return Ok(*run);
     }
     let registered = registry().read().expect("registry lock");
     if let Some(index) = registered.iter().position(|(n, _)| n == name) {
-        return Some(Ok(Builtin::Registered(index)));
+        return Ok(Builtin::Registered(index));
     }
-    Some(Err(BUILTINS
-        .iter()
-        .map(|(n, _)| n.to_string())
-        .chain(registered.iter().map(|(n, _)| n.clone()))
-        .map(|n| format!("{BUILTIN_PREFIX}{n}"))
-        .collect::<Vec<_>>()
-        .join(", ")))
-}
-
-/// Whether a plugin path names a built-in handler (which has no file).
-pub fn is_builtin(path: &Path) -> bool {
-    path.to_str().is_some_and(|p| p.starts_with(BUILTIN_PREFIX))
+    Err(LoadError::UnknownBuiltin {
+        name: name.to_owned(),
+        known: BUILTINS
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .chain(registered.iter().map(|(n, _)| n.clone()))
+            .map(|n| format!("{BUILTIN_PREFIX}{n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
 }

@@ -1,7 +1,7 @@
 //! Loading a plugin file: read with a bound, compiled in a child process
 //! (or taken from the cache), checked against the contract, linked.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -10,6 +10,7 @@ use wasmtime::component::Component;
 
 use super::bindings::{v0_1, v0_2};
 use super::*;
+use crate::config::PluginRef;
 
 impl PluginEngine {
     /// Reads a plugin file ([`crate::files::read`]), refusing one over
@@ -28,7 +29,7 @@ impl PluginEngine {
     /// Links a compiled component and checks it against the contract.
     fn link(
         &self,
-        path: &Path,
+        source: &PluginRef,
         file: &PluginFile,
         component: Component,
         compile_time: Duration,
@@ -69,7 +70,7 @@ impl PluginEngine {
             contract::Version::V0_2 => Code::V2(v0_2::PluginPre::new(instance_pre).map_err(wrong)?),
         };
         Ok(LoadedPlugin {
-            path: path.to_owned(),
+            source: source.clone(),
             hash: file.digest[..16].to_owned(),
             digest: file.digest.clone(),
             compile_time,
@@ -86,28 +87,30 @@ impl PluginEngine {
     /// compile.
     pub async fn load(
         &self,
-        path: &Path,
+        plugin: &PluginRef,
         limits: &LoadLimits,
         unless: Option<&str>,
     ) -> Result<Option<LoadedPlugin>, LoadError> {
-        if let Some((name, found)) = path.to_str().and_then(|p| Some((p, builtin(p)?))) {
-            let run = found.map_err(|known| {
-                LoadError::Read(format!("no such built-in handler (there are: {known})"))
-            })?;
-            if unless == Some(name) {
-                return Ok(None);
+        let path = match plugin {
+            PluginRef::File(path) => path,
+            PluginRef::Builtin(name) => {
+                let run = builtin(name)?;
+                let shown = plugin.to_string();
+                if unless == Some(shown.as_str()) {
+                    return Ok(None);
+                }
+                return Ok(Some(LoadedPlugin {
+                    source: plugin.clone(),
+                    hash: shown.clone(),
+                    digest: shown,
+                    compile_time: Duration::ZERO,
+                    from_cache: false,
+                    initial_memory: None,
+                    imports: Vec::new(),
+                    code: Code::Builtin(run),
+                }));
             }
-            return Ok(Some(LoadedPlugin {
-                path: path.to_owned(),
-                hash: name.to_owned(),
-                digest: name.to_owned(),
-                compile_time: Duration::ZERO,
-                from_cache: false,
-                initial_memory: None,
-                imports: Vec::new(),
-                code: Code::Builtin(run),
-            }));
-        }
+        };
         let file = {
             let (path, limits) = (path.to_owned(), limits.clone());
             tokio::task::spawn_blocking(move || Self::read(&path, &limits))
@@ -141,7 +144,7 @@ impl PluginEngine {
                 (component, false)
             }
         };
-        self.link(path, &file, component, started.elapsed(), from_cache)
+        self.link(plugin, &file, component, started.elapsed(), from_cache)
             .map(Some)
     }
 }
@@ -165,6 +168,8 @@ pub struct PluginFile {
 pub enum LoadError {
     #[error("cannot read the file: {0}")]
     Read(String),
+    #[error("no built-in handler \"builtin:{name}\" (there are: {known})")]
+    UnknownBuiltin { name: String, known: String },
     /// The file, or what compiling it needs, is over a bound.
     #[error("{0}")]
     TooLarge(String),
@@ -181,7 +186,8 @@ pub enum LoadError {
 
 /// A compiled plugin, ready to instantiate.
 pub struct LoadedPlugin {
-    pub path: PathBuf,
+    /// The file (or the built-in handler) it was loaded from.
+    pub source: PluginRef,
     /// First 16 hex digits of the file's SHA-256: the version that handled a
     /// message, in logs and dead-letter records.
     pub hash: String,
@@ -229,7 +235,7 @@ impl LoadedPlugin {
 impl std::fmt::Debug for LoadedPlugin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoadedPlugin")
-            .field("path", &self.path)
+            .field("source", &self.source)
             .field("hash", &self.hash)
             .finish_non_exhaustive()
     }

@@ -29,7 +29,7 @@ pub mod load;
 pub mod output;
 pub mod pools;
 
-pub use builtin::{BUILTIN_PREFIX, Builtin, NativeHandler, builtin, is_builtin, register_native};
+pub use builtin::{Builtin, NativeHandler, builtin, register_native};
 pub use cache::CompileCache;
 pub use call::{CallContext, CallResult, Delivery, FailureKind, Outcome, WarmPool};
 pub use compile::{CompileLimits, Compiler};

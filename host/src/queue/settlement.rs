@@ -135,7 +135,7 @@ mod tests {
     fn policy() -> QueueConfig {
         QueueConfig {
             name: "Q".into(),
-            plugin: "p.wasm".into(),
+            plugin: crate::config::PluginRef::File("p.wasm".into()),
             concurrency: 1,
             concurrency_min: 1,
             handler_timeout: Duration::from_secs(1),

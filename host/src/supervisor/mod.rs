@@ -70,7 +70,13 @@ pub async fn run(
                 current.clone(),
                 client.clone(),
             ));
-            let tls = a.tls.as_ref().map(|t| t.server.clone());
+            let tls = match &a.tls {
+                Some(t) => Some(Arc::new(
+                    crate::tls::server_config(&t.cert_pem, &t.key_pem)
+                        .map_err(|e| anyhow::anyhow!("admin.tls_cert, admin.tls_key: {e:?}"))?,
+                )),
+                None => None,
+            };
             let app = crate::admin::router(state);
             Some(
                 crate::admin::listen::AdminServer::start(

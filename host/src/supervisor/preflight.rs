@@ -5,13 +5,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
 
-use crate::config::{Config, QueueConfig};
+use crate::config::{Config, ConfigError, PluginRef, QueueConfig};
 use crate::metrics::{Metrics, QueueMetrics};
 use crate::plugin::{
     CompileLimits, Compiler, LoadError, LoadLimits, LoadedPlugin, POOL_INSTANCES, PluginEngine,
@@ -39,13 +39,9 @@ pub fn consumer_name() -> String {
 /// The files whose changes matter: queues.toml and every plugin file it
 /// names (built-in handlers have none).
 pub(super) fn files_to_watch(config: &Config) -> BTreeSet<PathBuf> {
-    config
-        .queues
-        .values()
-        .map(|q| q.plugin.clone())
-        .filter(|p| !crate::plugin::is_builtin(p))
-        .chain([config.path.clone()])
-        .collect()
+    let mut files = config.plugin_files();
+    files.insert(config.path.clone());
+    files
 }
 
 /// The limits plugin files are loaded under.
@@ -70,12 +66,15 @@ pub fn engine(config: &Config, compiler: Compiler) -> Result<PluginEngine> {
 pub enum ConfigRefusal {
     /// The queues ask for more instances than the pool holds.
     Pool { total: u32 },
-    /// A plugin file cannot serve the queues that name it.
+    /// A plugin cannot serve the queues that name it.
     Plugin {
         queues: Vec<String>,
-        path: PathBuf,
+        source: PluginRef,
         error: PluginProblem,
     },
+    /// A setting that reads, but that its layer refuses (the admin
+    /// server's certificate and key that make no TLS configuration).
+    Setting(ConfigError),
 }
 
 /// What is wrong with a plugin for its queues.
@@ -96,16 +95,17 @@ impl fmt::Display for ConfigRefusal {
                 f,
                 "the queues' concurrency adds up to {total}, more than the {POOL_INSTANCES} plugin instances the host can run at once"
             ),
+            ConfigRefusal::Setting(e) => write!(f, "{e}"),
             ConfigRefusal::Plugin {
                 queues,
-                path,
+                source,
                 error,
             } => {
                 let keys: Vec<String> = queues
                     .iter()
                     .map(|q| format!("queues.{q}.plugin"))
                     .collect();
-                write!(f, "{}: {} refused: ", keys.join(", "), path.display())?;
+                write!(f, "{}: {source} refused: ", keys.join(", "))?;
                 match error {
                     PluginProblem::Load(e) => write!(f, "{e}"),
                     PluginProblem::Memory {
@@ -142,7 +142,7 @@ impl fmt::Display for ConfigRefusals {
 impl std::error::Error for ConfigRefusals {}
 
 /// The plugins in use, by file.
-pub type Plugins = BTreeMap<PathBuf, Arc<LoadedPlugin>>;
+pub type Plugins = BTreeMap<PluginRef, Arc<LoadedPlugin>>;
 
 /// Checks that `plugin` can serve `queue`: its initial memory fits the
 /// queue's cap.
@@ -200,12 +200,12 @@ pub(super) fn log_missing_grants(config: &Config, plugins: &Plugins) {
     }
 }
 
-/// The queues of `config` that use the plugin file `path`.
-pub(super) fn users<'c>(config: &'c Config, path: &Path) -> Vec<&'c QueueConfig> {
+/// The queues of `config` that use `plugin`.
+pub(super) fn users<'c>(config: &'c Config, plugin: &PluginRef) -> Vec<&'c QueueConfig> {
     config
         .queues
         .values()
-        .filter(|q| q.plugin == path)
+        .filter(|q| q.plugin == *plugin)
         .collect()
 }
 
@@ -222,25 +222,25 @@ pub async fn load_plugins(
     let limits = load_limits(config);
     let mut loaded = BTreeMap::new();
     let mut refusals = Vec::new();
-    let paths: BTreeSet<&PathBuf> = config.queues.values().map(|q| &q.plugin).collect();
-    for path in paths {
-        let queues = users(config, path);
+    let sources: BTreeSet<&PluginRef> = config.queues.values().map(|q| &q.plugin).collect();
+    for source in sources {
+        let queues = users(config, source);
         let names: Vec<String> = queues.iter().map(|q| q.name.clone()).collect();
-        let old = known.get(path);
+        let old = known.get(source);
         let plugin = match engine
-            .load(path, &limits, old.map(|p| p.digest.as_str()))
+            .load(source, &limits, old.map(|p| p.digest.as_str()))
             .await
         {
             Ok(None) => old.expect("unchanged").clone(),
             Ok(Some(plugin)) => {
                 count_load(metrics, &plugin);
-                tracing::info!(queues = %names.join(","), plugin = %plugin.hash, contract = plugin.contract(), path = %path.display(), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin loaded.");
+                tracing::info!(queues = %names.join(","), plugin = %plugin.hash, contract = plugin.contract(), path = %source, compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin loaded.");
                 Arc::new(plugin)
             }
             Err(e) => {
                 refusals.push(ConfigRefusal::Plugin {
                     queues: names,
-                    path: path.clone(),
+                    source: source.clone(),
                     error: PluginProblem::Load(e),
                 });
                 continue;
@@ -252,13 +252,13 @@ pub async fn load_plugins(
                 ok = false;
                 refusals.push(ConfigRefusal::Plugin {
                     queues: vec![q.name.clone()],
-                    path: path.clone(),
+                    source: source.clone(),
                     error: problem,
                 });
             }
         }
         if ok {
-            loaded.insert(path.clone(), plugin);
+            loaded.insert(source.clone(), plugin);
         }
     }
     if refusals.is_empty() {
@@ -279,15 +279,45 @@ pub async fn prepare(
     metrics: &Metrics,
 ) -> Result<Plugins, ConfigRefusals> {
     let total: u32 = config.queues.values().map(|q| q.concurrency).sum();
-    let pool = (total > POOL_INSTANCES).then_some(ConfigRefusal::Pool { total });
+    let mut refusals: Vec<ConfigRefusal> = (total > POOL_INSTANCES)
+        .then_some(ConfigRefusal::Pool { total })
+        .into_iter()
+        .collect();
+    refusals.extend(tls_refusals(config));
     match load_plugins(engine, config, known, metrics).await {
-        Ok(plugins) if pool.is_none() => Ok(plugins),
-        Ok(_) => Err(ConfigRefusals(pool.into_iter().collect())),
-        Err(ConfigRefusals(mut r)) => {
-            r.splice(0..0, pool);
-            Err(ConfigRefusals(r))
+        Ok(plugins) if refusals.is_empty() => Ok(plugins),
+        Ok(_) => Err(ConfigRefusals(refusals)),
+        Err(ConfigRefusals(r)) => {
+            refusals.extend(r);
+            Err(ConfigRefusals(refusals))
         }
     }
+}
+
+/// What the layers above the model refuse of a configuration's settings,
+/// before any plugin is loaded: today the admin server's certificate and
+/// key, when they make no TLS configuration.
+pub fn check_settings(config: &Config) -> Result<(), ConfigRefusals> {
+    let refusals: Vec<ConfigRefusal> = tls_refusals(config).into_iter().collect();
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigRefusals(refusals))
+    }
+}
+
+/// The admin server's certificate and key, if they make no TLS
+/// configuration (the key not the certificate's, no certificate...).
+fn tls_refusals(config: &Config) -> Option<ConfigRefusal> {
+    let tls = config.admin.as_ref()?.tls.as_ref()?;
+    let (key, path, e) = match crate::tls::server_config(&tls.cert_pem, &tls.key_pem) {
+        Ok(_) => return None,
+        Err(crate::tls::ServerTlsError::Cert(e)) => ("admin.tls_cert", &tls.cert, e),
+        Err(crate::tls::ServerTlsError::Key(e)) => ("admin.tls_key", &tls.key, e),
+    };
+    Some(ConfigRefusal::Setting(
+        config.error(key, format!("{}: {e}", path.display())),
+    ))
 }
 
 pub(super) fn count_load(metrics: &Metrics, plugin: &LoadedPlugin) {

@@ -4,11 +4,11 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use crate::config::{Config, ConfigChanges};
+use crate::config::{Config, ConfigChanges, PluginRef};
 use crate::metrics::{Metrics, QueueMetrics};
 use crate::queue::{QueueRuntime, RuntimeParts};
 use crate::router::Router;
@@ -21,29 +21,29 @@ impl Supervisor {
     pub(super) async fn apply(&mut self, changed: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
         // A changed file the running configuration does not use belongs to
         // an edit that was refused: try that edit again.
-        let retry = changed
-            .iter()
-            .any(|p| !self.plugins.contains_key(p) && *p != self.config.path);
+        let retry = changed.iter().any(|p| {
+            !self.plugins.contains_key(&PluginRef::File(p.clone())) && *p != self.config.path
+        });
         if changed.contains(&self.config.path) || retry {
             // A config reload also picks up every changed plugin file.
             return self.reload_config().await;
         }
-        let paths: Vec<PathBuf> = self
+        let sources: Vec<PluginRef> = self
             .plugins
             .keys()
-            .filter(|p| changed.contains(*p))
+            .filter(|p| p.file().is_some_and(|f| changed.contains(f)))
             .cloned()
             .collect();
-        for path in paths {
-            self.reload_plugin(&path).await;
+        for source in sources {
+            self.reload_plugin(&source).await;
         }
         BTreeSet::new()
     }
 
-    pub(super) async fn reload_plugin(&mut self, path: &Path) {
-        let current = self.plugins[path].clone();
+    pub(super) async fn reload_plugin(&mut self, source: &PluginRef) {
+        let current = self.plugins[source].clone();
         let limits = load_limits(&self.config);
-        let using: Vec<String> = users(&self.config, path)
+        let using: Vec<String> = users(&self.config, source)
             .iter()
             .map(|q| q.name.clone())
             .collect();
@@ -52,22 +52,26 @@ impl Supervisor {
             for q in &using {
                 metrics.queue(q).refused(&reason.to_string());
             }
-            tracing::warn!(path = %path.display(), reason = %reason, kept = %current.hash, "Plugin file refused; the running version keeps serving.");
+            tracing::warn!(path = %source, reason = %reason, kept = %current.hash, "Plugin file refused; the running version keeps serving.");
         };
-        let plugin = match self.engine.load(path, &limits, Some(&current.digest)).await {
+        let plugin = match self
+            .engine
+            .load(source, &limits, Some(&current.digest))
+            .await
+        {
             Ok(None) => return,
             Ok(Some(plugin)) => plugin,
             Err(e) => return refuse(&self.metrics, &e),
         };
         count_load(&self.metrics, &plugin);
-        for q in users(&self.config, path) {
+        for q in users(&self.config, source) {
             for warning in missing_grants(&plugin, q) {
-                tracing::warn!(path = %path.display(), plugin = %plugin.hash, "queues.toml: {warning}");
+                tracing::warn!(path = %source, plugin = %plugin.hash, "queues.toml: {warning}");
             }
             if let Err(problem) = fits(&plugin, q) {
                 let refusal = ConfigRefusal::Plugin {
                     queues: vec![q.name.clone()],
-                    path: path.to_owned(),
+                    source: source.clone(),
                     error: problem,
                 };
                 return refuse(&self.metrics, &refusal);
@@ -78,7 +82,7 @@ impl Supervisor {
         let parts = |name: &str| self.runtime_parts(name);
         for (name, q) in &self.queues {
             let rt = q.runtime.load();
-            if rt.plugin.path == path {
+            if rt.plugin.source == *source {
                 let queue = (*rt.queue).clone();
                 q.runtime.store(Arc::new(QueueRuntime::new(
                     queue,
@@ -89,8 +93,8 @@ impl Supervisor {
             }
         }
         QueueMetrics::add(&self.metrics.reloads.plugin_swaps);
-        tracing::info!(path = %path.display(), old = %current.hash, new = %plugin.hash, queues = %swapped.join(","), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin swapped; the next messages run on the new version.");
-        self.plugins.insert(path.to_owned(), plugin);
+        tracing::info!(path = %source, old = %current.hash, new = %plugin.hash, queues = %swapped.join(","), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin swapped; the next messages run on the new version.");
+        self.plugins.insert(source.clone(), plugin);
     }
 
     pub(super) async fn reload_config(&mut self) -> BTreeSet<PathBuf> {
@@ -197,12 +201,7 @@ impl Supervisor {
         for change in &changes.at_restart {
             tracing::warn!(path = %path.display(), "queues.toml: {change} takes effect at the next restart");
         }
-        let keys: Vec<&str> = changes
-            .applied
-            .iter()
-            .chain(&changes.at_restart)
-            .filter_map(|c| c.split(':').next())
-            .collect();
+        let keys: Vec<&str> = changes.all().map(|c| c.key.as_str()).collect();
         tracing::info!(path = %path.display(), queues = self.queues.len(), applied = changes.applied.len(), at_restart = changes.at_restart.len(), changed = %keys.join(","), "queues.toml applied.");
         BTreeSet::new()
     }

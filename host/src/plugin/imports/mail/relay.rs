@@ -89,12 +89,11 @@ impl QueueMail {
         settings: MailSettings,
         metrics: Arc<QueueMetrics>,
     ) -> anyhow::Result<Self> {
-        let relay = Relay::parse(
-            &settings.smtp_url,
-            settings.username.as_deref(),
-            settings.password.as_deref(),
-        )
-        .map_err(|e| anyhow::anyhow!("smtp_url: {e}"))?;
+        let relay = Relay::new(
+            &settings
+                .relay()
+                .map_err(|e| anyhow::anyhow!("smtp_url: {e}"))?,
+        );
         let relay = match &settings.ca_file {
             Some(ca) => relay.trusting(&ca.pem),
             None => relay,

@@ -11,7 +11,6 @@
 //! pooled connection is checked with `NOOP` before it is used again, and
 //! one that failed or ran out of time mid-command is closed, never pooled.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,6 +21,8 @@ use lettre::transport::smtp::client::{
 };
 use lettre::transport::smtp::extension::ClientId;
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt};
+
+use crate::config::{Security, SmtpRelay};
 
 type SmtpError = lettre::transport::smtp::Error;
 
@@ -45,19 +46,7 @@ impl RelayError {
     }
 }
 
-/// How the connection is secured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Security {
-    Plain,
-    /// STARTTLS; `required`: fail if the relay does not offer it.
-    StartTls {
-        required: bool,
-    },
-    /// TLS from the first byte (`smtps://`).
-    Implicit,
-}
-
-/// A relay, from `smtp_url` and the credentials beside it.
+/// A relay, as its queue's `smtp_url` and credentials name it.
 #[derive(Clone)]
 pub struct Relay {
     host: String,
@@ -80,82 +69,22 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// Reads `smtp://host[:port][/hello-name][?tls=required|opportunistic]`
-    /// or `smtps://host[:port]`, credentials in the URL or given apart.
-    /// Ports default to 25 (plain), 587 (STARTTLS) and 465 (TLS).
-    pub fn parse(
-        url: &str,
-        username: Option<&str>,
-        password: Option<&str>,
-    ) -> Result<Relay, String> {
-        let url = url::Url::parse(url).map_err(|e| e.to_string())?;
-        let host = url
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("no host")?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let tls = url
-            .query_pairs()
-            .find(|(k, _)| k == "tls")
-            .map(|(_, v)| v.into_owned());
-        let (security, default_port) = match (url.scheme(), tls.as_deref()) {
-            ("smtp", None | Some("none")) => (Security::Plain, 25),
-            ("smtp", Some("required")) => (Security::StartTls { required: true }, 587),
-            ("smtp", Some("opportunistic")) => (Security::StartTls { required: false }, 587),
-            ("smtps", None) => (Security::Implicit, 465),
-            ("smtp" | "smtps", Some(other)) => {
-                return Err(format!(
-                    "tls={other:?}: expected tls=required or tls=opportunistic (smtp://) or none (smtps://)"
-                ));
-            }
-            (scheme, _) => return Err(format!("the scheme {scheme:?} is neither smtp nor smtps")),
-        };
-        let decode = |s: &str| {
-            percent_encoding::percent_decode_str(s)
-                .decode_utf8()
-                .map(Cow::into_owned)
-                .map_err(|e| format!("credentials: {e}"))
-        };
-        let credentials = match (url.password(), username, password) {
-            (_, Some(user), Some(password)) => Some(Credentials::new(user.into(), password.into())),
-            (Some(password), _, _) => {
-                Some(Credentials::new(decode(url.username())?, decode(password)?))
-            }
-            _ => None,
-        };
-        let name = url.path().trim_matches('/');
-        let hello = if name.is_empty() {
-            ClientId::default()
-        } else {
-            ClientId::Domain(name.to_owned())
-        };
-        Ok(Relay {
-            port: url.port().unwrap_or(default_port),
-            host,
-            security,
-            hello,
-            credentials,
+    /// The relay `config` names, read with queues.toml.
+    pub fn new(config: &SmtpRelay) -> Relay {
+        Relay {
+            host: config.host.clone(),
+            port: config.port,
+            security: config.security,
+            hello: config
+                .hello
+                .clone()
+                .map_or_else(ClientId::default, ClientId::Domain),
+            credentials: config
+                .credentials
+                .as_ref()
+                .map(|(user, password)| Credentials::new(user.clone(), password.clone())),
             extra_roots: None,
-        })
-    }
-
-    /// Whether a login could go out unencrypted: credentials, no TLS (or
-    /// STARTTLS only if offered, which whoever is on the path can strip),
-    /// and a relay beyond loopback.
-    pub fn credentials_in_clear(&self) -> bool {
-        let loopback = self.host.eq_ignore_ascii_case("localhost")
-            || self
-                .host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| crate::grants::canonical(ip).is_loopback());
-        self.credentials.is_some()
-            && !loopback
-            && matches!(
-                self.security,
-                Security::Plain | Security::StartTls { required: false }
-            )
+        }
     }
 
     /// The relay, its certificate also trusted when it chains to one of
@@ -331,47 +260,6 @@ impl Drop for Lease {
         if let Some(connection) = self.0.take() {
             // Out of the pool, and closed when dropped.
             let _ = Object::take(connection);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_name_host_port_security_and_login() {
-        let r = Relay::parse("smtp://relay.example", None, None).unwrap();
-        assert_eq!(
-            (r.host.as_str(), r.port, r.security),
-            ("relay.example", 25, Security::Plain)
-        );
-        assert!(r.credentials.is_none());
-        let r = Relay::parse("smtp://u%40x:p%3Aw@relay.example?tls=required", None, None).unwrap();
-        assert_eq!(
-            (r.port, r.security),
-            (587, Security::StartTls { required: true })
-        );
-        assert_eq!(
-            r.credentials,
-            Some(Credentials::new("u@x".into(), "p:w".into()))
-        );
-        let r = Relay::parse("smtps://relay.example:2465", Some("a"), Some("b")).unwrap();
-        assert_eq!((r.port, r.security), (2465, Security::Implicit));
-        assert_eq!(
-            r.credentials,
-            Some(Credentials::new("a".into(), "b".into()))
-        );
-        let r = Relay::parse("smtp://[::1]:2525/mail.chat.example", None, None).unwrap();
-        assert_eq!((r.host.as_str(), r.port), ("::1", 2525));
-        assert_eq!(r.hello, ClientId::Domain("mail.chat.example".into()));
-        for bad in [
-            "http://relay.example",
-            "smtp://relay.example?tls=yes",
-            "smtp://",
-            "relay",
-        ] {
-            assert!(Relay::parse(bad, None, None).is_err(), "{bad}");
         }
     }
 }
