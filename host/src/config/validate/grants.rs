@@ -6,7 +6,7 @@ use super::super::defaults as d;
 use super::super::parse::join;
 use super::super::raw::{RawKeyValue, RawMail, RawSql};
 use super::super::{KeyValueGrant, MAX_DURATION, MailSettings, SqlSettings};
-use super::queue::{Context, ca_file, maybe_secret};
+use super::context::{Context, ca_file, maybe_secret};
 use super::{Checker, FileKind, Pending, Target};
 
 pub(super) fn keyvalue(c: &mut Checker<'_>, cx: &Context<'_>, k: &RawKeyValue) -> KeyValueGrant {

@@ -3,8 +3,11 @@
 //! but working against each other are warnings. What needs I/O (secrets,
 //! files) is left for [`super::resolve`], listed in [`Validated`].
 
+mod context;
 mod grants;
 mod queue;
+
+use context::Context;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
@@ -252,7 +255,7 @@ pub fn validate(raw: &RawConfig, lines: &Lines, path: &Path, base: &Path) -> Val
                 let before = c.errors.len();
                 let queue = queue::queue(
                     &mut c,
-                    &queue::Context {
+                    &Context {
                         name,
                         key: &key,
                         base,

@@ -1,84 +1,18 @@
 //! Checking one `[queues.<name>]` table and its grants.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::super::defaults as d;
 use super::super::parse::join;
-use super::super::raw::{MaybeSecret, RawQueue, Setting};
+use super::super::raw::RawQueue;
 use super::super::{
-    BUILTIN_PREFIX, CaFile, HttpSettings, IngressSettings, MAX_CONCURRENCY, MAX_DURATION,
-    MAX_ENTRY_KIB, MAX_MEMORY_MIB, PluginRef, PublishGrant, QueueConfig,
+    BUILTIN_PREFIX, HttpSettings, MAX_CONCURRENCY, MAX_DURATION, MAX_ENTRY_KIB, MAX_MEMORY_MIB,
+    PluginRef, PublishGrant, QueueConfig,
 };
+use super::context::{Context, ca_file};
 use super::{Checker, FileKind, Pending, Target};
-
-/// What a queue's checks need to know besides its table.
-pub(super) struct Context<'a> {
-    pub name: &'a str,
-    /// `queues.<name>`.
-    pub key: &'a str,
-    pub base: &'a Path,
-    pub ingress: &'a IngressSettings,
-}
-
-impl Context<'_> {
-    pub(super) fn key(&self, part: &str) -> String {
-        join(self.key, part)
-    }
-}
-
-/// A CA file named, read by resolve.
-pub(super) fn ca_file(
-    c: &mut Checker<'_>,
-    key: &str,
-    setting: Option<&Setting<String>>,
-    base: &Path,
-) -> Option<CaFile> {
-    let path = base.join(c.get(key, setting, "a path to a PEM file of CA certificates")?);
-    c.file(key, path.clone(), FileKind::Ca);
-    Some(CaFile {
-        path,
-        pem: Default::default(),
-    })
-}
-
-/// A value that may be a secret: its text, or `""` and a [`Pending`] for
-/// resolve to fill.
-pub(super) fn maybe_secret(
-    c: &mut Checker<'_>,
-    key: &str,
-    setting: Option<&Setting<MaybeSecret>>,
-    target: Target,
-    pending: &mut Vec<Pending>,
-) -> Option<String> {
-    let setting = setting?;
-    match &setting.value {
-        Ok(MaybeSecret::Text(text)) => Some(text.clone()),
-        Ok(MaybeSecret::Env(env)) if !env.env.is_empty() => {
-            pending.push(Pending {
-                key: key.to_owned(),
-                var: env.env.clone(),
-                target,
-            });
-            Some(String::new())
-        }
-        Ok(MaybeSecret::Env(_)) | Err("table") => {
-            c.error(
-                key,
-                "a secret is written { env = \"NAME\" }, NAME an environment variable",
-            );
-            None
-        }
-        Err(found) => {
-            c.error(
-                key,
-                format!("must be a string or {{ env = \"NAME\" }}, found {found}"),
-            );
-            None
-        }
-    }
-}
 
 pub(super) fn queue(
     c: &mut Checker<'_>,
