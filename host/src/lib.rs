@@ -26,9 +26,7 @@
 //! - [`files`]: files an operator names, read with a bound.
 
 pub mod admin;
-pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod failpoint;
 pub mod files;
 pub mod queue;

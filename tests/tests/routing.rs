@@ -64,7 +64,7 @@ const QUEUES: &[&str] = &[
 async fn shipped_config() -> (
     TestConfig,
     Vec<(String, switchyard_standins::StandIn)>,
-    switchyard::demo::LocalServices,
+    switchyard_cli::demo::LocalServices,
 ) {
     let text = std::fs::read_to_string(repo_root().join("queues.toml")).unwrap();
     let text = text
@@ -79,10 +79,10 @@ async fn shipped_config() -> (
             &format!("migrations = \"{}/plugins/", repo_root().display()),
         );
     let mut cfg = TestConfig::with_env(&text, SHIPPED_SECRETS);
-    let standins = switchyard::demo::start_standins(&mut cfg.config)
+    let standins = switchyard_cli::demo::start_standins(&mut cfg.config)
         .await
         .unwrap();
-    let services = switchyard::demo::start_services(&mut cfg.config)
+    let services = switchyard_cli::demo::start_services(&mut cfg.config)
         .await
         .unwrap();
     (cfg, standins, services)
@@ -90,7 +90,7 @@ async fn shipped_config() -> (
 
 /// One valid payload per message type, from the demo's sample events.
 fn sample_bodies() -> BTreeMap<String, String> {
-    let events = switchyard::demo::read_events(&repo_root().join("demo/events.jsonl")).unwrap();
+    let events = switchyard_cli::demo::read_events(&repo_root().join("demo/events.jsonl")).unwrap();
     let mut bodies = BTreeMap::new();
     for fields in events {
         let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

@@ -110,7 +110,7 @@ fn native_persistence<'a>(
 
 /// The demo's valid sample events, as (type, body).
 fn samples() -> Result<Vec<(String, String)>> {
-    let events = switchyard::demo::read_events(&repo_root().join("demo/events.jsonl"))?;
+    let events = switchyard_cli::demo::read_events(&repo_root().join("demo/events.jsonl"))?;
     let mut out = Vec::new();
     for fields in events {
         let get = |k: &str| fields.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());

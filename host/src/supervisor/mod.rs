@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod maintain;
 pub mod preflight;
 pub mod reload;
+#[cfg(feature = "in-process")]
 pub mod running;
 
 use std::collections::BTreeMap;
@@ -36,6 +37,7 @@ pub use preflight::{
     ConfigRefusal, ConfigRefusals, PluginProblem, Plugins, consumer_name, engine, load_limits,
     load_plugins, missing_grants, prepare,
 };
+#[cfg(feature = "in-process")]
 pub use running::RunningHost;
 
 use lifecycle::Supervisor;

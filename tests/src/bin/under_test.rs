@@ -5,5 +5,5 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
-    switchyard_tests::switchyard::cli::main()
+    switchyard_cli::main()
 }

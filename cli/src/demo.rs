@@ -19,11 +19,11 @@ use switchyard_standins::postgres::Postgres;
 use switchyard_standins::smtp::SmtpReceiver;
 use switchyard_standins::{Api, StandIn};
 
-use crate::admin::status;
-use crate::config::{Config, QueueConfig};
-use crate::grants::{AllowedHost, HttpGrant};
-use crate::plugin::Compiler;
-use crate::supervisor::RunningHost;
+use switchyard::admin::status;
+use switchyard::config::{Config, QueueConfig};
+use switchyard::grants::{AllowedHost, HttpGrant};
+use switchyard::plugin::Compiler;
+use switchyard::supervisor::RunningHost;
 
 /// A redis-server this process started, stopped (by pid) when dropped.
 #[derive(Debug)]
@@ -241,7 +241,7 @@ pub async fn start_services(config: &mut Config) -> Result<LocalServices> {
             let Some(sql) = &mut queue.sql else { continue };
             sql.database_url = postgres.url();
             if sql.migrations.is_some() {
-                let report = crate::migrate::migrate(queue).await?;
+                let report = switchyard::migrate::migrate(queue).await?;
                 eprintln!(
                     "demo: {} migrated its database ({} applied)",
                     queue.name,
@@ -355,8 +355,8 @@ pub async fn run(
             (Some(local), url)
         }
     };
-    let client = crate::redis::client(&url)?;
-    let mut conn = crate::redis::shared(&client).await?;
+    let client = switchyard::redis::client(&url)?;
+    let mut conn = switchyard::redis::shared(&client).await?;
     let standins = start_standins(&mut config).await?;
     let services = start_services(&mut config).await?;
 

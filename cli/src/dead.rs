@@ -1,0 +1,194 @@
+//! `switchyard dead`: list, show, replay and purge dead letters.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Subcommand;
+use switchyard::admin::dead;
+use switchyard::config::Config;
+use switchyard::stream::Keys;
+
+use crate::print_out;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DeadAction {
+    /// The dead letters that match, newest first.
+    List {
+        #[command(flatten)]
+        filter: DeadFilter,
+        /// At most this many (0: all).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter whole: its record, failed attempts and message.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put dead letters back on the stream they came from (their queue's,
+    /// or the ingress), as new messages with the same message id.
+    Replay {
+        /// Dead-letter ids, as `list` shows them.
+        ids: Vec<String>,
+        /// Every dead letter that matches the filters instead.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        filter: DeadFilter,
+    },
+    /// Delete dead letters.
+    Purge {
+        ids: Vec<String>,
+        /// Every dead letter that matches the filters instead.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        filter: DeadFilter,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DeadFilter {
+    /// Dead-lettered by this queue (`(router)`: refused by the router).
+    #[arg(long)]
+    queue: Option<String>,
+    /// Whose reason contains this text (ignoring case).
+    #[arg(long)]
+    reason: Option<String>,
+    /// Of this message type.
+    #[arg(long = "type")]
+    message_type: Option<String>,
+    /// Dead-lettered within this long (`1h`, `30m`, `7d`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    since: Option<Duration>,
+    /// Dead-lettered at least this long ago.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    older_than: Option<Duration>,
+}
+
+impl DeadFilter {
+    fn filter(self) -> dead::Filter {
+        dead::Filter {
+            queue: self.queue,
+            reason: self.reason,
+            since: self.since,
+            older_than: self.older_than,
+            message_type: self.message_type,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_none()
+            && self.reason.is_none()
+            && self.message_type.is_none()
+            && self.since.is_none()
+            && self.older_than.is_none()
+    }
+}
+
+/// The dead letters a replay or purge applies to: the ids given (each
+/// checked), or with `--all` every one that matches the filters.
+async fn dead_targets(
+    conn: &mut redis::aio::ConnectionManager,
+    keys: &Keys,
+    ids: Vec<String>,
+    all: bool,
+    filter: DeadFilter,
+) -> Result<Vec<String>> {
+    if all {
+        return dead::matching(conn, keys, &filter.filter()).await;
+    }
+    if ids.is_empty() {
+        anyhow::bail!("name the dead letters (ids as `dead list` shows them), or give --all");
+    }
+    if !filter.is_empty() {
+        anyhow::bail!("the filters choose what --all applies to; with ids, give no filter");
+    }
+    dead::checked_ids(ids).map_err(anyhow::Error::msg)
+}
+
+pub(crate) async fn dead_command(
+    config: Config,
+    client: redis::Client,
+    action: DeadAction,
+) -> Result<ExitCode> {
+    let keys = Keys::new(&config.host.prefix);
+    let mut conn = switchyard::redis::shared(&client).await?;
+    match action {
+        DeadAction::List {
+            filter,
+            limit,
+            json,
+        } => {
+            let found = dead::list(&mut conn, &keys, &filter.filter(), limit).await?;
+            if json {
+                print_out(&format!("{}\n", dead::list_json(&found)))?;
+            } else {
+                print_out(&dead::render_list(&found))?;
+                print_out(&format!(
+                    "{} dead letter{}{}\n",
+                    found.len(),
+                    if found.len() == 1 { "" } else { "s" },
+                    if limit > 0 && found.len() == limit {
+                        format!(" (the newest {limit}; --limit 0 lists all)")
+                    } else {
+                        String::new()
+                    }
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadAction::Show { id, json } => {
+            dead::checked_id(&id).map_err(anyhow::Error::msg)?;
+            let Some(record) = dead::show(&mut conn, &keys, &id).await? else {
+                eprintln!("{id} is not a dead letter (replayed or deleted already?)");
+                return Ok(ExitCode::FAILURE);
+            };
+            if json {
+                print_out(&format!("{}\n", dead::record_json(&record)))?;
+            } else {
+                print_out(&dead::render_record(&record))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeadAction::Replay { ids, all, filter } => {
+            let ids = dead_targets(&mut conn, &keys, ids, all, filter).await?;
+            let mut failed = false;
+            let mut replayed = 0;
+            for (id, outcome) in dead::replay(&mut conn, &config, &ids).await? {
+                match outcome {
+                    dead::Replayed::Done { stream, entry } => {
+                        replayed += 1;
+                        print_out(&format!("{id}: replayed to {stream} as {entry}\n"))?;
+                    }
+                    dead::Replayed::Gone => {
+                        print_out(&format!(
+                            "{id}: not a dead letter (replayed or deleted already)\n"
+                        ))?;
+                    }
+                    dead::Replayed::Refused(why) => {
+                        failed = true;
+                        print_out(&format!("{id}: not replayed: {why}\n"))?;
+                    }
+                }
+            }
+            print_out(&format!("{replayed} replayed\n"))?;
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        DeadAction::Purge { ids, all, filter } => {
+            let ids = dead_targets(&mut conn, &keys, ids, all, filter).await?;
+            let deleted = dead::purge(&mut conn, &keys, &ids).await?;
+            print_out(&format!("{deleted} deleted\n"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
