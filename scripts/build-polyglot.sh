@@ -13,7 +13,7 @@ newer() { [ ! -f "$1" ] || [ -n "$(find "${@:2}" -newer "$1" -print -quit)" ]; }
 if newer "$out/python_forward.wasm" plugins/python-forward/app.py wit; then
   echo "build-polyglot: python-forward (componentize-py)" >&2
   (cd plugins/python-forward &&
-    "../../target/tools/python/bin/componentize-py" -d ../../wit -w plugin componentize app \
+    "../../target/tools/python/bin/componentize-py" -d ../../wit/switchyard-plugin@0.2.0 -w plugin componentize app \
       -o "../../$out/python_forward.wasm" >/dev/null)
 fi
 if newer "$out/js_forward.wasm" plugins/js-forward/forward.js plugins/js-forward/build.mjs wit; then

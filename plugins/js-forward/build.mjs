@@ -9,7 +9,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const out = resolve(here, '../../target/wasm32-wasip2/release/js_forward.wasm');
 const { component } = await componentize({
   sourcePath: resolve(here, 'forward.js'),
-  witPath: resolve(here, '../../wit'),
+  witPath: resolve(here, '../../wit/switchyard-plugin@0.2.0'),
   worldName: 'plugin',
 });
 await mkdir(dirname(out), { recursive: true });

@@ -4,7 +4,7 @@ rejects a body that is not a JSON object.
 Built with componentize-py (pip install componentize-py==0.25.1), against
 contract 0.1.0:
 
-    componentize-py -d ../../wit/versions/0.1.0 -w plugin componentize app \
+    componentize-py -d ../../wit/switchyard-plugin@0.1.0 -w plugin componentize app \
         -o ../../target/wasm32-wasip2/release/python_audit.wasm
 
 It is an 18 MB component that takes seconds to compile: the benchmark of

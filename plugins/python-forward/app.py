@@ -16,7 +16,7 @@ A destination the queue's allowed_hosts does not grant is rejected.
 Build (scripts/build-polyglot.sh does this):
 
     pip install componentize-py==0.25.1
-    componentize-py -d ../../wit -w plugin componentize app \
+    componentize-py -d ../../wit/switchyard-plugin@0.2.0 -w plugin componentize app \
         -o ../../target/wasm32-wasip2/release/python_forward.wasm
 """
 

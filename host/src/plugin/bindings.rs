@@ -3,10 +3,10 @@
 //! of them, so a plugin built against any of them runs.
 
 /// `switchyard:plugin@0.1.0`: the handler, `log` and `config`
-/// (wit/versions/0.1.0).
+/// (wit/switchyard-plugin@0.1.0).
 pub mod v0_1 {
     wasmtime::component::bindgen!({
-        path: "../wit/versions/0.1.0",
+        path: "../wit/switchyard-plugin@0.1.0",
         world: "plugin",
         exports: { default: async },
     });
@@ -15,10 +15,10 @@ pub mod v0_1 {
 /// `switchyard:plugin@0.2.0`: 0.1.0's imports, plus `publish`, outbound HTTP
 /// (`wasi:http`, implemented by wasmtime-wasi-http with the host's own
 /// request sender) and key-value state (`wasi:keyvalue`, draft 2, backed by
-/// Redis), SQL on PostgreSQL and mail over SMTP (wit/).
+/// Redis), SQL on PostgreSQL and mail over SMTP (wit/switchyard-plugin@0.2.0).
 pub mod v0_2 {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/switchyard-plugin@0.2.0",
         world: "plugin",
         imports: {
             "wasi:keyvalue/store": async | trappable,

@@ -1,7 +1,7 @@
 //! Test plugin: every attempt fails transiently. With `delay_ms` in its
 //! config it asks for that delay before the next attempt.
 
-wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/switchyard-plugin@0.1.0", world: "plugin" });
 
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};
 use switchyard::plugin::types::Retry;

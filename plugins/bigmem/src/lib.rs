@@ -2,7 +2,7 @@
 //! static array the linker places in it), so a queue whose `memory_mib` is
 //! smaller could never instantiate it. The host must refuse it at load.
 
-wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/switchyard-plugin@0.1.0", world: "plugin" });
 
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};
 

@@ -2,7 +2,7 @@
 //! message with `call <n>`, so a test can tell a fresh instance (always
 //! `call 1`) from a reused one. A body of `"trap"` panics instead.
 
-wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/switchyard-plugin@0.1.0", world: "plugin" });
 
 use std::sync::atomic::{AtomicU32, Ordering};
 

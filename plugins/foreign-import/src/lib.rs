@@ -17,7 +17,7 @@ wit_bindgen::generate!({
             }
         }
     "#,
-    path: "../../wit",
+    path: "../../wit/switchyard-plugin@0.2.0",
     generate_all,
 });
 

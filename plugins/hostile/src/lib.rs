@@ -8,7 +8,7 @@
 //! - `print`: prints to stdout and succeeds;
 //! - `print-lots`: prints `bytes` bytes to stdout, then succeeds.
 
-wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/switchyard-plugin@0.1.0", world: "plugin" });
 
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};
 use switchyard::plugin::log;

@@ -1,7 +1,7 @@
 //! No-op plugin: every message succeeds at once. The WebAssembly side of
 //! the benchmarks, beside the host's built-in native `builtin:noop`.
 
-wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/switchyard-plugin@0.1.0", world: "plugin" });
 
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};
 

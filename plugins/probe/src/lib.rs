@@ -3,7 +3,7 @@
 //! a test can read the report from the dead-letter stream. The address to
 //! try comes from the `connect` config key.
 
-wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/switchyard-plugin@0.1.0", world: "plugin" });
 
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};
 use switchyard::plugin::config;

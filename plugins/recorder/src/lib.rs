@@ -3,7 +3,7 @@
 //! test reads these lines from the logs of every host it ran, outside the
 //! hosts, to count what was handled and how often.
 
-wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/switchyard-plugin@0.1.0", world: "plugin" });
 
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};
 use switchyard::plugin::log;

@@ -1,7 +1,7 @@
 //! Test plugin: takes `ms` milliseconds (from its config; 0 if unset), then
 //! succeeds. With `ms = 0` it is a no-op handler.
 
-wit_bindgen::generate!({ path: "../../wit/versions/0.1.0", world: "plugin" });
+wit_bindgen::generate!({ path: "../../wit/switchyard-plugin@0.1.0", world: "plugin" });
 
 use exports::switchyard::plugin::handler::{Failure, Guest, Message};
 use switchyard::plugin::{config, log};

@@ -46,7 +46,7 @@ pub mod http;
 /// The generated bindings of the contract's world.
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../wit/switchyard-plugin@0.2.0",
         world: "plugin",
         generate_all,
         pub_export_macro: true,
