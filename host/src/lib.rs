@@ -38,6 +38,7 @@ pub mod migrate;
 pub mod supervisor;
 
 pub mod plugin;
+pub mod reason;
 pub mod redis;
 pub mod router;
 pub mod secrets;

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::reason::DeadClass;
+
 /// Counters of one queue.
 #[derive(Debug, Default)]
 pub struct QueueMetrics {
@@ -217,8 +219,9 @@ pub struct RouterMetrics {
     pub routed: AtomicU64,
     /// Ingress entries dead-lettered (malformed or unroutable).
     pub dead_lettered: AtomicU64,
-    /// Dead letters the router wrote, by class (`router::DEAD_CLASSES`).
-    pub dead_lettered_by: [AtomicU64; 3],
+    /// Dead letters the router wrote, by class (the index of
+    /// [`DeadClass::ALL`]; the router's are [`DeadClass::ROUTER`]).
+    pub dead_lettered_by: [AtomicU64; DeadClass::ALL.len()],
     /// Ingress entries taken over from a router that went quiet.
     pub reclaimed: AtomicU64,
 }

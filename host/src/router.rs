@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::config::{Config, IngressSettings};
 use crate::message::{Fields, ID_FIELD, MAX_FIELDS, Message, TYPE_FIELD, entry_bytes};
+use crate::reason::{DeadReason, SizeBound};
 use crate::redis::read::ReadEntry;
 
 /// The routing of `queues.toml`: message type (lower-cased) to target
@@ -31,41 +32,14 @@ pub enum Decision {
         fields: Fields,
     },
     /// The entry can never be handled: dead-letter it with this reason.
-    DeadLetter { reason: String },
-}
-
-/// The classes of what the router dead-letters, as metric labels.
-pub const DEAD_CLASSES: [&str; 3] = ["malformed", "no_route", "oversized"];
-
-/// The class of a reason the router gives (an index into
-/// [`DEAD_CLASSES`]): an entry past a size bound, one whose type has no
-/// route, or one that is not a message (no type, a body that is not JSON).
-pub fn dead_class(reason: &str) -> usize {
-    if reason.starts_with("no route for message type") {
-        1
-    } else if reason.starts_with("entry is ") || reason.starts_with("entry has ") {
-        2
-    } else {
-        0
-    }
+    DeadLetter { reason: DeadReason },
 }
 
 /// A queue the message is routed to but cannot take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueRefusal {
     pub queue: String,
-    pub reason: String,
-}
-
-/// A size for people: bytes, KiB or MiB.
-pub fn human_size(bytes: u64) -> String {
-    if bytes < 1024 {
-        format!("{bytes} bytes")
-    } else if bytes < 1024 * 1024 {
-        format!("{:.1} KiB", bytes as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-    }
+    pub reason: DeadReason,
 }
 
 impl Router {
@@ -102,15 +76,14 @@ impl Router {
         }
     }
 
-    fn oversized(&self, bytes: u64, fields: u64) -> String {
+    fn oversized(&self, bytes: u64, fields: u64) -> DeadReason {
         if fields > MAX_FIELDS as u64 {
-            format!("entry has {fields} fields, more than the {MAX_FIELDS} a message may have")
+            DeadReason::TooManyFields { fields }
         } else {
-            format!(
-                "entry is {}, more than ingress.max_entry_kib ({} KiB)",
-                human_size(bytes),
-                self.ingress.max_entry_bytes / 1024
-            )
+            DeadReason::TooLarge {
+                bytes,
+                bound: SizeBound::Ingress(self.ingress.max_entry_bytes),
+            }
         }
     }
 
@@ -129,15 +102,13 @@ impl Router {
         }
         let message = match Message::parse(entry_id, fields) {
             Ok(m) => m,
-            Err(e) => {
-                return Decision::DeadLetter {
-                    reason: e.to_string(),
-                };
-            }
+            Err(e) => return Decision::DeadLetter { reason: e.into() },
         };
         let Some(targets) = self.targets(&message.message_type) else {
             return Decision::DeadLetter {
-                reason: format!("no route for message type {:?}", message.message_type),
+                reason: DeadReason::NoRoute {
+                    message_type: message.message_type,
+                },
             };
         };
         let mut out = fields.clone();
@@ -161,11 +132,13 @@ impl Router {
             match self.queue_max_entry.get(queue) {
                 Some(&max) if copy_bytes > max => refused.push(QueueRefusal {
                     queue: queue.clone(),
-                    reason: format!(
-                        "entry is {}, more than queues.{queue}.max_entry_kib ({} KiB)",
-                        human_size(copy_bytes as u64),
-                        max / 1024
-                    ),
+                    reason: DeadReason::TooLarge {
+                        bytes: copy_bytes as u64,
+                        bound: SizeBound::Queue {
+                            queue: queue.clone(),
+                            bytes: max,
+                        },
+                    },
                 }),
                 _ => queues.push(queue.clone()),
             }
@@ -251,7 +224,7 @@ mod tests {
                     assert_eq!(queues, want, "{input:?}")
                 }
                 (Err(want), Decision::DeadLetter { reason }) => {
-                    assert!(reason.starts_with(want), "{input:?}: {reason}")
+                    assert!(reason.to_string().starts_with(want), "{input:?}: {reason}")
                 }
                 _ => panic!("{input:?}: expected {expected:?}, got {got:?}"),
             }
@@ -267,7 +240,7 @@ mod tests {
         assert_eq!(
             r.decide("1-0", &many),
             Decision::DeadLetter {
-                reason: "entry has 1001 fields, more than the 1000 a message may have".into()
+                reason: DeadReason::TooManyFields { fields: 1001 }
             }
         );
         let read = ReadEntry::TooLarge {
@@ -279,7 +252,10 @@ mod tests {
         assert_eq!(
             r.decide_read(&read),
             Decision::DeadLetter {
-                reason: "entry is 10.0 MiB, more than ingress.max_entry_kib (4 KiB)".into()
+                reason: DeadReason::TooLarge {
+                    bytes: 10 * 1024 * 1024,
+                    bound: SizeBound::Ingress(4096)
+                }
             }
         );
     }
@@ -302,7 +278,13 @@ mod tests {
             refused,
             [QueueRefusal {
                 queue: "A".into(),
-                reason: "entry is 1.1 KiB, more than queues.A.max_entry_kib (1 KiB)".into()
+                reason: DeadReason::TooLarge {
+                    bytes: 1123,
+                    bound: SizeBound::Queue {
+                        queue: "A".into(),
+                        bytes: 1024
+                    }
+                }
             }]
         );
     }
@@ -353,28 +335,5 @@ mod tests {
                 ("id", "5-0"),
             ])
         );
-    }
-
-    #[test]
-    fn dead_letters_are_classed_for_metrics() {
-        for (reason, class) in [
-            ("no route for message type \"x\"", "no_route"),
-            (
-                "entry is 10.0 MiB, more than ingress.max_entry_kib (4 KiB)",
-                "oversized",
-            ),
-            (
-                "entry has 1001 fields, more than the 1000 a message may have",
-                "oversized",
-            ),
-            (
-                "entry is 1.1 KiB, more than queues.A.max_entry_kib (1 KiB)",
-                "oversized",
-            ),
-            ("missing field `type` (or `cap-msg-name`)", "malformed"),
-            ("body is not valid JSON: EOF while parsing", "malformed"),
-        ] {
-            assert_eq!(DEAD_CLASSES[dead_class(reason)], class, "{reason}");
-        }
     }
 }

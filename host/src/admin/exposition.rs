@@ -391,8 +391,12 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
     f.sample(name, &[], get(&r.routed));
     let name = "switchyard_router_dead_lettered_total";
     f.head(name, "counter", "Dead letters the router wrote, by class.");
-    for (i, class) in crate::router::DEAD_CLASSES.iter().enumerate() {
-        f.sample(name, &[("class", class)], get(&r.dead_lettered_by[i]));
+    for class in crate::reason::DeadClass::ROUTER {
+        f.sample(
+            name,
+            &[("class", class.label())],
+            get(&r.dead_lettered_by[class.index()]),
+        );
     }
     let name = "switchyard_router_reclaimed_total";
     f.head(

@@ -33,8 +33,8 @@ use std::time::Duration;
 
 pub use parse::Lines;
 pub use queue::{
-    CaFile, HttpSettings, KeyValueGrant, MailSettings, PublishGrant, QueueConfig, Secret,
-    SqlSettings,
+    CaFile, HttpSettings, KeyValueGrant, MailSettings, PublishGrant, QueueConfig, RetryPolicy,
+    Secret, SqlSettings,
 };
 pub use relay::{Security, SmtpRelay};
 pub use settings::{Change, ConfigChanges, RESTART_ONLY, Shown};

@@ -272,7 +272,20 @@ impl PublishGrant {
     }
 }
 
-impl QueueConfig {
+/// How a queue retries: the part of its settings that settling a failed
+/// attempt needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub retry_quick: u32,
+    pub retry_quick_delay: Duration,
+    pub retry_delay: Duration,
+    pub retry_delay_max: Duration,
+    /// A retry waits on the message's idle clock: no delay is longer.
+    pub visibility_timeout: Duration,
+}
+
+impl RetryPolicy {
     /// The backoff before attempt `next_attempt` (2, 3, ...): the quick
     /// retries first, then the doubling ones.
     pub fn backoff(&self, next_attempt: u32) -> Duration {
@@ -284,5 +297,18 @@ impl QueueConfig {
         self.retry_delay
             .saturating_mul(1u32 << doublings)
             .min(self.retry_delay_max)
+    }
+}
+
+impl QueueConfig {
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts,
+            retry_quick: self.retry_quick,
+            retry_quick_delay: self.retry_quick_delay,
+            retry_delay: self.retry_delay,
+            retry_delay_max: self.retry_delay_max,
+            visibility_timeout: self.visibility_timeout,
+        }
     }
 }

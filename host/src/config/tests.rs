@@ -276,6 +276,8 @@ fn backoff_doubles_up_to_the_cap() {
     )
     .unwrap();
     let q = &c.queues["Q"];
-    let delays: Vec<u128> = (2..9).map(|a| q.backoff(a).as_millis()).collect();
+    let delays: Vec<u128> = (2..9)
+        .map(|a| q.retry_policy().backoff(a).as_millis())
+        .collect();
     assert_eq!(delays, [250, 250, 1000, 2000, 4000, 5000, 5000]);
 }

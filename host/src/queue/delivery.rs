@@ -12,9 +12,9 @@ use crate::config::QueueConfig;
 use crate::message::{Message, entry_bytes};
 use crate::metrics::QueueMetrics;
 use crate::plugin::{Delivery, Outcome};
+use crate::reason::{DeadReason, SizeBound};
 use crate::redis::read::ReadEntry;
 use crate::redis::{Backoff, StreamResult};
-use crate::router::human_size;
 use crate::stream::now_rfc3339;
 
 impl Shared {
@@ -72,23 +72,22 @@ impl Shared {
         let q = &rt.queue;
         let attempt = entry.deliveries();
         let entry_id = entry.id().to_owned();
-        let unusable = |reason: String| (Delivered::Unusable { reason }, None);
+        let unusable = |reason: DeadReason| (Delivered::Unusable { reason }, None);
         let (delivered, message) = match entry {
             ReadEntry::TooLarge { bytes, .. } => unusable(too_large(q, bytes)),
             ReadEntry::Whole { entry, .. } if entry_bytes(&entry.fields) > q.max_entry_bytes => {
                 unusable(too_large(q, entry_bytes(&entry.fields) as u64))
             }
             ReadEntry::Whole { entry, .. } => match Message::parse(&entry.id, &entry.fields) {
-                Err(e) => unusable(e.to_string()),
+                Err(e) => unusable(e.into()),
                 Ok(m) if attempt > q.max_attempts => (Delivered::Exhausted, Some(m)),
                 Ok(m) if hops(&m) > q.max_hops => (
                     Delivered::Unusable {
-                        reason: format!(
-                            "published {} times in a chain, more than queues.{}.max_hops ({}): messages publishing each other in a loop?",
-                            hops(&m),
-                            q.name,
-                            q.max_hops
-                        ),
+                        reason: DeadReason::TooManyHops {
+                            hops: hops(&m),
+                            queue: q.name.clone(),
+                            max: q.max_hops,
+                        },
                     },
                     Some(m),
                 ),
@@ -103,7 +102,13 @@ impl Shared {
         } else {
             None
         };
-        let settlement = settlement(&delivered, attempt, q, history.as_ref(), &now_rfc3339());
+        let settlement = settlement(
+            &delivered,
+            attempt,
+            &q.retry_policy(),
+            history.as_ref(),
+            &now_rfc3339(),
+        );
         self.record(
             rt,
             &entry_id,
@@ -229,11 +234,12 @@ fn hops(m: &Message) -> u32 {
         .unwrap_or(0)
 }
 
-fn too_large(q: &QueueConfig, bytes: u64) -> String {
-    format!(
-        "entry is {}, more than queues.{}.max_entry_kib ({} KiB)",
-        human_size(bytes),
-        q.name,
-        q.max_entry_bytes / 1024
-    )
+fn too_large(q: &QueueConfig, bytes: u64) -> DeadReason {
+    DeadReason::TooLarge {
+        bytes,
+        bound: SizeBound::Queue {
+            queue: q.name.clone(),
+            bytes: q.max_entry_bytes,
+        },
+    }
 }

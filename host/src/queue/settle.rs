@@ -95,7 +95,7 @@ impl Shared {
                     rt.plugin.hash.as_str()
                 };
                 self.stream
-                    .dead_letter(id, reason, *attempts, plugin, history.as_ref())
+                    .dead_letter(id, &reason.to_string(), *attempts, plugin, history.as_ref())
                     .await
                     .map(|dead| dead.is_some())
             }

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use crate::config::QueueConfig;
+use crate::config::RetryPolicy;
 use crate::message::Published;
 use crate::plugin::Outcome;
+use crate::reason::DeadReason;
 use crate::stream::queue::FailureHistory;
 
 /// What happened to one delivery, before it is settled.
@@ -13,7 +14,7 @@ use crate::stream::queue::FailureHistory;
 pub enum Delivered {
     /// The entry cannot be a message for this queue (malformed, over the
     /// queue's size bound); it was never handed to the plugin.
-    Unusable { reason: String },
+    Unusable { reason: DeadReason },
     /// Delivered more often than `max_attempts` with no outcome recorded
     /// (its handler kept dying with its host): not run again.
     Exhausted,
@@ -31,7 +32,7 @@ pub enum Settlement {
         published: Vec<Published>,
     },
     DeadLetter {
-        reason: String,
+        reason: DeadReason,
         /// Attempts made (0: never handed to the plugin).
         attempts: u32,
         history: Option<FailureHistory>,
@@ -61,7 +62,7 @@ pub fn needs_history(delivered: &Delivered, attempt: u32) -> bool {
 pub fn settlement(
     delivered: &Delivered,
     attempt: u32,
-    policy: &QueueConfig,
+    policy: &RetryPolicy,
     history: Option<&FailureHistory>,
     now: &str,
 ) -> Settlement {
@@ -74,15 +75,12 @@ pub fn settlement(
             };
         }
         Delivered::Exhausted => {
-            let last = history
-                .and_then(|h| h.errors.last())
-                .map_or("none recorded: the handler never finished", String::as_str);
             return Settlement::DeadLetter {
-                reason: format!(
-                    "gave up after {} deliveries (max_attempts {}); last error: {last}",
-                    attempt - 1,
-                    policy.max_attempts
-                ),
+                reason: DeadReason::Abandoned {
+                    deliveries: attempt - 1,
+                    max_attempts: policy.max_attempts,
+                    last: history.and_then(|h| h.errors.last()).cloned(),
+                },
                 attempts: attempt - 1,
                 history: history.cloned(),
             };
@@ -95,7 +93,9 @@ pub fn settlement(
         }
         Delivered::Ran(Outcome::Reject { reason }, _) => {
             return Settlement::DeadLetter {
-                reason: format!("rejected by the plugin: {reason}"),
+                reason: DeadReason::Rejected {
+                    reason: reason.clone(),
+                },
                 attempts: attempt,
                 history: history.cloned(),
             };
@@ -107,7 +107,11 @@ pub fn settlement(
     history.record(attempt, kind, reason, now);
     if attempt >= policy.max_attempts {
         return Settlement::DeadLetter {
-            reason: format!("gave up after {attempt} attempts; last error ({kind}): {reason}"),
+            reason: DeadReason::GaveUp {
+                attempts: attempt,
+                kind: kind.to_owned(),
+                last: reason.clone(),
+            },
             attempts: attempt,
             history: Some(history),
         };
@@ -130,32 +134,17 @@ pub fn settlement(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::Malformed;
     use crate::plugin::FailureKind as Kind;
 
-    fn policy() -> QueueConfig {
-        QueueConfig {
-            name: "Q".into(),
-            plugin: crate::config::PluginRef::File("p.wasm".into()),
-            concurrency: 1,
-            concurrency_min: 1,
-            handler_timeout: Duration::from_secs(1),
-            memory_mib: 64,
-            max_entry_bytes: 1024,
-            visibility_timeout: Duration::from_secs(60),
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
             max_attempts: 3,
             retry_quick: 1,
             retry_quick_delay: Duration::from_millis(100),
             retry_delay: Duration::from_secs(30),
             retry_delay_max: Duration::from_secs(600),
-            reuse_instances: false,
-            plugin_config: Default::default(),
-            secrets: Vec::new(),
-            http: Default::default(),
-            keyvalue: None,
-            publish: Default::default(),
-            max_hops: 8,
-            sql: None,
-            mail: None,
+            visibility_timeout: Duration::from_secs(60),
         }
     }
 
@@ -221,12 +210,12 @@ mod tests {
             ),
             (
                 Delivered::Unusable {
-                    reason: "missing field `body`".into(),
+                    reason: Malformed::MissingBody.into(),
                 },
                 1,
                 None,
                 Settlement::DeadLetter {
-                    reason: "missing field `body`".into(),
+                    reason: Malformed::MissingBody.into(),
                     attempts: 0,
                     history: None,
                 },
@@ -241,7 +230,9 @@ mod tests {
                 2,
                 Some(before.clone()),
                 Settlement::DeadLetter {
-                    reason: "rejected by the plugin: bad site".into(),
+                    reason: DeadReason::Rejected {
+                        reason: "bad site".into(),
+                    },
                     attempts: 2,
                     history: Some(before.clone()),
                 },
@@ -301,7 +292,11 @@ mod tests {
                 3,
                 Some(before.clone()),
                 Settlement::DeadLetter {
-                    reason: "gave up after 3 attempts; last error (trap): boom".into(),
+                    reason: DeadReason::GaveUp {
+                        attempts: 3,
+                        kind: "trap".into(),
+                        last: "boom".into(),
+                    },
                     attempts: 3,
                     history: Some(FailureHistory {
                         first: "T0".into(),
@@ -319,7 +314,11 @@ mod tests {
                 4,
                 None,
                 Settlement::DeadLetter {
-                    reason: "gave up after 3 deliveries (max_attempts 3); last error: none recorded: the handler never finished".into(),
+                    reason: DeadReason::Abandoned {
+                        deliveries: 3,
+                        max_attempts: 3,
+                        last: None,
+                    },
                     attempts: 3,
                     history: None,
                 },
@@ -329,7 +328,11 @@ mod tests {
                 5,
                 Some(before.clone()),
                 Settlement::DeadLetter {
-                    reason: "gave up after 4 deliveries (max_attempts 3); last error: attempt 1 (retry): down".into(),
+                    reason: DeadReason::Abandoned {
+                        deliveries: 4,
+                        max_attempts: 3,
+                        last: Some("attempt 1 (retry): down".into()),
+                    },
                     attempts: 4,
                     history: Some(before),
                 },
@@ -349,7 +352,9 @@ mod tests {
         assert!(!needs_history(&Delivered::Ran(Outcome::Success, vec![]), 5));
         assert!(needs_history(&Delivered::Exhausted, 9));
         assert!(!needs_history(
-            &Delivered::Unusable { reason: "x".into() },
+            &Delivered::Unusable {
+                reason: Malformed::EmptyType.into()
+            },
             3
         ));
     }

@@ -241,19 +241,19 @@ impl IngressRouter {
                     inv.arg(refused.len());
                     for r in refused {
                         tracing::warn!(queue = %r.queue, msg_id = %message_id, msg_type = %message_type, reason = %r.reason, "Message dead-lettered for a queue.");
-                        self.metrics.router.dead_lettered_by[crate::router::dead_class(&r.reason)]
+                        self.metrics.router.dead_lettered_by[r.reason.class().index()]
                             .fetch_add(1, Ordering::Relaxed);
-                        push_dead(&mut inv, &r.reason, &r.queue, stream, id, &at);
+                        push_dead(&mut inv, &r.reason.to_string(), &r.queue, stream, id, &at);
                         dead += 1;
                     }
                     routed += 1;
                 }
                 Decision::DeadLetter { reason } => {
                     tracing::warn!(entry_id = %id, stream = %stream, reason = %reason, "Ingress entry dead-lettered.");
-                    self.metrics.router.dead_lettered_by[crate::router::dead_class(reason)]
+                    self.metrics.router.dead_lettered_by[reason.class().index()]
                         .fetch_add(1, Ordering::Relaxed);
                     inv.arg(0).arg(0).arg(1);
-                    push_dead(&mut inv, reason, "", stream, id, &at);
+                    push_dead(&mut inv, &reason.to_string(), "", stream, id, &at);
                     dead += 1;
                 }
             }
