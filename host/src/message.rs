@@ -87,44 +87,68 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The id and type of an entry that is a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub id: String,
+    pub message_type: String,
+}
+
+/// Reads the type and id of an entry; `entry_id` is the id of last resort.
+fn identity(entry_id: &str, fields: &Fields) -> Result<Identity, Malformed> {
+    let message_type = field(fields, TYPE_FIELD)
+        .or_else(|| field(fields, CAP_NAME_FIELD))
+        .ok_or(Malformed::MissingType)?;
+    if message_type.len() > MAX_NAME {
+        return Err(Malformed::TooLong(TYPE_FIELD, message_type.len()));
+    }
+    let message_type = text(message_type).trim().to_owned();
+    if message_type.is_empty() {
+        return Err(Malformed::EmptyType);
+    }
+    let id = field(fields, ID_FIELD).or_else(|| field(fields, CAP_ID_FIELD));
+    if let Some(id) = id
+        && id.len() > MAX_NAME
+    {
+        return Err(Malformed::TooLong(ID_FIELD, id.len()));
+    }
+    let id = id
+        .map(text)
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| entry_id.to_owned());
+    Ok(Identity { id, message_type })
+}
+
 impl Message {
-    /// Reads an entry. `entry_id` is the id of the entry in its stream, the
-    /// message id of last resort.
-    pub fn parse(entry_id: &str, fields: &Fields) -> Result<Message, Malformed> {
-        let message_type = field(fields, TYPE_FIELD)
-            .or_else(|| field(fields, CAP_NAME_FIELD))
-            .ok_or(Malformed::MissingType)?;
-        if message_type.len() > MAX_NAME {
-            return Err(Malformed::TooLong(TYPE_FIELD, message_type.len()));
-        }
-        let message_type = text(message_type).trim().to_owned();
-        if message_type.is_empty() {
-            return Err(Malformed::EmptyType);
-        }
+    /// Checks that an entry is a message, its body JSON included, and
+    /// returns its id and type: what the router decides on. Nothing of the
+    /// body or the headers is copied.
+    pub fn check(entry_id: &str, fields: &Fields) -> Result<Identity, Malformed> {
+        let identity = identity(entry_id, fields)?;
         let body = field(fields, BODY_FIELD).ok_or(Malformed::MissingBody)?;
         // Validate without building a value: a body can be a large transcript.
         serde_json::from_slice::<serde::de::IgnoredAny>(body)
             .map_err(|e| Malformed::BodyNotJson(e.to_string()))?;
-        let body = std::str::from_utf8(body)
-            .map_err(|e| Malformed::BodyNotJson(e.to_string()))?
-            .to_owned();
-        let id = field(fields, ID_FIELD).or_else(|| field(fields, CAP_ID_FIELD));
-        if let Some(id) = id
-            && id.len() > MAX_NAME
-        {
-            return Err(Malformed::TooLong(ID_FIELD, id.len()));
+        Ok(identity)
+    }
+
+    /// Reads a queue's entry into a message, taking its fields: the body and
+    /// the headers are moved, not copied. The body's JSON is not parsed
+    /// again: the router checked it ([`Message::check`]) before it wrote
+    /// the entry to the queue's stream; it must be UTF-8 (JSON is).
+    pub fn read(entry_id: &str, fields: Fields) -> Result<Message, Malformed> {
+        let Identity { id, message_type } = identity(entry_id, &fields)?;
+        let mut body = None;
+        let mut headers = Vec::with_capacity(fields.len().saturating_sub(3));
+        for (k, v) in fields {
+            if k == BODY_FIELD.as_bytes() {
+                body.get_or_insert(v);
+            } else if k != TYPE_FIELD.as_bytes() && k != ID_FIELD.as_bytes() {
+                headers.push((owned_text(k), owned_text(v)));
+            }
         }
-        let id = id
-            .map(text)
-            .filter(|id| !id.is_empty())
-            .unwrap_or_else(|| entry_id.to_owned());
-        let headers = fields
-            .iter()
-            .filter(|(k, _)| {
-                k != TYPE_FIELD.as_bytes() && k != BODY_FIELD.as_bytes() && k != ID_FIELD.as_bytes()
-            })
-            .map(|(k, v)| (text(k), text(v)))
-            .collect();
+        let body = body.ok_or(Malformed::MissingBody)?;
+        let body = String::from_utf8(body).map_err(|e| Malformed::BodyNotJson(e.to_string()))?;
         Ok(Message {
             id,
             message_type,
@@ -132,6 +156,11 @@ impl Message {
             headers,
         })
     }
+}
+
+/// Bytes as text, without a copy when they are UTF-8.
+fn owned_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| text(e.as_bytes()))
 }
 
 /// The header that counts how many publications led to a message.
@@ -173,9 +202,9 @@ mod tests {
 
     #[test]
     fn reads_type_body_id_and_headers() {
-        let m = Message::parse(
+        let m = Message::read(
             "1-0",
-            &fields(&[
+            fields(&[
                 ("type", "chat.ended"),
                 ("body", r#"{"SiteId":1}"#),
                 ("id", "m-1"),
@@ -191,14 +220,14 @@ mod tests {
 
     #[test]
     fn accepts_cap_headers_and_falls_back_to_the_entry_id() {
-        let m = Message::parse(
+        let m = Message::read(
             "7-1",
-            &fields(&[("cap-msg-name", "chat.started"), ("body", "{}")]),
+            fields(&[("cap-msg-name", "chat.started"), ("body", "{}")]),
         )
         .unwrap();
         assert_eq!(m.message_type, "chat.started");
         assert_eq!(m.id, "7-1");
-        let m = Message::parse(
+        let m = Message::check(
             "7-1",
             &fields(&[("cap-msg-id", "x"), ("cap-msg-name", "a"), ("body", "[]")]),
         )
@@ -206,32 +235,57 @@ mod tests {
         assert_eq!(m.id, "x");
     }
 
+    /// A queue's copy was checked whole by the router; reading it again
+    /// takes its fields, and checks all but the body's JSON.
+    #[test]
+    fn a_queue_reads_what_the_router_checked() {
+        let entry = fields(&[("type", "a"), ("body", "{}"), ("h", "v")]);
+        let id = Message::check("1-0", &entry).unwrap();
+        let m = Message::read("1-0", entry).unwrap();
+        assert_eq!((m.id, m.message_type), (id.id, id.message_type));
+        assert_eq!(m.headers, [("h".to_string(), "v".to_string())]);
+        assert_eq!(
+            Message::read("1-0", fields(&[("type", "a")])),
+            Err(Malformed::MissingBody)
+        );
+        assert!(
+            Message::read(
+                "1-0",
+                vec![
+                    (b"type".to_vec(), b"a".to_vec()),
+                    (b"body".to_vec(), vec![0xff])
+                ]
+            )
+            .is_err()
+        );
+    }
+
     #[test]
     fn names_what_is_malformed() {
         assert_eq!(
-            Message::parse("1-0", &fields(&[("body", "{}")])),
+            Message::check("1-0", &fields(&[("body", "{}")])),
             Err(Malformed::MissingType)
         );
         assert_eq!(
-            Message::parse("1-0", &fields(&[("type", " "), ("body", "{}")])),
+            Message::check("1-0", &fields(&[("type", " "), ("body", "{}")])),
             Err(Malformed::EmptyType)
         );
         assert_eq!(
-            Message::parse("1-0", &fields(&[("type", "a")])),
+            Message::check("1-0", &fields(&[("type", "a")])),
             Err(Malformed::MissingBody)
         );
-        let e = Message::parse("1-0", &fields(&[("type", "a"), ("body", "{nope")])).unwrap_err();
+        let e = Message::check("1-0", &fields(&[("type", "a"), ("body", "{nope")])).unwrap_err();
         assert!(e.to_string().starts_with("body is not valid JSON"), "{e}");
         let long = "x".repeat(MAX_NAME + 1);
         assert_eq!(
-            Message::parse(
+            Message::check(
                 "1-0",
                 &fields(&[("type", "a"), ("id", &long), ("body", "{}")])
             ),
             Err(Malformed::TooLong("id", MAX_NAME + 1))
         );
         assert_eq!(
-            Message::parse("1-0", &fields(&[("type", &long), ("body", "{}")]))
+            Message::check("1-0", &fields(&[("type", &long), ("body", "{}")]))
                 .unwrap_err()
                 .to_string(),
             "field `type` is 257 bytes, more than the 256 allowed"

@@ -21,15 +21,17 @@ pub struct Router {
 
 /// What to do with one ingress entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Add `fields` to each of `queues`' streams; dead-letter the message
-    /// for each of `refused`.
+pub enum Decision<'a> {
+    /// Add the entry's fields, with `edits`, to each of `queues`' streams;
+    /// dead-letter the message for each of `refused`.
     Fanout {
         message_id: String,
         message_type: String,
         queues: Vec<String>,
         refused: Vec<QueueRefusal>,
-        fields: Fields,
+        /// The entry's own fields.
+        fields: &'a Fields,
+        edits: CopyEdits,
     },
     /// The entry can never be handled: dead-letter it with this reason.
     DeadLetter { reason: DeadReason },
@@ -67,7 +69,7 @@ impl Router {
 
     /// Decides what happens to one entry as it was read: an entry over the
     /// ingress bounds is dead-lettered with its size.
-    pub fn decide_read(&self, read: &ReadEntry) -> Decision {
+    pub fn decide_read<'a>(&self, read: &'a ReadEntry) -> Decision<'a> {
         match read {
             ReadEntry::Whole { entry, .. } => self.decide(&entry.id, &entry.fields),
             ReadEntry::TooLarge { bytes, fields, .. } => Decision::DeadLetter {
@@ -94,13 +96,13 @@ impl Router {
     /// queues receive it, those fields included, so an entry within the
     /// ingress bound fits every queue left at the default. A queue whose
     /// `max_entry_kib` the copy exceeds gets a dead letter instead.
-    pub fn decide(&self, entry_id: &str, fields: &Fields) -> Decision {
+    pub fn decide<'a>(&self, entry_id: &str, fields: &'a Fields) -> Decision<'a> {
         if fields.len() > MAX_FIELDS {
             return Decision::DeadLetter {
                 reason: self.oversized(entry_bytes(fields) as u64, fields.len() as u64),
             };
         }
-        let message = match Message::parse(entry_id, fields) {
+        let message = match Message::check(entry_id, fields) {
             Ok(m) => m,
             Err(e) => return Decision::DeadLetter { reason: e.into() },
         };
@@ -111,20 +113,27 @@ impl Router {
                 },
             };
         };
-        let mut out = fields.clone();
         let has = |name: &str| fields.iter().any(|(k, _)| k == name.as_bytes());
+        let mut edits = CopyEdits::default();
         if !has(TYPE_FIELD) {
-            out.push((TYPE_FIELD.into(), message.message_type.clone().into_bytes()));
+            edits
+                .added
+                .push((TYPE_FIELD.into(), message.message_type.clone().into_bytes()));
         }
-        match out.iter_mut().find(|(k, _)| k == ID_FIELD.as_bytes()) {
-            Some((_, v)) if v.is_empty() => *v = message.id.clone().into_bytes(),
+        match fields.iter().position(|(k, _)| k == ID_FIELD.as_bytes()) {
+            Some(i) if fields[i].1.is_empty() => {
+                edits.fill_id = Some((i, message.id.clone().into_bytes()))
+            }
             Some(_) => {}
-            None => out.push((ID_FIELD.into(), message.id.clone().into_bytes())),
+            None => edits
+                .added
+                .push((ID_FIELD.into(), message.id.clone().into_bytes())),
         }
-        let copy_bytes = entry_bytes(&out);
+        let copy_bytes = edits.copy_bytes(fields);
+        let copy_fields = fields.len() + edits.added.len();
         if copy_bytes > self.ingress.max_entry_bytes {
             return Decision::DeadLetter {
-                reason: self.oversized(copy_bytes as u64, out.len() as u64),
+                reason: self.oversized(copy_bytes as u64, copy_fields as u64),
             };
         }
         let (mut queues, mut refused) = (Vec::new(), Vec::new());
@@ -148,8 +157,41 @@ impl Router {
             message_type: message.message_type,
             queues,
             refused,
-            fields: out,
+            fields,
+            edits,
         }
+    }
+}
+
+/// How the copy each queue receives differs from the ingress entry: an
+/// empty `id` filled in, `type` or `id` added after the entry's own fields.
+/// The entry's fields are not copied for it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CopyEdits {
+    /// The place of an empty `id` field, and the message id it gets.
+    pub fill_id: Option<(usize, Vec<u8>)>,
+    /// Fields added after the entry's own.
+    pub added: Fields,
+}
+
+impl CopyEdits {
+    /// The fields of the copy of `entry`, in order.
+    pub fn fields<'a>(&'a self, entry: &'a Fields) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        entry
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| match &self.fill_id {
+                Some((at, id)) if *at == i => (k.as_slice(), id.as_slice()),
+                _ => (k.as_slice(), v.as_slice()),
+            })
+            .chain(self.added.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+    }
+
+    /// The size of the copy of `entry`, as the limits count it.
+    pub fn copy_bytes(&self, entry: &Fields) -> usize {
+        entry_bytes(entry)
+            + entry_bytes(&self.added)
+            + self.fill_id.as_ref().map_or(0, |(_, id)| id.len())
     }
 }
 
@@ -218,7 +260,8 @@ mod tests {
             ),
         ];
         for (input, expected) in cases {
-            let got = r.decide("5-0", &fields(input));
+            let entry = fields(input);
+            let got = r.decide("5-0", &entry);
             match (expected, &got) {
                 (Ok(want), Decision::Fanout { queues, .. }) => {
                     assert_eq!(queues, want, "{input:?}")
@@ -263,10 +306,8 @@ mod tests {
     #[test]
     fn a_queue_refuses_a_copy_over_its_own_bound() {
         let body = format!("\"{}\"", "x".repeat(1100));
-        let d = router().decide(
-            "5-0",
-            &fields(&[("type", "chat.ended"), ("id", "m"), ("body", &body)]),
-        );
+        let entry = fields(&[("type", "chat.ended"), ("id", "m"), ("body", &body)]);
+        let d = router().decide("5-0", &entry);
         let Decision::Fanout {
             queues, refused, ..
         } = d
@@ -291,18 +332,19 @@ mod tests {
 
     #[test]
     fn an_empty_id_is_replaced_so_every_queue_sees_the_same() {
-        let d = router().decide(
-            "5-0",
-            &fields(&[("type", "chat.ended"), ("id", ""), ("body", "{}")]),
-        );
+        let entry = fields(&[("type", "chat.ended"), ("id", ""), ("body", "{}")]);
+        let d = router().decide("5-0", &entry);
         let Decision::Fanout {
-            fields: out,
-            message_id,
-            ..
+            edits, message_id, ..
         } = d
         else {
             panic!("{d:?}")
         };
+        let out: Fields = edits
+            .fields(&entry)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        assert_eq!(edits.copy_bytes(&entry), entry_bytes(&out));
         assert_eq!(message_id, "5-0");
         assert_eq!(
             out,
@@ -312,18 +354,19 @@ mod tests {
 
     #[test]
     fn a_copy_carries_the_type_and_id_every_queue_sees() {
-        let d = router().decide(
-            "5-0",
-            &fields(&[("cap-msg-name", "chat.ended"), ("body", "{}"), ("x", "1")]),
-        );
+        let entry = fields(&[("cap-msg-name", "chat.ended"), ("body", "{}"), ("x", "1")]);
+        let d = router().decide("5-0", &entry);
         let Decision::Fanout {
-            fields: out,
-            message_id,
-            ..
+            edits, message_id, ..
         } = d
         else {
             panic!("{d:?}")
         };
+        let out: Fields = edits
+            .fields(&entry)
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        assert_eq!(edits.copy_bytes(&entry), entry_bytes(&out));
         assert_eq!(message_id, "5-0");
         assert_eq!(
             out,

@@ -143,7 +143,7 @@ impl PluginEngine {
             .as_ref()
             .expect("the runtime lives as long as the engine");
         let task =
-            rt.spawn(async move { plugin.handle(&engine, &cx, &message, pool.as_deref()).await });
+            rt.spawn(async move { plugin.handle(&engine, &cx, message, pool.as_deref()).await });
         let abort = task.abort_handle();
         let failed = |kind, reason| CallResult {
             outcome: Outcome::Failed { kind, reason },
@@ -169,12 +169,12 @@ impl LoadedPlugin {
         &self,
         engine: &PluginEngine,
         cx: &CallContext,
-        message: &Delivery,
+        message: Delivery,
         pool: Option<&WarmPool>,
     ) -> CallResult {
         if let Code::Builtin(builtin) = &self.code {
             return CallResult {
-                outcome: builtin.run(cx, message).await,
+                outcome: builtin.run(cx, &message).await,
                 published: Vec::new(),
             };
         }
@@ -183,7 +183,11 @@ impl LoadedPlugin {
             Some(w) => w,
             None => Warm::new(engine, cx, self),
         };
-        w.prepare(cx, message, deadline);
+        w.prepare(cx, &message, deadline);
+        let msg_id = message.id.clone();
+        // The message moves into the call's arguments: its body is not
+        // copied on the host side.
+        let mut message = Some(message);
 
         let call = async {
             if w.bindings.is_none() {
@@ -195,6 +199,7 @@ impl LoadedPlugin {
                 .map_err(|e| (true, e))?;
                 w.bindings = Some(bindings);
             }
+            let message = message.take().expect("a call is made once");
             match w.bindings.as_ref().expect("instantiated above") {
                 Bindings::V1(b) => b
                     .switchyard_plugin_handler()
@@ -235,7 +240,7 @@ impl LoadedPlugin {
             }
         };
         if !captured.is_empty() && !matches!(outcome, Outcome::Failed { .. }) {
-            tracing::info!(queue = %cx.queue, msg_id = %message.id, plugin = %self.hash, output = %captured, "Plugin wrote to stdout or stderr.");
+            tracing::info!(queue = %cx.queue, msg_id = %msg_id, plugin = %self.hash, output = %captured, "Plugin wrote to stdout or stderr.");
         }
         // A transaction the call left open is rolled back now, not when
         // the instance is next used or dropped; its requests and response
@@ -260,24 +265,24 @@ impl LoadedPlugin {
     }
 }
 
-pub(crate) fn to_v1(m: &Delivery) -> v0_1::switchyard::plugin::types::Message {
+pub(crate) fn to_v1(m: Delivery) -> v0_1::switchyard::plugin::types::Message {
     v0_1::switchyard::plugin::types::Message {
-        id: m.id.clone(),
-        message_type: m.message_type.clone(),
-        queue: m.queue.clone(),
-        body: m.body.clone(),
-        headers: m.headers.clone(),
+        id: m.id,
+        message_type: m.message_type,
+        queue: m.queue,
+        body: m.body,
+        headers: m.headers,
         attempt: m.attempt,
     }
 }
 
-pub(crate) fn to_v2(m: &Delivery) -> v0_2::switchyard::plugin::messages::Message {
+pub(crate) fn to_v2(m: Delivery) -> v0_2::switchyard::plugin::messages::Message {
     v0_2::switchyard::plugin::messages::Message {
-        id: m.id.clone(),
-        message_type: m.message_type.clone(),
-        queue: m.queue.clone(),
-        body: m.body.clone(),
-        headers: m.headers.clone(),
+        id: m.id,
+        message_type: m.message_type,
+        queue: m.queue,
+        body: m.body,
+        headers: m.headers,
         attempt: m.attempt,
     }
 }

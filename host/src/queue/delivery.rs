@@ -78,7 +78,7 @@ impl Shared {
             ReadEntry::Whole { entry, .. } if entry_bytes(&entry.fields) > q.max_entry_bytes => {
                 unusable(too_large(q, entry_bytes(&entry.fields) as u64))
             }
-            ReadEntry::Whole { entry, .. } => match Message::parse(&entry.id, &entry.fields) {
+            ReadEntry::Whole { entry, .. } => match Message::read(&entry.id, entry.fields) {
                 Err(e) => unusable(e.into()),
                 Ok(m) if attempt > q.max_attempts => (Delivered::Exhausted, Some(m)),
                 Ok(m) if hops(&m) > q.max_hops => (
@@ -91,8 +91,8 @@ impl Shared {
                     },
                     Some(m),
                 ),
-                Ok(m) => {
-                    let result = self.call(rt, &m, attempt).await;
+                Ok(mut m) => {
+                    let result = self.call(rt, &mut m, attempt).await;
                     (Delivered::Ran(result.outcome, result.published), Some(m))
                 }
             },
@@ -120,10 +120,12 @@ impl Shared {
         Ok(settlement)
     }
 
+    /// Calls the plugin on `m`, whose body and headers move into the call:
+    /// what stays is its id and type, for the record.
     async fn call(
         &self,
         rt: &QueueRuntime,
-        m: &Message,
+        m: &mut Message,
         attempt: u32,
     ) -> crate::plugin::CallResult {
         // One span per handling, in the producer's trace.
@@ -131,7 +133,7 @@ impl Shared {
             .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("traceparent"))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.clone())
             .filter(|v| crate::telemetry::valid_traceparent(v));
         let span = tracing::info_span!(
             "handle",
@@ -143,15 +145,14 @@ impl Shared {
             plugin = %rt.plugin.hash,
             outcome = tracing::field::Empty,
         );
-        crate::telemetry::continue_trace(&span, producers);
-        let trace =
-            crate::telemetry::traceparent_of(&span).or_else(|| producers.map(str::to_owned));
+        crate::telemetry::continue_trace(&span, producers.as_deref());
+        let trace = crate::telemetry::traceparent_of(&span).or(producers);
         let delivery = Delivery {
             id: m.id.clone(),
             message_type: m.message_type.clone(),
             queue: rt.queue.name.clone(),
-            body: m.body.clone(),
-            headers: m.headers.clone(),
+            body: std::mem::take(&mut m.body),
+            headers: std::mem::take(&mut m.headers),
             attempt,
             trace,
         };

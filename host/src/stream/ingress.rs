@@ -183,7 +183,7 @@ impl IngressRouter {
         &mut self,
         router: &Router,
         entries: &[ReadEntry],
-        decisions: &[Decision],
+        decisions: &[Decision<'_>],
     ) -> StreamResult<()> {
         let stream = &router.ingress.stream;
         let dead_key = self.keys.dead_letter();
@@ -214,6 +214,7 @@ impl IngressRouter {
                     queues,
                     refused,
                     fields,
+                    edits,
                 } => {
                     tracing::debug!(msg_id = %message_id, msg_type = %message_type, queues = %queues.join(","), "Routing message.");
                     let cut = |t: &str| crate::text::bounded(t, crate::telemetry::MAX_ATTRIBUTE);
@@ -234,9 +235,9 @@ impl IngressRouter {
                     for q in queues {
                         inv.arg(key_index(self.keys.queue_stream(q), &mut keys));
                     }
-                    inv.arg(fields.len() * 2);
-                    for (k, v) in fields {
-                        inv.arg(k.as_slice()).arg(v.as_slice());
+                    inv.arg((fields.len() + edits.added.len()) * 2);
+                    for (k, v) in edits.fields(fields) {
+                        inv.arg(k).arg(v);
                     }
                     inv.arg(refused.len());
                     for r in refused {
@@ -296,7 +297,7 @@ fn bounds(router: &Router) -> Bounds {
 
 /// About how many bytes routing an entry copies inside Redis: one copy per
 /// queue, one per dead letter (which copies the stored entry).
-fn copy_volume(read: &ReadEntry, decision: &Decision) -> usize {
+fn copy_volume(read: &ReadEntry, decision: &Decision<'_>) -> usize {
     let bytes = match read {
         ReadEntry::Whole { entry, .. } => crate::message::entry_bytes(&entry.fields),
         ReadEntry::TooLarge { bytes, .. } => *bytes as usize,
