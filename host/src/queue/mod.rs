@@ -18,10 +18,10 @@ pub mod slots;
 pub mod worker;
 
 pub use autoscale::scale;
-pub use runtime::{QueueRuntime, RuntimeParts};
+pub use runtime::{QueueContext, QueueRuntime};
 pub use settlement::{Delivered, Settlement, needs_history, settlement};
 pub use slots::Slots;
-pub use worker::{QueueParts, QueueWorker, WorkerTasks};
+pub use worker::{QueueWorker, WorkerTasks};
 
 use settle::{AckRequest, ack_batches};
 use worker::Shared;

@@ -1,13 +1,50 @@
-//! What a queue runs with now: its settings, its plugin version and the
-//! context of its calls, swapped whole on a reload.
+//! What a queue runs with now (its settings, its plugin version and the
+//! context of its calls, swapped whole on a reload), and the context the
+//! host builds every queue from.
 
 use std::sync::Arc;
 
-use crate::config::{MissingGroup, QueueConfig};
-use crate::metrics::QueueMetrics;
+use arc_swap::ArcSwap;
+use redis::aio::ConnectionManager;
+
+use crate::config::{Config, MissingGroup, QueueConfig};
+use crate::metrics::Metrics;
 use crate::plugin::http::QueueHttp;
 use crate::plugin::keyvalue::KeyValueStore;
-use crate::plugin::{CallContext, LoadedPlugin, WarmPool};
+use crate::plugin::pools::Pools;
+use crate::plugin::{CallContext, LoadedPlugin, PluginEngine, WarmPool};
+use crate::redis::Health;
+use crate::stream::Keys;
+
+/// What the host gives every queue it runs, built once at start: a queue's
+/// runtime and workers are built from its settings and this.
+#[derive(Debug, Clone)]
+pub struct QueueContext {
+    /// For the connections of blocking reads, one per queue.
+    pub client: redis::Client,
+    /// Shared by settling, key-value state and the claims.
+    pub conn: ConnectionManager,
+    pub keys: Keys,
+    /// This host's consumer name in every group.
+    pub consumer: String,
+    pub engine: PluginEngine,
+    pub metrics: Arc<Metrics>,
+    /// Database pools and mail relays, kept across reloads.
+    pub pools: Arc<Pools>,
+    /// Whether Redis answers, for logging outages once.
+    pub health: Arc<Health>,
+    /// The configuration running now, swapped whole on a reload: the one
+    /// copy of the host-wide settings that apply while running
+    /// (`host.on_missing_group`, `ingress.max_entry_kib`).
+    pub settings: Arc<ArcSwap<Config>>,
+}
+
+impl QueueContext {
+    /// What to do if a consumer group vanishes, as configured now.
+    pub fn on_missing_group(&self) -> MissingGroup {
+        self.settings.load().host.on_missing_group
+    }
+}
 
 /// What a queue runs with now: its settings and its plugin version. Swapped
 /// whole on a reload; each message loads it once, at its start, so a message
@@ -19,27 +56,13 @@ pub struct QueueRuntime {
     pub cx: CallContext,
     /// Instances kept between messages, if the queue reuses them.
     pub warm: Option<Arc<WarmPool>>,
-    /// What to do if the queue's consumer group vanishes.
-    pub on_missing_group: MissingGroup,
-}
-
-/// What every runtime of a queue is made with, besides its settings and
-/// plugin.
-#[derive(Debug, Clone)]
-pub struct RuntimeParts {
-    pub on_missing_group: MissingGroup,
-    /// For the queue's key-value state.
-    pub conn: redis::aio::ConnectionManager,
-    pub prefix: String,
-    /// The largest message a plugin may publish: the ingress bound.
-    pub max_publish_bytes: usize,
-    pub metrics: Arc<QueueMetrics>,
-    /// Database pools and mail relays, kept across reloads.
-    pub pools: Arc<crate::plugin::pools::Pools>,
 }
 
 impl QueueRuntime {
-    pub fn new(queue: QueueConfig, plugin: Arc<LoadedPlugin>, parts: &RuntimeParts) -> Self {
+    /// The runtime of `queue` running `plugin`, under the settings running
+    /// now.
+    pub fn build(queue: QueueConfig, plugin: Arc<LoadedPlugin>, host: &QueueContext) -> Self {
+        let metrics = host.metrics.queue(&queue.name);
         let secrets = Arc::new(crate::secrets::Secrets::new(
             queue.secrets.iter().map(|s| s.value.as_str()),
         ));
@@ -52,19 +75,20 @@ impl QueueRuntime {
                 &queue.name,
                 queue.http.clone(),
                 secrets.clone(),
-                parts.metrics.clone(),
+                metrics.clone(),
             )),
             secrets,
             keyvalue: queue.keyvalue.clone().map(|grant| {
-                KeyValueStore::new(parts.conn.clone(), &parts.prefix, &queue.name, grant)
+                KeyValueStore::new(host.conn.clone(), host.keys.keyvalue(&queue.name), grant)
             }),
             publish: Arc::new(queue.publish.clone()),
-            max_publish_bytes: parts.max_publish_bytes,
-            sql: parts.pools.sql(&queue, &parts.metrics),
-            mail: parts.pools.mail(&queue, &parts.metrics),
-            metrics: parts.metrics.clone(),
+            // The largest message a plugin may publish: the ingress bound.
+            max_publish_bytes: host.settings.load().ingress.max_entry_bytes,
+            sql: host.pools.sql(&queue, &metrics),
+            mail: host.pools.mail(&queue, &metrics),
+            metrics: metrics.clone(),
         };
-        parts.metrics.runs(crate::metrics::PluginInfo {
+        metrics.runs(crate::metrics::PluginInfo {
             version: plugin.hash.clone(),
             contract: plugin.contract().to_owned(),
             loaded_at: std::time::SystemTime::now()
@@ -77,7 +101,11 @@ impl QueueRuntime {
             queue: Arc::new(queue),
             plugin,
             cx,
-            on_missing_group: parts.on_missing_group,
         }
+    }
+
+    /// The same queue on another plugin version.
+    pub fn with_plugin(&self, plugin: Arc<LoadedPlugin>, host: &QueueContext) -> Self {
+        Self::build((*self.queue).clone(), plugin, host)
     }
 }

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use super::*;
 
-use crate::config::MissingGroup;
+use crate::config::{Config, MissingGroup};
 use crate::message::MAX_FIELDS;
 use crate::metrics::QueueMetrics;
 use crate::plugin::PluginEngine;
@@ -22,18 +22,6 @@ use crate::redis::bounded::BoundedReader;
 use crate::redis::read::{Bounds, ReadEntry};
 use crate::redis::{Backoff, Health, RedisFailure, StreamResult};
 use crate::stream::queue::QueueStream;
-
-/// What a queue's workers are made of.
-#[derive(Debug)]
-pub struct QueueParts {
-    pub runtime: Arc<ArcSwap<QueueRuntime>>,
-    pub slots: Arc<Slots>,
-    pub engine: PluginEngine,
-    pub stream: QueueStream,
-    pub reader: BoundedReader,
-    pub metrics: Arc<QueueMetrics>,
-    pub health: Arc<Health>,
-}
 
 /// The tasks of one queue's workers besides its reading loop.
 #[derive(Debug, Clone, Default)]
@@ -60,6 +48,16 @@ impl WorkerTasks {
         self.bookkeeping.close();
         self.bookkeeping.wait().await;
     }
+
+    /// Whether every task is done: the reading loop, the handlers and the
+    /// bookkeeping.
+    pub fn is_done(&self) -> bool {
+        self.reading_stopped.is_cancelled()
+            && self.handlers.is_closed()
+            && self.handlers.is_empty()
+            && self.bookkeeping.is_closed()
+            && self.bookkeeping.is_empty()
+    }
 }
 
 /// The workers of one queue in one host.
@@ -80,6 +78,8 @@ pub(super) struct Shared {
     pub(super) stream: QueueStream,
     pub(super) metrics: Arc<QueueMetrics>,
     pub(super) health: Arc<Health>,
+    /// The running configuration, for `host.on_missing_group`.
+    pub(super) settings: Arc<ArcSwap<Config>>,
     /// Entry ids being handled now, whose leases are renewed.
     pub(super) in_flight: Mutex<HashSet<String>>,
     /// Held while leases are renewed, and taken before a retry is scheduled:
@@ -102,24 +102,39 @@ impl std::fmt::Debug for QueueWorker {
 }
 
 impl QueueWorker {
-    pub fn new(parts: QueueParts) -> Self {
+    /// The workers of queue `name`, running what `runtime` holds within
+    /// `slots`.
+    pub fn new(
+        name: &str,
+        runtime: Arc<ArcSwap<QueueRuntime>>,
+        slots: Arc<Slots>,
+        host: &QueueContext,
+    ) -> Self {
         let (ack_tx, acks) = mpsc::unbounded_channel();
+        let ingress = host.settings.load().ingress.stream.clone();
         QueueWorker {
             acks,
             shared: Arc::new(Shared {
-                name: parts.stream.queue.clone(),
-                runtime: parts.runtime,
-                slots: parts.slots,
-                engine: parts.engine,
-                stream: parts.stream,
-                metrics: parts.metrics,
-                health: parts.health,
+                name: name.to_owned(),
+                runtime,
+                slots,
+                engine: host.engine.clone(),
+                stream: QueueStream::new(
+                    host.conn.clone(),
+                    &host.keys,
+                    name,
+                    &host.consumer,
+                    &ingress,
+                ),
+                metrics: host.metrics.queue(name),
+                health: host.health.clone(),
+                settings: host.settings.clone(),
                 in_flight: Mutex::new(HashSet::new()),
                 renewing: tokio::sync::Mutex::new(()),
                 group_reported: std::sync::atomic::AtomicBool::new(false),
                 acks: ack_tx,
             }),
-            reader: parts.reader,
+            reader: BoundedReader::new(&host.client),
         }
     }
 
@@ -275,7 +290,7 @@ impl Shared {
     /// at its end, only if the operator chose so.
     pub(super) async fn group_missing(&self) {
         QueueMetrics::add(&self.metrics.group_missing);
-        let policy = self.runtime.load().on_missing_group;
+        let policy = self.settings.load().host.on_missing_group;
         if policy == MissingGroup::Stop && self.group_reported.swap(true, Ordering::Relaxed) {
             tracing::debug!(queue = %self.name, "The queue's consumer group is still missing.");
             return;
@@ -291,5 +306,32 @@ impl Shared {
                 tracing::error!(queue = %self.name, stream = %self.stream.stream, "The queue's consumer group is gone (did Redis lose its data?); not reading until an operator recreates it (host.on_missing_group = \"stop\").");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A removed queue's tasks are let go once they are done; until its
+    /// reading loop stops and its handlers finish they are not.
+    #[tokio::test]
+    async fn tasks_are_done_once_wound_down() {
+        let tasks = WorkerTasks::default();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        tasks.handlers.spawn(async move {
+            let _ = released.await;
+        });
+        assert!(!tasks.is_done());
+        tasks.reading_stopped.cancel();
+        let winding = tokio::spawn({
+            let tasks = tasks.clone();
+            async move { tasks.wind_down().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!tasks.is_done(), "a handler still runs");
+        release.send(()).unwrap();
+        winding.await.unwrap();
+        assert!(tasks.is_done());
     }
 }

@@ -14,7 +14,7 @@ use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use super::{Keys, dead_fields, now_rfc3339};
-use crate::config::MissingGroup;
+use crate::config::{Config, MissingGroup};
 use crate::failpoint;
 use crate::message::MAX_FIELDS;
 use crate::metrics::Metrics;
@@ -41,7 +41,8 @@ pub struct IngressRouter {
     pub router: Arc<ArcSwap<Router>>,
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
-    pub on_missing_group: Arc<ArcSwap<MissingGroup>>,
+    /// The running configuration, for `host.on_missing_group`.
+    pub settings: Arc<ArcSwap<Config>>,
     /// The group was found missing and that was said.
     pub group_reported: bool,
 }
@@ -144,7 +145,7 @@ impl IngressRouter {
     /// the stream only if the operator chose so.
     async fn group_missing(&mut self) {
         let stream = self.stream();
-        if **self.on_missing_group.load() == MissingGroup::Stop {
+        if self.settings.load().host.on_missing_group == MissingGroup::Stop {
             if std::mem::replace(&mut self.group_reported, true) {
                 return;
             }

@@ -11,6 +11,7 @@
 //! | `switchyard:queue:<Queue>` | stream | one per queue (group `switchyard`) |
 //! | `switchyard:dead` | stream | dead letters, with the reason and the original fields |
 //! | `switchyard:errors:<Queue>` | hash | failures (JSON) of each message that failed and is pending a retry |
+//! | `switchyard:kv:{<Queue>}:…` | strings, a sorted set | the queue's key-value state: one key per bucket and key, and an index of them |
 //!
 //! Every consumer group is named after the prefix and created at the start of
 //! its stream's history, so entries added before the host first ran are
@@ -56,6 +57,12 @@ impl Keys {
 
     pub fn errors(&self, queue: &str) -> String {
         format!("{}:errors:{queue}", self.prefix)
+    }
+
+    /// The start of every key of a queue's key-value state: the braces keep
+    /// a queue's keys in one Redis Cluster slot.
+    pub fn keyvalue(&self, queue: &str) -> String {
+        format!("{}:kv:{{{queue}}}:", self.prefix)
     }
 }
 

@@ -8,40 +8,24 @@ use std::time::Duration;
 
 use anyhow::Result;
 use arc_swap::ArcSwap;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, MissingGroup, QueueConfig};
-use crate::metrics::{Metrics, QueueMetrics};
-use crate::plugin::PluginEngine;
-use crate::queue::{QueueParts, QueueRuntime, QueueWorker, RuntimeParts, Slots, WorkerTasks};
-use crate::redis::Health;
+use crate::config::{Config, QueueConfig};
+use crate::metrics::QueueMetrics;
+use crate::queue::{QueueContext, QueueRuntime, QueueWorker, Slots, WorkerTasks};
 use crate::redis::bounded::BoundedReader;
 use crate::router::Router;
+use crate::stream::ensure_group;
 use crate::stream::ingress::IngressRouter;
-use crate::stream::queue::QueueStream;
-use crate::stream::{Keys, ensure_group};
 
 use super::*;
 
 /// The running host's parts, and what it is running now.
 pub(super) struct Supervisor {
-    pub(super) config: Config,
-    /// The configuration the maintenance task reads.
-    pub(super) current: Arc<ArcSwap<Config>>,
-    pub(super) keys: Keys,
-    pub(super) client: redis::Client,
-    pub(super) conn: ConnectionManager,
-    pub(super) engine: PluginEngine,
-    pub(super) consumer: String,
-    pub(super) metrics: Arc<Metrics>,
-    /// Database pools and mail relays of the queues.
-    pub(super) pools: Arc<crate::plugin::pools::Pools>,
-    /// Whether Redis answers, for logging outages once.
-    pub(super) health: Arc<Health>,
+    /// What every queue is built from, the running configuration in it.
+    pub(super) host: QueueContext,
     pub(super) router: Arc<ArcSwap<Router>>,
-    pub(super) on_missing_group: Arc<ArcSwap<MissingGroup>>,
     /// The plugins in use, by file.
     pub(super) plugins: Plugins,
     pub(super) queues: BTreeMap<String, QueueHandle>,
@@ -49,7 +33,7 @@ pub(super) struct Supervisor {
     pub(super) readers: CancellationToken,
     /// The router's and the queues' reading loops, and maintenance.
     pub(super) loops: TaskTracker,
-    /// The tasks of removed queues, winding down.
+    /// The tasks of removed queues, winding down; dropped once done.
     pub(super) retired: Vec<WorkerTasks>,
 }
 
@@ -64,28 +48,22 @@ pub(super) struct QueueHandle {
 }
 
 impl Supervisor {
-    /// What every runtime of queue `name` is made with.
-    pub(super) fn runtime_parts(&self, name: &str) -> RuntimeParts {
-        RuntimeParts {
-            on_missing_group: self.config.host.on_missing_group,
-            conn: self.conn.clone(),
-            prefix: self.config.host.prefix.clone(),
-            max_publish_bytes: self.config.ingress.max_entry_bytes,
-            metrics: self.metrics.queue(name),
-            pools: self.pools.clone(),
-        }
+    /// The configuration running now.
+    pub(super) fn config(&self) -> Arc<Config> {
+        self.host.settings.load_full()
     }
 
     pub(super) fn start_router(&self) {
+        let h = &self.host;
         let router = IngressRouter {
-            conn: self.conn.clone(),
-            reader: BoundedReader::new(&self.client),
-            keys: self.keys.clone(),
-            consumer: self.consumer.clone(),
+            conn: h.conn.clone(),
+            reader: BoundedReader::new(&h.client),
+            keys: h.keys.clone(),
+            consumer: h.consumer.clone(),
             router: self.router.clone(),
-            metrics: self.metrics.clone(),
-            health: self.health.clone(),
-            on_missing_group: self.on_missing_group.clone(),
+            metrics: h.metrics.clone(),
+            health: h.health.clone(),
+            settings: h.settings.clone(),
             group_reported: false,
         };
         self.loops.spawn(router.run(self.readers.clone()));
@@ -95,14 +73,10 @@ impl Supervisor {
     /// [`crate::stream::retention`]), every `retention.interval`, on a task
     /// of its own.
     pub(super) fn start_maintenance(&self) {
-        let (current, keys, consumer) = (
-            self.current.clone(),
-            self.keys.clone(),
-            self.consumer.clone(),
-        );
-        let (mut conn, health, stop) =
-            (self.conn.clone(), self.health.clone(), self.readers.clone());
-        let metrics = self.metrics.clone();
+        let h = &self.host;
+        let (current, keys, consumer) = (h.settings.clone(), h.keys.clone(), h.consumer.clone());
+        let (mut conn, health, stop) = (h.conn.clone(), h.health.clone(), self.readers.clone());
+        let metrics = h.metrics.clone();
         self.loops.spawn(async move {
             loop {
                 let interval = current.load().retention.interval;
@@ -127,47 +101,25 @@ impl Supervisor {
     }
 
     pub(super) async fn start_queue(&mut self, queue: QueueConfig) -> Result<()> {
-        let mut conn = self.conn.clone();
-        ensure_group(
-            &mut conn,
-            &self.keys.queue_stream(&queue.name),
-            self.keys.group(),
-        )
-        .await?;
+        let h = &self.host;
+        let mut conn = h.conn.clone();
+        ensure_group(&mut conn, &h.keys.queue_stream(&queue.name), h.keys.group()).await?;
         let name = queue.name.clone();
         let plugin = self.plugins[&queue.plugin].clone();
         let slots = Arc::new(Slots::new(queue.concurrency_min as usize));
-        self.metrics
+        h.metrics
             .queue(&name)
             .concurrency
             .store(queue.concurrency_min as u64, Ordering::Relaxed);
-        let runtime = Arc::new(ArcSwap::from_pointee(QueueRuntime::new(
-            queue,
-            plugin,
-            &self.runtime_parts(&name),
-        )));
+        let runtime = Arc::new(ArcSwap::from_pointee(QueueRuntime::build(queue, plugin, h)));
         let stop = self.readers.child_token();
         let tasks = WorkerTasks::default();
-        let worker = QueueWorker::new(QueueParts {
-            runtime: runtime.clone(),
-            slots: slots.clone(),
-            engine: self.engine.clone(),
-            stream: QueueStream::new(
-                self.conn.clone(),
-                &self.keys,
-                &name,
-                &self.consumer,
-                &self.config.ingress.stream,
-            ),
-            reader: BoundedReader::new(&self.client),
-            metrics: self.metrics.queue(&name),
-            health: self.health.clone(),
-        });
+        let worker = QueueWorker::new(&name, runtime.clone(), slots.clone(), h);
         self.loops.spawn(worker.run(stop.clone(), tasks.clone()));
         self.loops.spawn(crate::queue::scale(
             runtime.clone(),
             slots.clone(),
-            self.metrics.queue(&name),
+            h.metrics.queue(&name),
             stop.clone(),
         ));
         self.queues.insert(
@@ -185,7 +137,7 @@ impl Supervisor {
     /// Stops reading, waits for the handlers within the shutdown timeout
     /// (or until `now` fires), lets the last acks go out, and returns.
     pub(super) async fn drain(self, now: &CancellationToken) {
-        let timeout = self.config.host.shutdown_timeout;
+        let timeout = self.config().host.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         self.readers.cancel();
         // Readers finish the read they are in, and the router routes what it

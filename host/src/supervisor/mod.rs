@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::plugin::Compiler;
+use crate::queue::QueueContext;
 use crate::redis::Health;
 use crate::router::Router;
 use crate::shutdown::Shutdown;
@@ -127,26 +128,26 @@ pub async fn run(
 
     let mut host = Supervisor {
         router: Arc::new(ArcSwap::from_pointee(Router::new(&config))),
-        on_missing_group: Arc::new(ArcSwap::from_pointee(config.host.on_missing_group)),
-        current,
-        keys: Keys::new(&config.host.prefix),
-        client,
-        conn,
-        engine,
-        consumer,
-        metrics,
-        pools: Default::default(),
-        health: Arc::new(Health::default()),
+        host: QueueContext {
+            client,
+            conn,
+            keys: Keys::new(&config.host.prefix),
+            consumer,
+            engine,
+            metrics,
+            pools: Default::default(),
+            health: Arc::new(Health::default()),
+            settings: current,
+        },
         plugins,
         queues: BTreeMap::new(),
         readers: CancellationToken::new(),
         loops: TaskTracker::new(),
         retired: Vec::new(),
-        config,
     };
     host.start_router();
     host.start_maintenance();
-    for queue in host.config.queues.clone().into_values() {
+    for queue in config.queues.clone().into_values() {
         host.start_queue(queue).await?;
     }
 
@@ -168,7 +169,7 @@ pub async fn run(
                 // The files of an edit that was refused are watched too: a
                 // plugin it names may be built after it was saved.
                 if let Some(w) = &mut watcher {
-                    let mut files = files_to_watch(&host.config);
+                    let mut files = files_to_watch(&host.config());
                     files.extend(attempted);
                     w.watch(files);
                 }

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use crate::config::{Config, ConfigChanges, PluginRef};
 use crate::metrics::{Metrics, QueueMetrics};
-use crate::queue::{QueueRuntime, RuntimeParts};
+use crate::queue::QueueRuntime;
 use crate::router::Router;
 
 use super::*;
@@ -21,10 +21,11 @@ impl Supervisor {
     pub(super) async fn apply(&mut self, changed: &BTreeSet<PathBuf>) -> BTreeSet<PathBuf> {
         // A changed file the running configuration does not use belongs to
         // an edit that was refused: try that edit again.
-        let retry = changed.iter().any(|p| {
-            !self.plugins.contains_key(&PluginRef::File(p.clone())) && *p != self.config.path
-        });
-        if changed.contains(&self.config.path) || retry {
+        let path = self.config().path.clone();
+        let retry = changed
+            .iter()
+            .any(|p| !self.plugins.contains_key(&PluginRef::File(p.clone())) && *p != path);
+        if changed.contains(&path) || retry {
             // A config reload also picks up every changed plugin file.
             return self.reload_config().await;
         }
@@ -42,8 +43,10 @@ impl Supervisor {
 
     pub(super) async fn reload_plugin(&mut self, source: &PluginRef) {
         let current = self.plugins[source].clone();
-        let limits = load_limits(&self.config);
-        let using: Vec<String> = users(&self.config, source)
+        let config = self.config();
+        let metrics = self.host.metrics.clone();
+        let limits = load_limits(&config);
+        let using: Vec<String> = users(&config, source)
             .iter()
             .map(|q| q.name.clone())
             .collect();
@@ -55,16 +58,17 @@ impl Supervisor {
             tracing::warn!(path = %source, reason = %reason, kept = %current.hash, "Plugin file refused; the running version keeps serving.");
         };
         let plugin = match self
+            .host
             .engine
             .load(source, &limits, Some(&current.digest))
             .await
         {
             Ok(None) => return,
             Ok(Some(plugin)) => plugin,
-            Err(e) => return refuse(&self.metrics, &e),
+            Err(e) => return refuse(&metrics, &e),
         };
-        count_load(&self.metrics, &plugin);
-        for q in users(&self.config, source) {
+        count_load(&metrics, &plugin);
+        for q in users(&config, source) {
             for warning in missing_grants(&plugin, q) {
                 tracing::warn!(path = %source, plugin = %plugin.hash, "queues.toml: {warning}");
             }
@@ -74,31 +78,28 @@ impl Supervisor {
                     source: source.clone(),
                     error: problem,
                 };
-                return refuse(&self.metrics, &refusal);
+                return refuse(&metrics, &refusal);
             }
         }
         let plugin = Arc::new(plugin);
         let mut swapped = Vec::new();
-        let parts = |name: &str| self.runtime_parts(name);
         for (name, q) in &self.queues {
             let rt = q.runtime.load();
             if rt.plugin.source == *source {
-                let queue = (*rt.queue).clone();
-                q.runtime.store(Arc::new(QueueRuntime::new(
-                    queue,
-                    plugin.clone(),
-                    &parts(name),
-                )));
+                q.runtime
+                    .store(Arc::new(rt.with_plugin(plugin.clone(), &self.host)));
                 swapped.push(name.clone());
             }
         }
-        QueueMetrics::add(&self.metrics.reloads.plugin_swaps);
+        QueueMetrics::add(&metrics.reloads.plugin_swaps);
         tracing::info!(path = %source, old = %current.hash, new = %plugin.hash, queues = %swapped.join(","), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin swapped; the next messages run on the new version.");
         self.plugins.insert(source.clone(), plugin);
     }
 
     pub(super) async fn reload_config(&mut self) -> BTreeSet<PathBuf> {
-        let path = self.config.path.clone();
+        let running = self.config();
+        let metrics = self.host.metrics.clone();
+        let path = running.path.clone();
         let refuse = |metrics: &Metrics, count: usize| {
             QueueMetrics::add(&metrics.reloads.config_refused);
             tracing::warn!(path = %path.display(), errors = count, "queues.toml edit refused; the running configuration stays.");
@@ -109,26 +110,26 @@ impl Supervisor {
                 for e in &errors.errors {
                     tracing::warn!(path = %path.display(), "queues.toml error: {e}");
                 }
-                refuse(&self.metrics, errors.errors.len());
+                refuse(&metrics, errors.errors.len());
                 return errors.plugins;
             }
         };
         for w in &new.warnings {
             tracing::warn!(path = %path.display(), "queues.toml: {w}");
         }
-        let changes = ConfigChanges::between(&self.config, &new);
+        let changes = ConfigChanges::between(&running, &new);
         // Every key name and the compiled-code cache are fixed for the life
         // of the process.
-        new.host.prefix = self.config.host.prefix.clone();
-        new.host.cache_dir = self.config.host.cache_dir.clone();
-        new.ingress.stream = self.config.ingress.stream.clone();
-        let plugins = match prepare(&self.engine, &new, &self.plugins, &self.metrics).await {
+        new.host.prefix = running.host.prefix.clone();
+        new.host.cache_dir = running.host.cache_dir.clone();
+        new.ingress.stream = running.ingress.stream.clone();
+        let plugins = match prepare(&self.host.engine, &new, &self.plugins, &metrics).await {
             Ok(p) => p,
             Err(refusals) => {
                 for r in &refusals.0 {
                     tracing::warn!(path = %path.display(), "queues.toml error: {r}");
                 }
-                refuse(&self.metrics, refusals.0.len());
+                refuse(&metrics, refusals.0.len());
                 return files_to_watch(&new);
             }
         };
@@ -143,19 +144,17 @@ impl Supervisor {
             .cloned()
             .collect();
         self.plugins = plugins;
-        self.config.host.on_missing_group = new.host.on_missing_group;
+        // The host-wide settings apply from now on: the runtimes below are
+        // built under them.
+        self.host.settings.store(Arc::new(new.clone()));
         for queue in new.queues.values() {
             let plugin = self.plugins[&queue.plugin].clone();
             match self.queues.get(&queue.name) {
                 Some(handle) => {
-                    handle.runtime.store(Arc::new(QueueRuntime::new(
+                    handle.runtime.store(Arc::new(QueueRuntime::build(
                         queue.clone(),
                         plugin,
-                        &RuntimeParts {
-                            on_missing_group: new.host.on_missing_group,
-                            max_publish_bytes: new.ingress.max_entry_bytes,
-                            ..self.runtime_parts(&queue.name)
-                        },
+                        &self.host,
                     )));
                     // A fixed size is taken as it is; a scaled queue keeps
                     // its size within the new bounds.
@@ -164,7 +163,7 @@ impl Supervisor {
                         .size()
                         .clamp(queue.concurrency_min as usize, queue.concurrency as usize);
                     handle.slots.resize(size);
-                    self.metrics
+                    metrics
                         .queue(&queue.name)
                         .concurrency
                         .store(size as u64, Ordering::Relaxed);
@@ -179,8 +178,8 @@ impl Supervisor {
             }
         }
         self.router.store(Arc::new(Router::new(&new)));
-        self.on_missing_group
-            .store(Arc::new(new.host.on_missing_group));
+        // The tasks of queues removed earlier that are done are let go.
+        self.retired.retain(|t| !t.is_done());
         for name in removed {
             if let Some(handle) = self.queues.remove(&name) {
                 handle.stop.cancel();
@@ -192,9 +191,7 @@ impl Supervisor {
                 tracing::info!(queue = %name, "Queue removed: it stops reading; messages in flight finish; messages never read stay in its stream.");
             }
         }
-        self.current.store(Arc::new(new.clone()));
-        self.config = new;
-        QueueMetrics::add(&self.metrics.reloads.config_applied);
+        QueueMetrics::add(&metrics.reloads.config_applied);
         for change in &changes.applied {
             tracing::info!(path = %path.display(), "queues.toml: applied {change}");
         }

@@ -112,12 +112,9 @@ fn check_name(what: &str, name: &str, max: usize) -> Result<(), KvError> {
 }
 
 impl KeyValueStore {
-    pub fn new(conn: ConnectionManager, prefix: &str, queue: &str, grant: KeyValueGrant) -> Self {
-        KeyValueStore {
-            conn,
-            base: format!("{prefix}:kv:{{{queue}}}:"),
-            grant,
-        }
+    /// A store whose keys start with `base` (see `Keys::keyvalue`).
+    pub fn new(conn: ConnectionManager, base: String, grant: KeyValueGrant) -> Self {
+        KeyValueStore { conn, base, grant }
     }
 
     /// Opens a bucket: any name within bounds (the queue's buckets are its
