@@ -22,6 +22,7 @@ use crate::redis::bounded::BoundedReader;
 use crate::redis::read::{Bounds, ReadEntry};
 use crate::redis::{Backoff, Health, RedisFailure, StreamResult};
 use crate::stream::queue::QueueStream;
+use crate::stream::reclaim::ReclaimSchedule;
 
 /// The tasks of one queue's workers besides its reading loop.
 #[derive(Debug, Clone, Default)]
@@ -162,8 +163,7 @@ impl QueueWorker {
             self.shared.metrics.clone(),
             self.acks,
         ));
-        let mut next_claim = tokio::time::Instant::now();
-        let mut cursor = "0-0".to_string();
+        let mut reclaim = ReclaimSchedule::new(tokio::time::Instant::now());
         let mut backoff = Backoff::default();
         loop {
             let first = tokio::select! {
@@ -181,17 +181,16 @@ impl QueueWorker {
             let queue = self.shared.runtime.load().queue.clone();
             // Abandoned messages and due retries are looked for this often;
             // new messages are waited for in between.
-            let claim_interval = (queue.visibility_timeout / 4)
-                .clamp(Duration::from_millis(50), Duration::from_millis(500));
+            let interval = ReclaimSchedule::queue_interval(queue.visibility_timeout);
             let batch = async {
                 let now = tokio::time::Instant::now();
-                if now >= next_claim {
+                if reclaim.is_due(now) {
                     let claimed = self
                         .shared
                         .stream
                         .claim_idle(
                             queue.visibility_timeout,
-                            &cursor,
+                            reclaim.cursor(),
                             permits.len(),
                             queue.max_entry_bytes,
                         )
@@ -202,12 +201,7 @@ impl QueueWorker {
                     if !claimed.deleted.is_empty() {
                         self.shared.stream.forget(&claimed.deleted).await?;
                     }
-                    // The pending list is scanned a stretch at a time; a
-                    // stretch with nothing due waits for the next round.
-                    if claimed.cursor == "0-0" || claimed.entries.is_empty() {
-                        next_claim = now + claim_interval;
-                    }
-                    cursor = claimed.cursor;
+                    reclaim.looked(now, claimed.cursor, claimed.entries.len(), interval);
                     if !claimed.entries.is_empty() {
                         self.shared
                             .metrics
@@ -216,9 +210,7 @@ impl QueueWorker {
                         return StreamResult::Ok(claimed.entries);
                     }
                 }
-                let block = next_claim
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(10));
+                let block = reclaim.read_wait(now, Duration::from_millis(10), interval);
                 self.reader
                     .read_new(
                         &self.shared.stream.stream,

@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
+use super::reclaim::ReclaimSchedule;
 use super::{Keys, dead_fields, now_rfc3339};
 use crate::config::{Config, MissingGroup};
 use crate::failpoint;
@@ -63,30 +64,30 @@ impl IngressRouter {
     /// Routes until `cancel` fires. A batch that was read is always finished
     /// before the loop stops.
     pub async fn run(mut self, cancel: CancellationToken) {
-        let mut claim_cursor = "0-0".to_string();
-        let mut next_claim = tokio::time::Instant::now();
+        let mut reclaim = ReclaimSchedule::new(tokio::time::Instant::now());
         let mut backoff = Backoff::default();
         while !cancel.is_cancelled() {
             let step = async {
                 let router = self.router.load_full();
                 let now = tokio::time::Instant::now();
                 let mut entries = Vec::new();
-                if now >= next_claim {
+                // Entries a stopped router left are looked for a quarter of
+                // the visibility timeout apart.
+                let interval = router.ingress.visibility_timeout / 4;
+                if reclaim.is_due(now) {
                     let claimed = read::claim(
                         &mut self.conn,
                         &router.ingress.stream,
                         self.keys.group(),
                         &self.consumer,
                         router.ingress.visibility_timeout,
-                        &claim_cursor,
+                        reclaim.cursor(),
                         router.ingress.batch,
                         bounds(&router),
                     )
                     .await?;
-                    if claimed.cursor == "0-0" {
-                        next_claim = now + router.ingress.visibility_timeout / 4;
-                    }
-                    claim_cursor = claimed.cursor;
+                    let found = claimed.entries.len();
+                    reclaim.looked(now, claimed.cursor, found, interval);
                     if !claimed.entries.is_empty() {
                         tracing::warn!(stream = %router.ingress.stream, count = claimed.entries.len(), "Took over ingress entries a stopped router left unrouted.");
                         self.metrics
@@ -104,7 +105,7 @@ impl IngressRouter {
                             self.keys.group(),
                             &self.consumer,
                             router.ingress.batch,
-                            BLOCK,
+                            reclaim.read_wait(now, Duration::from_millis(10), BLOCK),
                             bounds(&router),
                         )
                         .await?;

@@ -20,6 +20,7 @@
 pub mod dead;
 pub mod ingress;
 pub mod queue;
+pub mod reclaim;
 pub mod retention;
 
 pub use crate::redis::reply::{Entry, parse_entries, parse_read};
