@@ -31,7 +31,9 @@ pub mod failpoint;
 pub mod files;
 pub mod queue;
 
+pub mod events;
 pub mod grants;
+pub mod kinds;
 pub mod message;
 pub mod metrics;
 pub mod migrate;

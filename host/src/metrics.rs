@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::kinds::{Capability, FailureKind};
 use crate::reason::DeadClass;
 
 /// Counters of one queue.
@@ -22,6 +23,8 @@ pub struct QueueMetrics {
     pub rejected: AtomicU64,
     /// Messages moved to the dead-letter stream, for any reason.
     pub dead_lettered: AtomicU64,
+    /// The same by class (the index of [`DeadClass::ALL`]).
+    pub dead_lettered_by: [AtomicU64; DeadClass::ALL.len()],
     /// Messages taken over from a consumer that went quiet.
     pub reclaimed: AtomicU64,
     /// Handler calls running now.
@@ -43,19 +46,22 @@ pub struct QueueMetrics {
     pub mails_sent: AtomicU64,
     /// Mails refused, invalid, or not sent (relay unreachable).
     pub mails_failed: AtomicU64,
-    /// Failed attempts by kind: trap, timeout, memory cap, instantiation
-    /// (the order of [`FAILURE_KINDS`]).
-    pub failed_by_kind: [AtomicU64; 4],
+    /// Failed attempts by kind (the index of [`FailureKind::ALL`]).
+    pub failed_by_kind: [AtomicU64; FailureKind::ALL.len()],
     /// How long handler calls took.
     pub duration: Histogram,
-    /// How long its plugin's capability calls took, by [`CAPABILITIES`].
-    pub capability_duration: [Histogram; 4],
+    /// How long its plugin's capability calls took (the index of
+    /// [`Capability::ALL`]; publishing is not timed: it goes out with the
+    /// ack).
+    pub capability_duration: [Histogram; Capability::ALL.len()],
     /// Key-value calls, and those refused (no grant).
     pub kv_calls: AtomicU64,
     pub kv_denied: AtomicU64,
-    /// SQL and mail calls refused (no grant).
+    /// SQL, mail and publish calls refused (no grant, or for publish a
+    /// message type not granted or too many).
     pub sql_denied: AtomicU64,
     pub mail_denied: AtomicU64,
+    pub publish_denied: AtomicU64,
     /// Handler slots now.
     pub concurrency: AtomicU64,
     /// Reads that returned as many messages as there were free slots: more
@@ -73,13 +79,6 @@ pub struct QueueMetrics {
     /// content hash of the plugin version that made the attempt.
     by_plugin: std::sync::Mutex<BTreeMap<String, u64>>,
 }
-
-/// The capabilities whose calls are timed, as metric labels, in the order
-/// of [`QueueMetrics::capability_duration`].
-pub const CAPABILITIES: [&str; 4] = ["http", "keyvalue", "sql", "mail"];
-
-/// The kinds of failed attempts, as metric labels.
-pub const FAILURE_KINDS: [&str; 4] = ["trap", "timeout", "memory", "instantiate"];
 
 /// Upper bounds of the handler duration histogram's buckets, in seconds.
 pub const DURATION_BUCKETS: [f64; 14] = [
@@ -148,9 +147,9 @@ impl QueueMetrics {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Times one call of capability `index` (into [`CAPABILITIES`]).
-    pub fn timed(&self, index: usize, started: std::time::Instant) {
-        self.capability_duration[index].observe(started.elapsed());
+    /// Times one call of `capability`.
+    pub fn timed(&self, capability: Capability, started: std::time::Instant) {
+        self.capability_duration[capability.index()].observe(started.elapsed());
     }
 
     /// Counts a message settled by plugin version `hash`.

@@ -202,7 +202,7 @@ in_host = { env = "SWITCHYARD_TEST_IN_HOST" }
     assert_eq!(report[1]["error"], "denied", "{report:?}");
     wait_for(LIMIT, "the denial logged", || {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        async move { text.contains("Outbound HTTP request denied.") }
+        async move { text.contains("event=denied") }
     })
     .await;
     let text = std::fs::read_to_string(&log).unwrap();
@@ -210,7 +210,7 @@ in_host = { env = "SWITCHYARD_TEST_IN_HOST" }
         assert!(!text.contains(form), "the log holds {form}:\n{text}");
     }
     assert!(
-        text.contains("destination=http://[secret].evil.example"),
+        text.contains("capability=http detail=\"http://[secret].evil.example"),
         "{text}"
     );
     let dead = dead_letters(&mut conn, &cfg).await;

@@ -16,7 +16,9 @@ use axum::response::IntoResponse;
 
 use super::state::{AdminState, Stats};
 use crate::config::Config;
-use crate::metrics::{DURATION_BUCKETS, FAILURE_KINDS, Metrics, QueueMetrics, ReloadMetrics};
+use crate::kinds::{Capability, FailureKind};
+use crate::metrics::{DURATION_BUCKETS, Metrics, QueueMetrics, ReloadMetrics};
+use crate::reason::DeadClass;
 
 pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
     let config = state.config.load_full();
@@ -193,26 +195,20 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
     // Every capability of contract 0.2.0: calls, refusals for want of a
     // grant (or, for HTTP, any refusal by the host), and how long calls
     // took.
-    type Pair = fn(&QueueMetrics) -> (f64, Option<f64>);
-    let capabilities: [(&str, Pair); 5] = [
-        ("http", |m| {
-            (
-                get(&m.http_requests) + get(&m.http_denied),
-                Some(get(&m.http_denied)),
-            )
-        }),
-        ("keyvalue", |m| (get(&m.kv_calls), Some(get(&m.kv_denied)))),
-        ("sql", |m| {
-            (get(&m.sql_statements), Some(get(&m.sql_denied)))
-        }),
-        ("mail", |m| {
-            (
-                get(&m.mails_sent) + get(&m.mails_failed),
-                Some(get(&m.mail_denied)),
-            )
-        }),
-        ("publish", |m| (get(&m.published), None)),
-    ];
+    let calls = |c: Capability, m: &QueueMetrics| match c {
+        Capability::Http => get(&m.http_requests) + get(&m.http_denied),
+        Capability::KeyValue => get(&m.kv_calls),
+        Capability::Sql => get(&m.sql_statements),
+        Capability::Mail => get(&m.mails_sent) + get(&m.mails_failed),
+        Capability::Publish => get(&m.published),
+    };
+    let denied = |c: Capability, m: &QueueMetrics| match c {
+        Capability::Http => get(&m.http_denied),
+        Capability::KeyValue => get(&m.kv_denied),
+        Capability::Sql => get(&m.sql_denied),
+        Capability::Mail => get(&m.mail_denied),
+        Capability::Publish => get(&m.publish_denied),
+    };
     let name = "switchyard_capability_calls_total";
     f.head(
         name,
@@ -220,25 +216,23 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         "Capability calls plugins made (publish: messages published with their ack).",
     );
     for (queue, m) in &queues {
-        for (capability, pair) in &capabilities {
+        for c in Capability::ALL {
             f.sample(
                 name,
-                &[("queue", queue), ("capability", capability)],
-                pair(m).0,
+                &[("queue", queue), ("capability", c.label())],
+                calls(c, m),
             );
         }
     }
     let name = "switchyard_capability_denied_total";
     f.head(name, "counter", "Capability calls the host refused: no grant, or for HTTP a destination or limit not granted.");
     for (queue, m) in &queues {
-        for (capability, pair) in &capabilities {
-            if let Some(denied) = pair(m).1 {
-                f.sample(
-                    name,
-                    &[("queue", queue), ("capability", capability)],
-                    denied,
-                );
-            }
+        for c in Capability::ALL {
+            f.sample(
+                name,
+                &[("queue", queue), ("capability", c.label())],
+                denied(c, m),
+            );
         }
     }
     let name = "switchyard_capability_duration_seconds";
@@ -248,12 +242,16 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         "How long capability calls took (HTTP: until the answer's head).",
     );
     for (queue, m) in &queues {
-        for (i, capability) in crate::metrics::CAPABILITIES.iter().enumerate() {
+        // Publishing is not a call that waits: it goes out with the ack.
+        for c in Capability::ALL
+            .into_iter()
+            .filter(|c| *c != Capability::Publish)
+        {
             histogram(
                 &mut f,
                 name,
-                &[("queue", queue), ("capability", capability)],
-                &m.capability_duration[i],
+                &[("queue", queue), ("capability", c.label())],
+                &m.capability_duration[c.index()],
             );
         }
     }
@@ -264,11 +262,26 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         "Attempts that failed in the host: trap, timeout, memory cap, instantiation.",
     );
     for (queue, m) in &queues {
-        for (i, kind) in FAILURE_KINDS.iter().enumerate() {
+        for kind in FailureKind::ALL {
             f.sample(
                 name,
-                &[("queue", queue), ("kind", kind)],
-                get(&m.failed_by_kind[i]),
+                &[("queue", queue), ("kind", kind.label())],
+                get(&m.failed_by_kind[kind.index()]),
+            );
+        }
+    }
+    let name = "switchyard_queue_dead_letter_reasons_total";
+    f.head(
+        name,
+        "counter",
+        "Messages a queue moved to the dead-letter stream, by the class of the reason.",
+    );
+    for (queue, m) in &queues {
+        for class in DeadClass::ALL {
+            f.sample(
+                name,
+                &[("queue", queue), ("class", class.label())],
+                get(&m.dead_lettered_by[class.index()]),
             );
         }
     }
@@ -391,7 +404,7 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
     f.sample(name, &[], get(&r.routed));
     let name = "switchyard_router_dead_lettered_total";
     f.head(name, "counter", "Dead letters the router wrote, by class.");
-    for class in crate::reason::DeadClass::ROUTER {
+    for class in DeadClass::ROUTER {
         f.sample(
             name,
             &[("class", class.label())],

@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{v0_1, v0_2};
 use super::*;
+pub use crate::kinds::FailureKind;
 use crate::message::{HOPS_HEADER, Published};
 
 /// One message as a handler receives it, whatever its contract version.
@@ -95,27 +96,7 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::Retry { .. } => "retry",
             Outcome::Reject { .. } => "reject",
-            Outcome::Failed { kind, .. } => kind.as_str(),
-        }
-    }
-}
-
-/// Why a call did not complete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    Trap,
-    Timeout,
-    MemoryCap,
-    Instantiate,
-}
-
-impl FailureKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Trap => "trap",
-            FailureKind::Timeout => "timeout",
-            FailureKind::MemoryCap => "memory_cap",
-            FailureKind::Instantiate => "instantiate",
+            Outcome::Failed { kind, .. } => kind.label(),
         }
     }
 }

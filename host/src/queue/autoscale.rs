@@ -128,13 +128,18 @@ async fn scale_within(
         let size = seen.size;
         if new != size {
             slots.resize(new);
-            let (direction, counter) = if new > size {
-                ("up", &metrics.scaled_up)
-            } else {
-                ("down", &metrics.scaled_down)
-            };
-            QueueMetrics::add(counter);
-            tracing::info!(queue = %name, from = size, to = new, min, max, busy = seen.busy, backlog = seen.backlog, direction, "Concurrency changed.");
+            crate::events::scaled(
+                &metrics,
+                &crate::events::Scaling {
+                    queue: &name,
+                    from: size,
+                    to: new,
+                    min,
+                    max,
+                    busy: seen.busy,
+                    backlog: seen.backlog,
+                },
+            );
         }
         metrics.concurrency.store(new as u64, Ordering::Relaxed);
     }

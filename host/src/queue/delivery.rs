@@ -9,6 +9,7 @@ use tracing::Instrument;
 use super::*;
 
 use crate::config::QueueConfig;
+use crate::events;
 use crate::message::{Message, entry_bytes};
 use crate::metrics::QueueMetrics;
 use crate::plugin::{Delivery, Outcome};
@@ -170,7 +171,8 @@ impl Shared {
         result
     }
 
-    /// Logs a decided delivery and counts it.
+    /// Reports a decided delivery: how its attempt ended, and how it
+    /// settles.
     fn record(
         &self,
         rt: &QueueRuntime,
@@ -180,49 +182,45 @@ impl Shared {
         delivered: &Delivered,
         settlement: &Settlement,
     ) {
-        let q = &rt.queue.name;
-        let plugin = rt.plugin.hash.as_str();
         let (msg_id, msg_type) = message.map_or((entry_id, ""), |m| (&m.id, &m.message_type));
-        let m = &self.metrics;
-        match delivered {
-            Delivered::Ran(Outcome::Success, _) => QueueMetrics::add(&m.succeeded),
-            Delivered::Ran(Outcome::Reject { .. }, _) => QueueMetrics::add(&m.rejected),
-            Delivered::Ran(Outcome::Retry { .. }, _) => QueueMetrics::add(&m.retried),
-            Delivered::Ran(Outcome::Failed { kind, .. }, _) => {
-                QueueMetrics::add(&m.failed);
-                QueueMetrics::add(&m.failed_by_kind[*kind as usize]);
-            }
-            Delivered::Unusable { .. } | Delivered::Exhausted => {}
-        }
-        let outcome = match delivered {
-            Delivered::Ran(o, _) => o.kind(),
-            Delivered::Unusable { .. } => "unusable",
-            Delivered::Exhausted => "exhausted",
+        let h = events::Handling {
+            queue: &rt.queue.name,
+            msg_id,
+            msg_type,
+            attempt,
+            plugin: &rt.plugin.hash,
         };
+        let m = &self.metrics;
+        let ended = match delivered {
+            Delivered::Ran(outcome, _) => Some(ended(outcome)),
+            Delivered::Unusable { .. } | Delivered::Exhausted => None,
+        };
+        if let Some(ended) = ended {
+            events::attempt_ended(m, ended);
+        }
         match settlement {
-            Settlement::Ack { .. } => {
-                m.settled_by(plugin);
-                tracing::info!(queue = %q, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, "Message handled.");
-            }
-            Settlement::DeadLetter { reason, .. } => {
-                QueueMetrics::add(&m.dead_lettered);
-                if !matches!(delivered, Delivered::Unusable { .. }) {
-                    m.settled_by(plugin);
-                }
-                tracing::warn!(queue = %q, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, "Message dead-lettered.");
-            }
+            Settlement::Ack { .. } => events::handled(m, &h),
+            Settlement::DeadLetter { reason, .. } => events::dead_lettered(m, &h, ended, reason),
             Settlement::RetryLater {
                 delay,
                 cut_from,
                 history,
             } => {
                 let reason = history.errors.last().map_or("", String::as_str);
-                tracing::warn!(queue = %q, msg_id = %msg_id, msg_type = %msg_type, attempt, plugin = %plugin, outcome, reason = %reason, retry_in_ms = delay.as_millis() as u64, "Attempt failed; will retry.");
-                if let Some(wanted) = cut_from {
-                    tracing::warn!(queue = %q, msg_id = %msg_id, wanted_ms = wanted.as_millis() as u64, "A retry delay longer than the queue's visibility_timeout was cut to it.");
-                }
+                let ended = ended.unwrap_or(events::Ended::Retry);
+                events::retry_scheduled(&h, ended, reason, *delay, *cut_from);
             }
         }
+    }
+}
+
+/// How an outcome is counted.
+fn ended(outcome: &Outcome) -> events::Ended {
+    match outcome {
+        Outcome::Success => events::Ended::Success,
+        Outcome::Retry { .. } => events::Ended::Retry,
+        Outcome::Reject { .. } => events::Ended::Reject,
+        Outcome::Failed { kind, .. } => events::Ended::Failed(*kind),
     }
 }
 

@@ -101,7 +101,7 @@ pub fn settlement(
             };
         }
         Delivered::Ran(Outcome::Retry { reason, delay }, _) => ("retry", reason, *delay),
-        Delivered::Ran(Outcome::Failed { kind, reason }, _) => (kind.as_str(), reason, None),
+        Delivered::Ran(Outcome::Failed { kind, reason }, _) => (kind.label(), reason, None),
     };
     let mut history = history.cloned().unwrap_or_default();
     history.record(attempt, kind, reason, now);

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::*;
 
 use crate::config::{Config, MissingGroup};
+use crate::events;
 use crate::message::MAX_FIELDS;
 use crate::metrics::QueueMetrics;
 use crate::plugin::PluginEngine;
@@ -203,10 +204,7 @@ impl QueueWorker {
                     }
                     reclaim.looked(now, claimed.cursor, claimed.entries.len(), interval);
                     if !claimed.entries.is_empty() {
-                        self.shared
-                            .metrics
-                            .reclaimed
-                            .fetch_add(claimed.entries.len() as u64, Ordering::Relaxed);
+                        events::reclaimed(&self.shared.metrics, &name, claimed.entries.len());
                         return StreamResult::Ok(claimed.entries);
                     }
                 }
@@ -281,22 +279,16 @@ impl Shared {
     /// deleted it). Said loudly; recreated at the start of the stream, never
     /// at its end, only if the operator chose so.
     pub(super) async fn group_missing(&self) {
-        QueueMetrics::add(&self.metrics.group_missing);
         let policy = self.settings.load().host.on_missing_group;
         if policy == MissingGroup::Stop && self.group_reported.swap(true, Ordering::Relaxed) {
+            QueueMetrics::add(&self.metrics.group_missing);
             tracing::debug!(queue = %self.name, "The queue's consumer group is still missing.");
             return;
         }
-        match policy {
-            MissingGroup::Recreate => {
-                tracing::error!(queue = %self.name, stream = %self.stream.stream, "The queue's consumer group is gone (did Redis lose its data?); recreating it at the start of the stream (host.on_missing_group = \"recreate\").");
-                if let Err(e) = self.stream.recreate_group().await {
-                    tracing::error!(queue = %self.name, error = %e, "Recreating the consumer group failed.");
-                }
-            }
-            MissingGroup::Stop => {
-                tracing::error!(queue = %self.name, stream = %self.stream.stream, "The queue's consumer group is gone (did Redis lose its data?); not reading until an operator recreates it (host.on_missing_group = \"stop\").");
-            }
+        let recreate = policy == MissingGroup::Recreate;
+        events::queue_group_missing(&self.metrics, &self.name, &self.stream.stream, recreate);
+        if recreate && let Err(e) = self.stream.recreate_group().await {
+            tracing::error!(queue = %self.name, error = %e, "Recreating the consumer group failed.");
         }
     }
 }

@@ -6,7 +6,6 @@
 //! dead-lettered by the route script, copied inside Redis.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -16,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use super::reclaim::ReclaimSchedule;
 use super::{Keys, dead_fields, now_rfc3339};
 use crate::config::{Config, MissingGroup};
+use crate::events;
 use crate::failpoint;
 use crate::message::MAX_FIELDS;
 use crate::metrics::Metrics;
+use crate::reason::DeadReason;
 use crate::redis::bounded::BoundedReader;
 use crate::redis::read::{self, Bounds, ReadEntry, SCRIPT_BUDGET};
 use crate::redis::scripts::ROUTE;
@@ -88,12 +89,8 @@ impl IngressRouter {
                     .await?;
                     let found = claimed.entries.len();
                     reclaim.looked(now, claimed.cursor, found, interval);
-                    if !claimed.entries.is_empty() {
-                        tracing::warn!(stream = %router.ingress.stream, count = claimed.entries.len(), "Took over ingress entries a stopped router left unrouted.");
-                        self.metrics
-                            .router
-                            .reclaimed
-                            .fetch_add(claimed.entries.len() as u64, Ordering::Relaxed);
+                    if found > 0 {
+                        events::ingress_reclaimed(&self.metrics, &router.ingress.stream, found);
                     }
                     entries = claimed.entries;
                 }
@@ -201,7 +198,9 @@ impl IngressRouter {
         };
         let mut inv = ROUTE.prepare_invoke();
         inv.arg(self.keys.group()).arg(entries.len());
-        let (mut routed, mut dead) = (0u64, 0u64);
+        let mut routed = 0u64;
+        // Reported once they are written: (entry id, queue, reason).
+        let mut dead: Vec<(&str, Option<&str>, &DeadReason)> = Vec::new();
         let at = now_rfc3339();
         // One span per routed message, in its producer's trace, ended once
         // its copies are committed.
@@ -243,21 +242,15 @@ impl IngressRouter {
                     }
                     inv.arg(refused.len());
                     for r in refused {
-                        tracing::warn!(queue = %r.queue, msg_id = %message_id, msg_type = %message_type, reason = %r.reason, "Message dead-lettered for a queue.");
-                        self.metrics.router.dead_lettered_by[r.reason.class().index()]
-                            .fetch_add(1, Ordering::Relaxed);
                         push_dead(&mut inv, &r.reason.to_string(), &r.queue, stream, id, &at);
-                        dead += 1;
+                        dead.push((id, Some(&r.queue), &r.reason));
                     }
                     routed += 1;
                 }
                 Decision::DeadLetter { reason } => {
-                    tracing::warn!(entry_id = %id, stream = %stream, reason = %reason, "Ingress entry dead-lettered.");
-                    self.metrics.router.dead_lettered_by[reason.class().index()]
-                        .fetch_add(1, Ordering::Relaxed);
                     inv.arg(0).arg(0).arg(1);
                     push_dead(&mut inv, &reason.to_string(), "", stream, id, &at);
-                    dead += 1;
+                    dead.push((id, None, reason));
                 }
             }
         }
@@ -277,14 +270,10 @@ impl IngressRouter {
                 "Entries already routed by another router were skipped."
             );
         }
-        self.metrics
-            .router
-            .routed
-            .fetch_add(routed, Ordering::Relaxed);
-        self.metrics
-            .router
-            .dead_lettered
-            .fetch_add(dead, Ordering::Relaxed);
+        events::routed(&self.metrics, routed);
+        for (entry_id, queue, reason) in dead {
+            events::ingress_dead_lettered(&self.metrics, stream, entry_id, queue, reason);
+        }
         Ok(())
     }
 }

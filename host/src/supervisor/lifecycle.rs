@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, QueueConfig};
-use crate::metrics::QueueMetrics;
 use crate::queue::{QueueContext, QueueRuntime, QueueWorker, Slots, WorkerTasks};
 use crate::redis::bounded::BoundedReader;
 use crate::router::Router;
@@ -92,7 +91,7 @@ impl Supervisor {
                 match trimmed {
                     Ok(()) => {
                         health.ok();
-                        QueueMetrics::add(&metrics.retention_rounds);
+                        crate::events::retention_round(&metrics);
                     }
                     Err(e) => health.failed(&e),
                 }

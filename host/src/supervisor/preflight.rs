@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::Result;
 
 use crate::config::{Config, ConfigError, PluginRef, QueueConfig};
-use crate::metrics::{Metrics, QueueMetrics};
+use crate::metrics::Metrics;
 use crate::plugin::{
     CompileLimits, Compiler, LoadError, LoadLimits, LoadedPlugin, POOL_INSTANCES, PluginEngine,
 };
@@ -321,10 +321,5 @@ fn tls_refusals(config: &Config) -> Option<ConfigRefusal> {
 }
 
 pub(super) fn count_load(metrics: &Metrics, plugin: &LoadedPlugin) {
-    let counter = if plugin.from_cache {
-        &metrics.reloads.cache_hits
-    } else {
-        &metrics.reloads.compiles
-    };
-    QueueMetrics::add(counter);
+    crate::events::plugin_loaded(metrics, plugin.from_cache);
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use crate::config::{Config, ConfigChanges, PluginRef};
-use crate::metrics::{Metrics, QueueMetrics};
+use crate::events;
+use crate::metrics::Metrics;
 use crate::queue::QueueRuntime;
 use crate::router::Router;
 
@@ -51,11 +52,8 @@ impl Supervisor {
             .map(|q| q.name.clone())
             .collect();
         let refuse = |metrics: &Metrics, reason: &dyn fmt::Display| {
-            QueueMetrics::add(&metrics.reloads.plugin_refused);
-            for q in &using {
-                metrics.queue(q).refused(&reason.to_string());
-            }
-            tracing::warn!(path = %source, reason = %reason, kept = %current.hash, "Plugin file refused; the running version keeps serving.");
+            let path = source.to_string();
+            events::plugin_refused(metrics, &path, &current.hash, &using, &reason.to_string());
         };
         let plugin = match self
             .host
@@ -91,8 +89,15 @@ impl Supervisor {
                 swapped.push(name.clone());
             }
         }
-        QueueMetrics::add(&metrics.reloads.plugin_swaps);
-        tracing::info!(path = %source, old = %current.hash, new = %plugin.hash, queues = %swapped.join(","), compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin swapped; the next messages run on the new version.");
+        events::plugin_swapped(
+            &metrics,
+            &source.to_string(),
+            &current.hash,
+            &plugin.hash,
+            &swapped.join(","),
+            plugin.compile_time,
+            plugin.from_cache,
+        );
         self.plugins.insert(source.clone(), plugin);
     }
 
@@ -100,10 +105,9 @@ impl Supervisor {
         let running = self.config();
         let metrics = self.host.metrics.clone();
         let path = running.path.clone();
-        let refuse = |metrics: &Metrics, count: usize| {
-            QueueMetrics::add(&metrics.reloads.config_refused);
-            tracing::warn!(path = %path.display(), errors = count, "queues.toml edit refused; the running configuration stays.");
-        };
+        let shown = path.display().to_string();
+        let refuse =
+            |metrics: &Metrics, count: usize| events::config_refused(metrics, &shown, count);
         let mut new = match Config::load(&path) {
             Ok(c) => c,
             Err(errors) => {
@@ -191,15 +195,21 @@ impl Supervisor {
                 tracing::info!(queue = %name, "Queue removed: it stops reading; messages in flight finish; messages never read stay in its stream.");
             }
         }
-        QueueMetrics::add(&metrics.reloads.config_applied);
         for change in &changes.applied {
-            tracing::info!(path = %path.display(), "queues.toml: applied {change}");
+            tracing::info!(path = %shown, "queues.toml: applied {change}");
         }
         for change in &changes.at_restart {
-            tracing::warn!(path = %path.display(), "queues.toml: {change} takes effect at the next restart");
+            tracing::warn!(path = %shown, "queues.toml: {change} takes effect at the next restart");
         }
         let keys: Vec<&str> = changes.all().map(|c| c.key.as_str()).collect();
-        tracing::info!(path = %path.display(), queues = self.queues.len(), applied = changes.applied.len(), at_restart = changes.at_restart.len(), changed = %keys.join(","), "queues.toml applied.");
+        events::config_applied(
+            &metrics,
+            &shown,
+            self.queues.len(),
+            changes.applied.len(),
+            changes.at_restart.len(),
+            &keys.join(","),
+        );
         BTreeSet::new()
     }
 }

@@ -20,6 +20,31 @@ pub struct Outbox {
     pub messages: Vec<Published>,
 }
 
+/// Why a message cannot be published; its text is what the plugin gets.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishRefusal {
+    /// The queue's grant does not name the message type.
+    #[error("the queue may not publish {message_type:?} (queues.{queue}.publish)")]
+    NotGranted { queue: String, message_type: String },
+    /// The call published as many as its grant allows.
+    #[error("a call may publish at most {max} messages (queues.{queue}.max_publish_per_call)")]
+    TooMany { queue: String, max: u32 },
+    /// The message itself is wrong.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl PublishRefusal {
+    /// Whether the queue's grant refused it (rather than the message being
+    /// wrong).
+    pub fn is_denial(&self) -> bool {
+        matches!(
+            self,
+            PublishRefusal::NotGranted { .. } | PublishRefusal::TooMany { .. }
+        )
+    }
+}
+
 impl Outbox {
     /// Holds a message for publication, or says why it cannot be.
     fn publish(
@@ -28,24 +53,26 @@ impl Outbox {
         message_type: String,
         body: String,
         headers: Vec<(String, String)>,
-    ) -> Result<String, String> {
+    ) -> Result<String, PublishRefusal> {
+        let invalid = |why: String| Err(PublishRefusal::Invalid(why));
         let message_type = message_type.trim().to_owned();
         if message_type.is_empty() || message_type.len() > MAX_NAME {
-            return Err(format!("a message type is 1 to {MAX_NAME} bytes"));
+            return invalid(format!("a message type is 1 to {MAX_NAME} bytes"));
         }
         if !self.grant.allows(&message_type) {
-            return Err(format!(
-                "the queue may not publish {message_type:?} (queues.{queue}.publish)"
-            ));
+            return Err(PublishRefusal::NotGranted {
+                queue: queue.to_owned(),
+                message_type,
+            });
         }
         if self.messages.len() as u32 >= self.grant.max_per_call {
-            return Err(format!(
-                "a call may publish at most {} messages (queues.{queue}.max_publish_per_call)",
-                self.grant.max_per_call
-            ));
+            return Err(PublishRefusal::TooMany {
+                queue: queue.to_owned(),
+                max: self.grant.max_per_call,
+            });
         }
         if serde_json::from_str::<serde::de::IgnoredAny>(&body).is_err() {
-            return Err("the body is not valid JSON".into());
+            return invalid("the body is not valid JSON".into());
         }
         let reserved = [
             TYPE_FIELD,
@@ -59,7 +86,7 @@ impl Outbox {
             .iter()
             .find(|(n, _)| reserved.contains(&n.as_str()) || n.starts_with("dead-"))
         {
-            return Err(format!("the header {name:?} is the host's to set"));
+            return invalid(format!("the header {name:?} is the host's to set"));
         }
         let id = published_id(&self.parent_id, queue, self.messages.len() + 1);
         let mut headers = headers;
@@ -76,7 +103,7 @@ impl Outbox {
             .map(|(k, v)| k.len() + v.len())
             .sum();
         if bytes > self.max_bytes {
-            return Err(format!(
+            return invalid(format!(
                 "the message is {bytes} bytes, more than the ingress takes ({} bytes)",
                 self.max_bytes
             ));
@@ -111,7 +138,19 @@ impl v0_2::switchyard::plugin::publish::Host for HostState {
         headers: Vec<(String, String)>,
     ) -> Result<String, String> {
         let queue = self.queue.clone();
-        self.outbox.publish(&queue, message_type, body, headers)
+        self.outbox
+            .publish(&queue, message_type, body, headers)
+            .map_err(|refusal| {
+                if refusal.is_denial() {
+                    crate::events::denied(
+                        &self.metrics,
+                        &queue,
+                        crate::kinds::Capability::Publish,
+                        &refusal.to_string(),
+                    );
+                }
+                refusal.to_string()
+            })
     }
 }
 
@@ -164,11 +203,14 @@ mod tests {
         );
         assert_eq!(
             o.publish("Q", "other".into(), "{}".into(), vec![]),
-            Err("the queue may not publish \"other\" (queues.Q.publish)".into())
+            Err(PublishRefusal::NotGranted {
+                queue: "Q".into(),
+                message_type: "other".into()
+            })
         );
         assert_eq!(
             o.publish("Q", "chat.saved".into(), "nope".into(), vec![]),
-            Err("the body is not valid JSON".into())
+            Err(PublishRefusal::Invalid("the body is not valid JSON".into()))
         );
         assert_eq!(
             o.publish(
@@ -177,22 +219,28 @@ mod tests {
                 "{}".into(),
                 vec![(HOPS_HEADER.into(), "0".into())]
             ),
-            Err("the header \"switchyard-hops\" is the host's to set".into())
+            Err(PublishRefusal::Invalid(
+                "the header \"switchyard-hops\" is the host's to set".into()
+            ))
         );
         let big = format!("\"{}\"", "x".repeat(300));
         assert!(
             o.publish("Q", "chat.saved".into(), big, vec![])
                 .unwrap_err()
+                .to_string()
                 .contains("more than the ingress takes")
         );
         assert_eq!(
             o.publish("Q", "chat.saved".into(), "[]".into(), vec![]),
             Ok("m-1/Q/2".into())
         );
-        assert!(
-            o.publish("Q", "chat.saved".into(), "[]".into(), vec![])
-                .unwrap_err()
-                .contains("at most 2 messages")
+        let too_many = o
+            .publish("Q", "chat.saved".into(), "[]".into(), vec![])
+            .unwrap_err();
+        assert!(too_many.is_denial());
+        assert_eq!(
+            too_many.to_string(),
+            "a call may publish at most 2 messages (queues.Q.max_publish_per_call)"
         );
     }
 }

@@ -18,6 +18,7 @@ use wasmtime_wasi_http::WasiBody;
 
 use super::*;
 use crate::config::HttpSettings;
+use crate::kinds::Capability;
 use crate::metrics::QueueMetrics;
 use crate::secrets::Secrets;
 
@@ -89,9 +90,9 @@ impl QueueHttp {
     }
 
     pub(super) fn denied(&self, destination: &str, reason: &str) -> wasmtime_wasi_http::Error {
-        QueueMetrics::add(&self.metrics.http_denied);
         let secrets = &self.secrets;
-        tracing::warn!(queue = %self.queue, destination = %secrets.mask(destination), reason = %secrets.mask(reason), "Outbound HTTP request denied.");
+        let detail = format!("{}: {}", secrets.mask(destination), secrets.mask(reason));
+        crate::events::denied(&self.metrics, &self.queue, Capability::Http, &detail);
         wasmtime_wasi_http::Error::HttpRequestDenied
     }
 
@@ -157,7 +158,7 @@ impl QueueHttp {
             None => tokio::time::timeout_at(deadline, request).await,
         };
         // Until the answer's head, or the failure.
-        self.metrics.timed(0, started);
+        self.metrics.timed(Capability::Http, started);
         let response = response
             .map_err(|_| wasmtime_wasi_http::Error::ConnectionReadTimeout)?
             .map_err(|e| client_error(&self, &shown, e))?;

@@ -18,6 +18,7 @@ pub use buckets::{Bucket, Cas, KeyValueStore, KvError, Swapped};
 
 use wasmtime::component::Resource;
 
+use crate::kinds::Capability;
 use crate::plugin::HostState;
 use crate::plugin::bindings::v0_2;
 
@@ -37,7 +38,12 @@ impl HostState {
         use crate::metrics::QueueMetrics;
         QueueMetrics::add(&self.metrics.kv_calls);
         self.keyvalue.as_ref().ok_or_else(|| {
-            QueueMetrics::add(&self.metrics.kv_denied);
+            crate::events::denied(
+                &self.metrics,
+                &self.queue,
+                Capability::KeyValue,
+                "no [keyvalue] grant",
+            );
             store::Error::AccessDenied
         })
     }
@@ -74,7 +80,7 @@ impl store::HostBucket for HostState {
             Ok(s) => {
                 let started = std::time::Instant::now();
                 let r = s.get(&name, &key).await.map_err(kv_error);
-                self.metrics.timed(1, started);
+                self.metrics.timed(Capability::KeyValue, started);
                 r
             }
             Err(e) => Err(e),
@@ -92,7 +98,7 @@ impl store::HostBucket for HostState {
             Ok(s) => {
                 let started = std::time::Instant::now();
                 let r = s.set(&name, &key, &value).await.map_err(kv_error);
-                self.metrics.timed(1, started);
+                self.metrics.timed(Capability::KeyValue, started);
                 r
             }
             Err(e) => Err(e),
@@ -109,7 +115,7 @@ impl store::HostBucket for HostState {
             Ok(s) => {
                 let started = std::time::Instant::now();
                 let r = s.delete(&name, &key).await.map_err(kv_error);
-                self.metrics.timed(1, started);
+                self.metrics.timed(Capability::KeyValue, started);
                 r
             }
             Err(e) => Err(e),
@@ -126,7 +132,7 @@ impl store::HostBucket for HostState {
             Ok(s) => {
                 let started = std::time::Instant::now();
                 let r = s.exists(&name, &key).await.map_err(kv_error);
-                self.metrics.timed(1, started);
+                self.metrics.timed(Capability::KeyValue, started);
                 r
             }
             Err(e) => Err(e),
@@ -167,7 +173,7 @@ impl atomics::Host for HostState {
             Ok(s) => {
                 let started = std::time::Instant::now();
                 let r = s.increment(&name, &key, delta).await.map_err(kv_error);
-                self.metrics.timed(1, started);
+                self.metrics.timed(Capability::KeyValue, started);
                 r
             }
             Err(e) => Err(e),

@@ -43,7 +43,12 @@ impl mail::Host for HostState {
             tracing::debug!(queue = %self.queue, msg_id = %self.message_id, error = %self.secrets.mask(&e.to_string()), "A plugin's mail was not sent.");
             match e {
             MailError::NotGranted => {
-                crate::metrics::QueueMetrics::add(&self.metrics.mail_denied);
+                crate::events::denied(
+                    &self.metrics,
+                    &self.queue,
+                    crate::kinds::Capability::Mail,
+                    "no [mail] grant",
+                );
                 mail::Error::NotGranted
             }
             MailError::Invalid(s) => mail::Error::Invalid(s),

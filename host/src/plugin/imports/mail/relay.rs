@@ -126,7 +126,7 @@ impl QueueMail {
     ) -> Result<String, MailError> {
         let started = Instant::now();
         let result = self.send_inner(email, message_id, n, deadline).await;
-        self.metrics.timed(3, started);
+        self.metrics.timed(crate::kinds::Capability::Mail, started);
         match &result {
             Ok(_) => QueueMetrics::add(&self.metrics.mails_sent),
             Err(_) => QueueMetrics::add(&self.metrics.mails_failed),

@@ -93,7 +93,12 @@ impl HostState {
     /// Counts a statement refused for want of a grant.
     fn sql_refused<T>(&self, result: &Result<T, SqlError>) {
         if matches!(result, Err(SqlError::NotGranted)) {
-            crate::metrics::QueueMetrics::add(&self.metrics.sql_denied);
+            crate::events::denied(
+                &self.metrics,
+                &self.queue,
+                crate::kinds::Capability::Sql,
+                "no [sql] grant",
+            );
         }
     }
 }

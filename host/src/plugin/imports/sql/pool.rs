@@ -142,7 +142,7 @@ impl QueueSql {
                 Err(e) => Err(e),
             },
         };
-        self.metrics.timed(2, started);
+        self.metrics.timed(crate::kinds::Capability::Sql, started);
         if result.is_err() {
             QueueMetrics::add(&self.metrics.sql_failed);
         }
