@@ -109,7 +109,7 @@ async fn dead_targets(
     if !filter.is_empty() {
         anyhow::bail!("the filters choose what --all applies to; with ids, give no filter");
     }
-    dead::checked_ids(ids).map_err(anyhow::Error::msg)
+    Ok(dead::checked_ids(ids)?)
 }
 
 pub(crate) async fn dead_command(
@@ -144,7 +144,7 @@ pub(crate) async fn dead_command(
             Ok(ExitCode::SUCCESS)
         }
         DeadAction::Show { id, json } => {
-            dead::checked_id(&id).map_err(anyhow::Error::msg)?;
+            dead::checked_id(&id)?;
             let Some(record) = dead::show(&mut conn, &keys, &id).await? else {
                 eprintln!("{id} is not a dead letter (replayed or deleted already?)");
                 return Ok(ExitCode::FAILURE);

@@ -208,7 +208,7 @@ pub async fn start_standins(config: &mut Config) -> Result<Vec<(String, StandIn)
             point_at(value, &origin);
         }
         queue.http.grant = HttpGrant {
-            allowed: vec![AllowedHost::parse(&origin).map_err(anyhow::Error::msg)?],
+            allowed: vec![AllowedHost::parse(&origin)?],
         };
         eprintln!(
             "demo: {} calls a stand-in for the {} at {origin}",

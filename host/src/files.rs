@@ -60,10 +60,19 @@ pub fn read(path: &Path, max: u64) -> Result<Vec<u8>, ReadError> {
     Ok(bytes)
 }
 
+/// Why a text file was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum TextError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("not UTF-8 text ({0})")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+}
+
 /// [`read`], as UTF-8 text.
-pub fn read_text(path: &Path, max: u64) -> Result<String, String> {
-    let bytes = read(path, max).map_err(|e| e.to_string())?;
-    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text ({e})"))
+pub fn read_text(path: &Path, max: u64) -> Result<String, TextError> {
+    let bytes = read(path, max)?;
+    String::from_utf8(bytes).map_err(TextError::NotUtf8)
 }
 
 #[cfg(test)]
@@ -94,6 +103,7 @@ mod tests {
         assert!(
             read_text(&file, 5)
                 .unwrap_err()
+                .to_string()
                 .starts_with("not UTF-8 text")
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -74,7 +74,7 @@ async fn run() -> Result<()> {
     );
     let settings = HttpSettings {
         grant: HttpGrant {
-            allowed: vec![AllowedHost::parse(&server.url()).map_err(anyhow::Error::msg)?],
+            allowed: vec![AllowedHost::parse(&server.url())?],
         },
         max_connections_per_host: a.concurrency as u32,
         ..Default::default()

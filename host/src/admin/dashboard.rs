@@ -371,7 +371,7 @@ async fn dead_list(
     if let Some(below) = below
         && let Err(why) = dead::checked_id(below)
     {
-        return error(StatusCode::BAD_REQUEST, why);
+        return error(StatusCode::BAD_REQUEST, why.to_string());
     }
     match dead::search(
         &mut conn,
@@ -396,7 +396,7 @@ async fn dead_list(
 
 async fn dead_show(State(state): State<Arc<AdminState>>, Path(id): Path<String>) -> Response {
     if let Err(why) = dead::checked_id(&id) {
-        return error(StatusCode::BAD_REQUEST, why);
+        return error(StatusCode::BAD_REQUEST, why.to_string());
     }
     let config = state.config.load_full();
     let Some(mut conn) = state.conn().await else {
@@ -486,7 +486,8 @@ async fn authorised(
             "give ids, or all with a filter".into(),
         ));
     } else {
-        dead::checked_ids(action.ids).map_err(|why| ApiError(StatusCode::BAD_REQUEST, why))?
+        dead::checked_ids(action.ids)
+            .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why.to_string()))?
     };
     Ok(Authorised {
         config,

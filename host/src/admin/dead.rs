@@ -257,18 +257,21 @@ pub enum Replayed {
     Refused(String),
 }
 
+/// A dead letter whose source is not a stream of this configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("it came from {0}, which is neither the ingress stream nor a queue of this configuration")]
+pub struct ForeignSource(pub String);
+
 /// The streams a dead letter may go back to: the ingress, and the stream
 /// of each queue of the configuration.
-fn replay_target(config: &Config, source: &str) -> Result<(), String> {
+fn replay_target(config: &Config, source: &str) -> Result<(), ForeignSource> {
     let keys = Keys::new(&config.host.prefix);
     if source == config.ingress.stream
         || config.queues.keys().any(|q| keys.queue_stream(q) == source)
     {
         Ok(())
     } else {
-        Err(format!(
-            "it came from {source}, which is neither the ingress stream nor a queue of this configuration"
-        ))
+        Err(ForeignSource(source.to_owned()))
     }
 }
 
@@ -293,7 +296,7 @@ pub async fn replay<C: ConnectionLike>(
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
         if let Err(why) = replay_target(config, &source) {
-            out.push((id.clone(), Replayed::Refused(why)));
+            out.push((id.clone(), Replayed::Refused(why.to_string())));
             continue;
         }
         let reply: Vec<String> = DEAD_REPLAY
@@ -351,19 +354,22 @@ pub async fn purge<C: ConnectionLike>(conn: &mut C, keys: &Keys, ids: &[String])
     Ok(deleted)
 }
 
-/// `id` if it is a dead-letter id; otherwise what is wrong with it.
-pub fn checked_id(id: &str) -> Result<(), String> {
+/// A text that is not a dead-letter id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a dead-letter id (they look like 1795468579335-0)")]
+pub struct NotAnId(pub String);
+
+/// `id` if it is a dead-letter id.
+pub fn checked_id(id: &str) -> Result<(), NotAnId> {
     if is_entry_id(id) {
         Ok(())
     } else {
-        Err(format!(
-            "{id:?} is not a dead-letter id (they look like 1795468579335-0)"
-        ))
+        Err(NotAnId(id.to_owned()))
     }
 }
 
 /// `ids` if every one is a dead-letter id.
-pub fn checked_ids(ids: Vec<String>) -> Result<Vec<String>, String> {
+pub fn checked_ids(ids: Vec<String>) -> Result<Vec<String>, NotAnId> {
     for id in &ids {
         checked_id(id)?;
     }

@@ -36,7 +36,7 @@ pub use queue::{
     CaFile, HttpSettings, KeyValueGrant, MailSettings, PublishGrant, QueueConfig, RetryPolicy,
     Secret, SqlSettings,
 };
-pub use relay::{Security, SmtpRelay};
+pub use relay::{BadRelay, Security, SmtpRelay};
 pub use settings::{Change, ConfigChanges, RESTART_ONLY, Shown};
 
 /// Largest `memory_mib` a queue may ask for. The wasmtime pool reserves
@@ -226,6 +226,8 @@ impl fmt::Display for ConfigError {
         write!(f, "{}", self.message)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 /// Every problem found in one file, in line order.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -167,7 +167,7 @@ impl fmt::Debug for MailSettings {
 impl MailSettings {
     /// The relay `smtp_url` and the credentials name (checked when the
     /// file was read).
-    pub fn relay(&self) -> Result<SmtpRelay, String> {
+    pub fn relay(&self) -> Result<SmtpRelay, super::relay::BadRelay> {
         SmtpRelay::parse(
             &self.smtp_url,
             self.username.as_deref(),

@@ -16,6 +16,21 @@ pub enum Security {
     Implicit,
 }
 
+/// Why a relay's URL cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRelay {
+    #[error(transparent)]
+    Url(#[from] url::ParseError),
+    #[error("no host")]
+    NoHost,
+    #[error("tls={0:?}: expected tls=required or tls=opportunistic (smtp://) or none (smtps://)")]
+    Tls(String),
+    #[error("the scheme {0:?} is neither smtp nor smtps")]
+    Scheme(String),
+    #[error("credentials: {0}")]
+    Credentials(#[source] std::str::Utf8Error),
+}
+
 /// A relay, from `smtp_url` and the credentials beside it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SmtpRelay {
@@ -47,12 +62,12 @@ impl SmtpRelay {
         url: &str,
         username: Option<&str>,
         password: Option<&str>,
-    ) -> Result<SmtpRelay, String> {
-        let url = url::Url::parse(url).map_err(|e| e.to_string())?;
+    ) -> Result<SmtpRelay, BadRelay> {
+        let url = url::Url::parse(url)?;
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
-            .ok_or("no host")?
+            .ok_or(BadRelay::NoHost)?
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
@@ -65,18 +80,14 @@ impl SmtpRelay {
             ("smtp", Some("required")) => (Security::StartTls { required: true }, 587),
             ("smtp", Some("opportunistic")) => (Security::StartTls { required: false }, 587),
             ("smtps", None) => (Security::Implicit, 465),
-            ("smtp" | "smtps", Some(other)) => {
-                return Err(format!(
-                    "tls={other:?}: expected tls=required or tls=opportunistic (smtp://) or none (smtps://)"
-                ));
-            }
-            (scheme, _) => return Err(format!("the scheme {scheme:?} is neither smtp nor smtps")),
+            ("smtp" | "smtps", Some(other)) => return Err(BadRelay::Tls(other.to_owned())),
+            (scheme, _) => return Err(BadRelay::Scheme(scheme.to_owned())),
         };
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
                 .decode_utf8()
                 .map(Cow::into_owned)
-                .map_err(|e| format!("credentials: {e}"))
+                .map_err(BadRelay::Credentials)
         };
         let credentials = match (url.password(), username, password) {
             (_, Some(user), Some(password)) => Some((user.to_owned(), password.to_owned())),

@@ -53,24 +53,44 @@ impl Resolver<'_> {
     }
 }
 
+/// Why a CA file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {problem}", path.display())]
+pub struct BadCaFile {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub problem: CaProblem,
+}
+
+/// What is wrong with a CA file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaProblem {
+    #[error(transparent)]
+    Read(#[from] crate::files::ReadError),
+    #[error("not PEM certificates: {0}")]
+    NotPem(rustls::pki_types::pem::Error),
+    #[error("holds no certificate (-----BEGIN CERTIFICATE-----)")]
+    Empty,
+    #[error(transparent)]
+    Refused(#[from] rustls::Error),
+}
+
 /// Reads `path` as a file of CA certificates.
-pub fn read_ca(path: &Path) -> Result<Arc<[u8]>, String> {
-    let pem = crate::files::read(path, MAX_CA_FILE_BYTES)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn read_ca(path: &Path) -> Result<Arc<[u8]>, BadCaFile> {
+    let bad = |problem: CaProblem| BadCaFile {
+        path: path.to_owned(),
+        problem,
+    };
+    let pem = crate::files::read(path, MAX_CA_FILE_BYTES).map_err(|e| bad(e.into()))?;
     let certificates = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        .map_err(|e| bad(CaProblem::NotPem(e)))?;
     if certificates.is_empty() {
-        return Err(format!(
-            "{}: holds no certificate (-----BEGIN CERTIFICATE-----)",
-            path.display()
-        ));
+        return Err(bad(CaProblem::Empty));
     }
     let mut roots = rustls::RootCertStore::empty();
     for certificate in certificates {
-        roots
-            .add(certificate)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        roots.add(certificate).map_err(|e| bad(e.into()))?;
     }
     Ok(pem.into())
 }
@@ -221,7 +241,7 @@ fn read_files(
                 Ok(pem) => {
                     read.insert(f.key.clone(), pem);
                 }
-                Err(e) => r.error(&f.key, e),
+                Err(e) => r.error(&f.key, e.to_string()),
             },
             FileKind::Folder if needs.files && !path.is_dir() => {
                 r.error(&f.key, format!("{} is not a folder", path.display()));

@@ -102,16 +102,16 @@ impl fmt::Display for RequestHost {
 /// written the one standard way (dotted decimal, or bracketed IPv6): the
 /// other forms resolvers accept (`2130706433`, `0x7f.1`, `0177.0.0.1`)
 /// would slip past a check of names, so they are refused.
-pub fn request_host(host: &str) -> Result<RequestHost, String> {
+pub fn request_host(host: &str) -> Result<RequestHost, BadHost> {
     let host = host.trim_end_matches('.');
     if host.is_empty() {
-        return Err("no host".into());
+        return Err(BadHost::Empty);
     }
     if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return inner
             .parse::<Ipv6Addr>()
             .map(|ip| RequestHost::Ip(canonical(IpAddr::V6(ip))))
-            .map_err(|_| format!("{host:?} is not an IPv6 address"));
+            .map_err(|_| BadHost::NotIpv6(host.to_owned()));
     }
     if let Ok(ip) = host.parse::<Ipv4Addr>() {
         return Ok(RequestHost::Ip(IpAddr::V4(ip)));
@@ -122,17 +122,59 @@ pub fn request_host(host: &str) -> Result<RequestHost, String> {
         .split('.')
         .all(|part| !part.is_empty() && is_number_like(part));
     if numeric {
-        return Err(format!(
-            "{host:?} is not an address in standard form (write a.b.c.d) nor a name"
-        ));
+        return Err(BadHost::NonStandardAddress(host.to_owned()));
     }
     if !host
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
     {
-        return Err(format!("{host:?} is not a host name"));
+        return Err(BadHost::NotAName(host.to_owned()));
     }
     Ok(RequestHost::Name(host.to_ascii_lowercase()))
+}
+
+/// Why a host is not one a request may name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadHost {
+    #[error("no host")]
+    Empty,
+    #[error("{0:?} is not an IPv6 address")]
+    NotIpv6(String),
+    #[error("{0:?} is not an address in standard form (write a.b.c.d) nor a name")]
+    NonStandardAddress(String),
+    #[error("{0:?} is not a host name")]
+    NotAName(String),
+}
+
+/// How an `allowed_hosts` entry is written.
+const ENTRY_FORM: &str =
+    "write scheme://host[:port], e.g. \"https://*.zendesk.com\" or \"http://127.0.0.1:8080\"";
+
+/// Why an `allowed_hosts` entry cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{entry:?}: {problem}")]
+pub struct BadEntry {
+    pub entry: String,
+    pub problem: EntryProblem,
+}
+
+/// What is wrong in an `allowed_hosts` entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EntryProblem {
+    #[error("{ENTRY_FORM}")]
+    NoScheme,
+    #[error("scheme {0:?} is not http or https")]
+    Scheme(String),
+    #[error("only a scheme, host and port: {ENTRY_FORM}")]
+    NotOnlyHost,
+    #[error("an IPv6 address without its closing ]")]
+    UnclosedIpv6,
+    #[error("{0:?} is not a port")]
+    Port(String),
+    #[error("*. must be followed by a domain name")]
+    Wildcard,
+    #[error(transparent)]
+    Host(#[from] BadHost),
 }
 
 fn is_number_like(part: &str) -> bool {
@@ -145,28 +187,31 @@ fn is_number_like(part: &str) -> bool {
 
 impl AllowedHost {
     /// Reads one `allowed_hosts` entry: `scheme://host[:port]`.
-    pub fn parse(text: &str) -> Result<AllowedHost, String> {
-        let form = "write scheme://host[:port], e.g. \"https://*.zendesk.com\" or \"http://127.0.0.1:8080\"";
+    pub fn parse(text: &str) -> Result<AllowedHost, BadEntry> {
+        let bad = |problem: EntryProblem| BadEntry {
+            entry: text.to_owned(),
+            problem,
+        };
         let (scheme, rest) = text
             .split_once("://")
-            .ok_or_else(|| format!("{text:?}: {form}"))?;
+            .ok_or_else(|| bad(EntryProblem::NoScheme))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
-            other => return Err(format!("{text:?}: scheme {other:?} is not http or https")),
+            other => return Err(bad(EntryProblem::Scheme(other.to_owned()))),
         };
         let rest = rest.trim_end_matches('/');
         if rest.contains('/') || rest.contains('?') || rest.contains('@') {
-            return Err(format!("{text:?}: only a scheme, host and port: {form}"));
+            return Err(bad(EntryProblem::NotOnlyHost));
         }
-        let (host, port) = split_port(rest).map_err(|e| format!("{text:?}: {e}"))?;
+        let (host, port) = split_port(rest).map_err(bad)?;
         let host = if let Some(domain) = host.strip_prefix("*.") {
             match request_host(domain) {
                 Ok(RequestHost::Name(d)) if d.contains('.') => HostPattern::Subdomains(d),
-                _ => return Err(format!("{text:?}: *. must be followed by a domain name")),
+                _ => return Err(bad(EntryProblem::Wildcard)),
             }
         } else {
-            match request_host(host).map_err(|e| format!("{text:?}: {e}"))? {
+            match request_host(host).map_err(|e| bad(e.into()))? {
                 RequestHost::Name(n) => HostPattern::Name(n),
                 RequestHost::Ip(ip) => HostPattern::Ip(ip),
             }
@@ -195,11 +240,11 @@ impl AllowedHost {
 }
 
 /// Splits `host[:port]` (IPv6 in brackets).
-fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
+fn split_port(text: &str) -> Result<(&str, Option<u16>), EntryProblem> {
     let (host, port) = if text.starts_with('[') {
         match text.find(']') {
             Some(end) => (&text[..=end], text[end + 1..].strip_prefix(':')),
-            None => return Err("an IPv6 address without its closing ]".into()),
+            None => return Err(EntryProblem::UnclosedIpv6),
         }
     } else {
         match text.rsplit_once(':') {
@@ -208,7 +253,10 @@ fn split_port(text: &str) -> Result<(&str, Option<u16>), String> {
         }
     };
     let port = port
-        .map(|p| p.parse::<u16>().map_err(|_| format!("{p:?} is not a port")))
+        .map(|p| {
+            p.parse::<u16>()
+                .map_err(|_| EntryProblem::Port(p.to_owned()))
+        })
         .transpose()?;
     Ok((host, port))
 }
@@ -224,8 +272,10 @@ pub struct HttpGrant {
 pub enum Denied {
     #[error("{0} is not in the queue's allowed_hosts")]
     NotGranted(String),
-    #[error("{0}")]
-    BadDestination(String),
+    #[error(transparent)]
+    BadDestination(BadHost),
+    #[error("scheme {0:?} is not http or https")]
+    Scheme(String),
     #[error(
         "{host} resolves to {ip}, which is not a public address ({what}), and allowed_hosts does not name {host} exactly"
     )]
@@ -280,9 +330,7 @@ impl HttpGrant {
             "http" => Scheme::Http,
             "https" => Scheme::Https,
             other => {
-                return Err(Denied::BadDestination(format!(
-                    "scheme {other:?} is not http or https"
-                )));
+                return Err(Denied::Scheme(other.to_owned()));
             }
         };
         let host = request_host(host).map_err(Denied::BadDestination)?;

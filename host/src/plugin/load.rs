@@ -2,6 +2,7 @@
 //! (or taken from the cache), checked against the contract, linked.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -20,7 +21,7 @@ impl PluginEngine {
             crate::files::ReadError::TooLarge { size, max } => LoadError::TooLarge(format!(
                 "the file is {size} bytes, more than host.max_plugin_mib allows ({max} bytes)"
             )),
-            e => LoadError::Read(e.to_string()),
+            e => LoadError::Read(Arc::new(e)),
         })?;
         let digest = hex(&Sha256::digest(&bytes));
         Ok(PluginFile { bytes, digest })
@@ -37,7 +38,7 @@ impl PluginEngine {
     ) -> Result<LoadedPlugin, LoadError> {
         let version = contract::version_of(&self.engine, &component).map_err(|e| match e {
             contract::ExportMismatch::NoExports => LoadError::NotAComponent(e.to_string()),
-            e => LoadError::WrongContract(e.to_string()),
+            e => LoadError::Exports(e),
         })?;
         let imports = contract::imports(&self.engine, &component);
         let unknown: Vec<&str> = imports
@@ -115,7 +116,7 @@ impl PluginEngine {
             let (path, limits) = (path.to_owned(), limits.clone());
             tokio::task::spawn_blocking(move || Self::read(&path, &limits))
                 .await
-                .map_err(|e| LoadError::Read(e.to_string()))??
+                .map_err(|e| LoadError::Compiler(format!("reading the file: {e}")))??
         };
         if unless == Some(file.digest.as_str()) {
             return Ok(None);
@@ -167,7 +168,7 @@ pub struct PluginFile {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read the file: {0}")]
-    Read(String),
+    Read(#[source] Arc<crate::files::ReadError>),
     #[error("no built-in handler \"builtin:{name}\" (there are: {known})")]
     UnknownBuiltin { name: String, known: String },
     /// The file, or what compiling it needs, is over a bound.
@@ -179,6 +180,8 @@ pub enum LoadError {
     NotAComponent(String),
     #[error("does not fit the switchyard:plugin contract: {0}")]
     WrongContract(String),
+    #[error("does not fit the switchyard:plugin contract: {0}")]
+    Exports(#[source] contract::ExportMismatch),
     /// The compiler itself failed (it could not start, or died).
     #[error("{0}")]
     Compiler(String),

@@ -104,11 +104,15 @@ pub async fn claim<C: ConnectionLike>(
         .await
         .doing(|| format!("reading {stream:?}"))?;
     parse_batch(&reply)
-        .map_err(|detail| StreamError::protocol(format!("reading {stream:?}"), detail))
+        .map_err(|detail| StreamError::protocol(format!("reading {stream:?}"), detail.0))
 }
 
-fn parse_batch(v: &Value) -> Result<ReadBatch, String> {
-    let unexpected = || format!("unexpected read reply: {v:?}");
+/// A reply of the read script that is not what it returns.
+#[derive(Debug)]
+struct Unexpected(String);
+
+fn parse_batch(v: &Value) -> Result<ReadBatch, Unexpected> {
+    let unexpected = || Unexpected(format!("unexpected read reply: {v:?}"));
     let Value::Array(parts) = v else {
         return Err(unexpected());
     };
@@ -130,12 +134,12 @@ fn parse_batch(v: &Value) -> Result<ReadBatch, String> {
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
         let Value::Array(items) = e else {
-            return Err(format!("unexpected read entry: {e:?}"));
+            return Err(Unexpected(format!("unexpected read entry: {e:?}")));
         };
         let id = items
             .first()
             .and_then(string)
-            .ok_or_else(|| format!("read entry without an id: {e:?}"))?;
+            .ok_or_else(|| Unexpected(format!("read entry without an id: {e:?}")))?;
         let deliveries = items
             .get(1)
             .and_then(int)
@@ -155,7 +159,7 @@ fn parse_batch(v: &Value) -> Result<ReadBatch, String> {
                 bytes: (*bytes).max(0) as u64,
                 fields: items.get(3).and_then(int).unwrap_or(0).max(0) as u64,
             }),
-            other => return Err(format!("unexpected read entry: {other:?}")),
+            other => return Err(Unexpected(format!("unexpected read entry: {other:?}"))),
         }
     }
     Ok(ReadBatch {

@@ -141,6 +141,20 @@ impl fmt::Display for ConfigRefusals {
 
 impl std::error::Error for ConfigRefusals {}
 
+impl std::error::Error for ConfigRefusal {
+    /// The plugin's load error, or the setting's.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigRefusal::Plugin {
+                error: PluginProblem::Load(e),
+                ..
+            } => Some(e),
+            ConfigRefusal::Setting(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
 /// The plugins in use, by file.
 pub type Plugins = BTreeMap<PluginRef, Arc<LoadedPlugin>>;
 

@@ -359,7 +359,7 @@ fn http(
     {
         match crate::grants::AllowedHost::parse(&entry) {
             Ok(a) => allowed.push(a),
-            Err(e) => c.error(&key("allowed_hosts"), e),
+            Err(e) => c.error(&key("allowed_hosts"), e.to_string()),
         }
     }
     let timeout = c.duration(

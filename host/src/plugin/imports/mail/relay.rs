@@ -9,6 +9,8 @@
 //! unreachable relay transient.
 
 use std::sync::Arc;
+
+use anyhow::Context;
 use std::time::Instant;
 
 use lettre::Message;
@@ -89,18 +91,14 @@ impl QueueMail {
         settings: MailSettings,
         metrics: Arc<QueueMetrics>,
     ) -> anyhow::Result<Self> {
-        let relay = Relay::new(
-            &settings
-                .relay()
-                .map_err(|e| anyhow::anyhow!("smtp_url: {e}"))?,
-        );
+        let relay = Relay::new(&settings.relay().context("smtp_url")?);
         let relay = match &settings.ca_file {
             Some(ca) => relay.trusting(&ca.pem),
             None => relay,
         };
         let pool = match settings.pool {
             0 => None,
-            size => Some(smtp::pool(relay.clone(), size).map_err(anyhow::Error::msg)?),
+            size => Some(smtp::pool(relay.clone(), size)?),
         };
         Ok(QueueMail {
             queue: queue.into(),

@@ -221,13 +221,12 @@ impl managed::Manager for Manager {
 pub type Pool = managed::Pool<Manager>;
 
 /// A pool of at most `size` connections to `relay`.
-pub fn pool(relay: Relay, size: u32) -> Result<Pool, String> {
+pub fn pool(relay: Relay, size: u32) -> Result<Pool, managed::BuildError> {
     Pool::builder(Manager {
         relay: Arc::new(relay),
     })
     .max_size(size as usize)
     .build()
-    .map_err(|e| e.to_string())
 }
 
 /// A pooled connection that goes back to the pool only when
