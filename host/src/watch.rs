@@ -147,17 +147,14 @@ impl Watcher {
                     let Some(path) = path else {
                         return;
                     };
-                    changed = state.lock().expect("watch lock").changed_by(&path);
+                    changed = changed_by(&state, path).await;
                 }
                 // ...then for quiet.
                 let deadline = tokio::time::Instant::now() + MAX_DELAY;
                 loop {
                     let quiet = tokio::time::Instant::now() + QUIET;
                     match tokio::time::timeout_at(quiet.min(deadline), events.recv()).await {
-                        Ok(Some(path)) => {
-                            let more = state.lock().expect("watch lock").changed_by(&path);
-                            changed.extend(more);
-                        }
+                        Ok(Some(path)) => changed.extend(changed_by(&state, path).await),
                         Ok(None) => return,
                         Err(_) => break,
                     }
@@ -166,8 +163,13 @@ impl Watcher {
                     }
                 }
                 // A symlink may now point into another folder.
-                let dirs = state.lock().expect("watch lock").dirs();
-                sync_dirs(&watcher, &watched_dirs, dirs);
+                let (state, watcher, watched_dirs) =
+                    (state.clone(), watcher.clone(), watched_dirs.clone());
+                let _ = tokio::task::spawn_blocking(move || {
+                    let dirs = state.lock().expect("watch lock").dirs();
+                    sync_dirs(&watcher, &watched_dirs, dirs);
+                })
+                .await;
                 if batch_tx.send(changed).await.is_err() {
                     return;
                 }
@@ -181,19 +183,24 @@ impl Watcher {
         })
     }
 
-    /// Watches exactly `files` from now on.
-    pub fn watch(&mut self, files: BTreeSet<PathBuf>) {
-        let dirs = {
-            let mut w = self.watched.lock().expect("watch lock");
-            let mut next = BTreeMap::new();
-            for file in files {
-                let seen = w.files.remove(&file).unwrap_or_else(|| fingerprint(&file));
-                next.insert(file, seen);
-            }
-            w.files = next;
-            w.dirs()
-        };
-        sync_dirs(&self.inner, &self.dirs, dirs);
+    /// Watches exactly `files` from now on. The files are looked at off
+    /// the async runtime.
+    pub async fn watch(&mut self, files: BTreeSet<PathBuf>) {
+        let (watched, inner, dirs) = (self.watched.clone(), self.inner.clone(), self.dirs.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            let wanted = {
+                let mut w = watched.lock().expect("watch lock");
+                let mut next = BTreeMap::new();
+                for file in files {
+                    let seen = w.files.remove(&file).unwrap_or_else(|| fingerprint(&file));
+                    next.insert(file, seen);
+                }
+                w.files = next;
+                w.dirs()
+            };
+            sync_dirs(&inner, &dirs, wanted);
+        })
+        .await;
     }
 
     /// The next batch of changed files. Cancel-safe: a batch not taken now
@@ -204,6 +211,15 @@ impl Watcher {
             None => std::future::pending().await,
         }
     }
+}
+
+/// The watched files an event on `path` may have changed, looked at off
+/// the async runtime (each is a `stat` and a `realpath`).
+async fn changed_by(state: &Arc<Mutex<Watched>>, path: PathBuf) -> BTreeSet<PathBuf> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.lock().expect("watch lock").changed_by(&path))
+        .await
+        .unwrap_or_default()
 }
 
 fn sync_dirs(
@@ -245,7 +261,7 @@ mod tests {
         let link = dir.join("plugin.wasm");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let mut w = Watcher::new().unwrap();
-        w.watch([link.clone()].into());
+        w.watch([link.clone()].into()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         std::fs::write(&target, b"two, longer").unwrap();
         let changed = tokio::time::timeout(Duration::from_secs(10), w.changes())
@@ -269,7 +285,7 @@ mod tests {
         let file = dir.join("queues.toml");
         std::os::unix::fs::symlink("..data/queues.toml", &file).unwrap();
         let mut w = Watcher::new().unwrap();
-        w.watch([file.clone()].into());
+        w.watch([file.clone()].into()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         std::os::unix::fs::symlink("v2", dir.join("..data_tmp")).unwrap();
         std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
@@ -286,7 +302,7 @@ mod tests {
         let file = dir.join("queues.toml");
         std::fs::write(&file, b"one").unwrap();
         let mut w = Watcher::new().unwrap();
-        w.watch([file.clone()].into());
+        w.watch([file.clone()].into()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         std::fs::write(&file, b"two").unwrap();
         // A receiver that gives up (a select! another branch won) before the

@@ -137,11 +137,22 @@ impl PluginEngine {
             Some(c) => (c, true),
             None => {
                 let code = self.compiler.compile(&file.bytes, limits.compile).await?;
-                let component = cache::load_compiled(&self.engine, &code)
-                    .map_err(|e| LoadError::Compiler(format!("loading compiled code: {e:#}")))?;
-                if let Some(cache) = &self.cache {
-                    cache.put(&file.digest, &code);
-                }
+                // Loading the code and writing it to the cache block: off
+                // the async runtime.
+                let (engine, cache, digest) =
+                    (self.engine.clone(), self.cache.clone(), file.digest.clone());
+                let component = tokio::task::spawn_blocking(move || {
+                    let component = cache::load_compiled(&engine, &code);
+                    if component.is_ok()
+                        && let Some(cache) = &cache
+                    {
+                        cache.put(&digest, &code);
+                    }
+                    component
+                })
+                .await
+                .map_err(|e| LoadError::Compiler(format!("loading compiled code: {e}")))?
+                .map_err(|e| LoadError::Compiler(format!("loading compiled code: {e:#}")))?;
                 (component, false)
             }
         };

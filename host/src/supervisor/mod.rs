@@ -97,7 +97,7 @@ pub async fn run(
     // still noticed (a change to what was just loaded is a no-op).
     let mut watcher = match Watcher::new() {
         Ok(mut w) => {
-            w.watch(files_to_watch(&config));
+            w.watch(files_to_watch(&config)).await;
             Some(w)
         }
         Err(e) => {
@@ -171,7 +171,7 @@ pub async fn run(
                 if let Some(w) = &mut watcher {
                     let mut files = files_to_watch(&host.config());
                     files.extend(attempted);
-                    w.watch(files);
+                    w.watch(files).await;
                 }
             }
         }

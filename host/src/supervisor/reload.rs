@@ -108,7 +108,16 @@ impl Supervisor {
         let shown = path.display().to_string();
         let refuse =
             |metrics: &Metrics, count: usize| events::config_refused(metrics, &shown, count);
-        let mut new = match Config::load(&path) {
+        // Reading the file, its CA files and the plugins' bytes blocks: off
+        // the async runtime.
+        let loading = path.clone();
+        let loaded = tokio::task::spawn_blocking(move || Config::load(&loading)).await;
+        let Ok(loaded) = loaded else {
+            tracing::error!(path = %shown, "Reading queues.toml failed (the reader panicked); the running configuration stays.");
+            refuse(&metrics, 1);
+            return BTreeSet::new();
+        };
+        let mut new = match loaded {
             Ok(c) => c,
             Err(errors) => {
                 for e in &errors.errors {
