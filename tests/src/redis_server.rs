@@ -19,16 +19,10 @@ pub struct RedisServer {
     child: Option<Child>,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 impl RedisServer {
     /// A server without persistence, in a folder of its own.
     pub fn start() -> Result<Self> {
-        let port = free_port()?;
+        let port = crate::free_port();
         let dir =
             std::env::temp_dir().join(format!("switchyard-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -47,7 +41,7 @@ impl RedisServer {
     /// `dir`.
     pub fn durable(dir: &Path) -> Result<Self> {
         let mut r = RedisServer {
-            port: free_port()?,
+            port: crate::free_port(),
             dir: dir.to_owned(),
             durable: true,
             owns_dir: false,

@@ -9,9 +9,7 @@ use switchyard_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_grows_a_queue_to_max_and_idleness_shrinks_it_to_min() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::idle(TestConfig::new(
         r#"
 [routes]
 "slow" = ["Slow"]
@@ -25,24 +23,14 @@ ms = "20"
 plugin = "@PLUGINS@/sleep.wasm"
 concurrency = 3
 "#,
-    );
-    let mut conn = redis.conn().await;
+    ))
+    .await;
     for n in 0..600 {
         let id = format!("s-{n}");
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "slow"), ("id", &id), ("body", "{}")],
-        )
-        .await;
+        host.send("slow", &id, "{}").await;
     }
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "fixed"), ("id", "f-1"), ("body", "{}")],
-    )
-    .await;
-    let host = start_host(&cfg.config, &redis);
+    host.send("fixed", "f-1", "{}").await;
+    host.restart().await;
     let slow = host.metrics.queue("Slow");
     let fixed = host.metrics.queue("Fixed");
 
@@ -79,7 +67,7 @@ concurrency = 3
     assert_eq!(fixed.concurrency.load(Ordering::Relaxed), 3);
     assert_eq!(fixed.scaled_up.load(Ordering::Relaxed), 0);
     assert!(highest <= 8);
-    host.stop().await.unwrap();
+    host.stop().await;
 }
 
 #[test]

@@ -66,37 +66,15 @@ fn to(mails: &[ReceivedMail], address: &str) -> Vec<ReceivedMail> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transcripts_and_offline_messages_arrive_escaped() {
-    init_logs();
     let smtp = SmtpReceiver::start().await.unwrap();
-    let redis = Redis::start();
-    let cfg = config(&smtp.url());
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
-    send_message(
-        &mut conn,
-        &cfg,
-        "chat.ended",
-        "e-chat",
-        &chat(1001, "ana@example.com"),
-    )
-    .await;
-    send_message(
-        &mut conn,
-        &cfg,
-        "offlinemessage.submitted",
-        "e-offline",
-        OFFLINE,
-    )
-    .await;
+    let mut host = TestHost::start_with(config(&smtp.url())).await;
+    host.send("chat.ended", "e-chat", &chat(1001, "ana@example.com"))
+        .await;
+    host.send("offlinemessage.submitted", "e-offline", OFFLINE)
+        .await;
     // Site 2002 has its own inbox; no visitor address: one mail.
-    send_message(
-        &mut conn,
-        &cfg,
-        "chat.ended",
-        "e-chat-2002",
-        &chat(2002, ""),
-    )
-    .await;
+    host.send("chat.ended", "e-chat-2002", &chat(2002, ""))
+        .await;
     assert_eq!(smtp.wait_mails(4, LIMIT).await, 4);
     wait_for(LIMIT, "all acknowledged", || {
         let m = host.metrics.clone();
@@ -175,17 +153,13 @@ async fn transcripts_and_offline_messages_arrive_escaped() {
         own[0].header("message-id").as_deref(),
         Some("<e-chat-2002.site@chat.example>")
     );
-    assert!(dead_letters(&mut conn, &cfg).await.is_empty());
+    assert!(dead_letters(&mut host.conn, &host.cfg).await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relays_answers_decide_between_retry_and_dead_letter() {
-    init_logs();
     let smtp = SmtpReceiver::start().await.unwrap();
-    let redis = Redis::start();
-    let cfg = config(&smtp.url());
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config(&smtp.url())).await;
 
     // 550: dead-lettered at once, with the relay's answer.
     smtp.push(Reply::new(
@@ -193,21 +167,15 @@ async fn the_relays_answers_decide_between_retry_and_dead_letter() {
         550,
         "5.1.1 <gone@example.com>: mailbox unavailable",
     ));
-    send_message(
-        &mut conn,
-        &cfg,
-        "chat.ended",
-        "e-550",
-        &chat(1001, "gone@example.com"),
-    )
-    .await;
+    host.send("chat.ended", "e-550", &chat(1001, "gone@example.com"))
+        .await;
     wait_for(LIMIT, "the 550 dead-lettered", || {
-        let mut conn = conn.clone();
-        let cfg = &cfg;
+        let mut conn = host.conn.clone();
+        let cfg = &host.cfg;
         async move { !dead_letters(&mut conn, cfg).await.is_empty() }
     })
     .await;
-    let dead = dead_letters(&mut conn, &cfg).await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     assert_eq!(dead[0].message_id, "e-550");
     assert_eq!(dead[0].attempts, "1");
     assert!(
@@ -221,14 +189,8 @@ async fn the_relays_answers_decide_between_retry_and_dead_letter() {
     let before = smtp.mails().len();
     smtp.push(Reply::new(Stage::Data, 250, "2.0.0 queued"));
     smtp.push(Reply::new(Stage::Data, 451, "4.3.0 try again later"));
-    send_message(
-        &mut conn,
-        &cfg,
-        "chat.ended",
-        "e-451",
-        &chat(1001, "ana@example.com"),
-    )
-    .await;
+    host.send("chat.ended", "e-451", &chat(1001, "ana@example.com"))
+        .await;
     wait_for(LIMIT, "the 451 retried and sent", || {
         let m = host.metrics.clone();
         async move { m.queues().get("Email").is_some_and(|c| c.succeeded == 1) }
@@ -243,20 +205,14 @@ async fn the_relays_answers_decide_between_retry_and_dead_letter() {
         "visitor mail sent once"
     );
     assert_eq!(to(&mails, "support@chat.example").len(), 1);
-    host.stop().await.unwrap();
+    host.stop().await;
 
     // The relay down: retried until it is back on the same port.
     let addr = smtp.addr();
     drop(smtp);
-    let host = start_host(&cfg.config, &redis);
-    send_message(
-        &mut conn,
-        &cfg,
-        "offlinemessage.submitted",
-        "e-down",
-        OFFLINE,
-    )
-    .await;
+    host.restart().await;
+    host.send("offlinemessage.submitted", "e-down", OFFLINE)
+        .await;
     wait_for(LIMIT, "a failed attempt", || {
         let m = host.metrics.clone();
         async move { m.queues().get("Email").is_some_and(|c| c.retried >= 1) }
@@ -269,6 +225,10 @@ async fn the_relays_answers_decide_between_retry_and_dead_letter() {
         async move { m.queues().get("Email").is_some_and(|c| c.succeeded == 1) }
     })
     .await;
-    assert_eq!(dead_letters(&mut conn, &cfg).await.len(), 1, "only the 550");
-    host.stop().await.unwrap();
+    assert_eq!(
+        dead_letters(&mut host.conn, &host.cfg).await.len(),
+        1,
+        "only the 550"
+    );
+    host.stop().await;
 }

@@ -145,10 +145,8 @@ async fn groups(conn: &mut redis::aio::MultiplexedConnection, stream: &str) -> u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_group_is_recreated_at_the_start_or_left_alone_as_configured() {
-    init_logs();
     for policy in ["recreate", "stop"] {
-        let redis = Redis::start();
-        let cfg = TestConfig::new(&format!(
+        let mut host = TestHost::start_with(TestConfig::new(&format!(
             r#"
 [host]
 prefix = "@PREFIX@"
@@ -158,29 +156,18 @@ on_missing_group = "{policy}"
 [queues.Ok]
 plugin = "@PLUGINS@/sleep.wasm"
 "#
-        ));
-        let host = start_host(&cfg.config, &redis);
-        let m = host.metrics.queue("Ok");
-        let mut conn = redis.conn().await;
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "ok"), ("id", "first"), ("body", "{}")],
-        )
+        )))
         .await;
+        let m = host.metrics.queue("Ok");
+        host.send("ok", "first", "{}").await;
         wait_for(Duration::from_secs(10), "first handled", || {
             let n = m.snapshot().succeeded;
             async move { n == 1 }
         })
         .await;
-        let stream = cfg.queue_stream("Ok");
-        destroy_group(&mut conn, &stream, &cfg.prefix).await;
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "ok"), ("id", "second"), ("body", "{}")],
-        )
-        .await;
+        let stream = host.cfg.queue_stream("Ok");
+        destroy_group(&mut host.conn, &stream, &host.cfg.prefix).await;
+        host.send("ok", "second", "{}").await;
         if policy == "recreate" {
             // Recreated at the start: the second message is handled, and
             // the first one, still in the stream, again (nothing skipped).
@@ -193,7 +180,7 @@ plugin = "@PLUGINS@/sleep.wasm"
                 },
             )
             .await;
-            assert_eq!(groups(&mut conn, &stream).await, 1);
+            assert_eq!(groups(&mut host.conn, &stream).await, 1);
         } else {
             // The worker has tried to read again, and found no group, twice.
             wait_for(
@@ -211,11 +198,11 @@ plugin = "@PLUGINS@/sleep.wasm"
                 "nothing is read without the group"
             );
             assert_eq!(
-                groups(&mut conn, &stream).await,
+                groups(&mut host.conn, &stream).await,
                 0,
                 "the group must not be recreated"
             );
         }
-        host.stop().await.unwrap();
+        host.stop().await;
     }
 }

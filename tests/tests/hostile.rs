@@ -28,9 +28,7 @@ async fn xadd_owned(
 /// the entries after it are routed at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_entry_with_thousands_of_fields_is_dead_lettered_and_holds_up_nothing() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::idle(TestConfig::new(
         r#"
 [ingress]
 stream = "@PREFIX@:ingress"
@@ -41,28 +39,19 @@ visibility_timeout = "5m"
 [queues.Ok]
 plugin = "@PLUGINS@/sleep.wasm"
 "#,
-    );
-    let mut conn = redis.conn().await;
+    ))
+    .await;
     let mut fields: Vec<(String, String)> = vec![
         ("type".into(), "ok".into()),
         ("id".into(), "wide".into()),
         ("body".into(), "{}".into()),
     ];
     fields.extend((0..3997).map(|i| (format!("h{i}"), format!("v{i}"))));
-    xadd_owned(&mut conn, cfg.ingress(), &fields).await;
+    xadd_owned(&mut host.conn, host.cfg.ingress(), &fields).await;
     for i in 0..5 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[
-                ("type", "ok"),
-                ("id", &format!("after-{i}")),
-                ("body", "{}"),
-            ],
-        )
-        .await;
+        host.send("ok", &format!("after-{i}"), "{}").await;
     }
-    let host = start_host(&cfg.config, &redis);
+    host.restart().await;
     let m = host.metrics.clone();
     wait_for(
         Duration::from_secs(30),
@@ -76,9 +65,9 @@ plugin = "@PLUGINS@/sleep.wasm"
         },
     )
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
 
-    let dead = entries(&mut conn, &cfg.dead_stream()).await;
+    let dead = entries(&mut host.conn, &host.cfg.dead_stream()).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(
         field(&dead[0], "dead-reason").as_deref(),
@@ -89,7 +78,10 @@ plugin = "@PLUGINS@/sleep.wasm"
     assert_eq!(kept.len(), 8000);
     assert_eq!(&kept[..6], ["type", "ok", "id", "wide", "body", "{}"]);
     assert_eq!(kept[7999], "v3996");
-    assert_eq!(pending(&mut conn, cfg.ingress(), &cfg.prefix).await, 0);
+    assert_eq!(
+        pending(&mut host.conn, host.cfg.ingress(), &host.cfg.prefix).await,
+        0
+    );
 }
 
 /// 110 entries of 10 MB once took a host to 5.66 GB. Entries over
@@ -276,18 +268,15 @@ plugin = "@PLUGINS@/sleep.wasm"
 /// restored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_cannot_forge_the_host_fields_of_a_dead_letter() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [routes]
 "reject" = ["Reject"]
 [queues.Reject]
 plugin = "@PLUGINS@/always_reject.wasm"
 "#,
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let forged = |t: &'static str, id: &'static str| {
         vec![
             ("type", t),
@@ -300,7 +289,7 @@ plugin = "@PLUGINS@/always_reject.wasm"
     };
     // One refused by the router, one rejected by a queue's plugin.
     for (t, id) in [("no.route", "at-router"), ("reject", "at-queue")] {
-        xadd(&mut conn, cfg.ingress(), &forged(t, id)).await;
+        xadd(&mut host.conn, host.cfg.ingress(), &forged(t, id)).await;
     }
     let m = host.metrics.clone();
     wait_for(Duration::from_secs(20), "both dead-lettered", || {
@@ -309,8 +298,8 @@ plugin = "@PLUGINS@/always_reject.wasm"
         async move { n == 2 }
     })
     .await;
-    host.stop().await.unwrap();
-    let records = entries(&mut conn, &cfg.dead_stream()).await;
+    host.stop().await;
+    let records = entries(&mut host.conn, &host.cfg.dead_stream()).await;
     assert_eq!(records.len(), 2);
     for (record, (id, queue, reason)) in records.iter().zip([
         ("at-router", "", "no route for message type \"no.route\""),
@@ -512,9 +501,7 @@ retry_quick_delay = "10ms"
 /// and it resumes once the key is a stream again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_key_of_the_wrong_type_holds_routing_without_losing_anything() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [routes]
 "ok" = ["Ok", "Other"]
@@ -523,16 +510,15 @@ plugin = "@PLUGINS@/sleep.wasm"
 [queues.Other]
 plugin = "@PLUGINS@/sleep.wasm"
 "#,
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let m = host.metrics.clone();
-    let other = cfg.queue_stream("Other");
+    let other = host.cfg.queue_stream("Other");
     wait_for(
         Duration::from_secs(10),
         "the queues' groups created",
         || {
-            let mut conn = conn.clone();
+            let mut conn = host.conn.clone();
             let other = other.clone();
             async move {
                 let t: String = redis::cmd("TYPE")
@@ -547,46 +533,45 @@ plugin = "@PLUGINS@/sleep.wasm"
     .await;
     let _: () = redis::cmd("DEL")
         .arg(&other)
-        .query_async(&mut conn)
+        .query_async(&mut host.conn)
         .await
         .unwrap();
     let _: () = redis::cmd("SET")
         .arg(&other)
         .arg("not a stream")
-        .query_async(&mut conn)
+        .query_async(&mut host.conn)
         .await
         .unwrap();
     for i in 0..3 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "ok"), ("id", &format!("m-{i}")), ("body", "{}")],
-        )
-        .await;
+        host.send("ok", &format!("m-{i}"), "{}").await;
     }
     // Routing is refused whole, every time, before it writes anything.
     wait_for(Duration::from_secs(10), "the entries read and held", || {
-        let mut conn = conn.clone();
-        let (ingress, group) = (cfg.ingress().to_owned(), cfg.prefix.clone());
+        let mut conn = host.conn.clone();
+        let (ingress, group) = (host.cfg.ingress().to_owned(), host.cfg.prefix.clone());
         async move { pending(&mut conn, &ingress, &group).await == 3 }
     })
     .await;
-    assert!(entries(&mut conn, &cfg.queue_stream("Ok")).await.is_empty());
+    assert!(
+        entries(&mut host.conn, &host.cfg.queue_stream("Ok"))
+            .await
+            .is_empty()
+    );
     assert_eq!(m.router.routed.load(Ordering::Relaxed), 0);
     // Once the key is a stream again (its group recreated), the entries
     // are routed.
     let _: () = redis::cmd("DEL")
         .arg(&other)
-        .query_async(&mut conn)
+        .query_async(&mut host.conn)
         .await
         .unwrap();
     let _: () = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(&other)
-        .arg(&cfg.prefix)
+        .arg(&host.cfg.prefix)
         .arg("0")
         .arg("MKSTREAM")
-        .query_async(&mut conn)
+        .query_async(&mut host.conn)
         .await
         .unwrap();
     wait_for(Duration::from_secs(30), "every copy handled", || {
@@ -597,8 +582,11 @@ plugin = "@PLUGINS@/sleep.wasm"
         async move { ok == 3 && other == 3 }
     })
     .await;
-    host.stop().await.unwrap();
-    assert_eq!(pending(&mut conn, cfg.ingress(), &cfg.prefix).await, 0);
+    host.stop().await;
+    assert_eq!(
+        pending(&mut host.conn, host.cfg.ingress(), &host.cfg.prefix).await,
+        0
+    );
 }
 
 /// A producer that leaves out `type` and `id` (sending CAP's names) with
@@ -606,9 +594,7 @@ plugin = "@PLUGINS@/sleep.wasm"
 /// the first delivery did, not refuse it as oversized.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_copy_with_the_fields_the_router_adds_is_delivered_again_whole() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::idle(TestConfig::new(
         r#"
 [routes]
 "retry" = ["Retry"]
@@ -617,15 +603,15 @@ plugin = "@PLUGINS@/always_retry.wasm"
 max_attempts = 2
 retry_quick_delay = "10ms"
 "#,
-    );
-    let mut conn = redis.conn().await;
+    ))
+    .await;
     let mut fields: Vec<(String, String)> = vec![
         ("cap-msg-name".into(), "retry".into()),
         ("body".into(), "{}".into()),
     ];
     fields.extend((0..998).map(|i| (format!("h{i}"), "v".into())));
-    xadd_owned(&mut conn, cfg.ingress(), &fields).await;
-    let host = start_host(&cfg.config, &redis);
+    xadd_owned(&mut host.conn, host.cfg.ingress(), &fields).await;
+    host.restart().await;
     let m = host.metrics.queue("Retry");
     wait_for(
         Duration::from_secs(20),
@@ -636,8 +622,8 @@ retry_quick_delay = "10ms"
         },
     )
     .await;
-    host.stop().await.unwrap();
-    let dead = dead_letters(&mut conn, &cfg).await;
+    host.stop().await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     assert!(
         dead[0].reason.starts_with("gave up after 2 attempts"),
         "{}",

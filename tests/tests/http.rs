@@ -42,18 +42,14 @@ const DENIED: &str = "denied";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_go_only_where_granted() {
-    init_logs();
-    let redis = Redis::start();
     let granted = StandIn::start(Api::Echo).await.unwrap();
     let other = StandIn::start(Api::Echo).await.unwrap();
     let (a, b) = (granted.addr().port(), other.addr().port());
-    let cfg = config(&[granted.url()], "");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config(&[granted.url()], "")).await;
 
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "probe",
         "p-1",
         json!([
@@ -74,7 +70,7 @@ async fn requests_go_only_where_granted() {
         "report",
     )
     .await;
-    let report = probe_report(&mut conn, &cfg, "p-1", LIMIT).await;
+    let report = probe_report(&mut host.conn, &host.cfg, "p-1", LIMIT).await;
     assert_eq!(report[0]["status"], 200, "{report:?}");
     for (i, r) in report.iter().enumerate().skip(1) {
         assert_eq!(error(r), DENIED, "step {i}: {r}");
@@ -83,7 +79,7 @@ async fn requests_go_only_where_granted() {
     assert_eq!(granted.requests()[0].path, "/fine");
     assert!(other.requests().is_empty());
     let denied = host.metrics.queues()["Probe"].http_denied;
-    host.stop().await.unwrap();
+    host.stop().await;
     assert_eq!(denied, 8);
 }
 
@@ -160,21 +156,17 @@ max_attempts = 1
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirects_are_not_followed_and_each_hop_is_checked() {
-    init_logs();
-    let redis = Redis::start();
     let granted = StandIn::start(Api::Echo).await.unwrap();
     let other = StandIn::start(Api::Echo).await.unwrap();
-    let cfg = config(&[granted.url()], "");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config(&[granted.url()], "")).await;
     let away = format!("{}/stolen", other.url());
     granted.push(Scripted::redirect(302, &away));
     granted.push(Scripted::redirect(307, &away));
     granted.push(Scripted::redirect(302, "/landing"));
     let follow = |path: &str| json!({ "http": { "method": "GET", "url": format!("{}{path}", granted.url()), "follow": 3 } });
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "probe",
         "r-1",
         json!([
@@ -185,8 +177,8 @@ async fn redirects_are_not_followed_and_each_hop_is_checked() {
         "report",
     )
     .await;
-    let report = probe_report(&mut conn, &cfg, "r-1", LIMIT).await;
-    host.stop().await.unwrap();
+    let report = probe_report(&mut host.conn, &host.cfg, "r-1", LIMIT).await;
+    host.stop().await;
     // Not followed by the host: the plugin sees the redirect itself.
     assert_eq!(report[0]["status"], 302, "{report:?}");
     // Followed by the plugin to an ungranted host: denied there.
@@ -200,15 +192,12 @@ async fn redirects_are_not_followed_and_each_hop_is_checked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_are_bounded_in_size_and_time() {
-    init_logs();
-    let redis = Redis::start();
     let server = StandIn::start(Api::Echo).await.unwrap();
-    let cfg = config(
+    let mut host = TestHost::start_with(config(
         &[server.url()],
         "http_timeout = \"1s\"\nmax_response_kib = 64",
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     server.push(Scripted::Huge {
         bytes: 50 * 1024 * 1024,
     });
@@ -222,17 +211,17 @@ async fn answers_are_bounded_in_size_and_time() {
     let url = format!("{}/x", server.url());
     let started = Instant::now();
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "probe",
         "b-1",
         json!([get(&url), get(&url), get(&url), get(&url)]),
         "report",
     )
     .await;
-    let report = probe_report(&mut conn, &cfg, "b-1", LIMIT).await;
+    let report = probe_report(&mut host.conn, &host.cfg, "b-1", LIMIT).await;
     let took = started.elapsed();
-    host.stop().await.unwrap();
+    host.stop().await;
     // The body's bound and the body's deadline hit while it is read; the
     // deadline also bounds the wait for the answer's head.
     assert!(
@@ -255,10 +244,8 @@ async fn answers_are_bounded_in_size_and_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_never_outlives_the_handler_deadline() {
-    init_logs();
-    let redis = Redis::start();
     let server = StandIn::start(Api::Echo).await.unwrap();
-    let cfg = TestConfig::new(&format!(
+    let mut host = TestHost::start_with(TestConfig::new(&format!(
         r#"
 [routes]
 "probe" = ["Probe"]
@@ -271,17 +258,16 @@ http_timeout = "30s"
 max_attempts = 1
 "#,
         server.url()
-    ));
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    )))
+    .await;
     server.push(Scripted::Trickle {
         bytes: 100_000,
         every: Duration::from_millis(20),
     });
     let started = Instant::now();
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "probe",
         "d-1",
         json!([get(&server.url())]),
@@ -289,30 +275,34 @@ max_attempts = 1
     )
     .await;
     wait_for(LIMIT, "the message dead-lettered", || {
-        let mut conn = conn.clone();
-        let cfg = &cfg;
+        let mut conn = host.conn.clone();
+        let cfg = &host.cfg;
         async move { !dead_letters(&mut conn, cfg).await.is_empty() }
     })
     .await;
     let took = started.elapsed();
-    host.stop().await.unwrap();
-    let dead = dead_letters(&mut conn, &cfg).await;
+    host.stop().await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     assert!(dead[0].reason.contains("(timeout)"), "{}", dead[0].reason);
     assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_sends_at_most_max_requests_per_call() {
-    init_logs();
-    let redis = Redis::start();
     let server = StandIn::start(Api::Echo).await.unwrap();
-    let cfg = config(&[server.url()], "max_requests_per_call = 3");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config(&[server.url()], "max_requests_per_call = 3")).await;
     let steps: Vec<Value> = (0..5).map(|_| get(&server.url())).collect();
-    send_probe(&mut conn, &cfg, "probe", "n-1", json!(steps), "report").await;
-    let report = probe_report(&mut conn, &cfg, "n-1", LIMIT).await;
-    host.stop().await.unwrap();
+    send_probe(
+        &mut host.conn,
+        &host.cfg,
+        "probe",
+        "n-1",
+        json!(steps),
+        "report",
+    )
+    .await;
+    let report = probe_report(&mut host.conn, &host.cfg, "n-1", LIMIT).await;
+    host.stop().await;
     let statuses: Vec<&Value> = report.iter().map(|r| &r["status"]).collect();
     assert_eq!(statuses[..3], [&json!(200), &json!(200), &json!(200)]);
     assert_eq!(error(&report[3]), DENIED, "{report:?}");
@@ -325,20 +315,17 @@ async fn a_call_sends_at_most_max_requests_per_call() {
 /// connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_are_pooled_across_messages() {
-    init_logs();
-    let redis = Redis::start();
     let server = StandIn::start(Api::Echo).await.unwrap();
-    let cfg = config(
+    let mut host = TestHost::start_with(config(
         &[server.url()],
         "concurrency = 8\nmax_connections_per_host = 2",
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let n = 200;
     for i in 0..n {
         send_probe(
-            &mut conn,
-            &cfg,
+            &mut host.conn,
+            &host.cfg,
             "probe",
             &format!("c-{i}"),
             json!([json!({ "http": { "method": "POST", "url": server.url(), "body": "{}" } })]),
@@ -352,7 +339,7 @@ async fn connections_are_pooled_across_messages() {
         async move { done }
     })
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
     assert_eq!(server.requests().len(), n as usize);
     let connections = server.connections();
     eprintln!("pooling: {n} requests over {connections} connections");
@@ -365,22 +352,26 @@ async fn connections_are_pooled_across_messages() {
 /// `max_connections_per_host = 1`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_call_leaves_open_is_closed_when_it_ends() {
-    init_logs();
-    let redis = Redis::start();
     let server = StandIn::start(Api::Echo).await.unwrap();
-    let cfg = config(
+    let mut host = TestHost::start_with(config(
         &[server.url()],
         "reuse_instances = true\nconcurrency = 1\nmax_connections_per_host = 1\nhttp_timeout = \"2s\"",
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    )).await;
     let left = json!({ "http": { "url": server.url(), "leave_open": true } });
-    let r = probe(&mut conn, &cfg, "probe", "open-1", json!([left]), LIMIT).await;
+    let r = probe(
+        &mut host.conn,
+        &host.cfg,
+        "probe",
+        "open-1",
+        json!([left]),
+        LIMIT,
+    )
+    .await;
     assert_eq!(r[0]["status"], 200, "{r:?}");
     for i in 2..5 {
         let r = probe(
-            &mut conn,
-            &cfg,
+            &mut host.conn,
+            &host.cfg,
             "probe",
             &format!("open-{i}"),
             json!([get(&server.url())]),
@@ -389,7 +380,7 @@ async fn what_a_call_leaves_open_is_closed_when_it_ends() {
         .await;
         assert_eq!(r[0]["status"], 200, "call {i}: {r:?}");
     }
-    host.stop().await.unwrap();
+    host.stop().await;
 }
 
 /// https is verified: a destination whose certificate chains to the
@@ -398,13 +389,12 @@ async fn what_a_call_leaves_open_is_closed_when_it_ends() {
 /// request is never sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_is_verified_against_the_web_roots_and_the_queues_ca() {
-    init_logs();
     let ca = TestCa::new();
     let dir = tempdir("http-tls");
     let ca_file = ca.write_ca(&dir, "api-ca.pem").unwrap();
     let server = StandIn::start_tls(Api::Echo, &ca).await.unwrap();
     let port = server.addr().port();
-    let cfg = TestConfig::new(&format!(
+    let mut host = TestHost::start_with(TestConfig::new(&format!(
         r#"
 [routes]
 "trusting" = ["Trusting"]
@@ -422,14 +412,12 @@ allowed_hosts = ["https://localhost:{port}"]
 max_attempts = 1
 "#,
         ca_file.display()
-    ));
-    let redis = Redis::start();
-    let mut conn = redis.conn().await;
-    let _host = start_host(&cfg.config, &redis);
+    )))
+    .await;
 
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "trusting",
         "tls-trusting",
         json!([
@@ -442,8 +430,8 @@ max_attempts = 1
     assert_eq!(report[0]["status"], 200, "{report:?}");
     assert_eq!(report[1]["status"], 200, "{report:?}");
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "web-only",
         "tls-web-only",
         json!([get(&format!("https://localhost:{port}/refused"))]),

@@ -8,9 +8,7 @@ use switchyard_tests::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadline_and_memory_cap_stop_bad_plugins() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [routes]
 "spin" = ["Spin"]
@@ -33,36 +31,21 @@ visibility_timeout = "6s"
 max_attempts = 2
 retry_delay = "50ms"
 "#,
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let m = host.metrics.clone();
     for i in 0..2 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[
-                ("type", "spin"),
-                ("id", &format!("spin-{i}")),
-                ("body", "{}"),
-            ],
-        )
-        .await;
+        host.send("spin", &format!("spin-{i}"), "{}").await;
     }
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "hog"), ("id", "hog-0"), ("body", "{}")],
-    )
-    .await;
+    host.send("hog", "hog-0", "{}").await;
     wait_for(Duration::from_secs(60), "bad plugins dead-lettered", || {
         let (s, h) = (m.queue("Spin").snapshot(), m.queue("Hog").snapshot());
         async move { s.dead_lettered == 2 && h.dead_lettered == 1 }
     })
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
 
-    let dead = dead_letters(&mut conn, &cfg).await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     for d in dead.iter().filter(|d| d.queue == "Spin") {
         assert_eq!(d.attempts, "2");
         assert!(
@@ -92,9 +75,7 @@ retry_delay = "50ms"
 /// queue is served while they are certainly still running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_plugins_do_not_starve_other_queues() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [host]
 prefix = "@PREFIX@"
@@ -111,21 +92,11 @@ visibility_timeout = "5m"
 plugin = "@PLUGINS@/sleep.wasm"
 concurrency = 4
 "#,
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let m = host.metrics.clone();
     for i in 0..2 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[
-                ("type", "spin"),
-                ("id", &format!("spin-{i}")),
-                ("body", "{}"),
-            ],
-        )
-        .await;
+        host.send("spin", &format!("spin-{i}"), "{}").await;
     }
     wait_for(Duration::from_secs(10), "both spinners running", || {
         let n = m.queue("Spin").snapshot().in_flight;
@@ -133,12 +104,7 @@ concurrency = 4
     })
     .await;
     for i in 0..50 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "ok"), ("id", &format!("ok-{i}")), ("body", "{}")],
-        )
-        .await;
+        host.send("ok", &format!("ok-{i}"), "{}").await;
     }
     wait_for(Duration::from_secs(60), "healthy queue drained", || {
         let n = m.queue("Ok").snapshot().succeeded;
@@ -148,9 +114,14 @@ concurrency = 4
     let spin = m.queue("Spin").snapshot();
     assert_eq!((spin.in_flight, spin.failed), (2, 0), "{spin:?}");
     // The spinners are abandoned at shutdown; their messages stay pending.
-    host.stop().await.unwrap();
+    host.stop().await;
     assert_eq!(
-        pending(&mut conn, &cfg.queue_stream("Spin"), &cfg.prefix).await,
+        pending(
+            &mut host.conn,
+            &host.cfg.queue_stream("Spin"),
+            &host.cfg.prefix
+        )
+        .await,
         2
     );
 }
@@ -208,9 +179,7 @@ connect = "{addr}"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_are_reused_only_when_asked_and_never_after_a_trap() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [routes]
 "fresh" = ["Fresh"]
@@ -225,14 +194,13 @@ concurrency = 1
 max_attempts = 1
 reuse_instances = true
 "#,
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let m = host.metrics.clone();
     // One message at a time, so the order of calls is the order sent.
     let send = |t: &'static str, id: String, body: &'static str| {
-        let mut conn = conn.clone();
-        let ingress = cfg.ingress().to_owned();
+        let mut conn = host.conn.clone();
+        let ingress = host.cfg.ingress().to_owned();
         let m = m.clone();
         async move {
             let queue = if t == "warm" { "Warm" } else { "Fresh" };
@@ -256,8 +224,8 @@ reuse_instances = true
     }
     send("warm", "w-trap".into(), "\"trap\"").await;
     send("warm", "w-after".into(), "{}").await;
-    host.stop().await.unwrap();
-    let dead = dead_letters(&mut conn, &cfg).await;
+    host.stop().await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     let reason = |id: &str| {
         dead.iter()
             .find(|d| d.message_id == id)

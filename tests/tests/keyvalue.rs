@@ -48,15 +48,11 @@ concurrency = 8
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_queue_sees_only_its_own_buckets() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = config("");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config("")).await;
 
     let a = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "a",
         "a-1",
         json!([
@@ -71,8 +67,8 @@ async fn each_queue_sees_only_its_own_buckets() {
     // The same bucket and key, from another queue: its own, empty.
     // Bucket names that look like paths or key syntax are just names.
     let b = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "b",
         "b-1",
         json!([
@@ -82,7 +78,7 @@ async fn each_queue_sees_only_its_own_buckets() {
             kv("get", "}:v:shared", "k", ""),
             kv(
                 "get",
-                &format!("{}:kv:{{KvA}}:v:shared", cfg.prefix),
+                &format!("{}:kv:{{KvA}}:v:shared", host.cfg.prefix),
                 "k",
                 ""
             ),
@@ -97,8 +93,8 @@ async fn each_queue_sees_only_its_own_buckets() {
     assert_eq!(b[5]["keys"], json!(["k"]));
 
     let a = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "a",
         "a-2",
         json!([kv("get", "shared", "k", "")]),
@@ -109,8 +105,8 @@ async fn each_queue_sees_only_its_own_buckets() {
 
     // A queue without a grant cannot open a bucket.
     let none = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "none",
         "n-1",
         json!([kv("get", "shared", "k", "")]),
@@ -124,32 +120,28 @@ async fn each_queue_sees_only_its_own_buckets() {
 
     // Every key the plugins made is under its queue's own prefix.
     let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}:kv:*", cfg.prefix))
-        .query_async(&mut conn)
+        .arg(format!("{}:kv:*", host.cfg.prefix))
+        .query_async(&mut host.conn)
         .await
         .unwrap();
     assert!(!keys.is_empty());
     for k in &keys {
         let own = [
-            format!("{}:kv:{{KvA}}:", cfg.prefix),
-            format!("{}:kv:{{KvB}}:", cfg.prefix),
+            format!("{}:kv:{{KvA}}:", host.cfg.prefix),
+            format!("{}:kv:{{KvB}}:", host.cfg.prefix),
         ];
         assert!(own.iter().any(|p| k.starts_with(p)), "{k}");
     }
-    host.stop().await.unwrap();
+    host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quota_bounds_keys_and_bytes() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = config("max_keys = 3\nmax_kib = 1");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config("max_keys = 3\nmax_kib = 1")).await;
     let big = "x".repeat(700);
     let r = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "a",
         "q-1",
         json!([
@@ -169,7 +161,7 @@ async fn the_quota_bounds_keys_and_bytes() {
         LIMIT,
     )
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
     assert_eq!(r[..3], [json!("ok"), json!("ok"), json!("ok")], "{r:?}");
     assert_eq!(
         r[3]["error"], "quota exceeded: the queue may hold at most 3 keys",
@@ -190,14 +182,10 @@ async fn the_quota_bounds_keys_and_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_expire_after_the_ttl_and_stop_counting() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = config("max_keys = 1\nttl = \"1s\"");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config("max_keys = 1\nttl = \"1s\"")).await;
     let r = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "a",
         "t-1",
         json!([
@@ -212,8 +200,8 @@ async fn keys_expire_after_the_ttl_and_stop_counting() {
     assert!(r[2]["error"].as_str().unwrap().contains("at most 1 keys"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "a",
         "t-2",
         json!([
@@ -224,7 +212,7 @@ async fn keys_expire_after_the_ttl_and_stop_counting() {
         LIMIT,
     )
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
     assert_eq!(r[0], Value::Null, "{r:?}");
     assert_eq!(r[1], "ok", "the expired key no longer counts: {r:?}");
     assert_eq!(r[2]["keys"], json!(["second"]), "{r:?}");
@@ -232,18 +220,14 @@ async fn keys_expire_after_the_ttl_and_stop_counting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn increments_and_compare_and_swap_are_atomic() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = config("");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config("")).await;
 
     // 100 messages, 8 at a time, each adding 1 to one counter.
     let n = 100;
     for i in 0..n {
         send_probe(
-            &mut conn,
-            &cfg,
+            &mut host.conn,
+            &host.cfg,
             "count",
             &format!("c-{i}"),
             json!([{ "kv": "increment", "bucket": "b", "key": "hits", "delta": 1 }]),
@@ -259,8 +243,8 @@ async fn increments_and_compare_and_swap_are_atomic() {
     .await;
 
     let r = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "a",
         "x-1",
         json!([
@@ -280,11 +264,11 @@ async fn increments_and_compare_and_swap_are_atomic() {
     )
     .await;
     let hits: String = redis::cmd("GET")
-        .arg(format!("{}:kv:{{Counter}}:v:b\0hits", cfg.prefix))
-        .query_async(&mut conn)
+        .arg(format!("{}:kv:{{Counter}}:v:b\0hits", host.cfg.prefix))
+        .query_async(&mut host.conn)
         .await
         .unwrap();
-    host.stop().await.unwrap();
+    host.stop().await;
     assert_eq!(hits, n.to_string());
     assert_eq!(r[0], "swapped", "{r:?}");
     assert_eq!(r[1], "swapped", "{r:?}");

@@ -50,16 +50,12 @@ fn mail(to: &str, subject: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mail_arrives_as_written() {
-    init_logs();
     let smtp = SmtpReceiver::start().await.unwrap();
-    let redis = Redis::start();
-    let cfg = config(&smtp.url());
-    let mut conn = redis.conn().await;
-    let _host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config(&smtp.url())).await;
 
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "mail",
         "chat-7 ended",
         json!([{ "mail": {
@@ -107,7 +103,7 @@ async fn a_mail_arrives_as_written() {
     assert_eq!(m.part("text/html").as_deref(), Some("<p>Olá, Ana</p>"));
 
     // What the host refuses to write.
-    let report = probe(&mut conn, &cfg,
+    let report = probe(&mut host.conn, &host.cfg,
         "mail",
         "bad-1",
         json!([
@@ -126,8 +122,8 @@ async fn a_mail_arrives_as_written() {
     assert_eq!(smtp.mails().len(), 1, "nothing of those was sent");
 
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "none",
         "none-1",
         json!([mail("a@x.example", "s")]),
@@ -139,12 +135,8 @@ async fn a_mail_arrives_as_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relays_answers_decide_the_error() {
-    init_logs();
     let smtp = SmtpReceiver::start().await.unwrap();
-    let redis = Redis::start();
-    let cfg = config(&smtp.url());
-    let mut conn = redis.conn().await;
-    let _host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config(&smtp.url())).await;
 
     smtp.push(Reply::new(
         Stage::Rcpt,
@@ -152,8 +144,8 @@ async fn the_relays_answers_decide_the_error() {
         "5.1.1 <gone@x.example>: mailbox unavailable",
     ));
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "mail",
         "m-550",
         json!([mail("gone@x.example", "s")]),
@@ -171,8 +163,8 @@ async fn the_relays_answers_decide_the_error() {
 
     smtp.push(Reply::new(Stage::Data, 451, "4.3.0 try again later"));
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "mail",
         "m-451",
         json!([mail("a@x.example", "s")]),
@@ -185,8 +177,8 @@ async fn the_relays_answers_decide_the_error() {
     let before = smtp.connections();
     for i in 0..10 {
         let report = probe(
-            &mut conn,
-            &cfg,
+            &mut host.conn,
+            &host.cfg,
             "mail",
             &format!("ok-{i}"),
             json!([mail("a@x.example", "s")]),
@@ -211,11 +203,10 @@ async fn the_relays_answers_decide_the_error() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let cfg = config(&format!("smtp://{down}"));
-    let _other = start_host(&cfg.config, &redis);
+    host.restart_with(config(&format!("smtp://{down}"))).await;
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "mail",
         "m-down",
         json!([mail("a@x.example", "s")]),
@@ -230,24 +221,21 @@ async fn the_relays_answers_decide_the_error() {
 /// retried (transient), not rejected for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relays_login_is_used_and_a_refused_one_retries() {
-    init_logs();
     let smtp = SmtpReceiver::start_on(
         "127.0.0.1:0".parse().unwrap(),
         Some(("relay@chat.example".into(), "p:w/@%".into())),
     )
     .await
     .unwrap();
-    let redis = Redis::start();
-    let mut conn = redis.conn().await;
     let addr = smtp.addr();
 
-    let cfg = config(&format!(
+    let mut host = TestHost::start_with(config(&format!(
         "smtp://relay%40chat.example:p%3Aw%2F%40%25@{addr}"
-    ));
-    let host = start_host(&cfg.config, &redis);
+    )))
+    .await;
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "mail",
         "login-ok",
         json!([mail("a@x.example", "s")]),
@@ -256,13 +244,13 @@ async fn the_relays_login_is_used_and_a_refused_one_retries() {
     .await;
     assert!(report[0].is_string(), "{report:?}");
     assert_eq!(smtp.mails().len(), 1);
-    host.stop().await.unwrap();
+    host.stop().await;
 
-    let cfg = config(&format!("smtp://relay%40chat.example:wrong@{addr}"));
-    let _host = start_host(&cfg.config, &redis);
+    host.restart_with(config(&format!("smtp://relay%40chat.example:wrong@{addr}")))
+        .await;
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "mail",
         "login-refused",
         json!([mail("a@x.example", "s")]),
@@ -285,7 +273,6 @@ async fn the_relays_login_is_used_and_a_refused_one_retries() {
 /// says why, and it is transient (the operator's to fix, not the mail's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_goes_over_verified_tls_only() {
-    init_logs();
     let ca = TestCa::new();
     let stranger = TestCa::new();
     let dir = tempdir("mail-tls");
@@ -337,7 +324,7 @@ timeout = "3s"
             ca_file.display()
         )
     };
-    let cfg = TestConfig::new(&format!(
+    let mut host = TestHost::start_with(TestConfig::new(&format!(
         r#"
 [routes]
 "starttls" = ["StartTls"]
@@ -358,15 +345,13 @@ timeout = "3s"
             "NotOffered",
             &format!("smtp://{}?tls=required", plain.addr())
         ),
-    ));
-    let redis = Redis::start();
-    let mut conn = redis.conn().await;
-    let _host = start_host(&cfg.config, &redis);
+    )))
+    .await;
 
     for (route, relay) in [("starttls", &starttls), ("smtps", &implicit)] {
         let report = probe(
-            &mut conn,
-            &cfg,
+            &mut host.conn,
+            &host.cfg,
             route,
             &format!("tls-{route}"),
             json!([mail("a@x.example", route)]),
@@ -385,8 +370,8 @@ timeout = "3s"
         ("not-offered", &plain, "STARTTLS"),
     ] {
         let report = probe(
-            &mut conn,
-            &cfg,
+            &mut host.conn,
+            &host.cfg,
             route,
             &format!("tls-{route}"),
             json!([mail("a@x.example", route)]),

@@ -41,16 +41,12 @@ retry_delay = "50ms"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_outcome_is_settled_as_promised() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = config();
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config()).await;
     for (t, n) in [("ok", 20), ("reject", 3), ("retry", 2), ("trap", 2)] {
         for i in 0..n {
             xadd(
-                &mut conn,
-                cfg.ingress(),
+                &mut host.conn,
+                host.cfg.ingress(),
                 &[
                     ("type", t),
                     ("id", &format!("{t}-{i}")),
@@ -72,18 +68,23 @@ async fn each_outcome_is_settled_as_promised() {
         async move { ok }
     })
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
     let q = m.queues();
 
     // Success: acked once each, never retried.
     assert_eq!(q["Ok"].succeeded, 20);
     assert_eq!(q["Ok"].attempts, 20);
     assert_eq!(
-        pending(&mut conn, &cfg.queue_stream("Ok"), &cfg.prefix).await,
+        pending(
+            &mut host.conn,
+            &host.cfg.queue_stream("Ok"),
+            &host.cfg.prefix
+        )
+        .await,
         0
     );
 
-    let dead = dead_letters(&mut conn, &cfg).await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     let of = |queue: &str| dead.iter().filter(|d| d.queue == queue).collect::<Vec<_>>();
 
     // Reject: dead-lettered at once with the plugin's reason.
@@ -131,7 +132,7 @@ async fn each_outcome_is_settled_as_promised() {
     assert_eq!(q["Trap"].failed, 4);
 
     // The dead-letter record keeps the original fields and names the plugin.
-    let all = entries(&mut conn, &cfg.dead_stream()).await;
+    let all = entries(&mut host.conn, &host.cfg.dead_stream()).await;
     let one = all
         .iter()
         .find(|e| field(e, "id").as_deref() == Some("trap-0"))
@@ -166,16 +167,21 @@ async fn each_outcome_is_settled_as_promised() {
 
     for queue in ["Reject", "Retry", "Trap"] {
         assert_eq!(
-            pending(&mut conn, &cfg.queue_stream(queue), &cfg.prefix).await,
+            pending(
+                &mut host.conn,
+                &host.cfg.queue_stream(queue),
+                &host.cfg.prefix
+            )
+            .await,
             0,
             "{queue}"
         );
     }
     // No retry state is left behind.
     let errors: u64 = redis::cmd("EXISTS")
-        .arg(format!("{}:errors:Retry", cfg.prefix))
-        .arg(format!("{}:errors:Trap", cfg.prefix))
-        .query_async(&mut conn)
+        .arg(host.cfg.keys().errors("Retry"))
+        .arg(host.cfg.keys().errors("Trap"))
+        .query_async(&mut host.conn)
         .await
         .unwrap();
     assert_eq!(errors, 0);
@@ -183,9 +189,7 @@ async fn each_outcome_is_settled_as_promised() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_requested_retry_delay_is_honoured() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [routes]
 "retry" = ["Retry"]
@@ -198,12 +202,11 @@ retry_delay = "10ms"
 [queues.Retry.config]
 delay_ms = 1500
 "#,
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     xadd(
-        &mut conn,
-        cfg.ingress(),
+        &mut host.conn,
+        host.cfg.ingress(),
         &[("type", "retry"), ("body", "{}")],
     )
     .await;
@@ -220,7 +223,7 @@ delay_ms = 1500
     })
     .await;
     let waited = first.elapsed();
-    host.stop().await.unwrap();
+    host.stop().await;
     // The plugin asked for 1.5 s; the queue's own backoff is 10 ms.
     assert!(
         waited >= Duration::from_millis(1400),
@@ -230,62 +233,35 @@ delay_ms = 1500
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_entries_are_dead_lettered_with_the_reason() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [routes]
 "ok" = ["Ok"]
 [queues.Ok]
 plugin = "@PLUGINS@/sleep.wasm"
 "#,
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     xadd(
-        &mut conn,
-        cfg.ingress(),
+        &mut host.conn,
+        host.cfg.ingress(),
         &[("id", "no-type"), ("body", "{}")],
     )
     .await;
+    host.send("", "empty-type", "{}").await;
     xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", ""), ("id", "empty-type"), ("body", "{}")],
-    )
-    .await;
-    xadd(
-        &mut conn,
-        cfg.ingress(),
+        &mut host.conn,
+        host.cfg.ingress(),
         &[("type", "ok"), ("id", "no-body")],
     )
     .await;
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "ok"), ("id", "bad-json"), ("body", "{\"a\":")],
-    )
-    .await;
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[
-            ("type", "nobody.routes.this"),
-            ("id", "no-route"),
-            ("body", "{}"),
-        ],
-    )
-    .await;
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "ok"), ("id", "fine"), ("body", "{}")],
-    )
-    .await;
+    host.send("ok", "bad-json", "{\"a\":").await;
+    host.send("nobody.routes.this", "no-route", "{}").await;
+    host.send("ok", "fine", "{}").await;
     // Written straight to a queue stream by someone else, without a type.
     xadd(
-        &mut conn,
-        &cfg.queue_stream("Ok"),
+        &mut host.conn,
+        &host.cfg.queue_stream("Ok"),
         &[("id", "direct"), ("body", "{}")],
     )
     .await;
@@ -302,9 +278,9 @@ plugin = "@PLUGINS@/sleep.wasm"
         }
     })
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
 
-    let dead = dead_letters(&mut conn, &cfg).await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     let reason = |id: &str| {
         dead.iter()
             .find(|d| d.message_id == id)
@@ -329,8 +305,14 @@ plugin = "@PLUGINS@/sleep.wasm"
     );
     assert_eq!(reason("direct"), "missing field `type` (or `cap-msg-name`)");
     assert_eq!(dead.len(), 6);
-    assert_eq!(pending(&mut conn, cfg.ingress(), &cfg.prefix).await, 0);
-    assert_eq!(lag(&mut conn, cfg.ingress(), &cfg.prefix).await, Some(0));
+    assert_eq!(
+        pending(&mut host.conn, host.cfg.ingress(), &host.cfg.prefix).await,
+        0
+    );
+    assert_eq!(
+        lag(&mut host.conn, host.cfg.ingress(), &host.cfg.prefix).await,
+        Some(0)
+    );
 }
 
 /// A queue can run a handler built into the host (`builtin:noop`) instead
@@ -338,9 +320,7 @@ plugin = "@PLUGINS@/sleep.wasm"
 /// handled at once go out batched, none left pending.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_built_in_handler_acks_every_message_in_batches() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::idle(TestConfig::new(
         r#"
 [routes]
 "discard" = ["Discard"]
@@ -348,37 +328,32 @@ async fn a_built_in_handler_acks_every_message_in_batches() {
 plugin = "builtin:noop"
 concurrency = 32
 "#,
-    );
-    let mut conn = redis.conn().await;
+    ))
+    .await;
     let n = 2_000;
     for i in 0..n {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "discard"), ("id", &i.to_string()), ("body", "{}")],
-        )
-        .await;
+        host.send("discard", &i.to_string(), "{}").await;
     }
-    let host = start_host(&cfg.config, &redis);
+    host.restart().await;
     let m = host.metrics.queue("Discard");
     wait_for(Duration::from_secs(20), "every message handled", || {
         let s = m.snapshot().succeeded;
         async move { s == n }
     })
     .await;
-    let stream = cfg.queue_stream("Discard");
+    let stream = host.cfg.queue_stream("Discard");
     wait_for(Duration::from_secs(5), "nothing pending", || {
-        let mut conn = conn.clone();
-        let (stream, group) = (stream.clone(), cfg.prefix.clone());
+        let mut conn = host.conn.clone();
+        let (stream, group) = (stream.clone(), host.cfg.prefix.clone());
         async move { pending(&mut conn, &stream, &group).await == 0 }
     })
     .await;
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
-        .query_async(&mut conn)
+        .query_async(&mut host.conn)
         .await
         .unwrap();
-    host.stop().await.unwrap();
+    host.stop().await;
     let s = m.snapshot();
     assert_eq!((s.attempts, s.failed, s.dead_lettered), (n, 0, 0));
     // Redis counts the router's XACKs (one per entry, inside its script)

@@ -234,20 +234,17 @@ fn samples() -> Vec<(&'static str, &'static str, String, &'static str, String)> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_type_lands_in_its_columns_once() {
-    init_logs();
     let pg = database().await;
-    let redis = Redis::start();
-    let cfg = config(&pg, "max_attempts = 1\nconcurrency = 4");
-    let mut conn = redis.conn().await;
+    let mut host = TestHost::idle(config(&pg, "max_attempts = 1\nconcurrency = 4")).await;
     let samples = samples();
     assert_eq!(samples.len(), TYPES.len());
     // Each sent twice under its id: the second is a redelivery.
     for _ in 0..2 {
         for (t, id, body, _, _) in &samples {
-            send_message(&mut conn, &cfg, t, id, body).await;
+            host.send(t, id, body).await;
         }
     }
-    let host = start_host(&cfg.config, &redis);
+    host.restart().await;
     let metrics = host.metrics.clone();
     wait_for(LIMIT, "every message handled", || {
         let m = metrics.clone();
@@ -258,8 +255,8 @@ async fn every_message_type_lands_in_its_columns_once() {
         }
     })
     .await;
-    host.stop().await.unwrap();
-    assert!(dead_letters(&mut conn, &cfg).await.is_empty());
+    host.stop().await;
+    assert!(dead_letters(&mut host.conn, &host.cfg).await.is_empty());
 
     for (t, _, _, query, want) in &samples {
         assert_eq!(&rows(&pg, query).await, want, "{t}: {query}");
@@ -373,18 +370,15 @@ async fn a_redelivery_after_a_crash_stores_nothing_twice() {
 /// stored once the server is back; none is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_down_for_ten_seconds_costs_retries_not_messages() {
-    init_logs();
     let mut pg = database().await;
-    let redis = Redis::start();
-    let cfg = config(
+    let mut host = TestHost::start_with(config(
         &pg,
         "concurrency = 8\nmax_attempts = 12\nretry_delay = \"500ms\"\nretry_delay_max = \"4s\"\nvisibility_timeout = \"10s\"",
-    );
-    let host = start_host(&cfg.config, &redis);
+    )).await;
     let metrics = host.metrics.clone();
     let producer = {
-        let mut conn = redis.conn().await;
-        let ingress = cfg.ingress().to_owned();
+        let ingress = host.cfg.ingress().to_owned();
+        let mut conn = host.conn.clone();
         tokio::spawn(async move {
             // 40 messages a second for 16 s.
             for n in 0..640 {
@@ -407,9 +401,14 @@ async fn a_database_down_for_ten_seconds_costs_retries_not_messages() {
             }
         })
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let stored_before = rows(&pg, "SELECT count(*) FROM agent_status_logs").await;
-    assert_ne!(stored_before, "0", "storing before the outage");
+    // Rows are being stored before the outage begins.
+    let pg_ref = &pg;
+    wait_for(
+        Duration::from_secs(20),
+        "rows stored before the outage",
+        async || rows(pg_ref, "SELECT count(*) FROM agent_status_logs").await != "0",
+    )
+    .await;
     tokio::task::block_in_place(|| pg.stop());
     tokio::time::sleep(Duration::from_secs(10)).await;
     tokio::task::block_in_place(|| pg.restart()).unwrap();
@@ -425,9 +424,8 @@ async fn a_database_down_for_ten_seconds_costs_retries_not_messages() {
     })
     .await;
     let counts = metrics.queues()["Persistence"];
-    host.stop().await.unwrap();
-    let mut conn = redis.conn().await;
-    let dead = dead_letters(&mut conn, &cfg).await;
+    host.stop().await;
+    let dead = host.dead_letters().await;
     assert!(dead.is_empty(), "dead-lettered: {dead:#?}");
     assert_eq!(counts.succeeded, 640, "{counts:?}");
     assert!(counts.retried > 0, "the outage was felt: {counts:?}");

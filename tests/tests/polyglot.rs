@@ -13,8 +13,6 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_and_javascript_plugins_call_http_under_the_grants() {
-    init_logs();
-    let redis = Redis::start();
     let server = StandIn::start(Api::Echo).await.unwrap();
     let elsewhere = StandIn::start(Api::Echo).await.unwrap();
     let queue = |name: &str, plugin: &str, url: &str| {
@@ -27,17 +25,16 @@ async fn python_and_javascript_plugins_call_http_under_the_grants() {
     };
     let forward = format!("{}/inbox", server.url());
     let denied = format!("{}/inbox", elsewhere.url());
-    let cfg = TestConfig::new(&format!(
+    let mut host = TestHost::start_with(TestConfig::new(&format!(
         "[routes]\n\"py\" = [\"Py\"]\n\"js\" = [\"Js\"]\n\"away\" = [\"PyAway\", \"JsAway\"]\n{}{}{}{}",
         queue("Py", "python_forward.wasm", &forward),
         queue("Js", "js_forward.wasm", &forward),
         queue("PyAway", "python_forward.wasm", &denied),
         queue("JsAway", "js_forward.wasm", &denied),
-    ));
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))).await;
+    let metrics = host.metrics.clone();
     let settled = |want: &'static [(&'static str, u64)]| {
-        let m = host.metrics.clone();
+        let m = metrics.clone();
         async move {
             wait_for(LIMIT, "the queues settled their messages", || {
                 let q = m.queues();
@@ -54,16 +51,7 @@ async fn python_and_javascript_plugins_call_http_under_the_grants() {
     // A plain call: the server gets the message as JSON, keyed by its id.
     for lang in ["py", "js"] {
         let body = format!("{{\"lang\":\"{lang}\"}}");
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[
-                ("type", lang),
-                ("id", &format!("{lang}-1")),
-                ("body", &body),
-            ],
-        )
-        .await;
+        host.send(lang, &format!("{lang}-1"), &body).await;
     }
     settled(&[("Py", 1), ("Js", 1)]).await;
     let requests = server.requests();
@@ -92,12 +80,7 @@ async fn python_and_javascript_plugins_call_http_under_the_grants() {
     // 503 with Retry-After, then success: retried after the server's delay.
     for lang in ["py", "js"] {
         server.push(Scripted::status(503).with_header("retry-after", "1"));
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", lang), ("id", &format!("{lang}-2")), ("body", "{}")],
-        )
-        .await;
+        host.send(lang, &format!("{lang}-2"), "{}").await;
         let queue: &'static [(&'static str, u64)] = if lang == "py" {
             &[("Py", 2)]
         } else {
@@ -121,23 +104,13 @@ async fn python_and_javascript_plugins_call_http_under_the_grants() {
     // Any other 4xx rejects at once; an ungranted destination is refused.
     for lang in ["py", "js"] {
         server.push(Scripted::answer(422, "{\"error\":\"no\"}"));
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", lang), ("id", &format!("{lang}-3")), ("body", "{}")],
-        )
-        .await;
+        host.send(lang, &format!("{lang}-3"), "{}").await;
     }
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "away"), ("id", "away-1"), ("body", "{}")],
-    )
-    .await;
+    host.send("away", "away-1", "{}").await;
     settled(&[("Py", 3), ("Js", 3), ("PyAway", 1), ("JsAway", 1)]).await;
-    host.stop().await.unwrap();
+    host.stop().await;
     assert!(elsewhere.requests().is_empty());
-    let dead = dead_letters(&mut conn, &cfg).await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     let reason = |queue: &str| {
         dead.iter()
             .find(|d| d.queue == queue)

@@ -65,15 +65,11 @@ async fn published(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_delivery_publishes_enters_with_its_ack_only() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = config();
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config()).await;
 
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "probe",
         "ok-1",
         json!([saved(1), saved(2)]),
@@ -81,8 +77,8 @@ async fn what_a_delivery_publishes_enters_with_its_ack_only() {
     )
     .await;
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "probe",
         "trap-1",
         json!([saved(3)]),
@@ -90,8 +86,8 @@ async fn what_a_delivery_publishes_enters_with_its_ack_only() {
     )
     .await;
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "probe",
         "retry-1",
         json!([saved(4)]),
@@ -99,8 +95,8 @@ async fn what_a_delivery_publishes_enters_with_its_ack_only() {
     )
     .await;
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "probe",
         "reject-1",
         json!([
@@ -111,7 +107,7 @@ async fn what_a_delivery_publishes_enters_with_its_ack_only() {
         "report",
     )
     .await;
-    let rejected = probe_report(&mut conn, &cfg, "reject-1", LIMIT).await;
+    let rejected = probe_report(&mut host.conn, &host.cfg, "reject-1", LIMIT).await;
     let m = host.metrics.clone();
     wait_for(LIMIT, "every message settled", || {
         let q = m.queues();
@@ -123,7 +119,7 @@ async fn what_a_delivery_publishes_enters_with_its_ack_only() {
         async move { done }
     })
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
 
     // The call was told the id of each message it published, and why the
     // others were refused.
@@ -137,7 +133,7 @@ async fn what_a_delivery_publishes_enters_with_its_ack_only() {
     // Only the acknowledged delivery's messages were published, with ids
     // derived from it, one more hop, and the plugin's headers; they were
     // routed and handled like any other message.
-    let saved = published(&mut conn, &cfg, "chat.saved").await;
+    let saved = published(&mut host.conn, &host.cfg, "chat.saved").await;
     let ids: Vec<String> = saved.iter().filter_map(|e| field(e, "id")).collect();
     assert_eq!(ids, ["ok-1/Pub/1", "ok-1/Pub/2"]);
     assert_eq!(field(&saved[0], "body").as_deref(), Some("{\"n\":1}"));
@@ -155,14 +151,10 @@ async fn what_a_delivery_publishes_enters_with_its_ack_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_publishing_itself_stops_at_max_hops() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = config();
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config()).await;
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "loop",
         "L",
         json!([{ "publish": "itself" }]),
@@ -170,22 +162,22 @@ async fn a_message_publishing_itself_stops_at_max_hops() {
     )
     .await;
     wait_for(LIMIT, "the loop dead-lettered", || {
-        let mut conn = conn.clone();
-        let cfg = &cfg;
+        let mut conn = host.conn.clone();
+        let cfg = &host.cfg;
         async move { !dead_letters(&mut conn, cfg).await.is_empty() }
     })
     .await;
     // Nothing more comes after the dead letter.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    host.stop().await.unwrap();
-    let chain = published(&mut conn, &cfg, "loop").await;
+    host.stop().await;
+    let chain = published(&mut host.conn, &host.cfg, "loop").await;
     let hops: Vec<String> = chain
         .iter()
         .map(|e| field(e, "switchyard-hops").unwrap_or_default())
         .collect();
     // The original, then hops 1 to 5 (handled), and 6 (over max_hops).
     assert_eq!(hops, ["", "1", "2", "3", "4", "5", "6"]);
-    let dead = dead_letters(&mut conn, &cfg).await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(
         dead[0].message_id,
@@ -238,20 +230,24 @@ async fn a_crash_before_the_ack_publishes_nothing() {
 /// a handler that drops repeats by id keeps both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follow_ups_of_one_message_by_two_queues_have_their_own_ids() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = config();
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
-    send_probe(&mut conn, &cfg, "fan", "f-1", json!([saved(1)]), "ok").await;
+    let mut host = TestHost::start_with(config()).await;
+    send_probe(
+        &mut host.conn,
+        &host.cfg,
+        "fan",
+        "f-1",
+        json!([saved(1)]),
+        "ok",
+    )
+    .await;
     let m = host.metrics.clone();
     wait_for(LIMIT, "both follow-ups handled", || {
         let done = m.queues().get("Sink").is_some_and(|q| q.succeeded == 2);
         async move { done }
     })
     .await;
-    host.stop().await.unwrap();
-    let saved = published(&mut conn, &cfg, "chat.saved").await;
+    host.stop().await;
+    let saved = published(&mut host.conn, &host.cfg, "chat.saved").await;
     let mut ids: Vec<String> = saved.iter().filter_map(|e| field(e, "id")).collect();
     ids.sort();
     assert_eq!(ids, ["f-1/Pub/1", "f-1/Pub2/1"]);

@@ -65,33 +65,33 @@ ms = {ms}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaps_under_load_lose_and_fail_nothing() {
-    init_logs();
-    let redis = Redis::start();
     let base = std::fs::read(plugin("sleep")).unwrap();
     let dir = std::env::temp_dir().join(format!("switchyard-reload-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let work = dir.join("work.wasm");
     std::fs::write(&work, plugin_version(&base, 0)).unwrap();
-    let cfg = TestConfig::new(&work_config(4, 2, "").replace("work.wasm", work.to_str().unwrap()));
-    let config_path = cfg.path.clone();
+    let mut host = TestHost::idle(TestConfig::new(
+        &work_config(4, 2, "").replace("work.wasm", work.to_str().unwrap()),
+    ))
+    .await;
+    let (config_path, prefix) = (host.cfg.path.clone(), host.cfg.prefix.clone());
     let write_config = |text: String| {
         replace(
             &config_path,
             text.replace("work.wasm", work.to_str().unwrap())
-                .replace("@PREFIX@", &cfg.prefix)
+                .replace("@PREFIX@", &prefix)
                 .as_bytes(),
         )
     };
 
-    let host = start_host(&cfg.config, &redis);
+    host.restart().await;
     let m = host.metrics.clone();
-    let mut conn = redis.conn().await;
 
     // A steady producer: 1,500 messages over about 6 s.
     const N: u64 = 1500;
     let producer = {
-        let mut conn = redis.conn().await;
-        let ingress = cfg.ingress().to_string();
+        let mut conn = host.redis.conn().await;
+        let ingress = host.cfg.ingress().to_string();
         tokio::spawn(async move {
             for i in 0..N {
                 xadd(
@@ -186,7 +186,7 @@ async fn swaps_under_load_lose_and_fail_nothing() {
         async move { n == N }
     })
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
 
     let c = m.queue("Work").snapshot();
     assert_eq!(
@@ -196,14 +196,24 @@ async fn swaps_under_load_lose_and_fail_nothing() {
     );
     assert_eq!(c.attempts, N, "no message was run twice");
     assert_eq!(
-        pending(&mut conn, &cfg.queue_stream("Work"), &cfg.prefix).await,
+        pending(
+            &mut host.conn,
+            &host.cfg.queue_stream("Work"),
+            &host.cfg.prefix
+        )
+        .await,
         0
     );
     assert_eq!(
-        lag(&mut conn, &cfg.queue_stream("Work"), &cfg.prefix).await,
+        lag(
+            &mut host.conn,
+            &host.cfg.queue_stream("Work"),
+            &host.cfg.prefix
+        )
+        .await,
         Some(0)
     );
-    assert!(dead_letters(&mut conn, &cfg).await.is_empty());
+    assert!(dead_letters(&mut host.conn, &host.cfg).await.is_empty());
     let by_version = m.queue("Work").by_plugin();
     assert_eq!(by_version.values().sum::<u64>(), N);
     assert!(by_version.len() >= 5, "versions used: {by_version:?}");
@@ -219,9 +229,7 @@ async fn swaps_under_load_lose_and_fail_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queues_come_and_go_with_the_config() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [host]
 prefix = "@PREFIX@"
@@ -234,17 +242,11 @@ concurrency = 2
 [queues.A.config]
 ms = 1500
 "#,
-    );
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let m = host.metrics.clone();
-    let mut conn = redis.conn().await;
     for i in 0..2 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "a"), ("id", &format!("a-{i}")), ("body", "{}")],
-        )
-        .await;
+        host.send("a", &format!("a-{i}"), "{}").await;
     }
     wait_for(Duration::from_secs(10), "A busy", || {
         let n = m.queue("A").snapshot().in_flight;
@@ -252,13 +254,13 @@ ms = 1500
     })
     .await;
     // Remove A while it works; add B.
-    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    let text = std::fs::read_to_string(&host.cfg.path).unwrap();
     let text = text
         .replace("\"a\" = [\"A\"]", "\"b\" = [\"B\"]")
         .replace("[queues.A]", "[queues.B]")
         .replace("[queues.A.config]", "[queues.B.config]")
         .replace("ms = 1500", "ms = 0");
-    replace(&cfg.path, text.as_bytes());
+    replace(&host.cfg.path, text.as_bytes());
     wait_reloads(&m, "the edit applied", |r| r[2] == 1).await;
 
     // A drains what it had in flight.
@@ -268,35 +270,30 @@ ms = 1500
     })
     .await;
     assert_eq!(
-        pending(&mut conn, &cfg.queue_stream("A"), &cfg.prefix).await,
+        pending(
+            &mut host.conn,
+            &host.cfg.queue_stream("A"),
+            &host.cfg.prefix
+        )
+        .await,
         0
     );
     // B consumes; `a` has no route any more.
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "b"), ("id", "b-0"), ("body", "{}")],
-    )
-    .await;
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "a"), ("id", "a-late"), ("body", "{}")],
-    )
-    .await;
+    host.send("b", "b-0", "{}").await;
+    host.send("a", "a-late", "{}").await;
     wait_for(Duration::from_secs(10), "B consumed", || {
         let n = m.queue("B").snapshot().succeeded;
         let dead = m.router.dead_lettered.load(Ordering::Relaxed);
         async move { n == 1 && dead == 1 }
     })
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
     assert_eq!(
         m.queue("A").snapshot().attempts,
         2,
         "A read nothing after its removal"
     );
-    let dead = dead_letters(&mut conn, &cfg).await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     assert_eq!(dead[0].message_id, "a-late");
     assert_eq!(dead[0].reason, "no route for message type \"a\"");
 }
@@ -357,9 +354,7 @@ plugin = "@PLUGINS@/webhook.wasm"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changed_settings_apply_to_the_next_message() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [host]
 prefix = "@PREFIX@"
@@ -373,16 +368,10 @@ max_attempts = 1
 [queues.S.config]
 ms = 0
 "#,
-    );
-    let host = start_host(&cfg.config, &redis);
-    let m = host.metrics.clone();
-    let mut conn = redis.conn().await;
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "s"), ("id", "before"), ("body", "{}")],
-    )
+    ))
     .await;
+    let m = host.metrics.clone();
+    host.send("s", "before", "{}").await;
     wait_for(Duration::from_secs(10), "handled", || {
         let n = m.queue("S").snapshot().succeeded;
         async move { n == 1 }
@@ -390,25 +379,20 @@ ms = 0
     .await;
     // A shorter deadline and a slower plugin setting: the next message runs
     // past the deadline.
-    let text = std::fs::read_to_string(&cfg.path)
+    let text = std::fs::read_to_string(&host.cfg.path)
         .unwrap()
         .replace("handler_timeout = \"2s\"", "handler_timeout = \"100ms\"")
         .replace("ms = 0", "ms = 400");
-    replace(&cfg.path, text.as_bytes());
+    replace(&host.cfg.path, text.as_bytes());
     wait_reloads(&m, "the edit applied", |r| r[2] == 1).await;
-    xadd(
-        &mut conn,
-        cfg.ingress(),
-        &[("type", "s"), ("id", "after"), ("body", "{}")],
-    )
-    .await;
+    host.send("s", "after", "{}").await;
     wait_for(Duration::from_secs(10), "dead-lettered", || {
         let n = m.queue("S").snapshot().dead_lettered;
         async move { n == 1 }
     })
     .await;
-    host.stop().await.unwrap();
-    let dead = dead_letters(&mut conn, &cfg).await;
+    host.stop().await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     assert_eq!(dead[0].message_id, "after");
     assert!(
         dead[0]
@@ -555,19 +539,17 @@ async fn compiles_over_budget_are_stopped_and_cost_the_host_nothing() {
 /// plugin then applies the edit, without saving queues.toml again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_edit_refused_for_a_missing_plugin_applies_once_it_is_built() {
-    init_logs();
-    let redis = Redis::start();
     let dir = std::env::temp_dir().join(format!("switchyard-later-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [routes]
 "a" = ["A"]
 [queues.A]
 plugin = "@PLUGINS@/sleep.wasm"
 "#,
-    );
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let m = host.metrics.clone();
     wait_for(Duration::from_secs(10), "plugins loaded", || {
         let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
@@ -575,25 +557,29 @@ plugin = "@PLUGINS@/sleep.wasm"
     })
     .await;
     let later = dir.join("later.wasm");
-    let text = std::fs::read_to_string(&cfg.path).unwrap().replace(
+    let text = std::fs::read_to_string(&host.cfg.path).unwrap().replace(
         "\"a\" = [\"A\"]",
         &format!(
             "\"a\" = [\"A\"]\n\"b\" = [\"B\"]\n[queues.B]\nplugin = \"{}\"",
             later.display()
         ),
     );
-    replace(&cfg.path, text.as_bytes());
+    replace(&host.cfg.path, text.as_bytes());
     wait_reloads(&m, "the edit refused", |r| r[3] == 1).await;
     replace(&later, &std::fs::read(plugin("sleep")).unwrap());
     wait_reloads(&m, "the edit applied", |r| r[2] == 1).await;
-    let mut conn = redis.conn().await;
-    xadd(&mut conn, cfg.ingress(), &[("type", "b"), ("body", "{}")]).await;
+    xadd(
+        &mut host.conn,
+        host.cfg.ingress(),
+        &[("type", "b"), ("body", "{}")],
+    )
+    .await;
     wait_for(Duration::from_secs(10), "B serving", || {
         let n = m.queue("B").snapshot().succeeded;
         async move { n == 1 }
     })
     .await;
-    host.stop().await.unwrap();
+    host.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -601,9 +587,7 @@ plugin = "@PLUGINS@/sleep.wasm"
 /// next burst: the slots the reading loop held are retired too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lower_concurrency_applies_to_the_next_burst() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [routes]
 "s" = ["S"]
@@ -613,27 +597,21 @@ concurrency = 8
 [queues.S.config]
 ms = 200
 "#,
-    );
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let m = host.metrics.clone();
     wait_for(Duration::from_secs(10), "plugins loaded", || {
         let n = ReloadMetrics::get(&m.reloads.compiles) + ReloadMetrics::get(&m.reloads.cache_hits);
         async move { n == 1 }
     })
     .await;
-    let text = std::fs::read_to_string(&cfg.path)
+    let text = std::fs::read_to_string(&host.cfg.path)
         .unwrap()
         .replace("concurrency = 8", "concurrency = 1");
-    replace(&cfg.path, text.as_bytes());
+    replace(&host.cfg.path, text.as_bytes());
     wait_reloads(&m, "the edit applied", |r| r[2] == 1).await;
-    let mut conn = redis.conn().await;
     for i in 0..4 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "s"), ("id", &format!("s-{i}")), ("body", "{}")],
-        )
-        .await;
+        host.send("s", &format!("s-{i}"), "{}").await;
     }
     let q = m.queue("S");
     let mut most = 0;
@@ -643,6 +621,6 @@ ms = 200
         assert!(started.elapsed() < Duration::from_secs(30), "not handled");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    host.stop().await.unwrap();
+    host.stop().await;
     assert_eq!(most, 1, "handled {most} at once with concurrency 1");
 }

@@ -137,7 +137,7 @@ const STARTED: &str = r#"{"SiteId":1001,"VisitorId":55001,"ChatOrOfflineMessageI
 
 /// Waits until each named queue has settled (acknowledged or
 /// dead-lettered) `n` messages.
-async fn settled(host: &switchyard::supervisor::RunningHost, want: &[(&str, u64)]) {
+async fn settled(host: &TestHost, want: &[(&str, u64)]) {
     let m = host.metrics.clone();
     wait_for(LIMIT, "the queues settled their messages", || {
         let q = m.queues();
@@ -159,25 +159,17 @@ fn paths(requests: &[Recorded]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_plugin_sends_its_apis_request_shape() {
-    init_logs();
-    let redis = Redis::start();
     let remotes = Remotes::start().await;
-    let cfg = remotes.config(&["WebHook", "Zendesk", "Salesforce", "Ticket"], "");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
-    send_message(&mut conn, &cfg, "chat.ended", "chat-1", CHAT).await;
-    send_message(
-        &mut conn,
-        &cfg,
-        "offlineMessage.submitted",
-        "off-1",
-        OFFLINE,
-    )
-    .await;
-    send_message(&mut conn, &cfg, "chat.wrapup.submitted", "wrap-1", WRAPUP).await;
+    let mut host =
+        TestHost::start_with(remotes.config(&["WebHook", "Zendesk", "Salesforce", "Ticket"], ""))
+            .await;
+    host.send("chat.ended", "chat-1", CHAT).await;
+    host.send("offlineMessage.submitted", "off-1", OFFLINE)
+        .await;
+    host.send("chat.wrapup.submitted", "wrap-1", WRAPUP).await;
     xadd(
-        &mut conn,
-        cfg.ingress(),
+        &mut host.conn,
+        host.cfg.ingress(),
         &[
             ("type", "chat.started"),
             ("id", "start-1"),
@@ -200,7 +192,7 @@ async fn each_plugin_sends_its_apis_request_shape() {
     )
     .await;
     let q = host.metrics.queues();
-    host.stop().await.unwrap();
+    host.stop().await;
     for name in ["WebHook", "Zendesk", "Salesforce", "Ticket"] {
         assert_eq!(q[name].dead_lettered, 0, "{name}");
     }
@@ -360,20 +352,16 @@ async fn a_redelivery_after_a_crash_creates_nothing_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_map_to_retry_honouring_retry_after_or_reject() {
-    init_logs();
-    let redis = Redis::start();
     let remotes = Remotes::start().await;
     let queues = ["WebHook", "Zendesk", "Salesforce", "Ticket"];
-    let cfg = remotes.config(&queues, "");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(remotes.config(&queues, "")).await;
     for q in queues {
         let api = remotes.of(q);
         api.push(Scripted::status(503).with_header("retry-after", "1"));
         api.push(Scripted::status(429));
         api.push(Scripted::status(408));
     }
-    send_message(&mut conn, &cfg, "chat.ended", "busy-1", CHAT).await;
+    host.send("chat.ended", "busy-1", CHAT).await;
     settled(
         &host,
         &[
@@ -409,7 +397,7 @@ async fn answers_map_to_retry_honouring_retry_after_or_reject() {
             "{\"error\":\"RecordInvalid\",\"description\":\"Requester email is invalid\"}",
         ));
     }
-    send_message(&mut conn, &cfg, "chat.ended", "bad-1", CHAT).await;
+    host.send("chat.ended", "bad-1", CHAT).await;
     settled(
         &host,
         &[
@@ -420,8 +408,8 @@ async fn answers_map_to_retry_honouring_retry_after_or_reject() {
         ],
     )
     .await;
-    host.stop().await.unwrap();
-    let dead = dead_letters(&mut conn, &cfg).await;
+    host.stop().await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     assert_eq!(dead.len(), 4);
     for d in &dead {
         assert_eq!(d.message_id, "bad-1");
@@ -438,15 +426,13 @@ async fn answers_map_to_retry_honouring_retry_after_or_reject() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_is_retried_then_dead_lettered() {
-    init_logs();
-    let redis = Redis::start();
     // A loopback port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let cfg = TestConfig::with_env(
+    let mut host = TestHost::start_with(TestConfig::with_env(
         &format!(
             r#"
 [routes]
@@ -464,15 +450,14 @@ api_token = {{ env = "TICKET_API_TOKEN" }}
 "#
         ),
         SECRETS,
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
-    send_message(&mut conn, &cfg, "chat.ended", "down-1", CHAT).await;
+    ))
+    .await;
+    host.send("chat.ended", "down-1", CHAT).await;
     settled(&host, &[("Ticket", 1)]).await;
     let q = host.metrics.queues();
-    host.stop().await.unwrap();
+    host.stop().await;
     assert_eq!(q["Ticket"].retried, 3);
-    let dead = dead_letters(&mut conn, &cfg).await;
+    let dead = dead_letters(&mut host.conn, &host.cfg).await;
     assert!(
         dead[0]
             .reason

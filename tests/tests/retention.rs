@@ -40,9 +40,7 @@ async fn consumers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_are_trimmed_but_never_of_what_is_not_yet_handled() {
-    init_logs();
-    let redis = Redis::start();
-    let cfg = TestConfig::new(
+    let mut host = TestHost::start_with(TestConfig::new(
         r#"
 [retention]
 interval = "100ms"
@@ -64,13 +62,12 @@ ms = 300
 [queues.Bad]
 plugin = "@PLUGINS@/always_reject.wasm"
 "#,
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let m = host.metrics.queue("Slow");
-    let slow = cfg.queue_stream("Slow");
+    let slow = host.cfg.queue_stream("Slow");
     wait_for(Duration::from_secs(10), "the group", || {
-        let mut conn = conn.clone();
+        let mut conn = host.conn.clone();
         let slow = slow.clone();
         async move {
             redis::cmd("XINFO")
@@ -87,9 +84,9 @@ plugin = "@PLUGINS@/always_reject.wasm"
     let _: i64 = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
         .arg(&slow)
-        .arg(&cfg.prefix)
+        .arg(&host.cfg.prefix)
         .arg("ghost-empty")
-        .query_async(&mut conn)
+        .query_async(&mut host.conn)
         .await
         .unwrap();
     // Added and read in one transaction, so the host's blocked reader does
@@ -107,32 +104,22 @@ plugin = "@PLUGINS@/always_reject.wasm"
         .arg("{}")
         .cmd("XREADGROUP")
         .arg("GROUP")
-        .arg(&cfg.prefix)
+        .arg(&host.cfg.prefix)
         .arg("ghost-holding")
         .arg("COUNT")
         .arg(1)
         .arg("STREAMS")
         .arg(&slow)
         .arg(">")
-        .query_async(&mut conn)
+        .query_async(&mut host.conn)
         .await
         .unwrap();
 
     for i in 0..6 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "slow"), ("id", &format!("s-{i}")), ("body", "{}")],
-        )
-        .await;
+        host.send("slow", &format!("s-{i}"), "{}").await;
     }
     for i in 0..4 {
-        xadd(
-            &mut conn,
-            cfg.ingress(),
-            &[("type", "bad"), ("id", &format!("b-{i}")), ("body", "{}")],
-        )
-        .await;
+        host.send("bad", &format!("b-{i}"), "{}").await;
     }
     wait_for(Duration::from_secs(10), "all routed", || {
         let n = host
@@ -146,7 +133,7 @@ plugin = "@PLUGINS@/always_reject.wasm"
     // While the slow queue works through its messages, every message not
     // yet handled (and the one the ghost holds) stays in the stream.
     loop {
-        let len = xlen(&mut conn, &slow).await;
+        let len = xlen(&mut host.conn, &slow).await;
         let done = m.snapshot().succeeded;
         assert!(
             len > 6 - done,
@@ -161,8 +148,8 @@ plugin = "@PLUGINS@/always_reject.wasm"
     // Slow queue keeps the entry the ghost holds, and (streams are trimmed
     // from their start) everything after it.
     wait_for(Duration::from_secs(10), "handled entries trimmed", || {
-        let mut conn = conn.clone();
-        let (bad, ingress) = (cfg.queue_stream("Bad"), cfg.ingress().to_owned());
+        let mut conn = host.conn.clone();
+        let (bad, ingress) = (host.cfg.queue_stream("Bad"), host.cfg.ingress().to_owned());
         async move { xlen(&mut conn, &bad).await == 0 && xlen(&mut conn, &ingress).await == 0 }
     })
     .await;
@@ -184,20 +171,20 @@ plugin = "@PLUGINS@/always_reject.wasm"
     )
     .await;
     assert_eq!(
-        xlen(&mut conn, &slow).await,
+        xlen(&mut host.conn, &slow).await,
         7,
         "the held entry and those after it stay"
     );
     wait_for(Duration::from_secs(10), "dead letters bounded", || {
-        let mut conn = conn.clone();
-        let dead = cfg.dead_stream();
+        let mut conn = host.conn.clone();
+        let dead = host.cfg.dead_stream();
         let rejected = host.metrics.queue("Bad").snapshot().dead_lettered;
         async move { rejected == 4 && xlen(&mut conn, &dead).await == 2 }
     })
     .await;
     wait_for(Duration::from_secs(10), "the empty ghost removed", || {
-        let mut conn = conn.clone();
-        let (slow, group) = (slow.clone(), cfg.prefix.clone());
+        let mut conn = host.conn.clone();
+        let (slow, group) = (slow.clone(), host.cfg.prefix.clone());
         async move {
             !consumers(&mut conn, &slow, &group)
                 .await
@@ -205,7 +192,7 @@ plugin = "@PLUGINS@/always_reject.wasm"
         }
     })
     .await;
-    let left = consumers(&mut conn, &slow, &cfg.prefix).await;
+    let left = consumers(&mut host.conn, &slow, &host.cfg.prefix).await;
     assert!(
         left.contains(&"ghost-holding".to_string()),
         "a consumer with a pending message must stay: {left:?}"
@@ -213,20 +200,20 @@ plugin = "@PLUGINS@/always_reject.wasm"
 
     // The ghost's message is settled after all: now the Slow stream is
     // trimmed too, and the ghost, holding nothing, is removed.
-    let held = entries(&mut conn, &slow).await[0].id.clone();
+    let held = entries(&mut host.conn, &slow).await[0].id.clone();
     let _: i64 = redis::cmd("XACK")
         .arg(&slow)
-        .arg(&cfg.prefix)
+        .arg(&host.cfg.prefix)
         .arg(&held)
-        .query_async(&mut conn)
+        .query_async(&mut host.conn)
         .await
         .unwrap();
     wait_for(
         Duration::from_secs(10),
         "the rest trimmed and the ghost removed",
         || {
-            let mut conn = conn.clone();
-            let (slow, group) = (slow.clone(), cfg.prefix.clone());
+            let mut conn = host.conn.clone();
+            let (slow, group) = (slow.clone(), host.cfg.prefix.clone());
             async move {
                 xlen(&mut conn, &slow).await == 0
                     && !consumers(&mut conn, &slow, &group)
@@ -237,5 +224,5 @@ plugin = "@PLUGINS@/always_reject.wasm"
     )
     .await;
     assert_eq!(m.snapshot().succeeded, 6);
-    host.stop().await.unwrap();
+    host.stop().await;
 }

@@ -53,20 +53,16 @@ async fn psql(pg: &Postgres, statement: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_go_in_typed_and_come_back_typed() {
-    init_logs();
     let pg = Postgres::start("chat").unwrap();
     psql(
         &pg,
         "CREATE TABLE t (id int PRIMARY KEY, name text, big bigint, score double precision, ok boolean, at timestamptz, doc jsonb, raw bytea)",
     )
     .await;
-    let redis = Redis::start();
-    let cfg = config(&pg, "");
-    let mut conn = redis.conn().await;
-    let _host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config(&pg, "")).await;
 
     let hostile = "x'); DROP TABLE t; --";
-    let report = probe(&mut conn, &cfg, "db", "db-1", json!([
+    let report = probe(&mut host.conn, &host.cfg, "db", "db-1", json!([
             sql(
                 "execute",
                 "INSERT INTO t VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -89,8 +85,8 @@ async fn values_go_in_typed_and_come_back_typed() {
 
     // Wrong input is the plugin's error, not the host's.
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "db",
         "db-2",
         json!([
@@ -130,8 +126,8 @@ async fn values_go_in_typed_and_come_back_typed() {
 
     // A queue without the grant has no SQL.
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "none",
         "none-1",
         json!([sql("query", "SELECT 1", json!([]))]),
@@ -143,18 +139,14 @@ async fn values_go_in_typed_and_come_back_typed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_commit_roll_back_and_end_with_the_call() {
-    init_logs();
     let pg = Postgres::start("chat").unwrap();
     psql(&pg, "CREATE TABLE t (id int PRIMARY KEY)").await;
-    let redis = Redis::start();
-    let cfg = config(&pg, "");
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config(&pg, "")).await;
 
     let insert = |n: i64| sql("execute", "INSERT INTO t VALUES ($1)", json!([n]));
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "db",
         "tx-1",
         json!([
@@ -188,8 +180,8 @@ async fn transactions_commit_roll_back_and_end_with_the_call() {
     // A call that traps inside a transaction leaves nothing behind, and
     // its connection is not handed on in the middle of it.
     send_probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "db",
         "tx-trap",
         json!([sql("begin", "", json!([])), insert(3)]),
@@ -202,8 +194,8 @@ async fn transactions_commit_roll_back_and_end_with_the_call() {
     })
     .await;
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "db",
         "tx-after",
         json!([sql("query", "SELECT count(*) FROM t", json!([]))]),
@@ -236,17 +228,13 @@ async fn transactions_commit_roll_back_and_end_with_the_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_statement_is_cancelled_and_the_pool_stays_bounded() {
-    init_logs();
     let pg = Postgres::start("chat").unwrap();
-    let redis = Redis::start();
-    let cfg = config(&pg, "timeout = \"500ms\"");
-    let mut conn = redis.conn().await;
-    let _host = start_host(&cfg.config, &redis);
+    let mut host = TestHost::start_with(config(&pg, "timeout = \"500ms\"")).await;
 
     let started = std::time::Instant::now();
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "db",
         "slow",
         json!([sql("query", "SELECT pg_sleep(5)", json!([]))]),
@@ -276,8 +264,8 @@ async fn a_slow_statement_is_cancelled_and_the_pool_stays_bounded() {
     // 200 messages at once, 16 handled at a time, on a pool of 4.
     for i in 0..200 {
         send_probe(
-            &mut conn,
-            &cfg,
+            &mut host.conn,
+            &host.cfg,
             "db",
             &format!("p-{i}"),
             json!([sql(
@@ -291,7 +279,7 @@ async fn a_slow_statement_is_cancelled_and_the_pool_stays_bounded() {
     }
     let mut pids = BTreeSet::new();
     for i in 0..200 {
-        let report = probe_report(&mut conn, &cfg, &format!("p-{i}"), LIMIT).await;
+        let report = probe_report(&mut host.conn, &host.cfg, &format!("p-{i}"), LIMIT).await;
         let pid = report[0]["rows"][0][0]
             .as_i64()
             .unwrap_or_else(|| panic!("{report:?}"));
@@ -312,7 +300,6 @@ async fn a_slow_statement_is_cancelled_and_the_pool_stays_bounded() {
 /// the operator's to fix, not the message's fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_database_is_reached_over_verified_tls() {
-    init_logs();
     let ca = switchyard_standins::tls::TestCa::new();
     let pg = Postgres::start_tls("chat", &ca).unwrap();
     let dir = tempdir("sql-tls");
@@ -326,7 +313,7 @@ async fn the_database_is_reached_over_verified_tls() {
     .unwrap();
     let tls_url = format!("{}?sslmode=require", pg.url());
     let localhost_url = tls_url.replace("127.0.0.1", "localhost");
-    let cfg = TestConfig::with_env(
+    let mut host = TestHost::idle(TestConfig::with_env(
         &format!(
             r#"
 [routes]
@@ -370,20 +357,19 @@ database_url = {{ env = "PLAIN_URL" }}
             ("LOCALHOST_URL", &localhost_url),
             ("PLAIN_URL", &pg.url()),
         ],
-    );
-    let report = switchyard::migrate::migrate(&cfg.config.queues["Db"])
+    ))
+    .await;
+    let report = switchyard::migrate::migrate(&host.cfg.config.queues["Db"])
         .await
         .unwrap();
     assert_eq!(report.applied, ["0001_notes.sql"]);
 
-    let redis = Redis::start();
-    let mut conn = redis.conn().await;
-    let _host = start_host(&cfg.config, &redis);
+    host.restart().await;
     let encrypted = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
     for route in ["db", "by-name"] {
         let report = probe(
-            &mut conn,
-            &cfg,
+            &mut host.conn,
+            &host.cfg,
             route,
             &format!("tls-{route}"),
             json!([
@@ -403,8 +389,8 @@ database_url = {{ env = "PLAIN_URL" }}
 
     for (route, why) in [("untrusted", "certificate"), ("plain", "no encryption")] {
         let report = probe(
-            &mut conn,
-            &cfg,
+            &mut host.conn,
+            &host.cfg,
             route,
             &format!("tls-{route}"),
             json!([sql("query", "SELECT 1", json!([]))]),
@@ -431,20 +417,18 @@ const SESSION: &str = "SELECT pg_backend_pid(), current_user::text, current_sett
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_gets_a_clean_session_whatever_the_last_one_sent() {
-    init_logs();
     let pg = Postgres::start("chat").unwrap();
     psql(
         &pg,
         "CREATE TABLE t (id int PRIMARY KEY); CREATE ROLE other; GRANT other TO CURRENT_USER; CREATE SCHEMA evil",
     )
     .await;
-    let redis = Redis::start();
     // One connection, so that every call gets the one the last call used.
     let dir = tempdir("sql-clean");
     let probe_file = dir.join("probe.wasm");
     let base = std::fs::read(plugin("io_probe")).unwrap();
     std::fs::write(&probe_file, plugin_version(&base, 0)).unwrap();
-    let cfg = TestConfig::with_env(
+    let mut host = TestHost::start_with(TestConfig::with_env(
         &format!(
             r#"
 [routes]
@@ -460,11 +444,18 @@ pool = 1
             probe_file.display()
         ),
         &[("TEST_DATABASE_URL", &pg.url())],
-    );
-    let mut conn = redis.conn().await;
-    let host = start_host(&cfg.config, &redis);
+    ))
+    .await;
     let session = || sql("query", SESSION, json!([]));
-    let first = probe(&mut conn, &cfg, "db", "s-0", json!([session()]), LIMIT).await;
+    let first = probe(
+        &mut host.conn,
+        &host.cfg,
+        "db",
+        "s-0",
+        json!([session()]),
+        LIMIT,
+    )
+    .await;
     let clean = first[0]["rows"][0].clone();
     let backend = clean[0].clone();
     assert_eq!(clean[2], "\"$user\", public", "{first:?}");
@@ -474,8 +465,8 @@ pool = 1
     // they reach the server, and nothing is left open: the insert after
     // BEGIN commits at once, as a statement outside a transaction does.
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "db",
         "s-1",
         json!([
@@ -511,7 +502,7 @@ pool = 1
         .iter()
         .map(|s| sql("execute", s, json!([])))
         .collect();
-    let report = probe(&mut conn, &cfg, "db", "s-1b", json!(steps), LIMIT).await;
+    let report = probe(&mut host.conn, &host.cfg, "db", "s-1b", json!(steps), LIMIT).await;
     for (i, step) in report.iter().enumerate() {
         assert_eq!(step["kind"], "invalid", "{}: {report:?}", refused[i]);
     }
@@ -549,7 +540,7 @@ pool = 1
         ),
         session(),
     ]);
-    let report = probe(&mut conn, &cfg, "db", "s-2", dirty.clone(), LIMIT).await;
+    let report = probe(&mut host.conn, &host.cfg, "db", "s-2", dirty.clone(), LIMIT).await;
     assert_eq!(
         report[9]["rows"][0], clean,
         "a statement of its own: {report:?}"
@@ -567,21 +558,45 @@ pool = 1
         ),
         "the call changed its session: {report:?}"
     );
-    let after = probe(&mut conn, &cfg, "db", "s-3", json!([session()]), LIMIT).await;
+    let after = probe(
+        &mut host.conn,
+        &host.cfg,
+        "db",
+        "s-3",
+        json!([session()]),
+        LIMIT,
+    )
+    .await;
     assert_eq!(after[0]["rows"][0], clean, "after a success: {after:?}");
 
-    send_probe(&mut conn, &cfg, "db", "s-4", dirty.clone(), "trap").await;
+    send_probe(
+        &mut host.conn,
+        &host.cfg,
+        "db",
+        "s-4",
+        dirty.clone(),
+        "trap",
+    )
+    .await;
     wait_for(LIMIT, "the trapping call failed", || {
         let m = host.metrics.queue("Db");
         async move { m.snapshot().failed >= 1 }
     })
     .await;
-    let after = probe(&mut conn, &cfg, "db", "s-5", json!([session()]), LIMIT).await;
+    let after = probe(
+        &mut host.conn,
+        &host.cfg,
+        "db",
+        "s-5",
+        json!([session()]),
+        LIMIT,
+    )
+    .await;
     assert_eq!(after[0]["rows"][0], clean, "after a trap: {after:?}");
 
     // The pool outlives a plugin version: the new version's first call
     // gets a clean session too.
-    probe(&mut conn, &cfg, "db", "s-6", dirty, LIMIT).await;
+    probe(&mut host.conn, &host.cfg, "db", "s-6", dirty, LIMIT).await;
     let tmp = probe_file.with_extension("tmp");
     std::fs::write(&tmp, plugin_version(&base, 1)).unwrap();
     std::fs::rename(&tmp, &probe_file).unwrap();
@@ -590,14 +605,22 @@ pool = 1
         async move { swaps >= 1 }
     })
     .await;
-    let after = probe(&mut conn, &cfg, "db", "s-7", json!([session()]), LIMIT).await;
+    let after = probe(
+        &mut host.conn,
+        &host.cfg,
+        "db",
+        "s-7",
+        json!([session()]),
+        LIMIT,
+    )
+    .await;
     assert_eq!(after[0]["rows"][0], clean, "after a swap: {after:?}");
 
     // The statement cache survives a function that deallocates what the
     // session prepared: the next statements are prepared again.
     let report = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "db",
         "s-8",
         json!([
@@ -615,8 +638,8 @@ pool = 1
     .await;
     assert_eq!(report[3]["rows"], json!([[1]]), "{report:?}");
     let after = probe(
-        &mut conn,
-        &cfg,
+        &mut host.conn,
+        &host.cfg,
         "db",
         "s-9",
         json!([sql("query", "SELECT count(*) FROM t", json!([])), session()]),
