@@ -284,7 +284,8 @@ pub async fn offered(
 }
 
 /// When each numbered message was handled, seen by [`Recorder`]: a host's
-/// "Message handled." events, in this process, before the ack.
+/// `handled` events (see `switchyard::events`), in this process, before
+/// the ack.
 pub mod completions {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
@@ -299,14 +300,24 @@ pub mod completions {
     #[derive(Debug)]
     pub struct Recorder(pub Arc<Completions>);
 
+    /// The event's name and the message id it is about.
     #[derive(Default)]
-    struct IdField(Option<usize>);
+    struct Fields {
+        handled: bool,
+        id: Option<usize>,
+    }
 
-    impl Visit for IdField {
+    impl Visit for Fields {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "event" {
+                self.handled = value == "handled";
+            }
+        }
+
         // The host records msg_id with `%` (Display), which arrives here.
         fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
             if field.name() == "msg_id" {
-                self.0 = format!("{value:?}").parse().ok();
+                self.id = format!("{value:?}").parse().ok();
             }
         }
     }
@@ -314,12 +325,12 @@ pub mod completions {
     impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Recorder {
         fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
             let now = Instant::now();
-            if event.metadata().target() != "switchyard::dispatch" {
+            let mut fields = Fields::default();
+            event.record(&mut fields);
+            if !fields.handled {
                 return;
             }
-            let mut id = IdField::default();
-            event.record(&mut id);
-            if let Some(i) = id.0 {
+            if let Some(i) = fields.id {
                 let mut done = self.0.0.lock().expect("completions lock");
                 if let Some(slot) = done.get_mut(i) {
                     *slot = Some(now);
@@ -347,7 +358,7 @@ pub mod completions {
         let done = Arc::new(Completions::default());
         tracing_subscriber::registry()
             .with(Recorder(done.clone()).with_filter(
-                Targets::new().with_target("switchyard::dispatch", tracing::Level::INFO),
+                Targets::new().with_target("switchyard::events", tracing::Level::INFO),
             ))
             .init();
         done

@@ -33,12 +33,14 @@ pub fn on_signals(shutdown: Shutdown) -> anyhow::Result<()> {
             };
             if first {
                 tracing::info!(
+                    event = "shutting_down",
                     signal = which,
                     "Shutting down: no new messages are read; in-flight handlers may finish (send it again to exit now)."
                 );
                 shutdown.drain.cancel();
             } else {
                 tracing::warn!(
+                    event = "exiting_now",
                     signal = which,
                     "Exiting now: messages in flight stay pending and will be delivered again."
                 );

@@ -2,11 +2,11 @@
 //! reason of its dead letter) and the `recorder` plugin's handlings.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
-use crate::{TestConfig, dead_letters, xadd};
+use crate::{TestConfig, dead_letters, wait_for_value, xadd};
 
 /// The results an `io-probe` message reported: the reason of its dead
 /// letter, a JSON array with one result per step. Waits up to `limit`.
@@ -16,23 +16,19 @@ pub async fn probe_report(
     id: &str,
     limit: Duration,
 ) -> Vec<serde_json::Value> {
-    let started = Instant::now();
-    loop {
+    wait_for_value(limit, &format!("the report of {id}"), async || {
         let found = dead_letters(conn, cfg)
             .await
             .into_iter()
             .find(|d| d.message_id == id);
-        if let Some(d) = found {
-            let report = d.reason.trim_start_matches("rejected by the plugin: ");
-            return serde_json::from_str(report)
-                .unwrap_or_else(|e| panic!("the report of {id} is not JSON ({e}): {}", d.reason));
-        }
-        assert!(
-            started.elapsed() < limit,
-            "no report from {id} within {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let Some(d) = found else {
+            return Err("no dead letter yet".into());
+        };
+        let report = d.reason.trim_start_matches("rejected by the plugin: ");
+        Ok(serde_json::from_str(report)
+            .unwrap_or_else(|e| panic!("the report of {id} is not JSON ({e}): {}", d.reason)))
+    })
+    .await
 }
 
 /// XADDs an `io-probe` message of `message_type` with `id` that runs

@@ -14,34 +14,9 @@ const LIMIT: Duration = Duration::from_secs(30);
 
 /// `GET path` on `port`: the status code, the content type and the body.
 fn get(port: u16, path: &str) -> (u16, String, String) {
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let content_type = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-type: ")
-                .map(str::to_owned)
-        })
-        .unwrap_or_default();
-    (status, content_type, body.to_owned())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    let r = net::get(port, path);
+    let content_type = r.header("content-type").unwrap_or_default().to_owned();
+    (r.status, content_type, r.body)
 }
 
 /// `promtool check metrics` on `text`: its success and what it said.
@@ -245,22 +220,18 @@ max_attempts = 1
 /// `path` on `port` until `done` holds for its status and body; the last
 /// answer.
 async fn until(port: u16, path: &str, what: &str, done: impl Fn(u16, &str) -> bool) -> String {
-    let started = std::time::Instant::now();
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            let (status, _, body) = get(port, path);
-            if done(status, &body) {
-                return body;
-            }
-            assert!(started.elapsed() < LIMIT, "{what}: {status} {body}");
-        } else {
-            assert!(
-                started.elapsed() < LIMIT,
-                "{what}: the admin server is not listening"
-            );
+    wait_for_value(LIMIT, what, async || {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            return Err("the admin server is not listening".into());
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let (status, _, body) = get(port, path);
+        if done(status, &body) {
+            Ok(body)
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,17 +374,14 @@ plugin = "@PLUGINS@/noop.wasm"
     assert!(cfg.config.warnings.is_empty(), "{:?}", cfg.config.warnings);
     let host = start_host(&cfg.config, &redis);
 
-    let started = std::time::Instant::now();
-    loop {
+    let body = wait_for_value(LIMIT, "ready over HTTPS", async || {
         match get_tls(port, ca.client_config(), "/readyz").await {
-            Ok((200, body)) => {
-                assert_eq!(body, "ready\n");
-                break;
-            }
-            other => assert!(started.elapsed() < LIMIT, "not ready over HTTPS: {other:?}"),
+            Ok((200, body)) => Ok(body),
+            other => Err(format!("{other:?}")),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
+    assert_eq!(body, "ready\n");
     // A client stalled in its handshake holds up no one: the next one is
     // served while the stalled one is still open (a server that took
     // handshakes one at a time would answer only after closing it).
@@ -549,21 +517,13 @@ fn a_broken_admin_table_names_the_key() {
 
 /// One request with the given `Host` and token: the status and the body.
 fn request(port: u16, path: &str, host: &str, token: Option<&str>) -> (u16, String) {
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        tcp,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("a response");
-    (
-        head.split(' ').nth(1).unwrap().parse().unwrap(),
-        body.to_owned(),
-    )
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Host", host)];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
+    }
+    let r = net::http("GET", port, path, &headers, "");
+    (r.status, r.body)
 }
 
 /// Open file descriptors of a process.
@@ -698,10 +658,15 @@ plugin = "builtin:noop"
         tcp.write_all(b"GET /healthz HTTP/1.1\r\nHo").unwrap();
         stalled.push(tcp);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the host has taken them all in (its count of descriptors has
+    // settled), a probe is answered and the count stays within the cap.
+    let pid = host.pid();
+    let during = wait_for_stable(LIMIT, "the host's open descriptors", 5, async || {
+        open_fds(pid)
+    })
+    .await;
     let (status, _) = request(port, "/healthz", "127.0.0.1", None);
     assert_eq!(status, 200);
-    let during = open_fds(host.pid());
     assert!(
         during <= before + 256 + 8,
         "{before} file descriptors before, {during} with 600 stalled clients"

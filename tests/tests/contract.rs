@@ -55,9 +55,14 @@ plugin = "@PLUGINS@/io_probe.wasm"
         })
         .await;
     }
-    let old = wait_for_line(&log, "queues=Old ", LIMIT).await;
+    let loaded = |queue: &str| {
+        events_in(&log, "plugin_loaded")
+            .into_iter()
+            .find(|l| l.contains(&format!(" queues={queue} ")))
+    };
+    let old = loaded("Old").expect("the Old queue's plugin loaded");
     assert!(old.contains("contract=0.1.0"), "{old}");
-    let new = wait_for_line(&log, "queues=New ", LIMIT).await;
+    let new = loaded("New").expect("the New queue's plugin loaded");
     assert!(new.contains("contract=0.2.0"), "{new}");
     assert_eq!(entries(&mut conn, &cfg.queue_stream("Old")).await.len(), 5);
 }

@@ -11,7 +11,6 @@
 
 //! Screenshots are kept in `target/screenshots/`.
 
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,14 +23,6 @@ const LIMIT: Duration = Duration::from_secs(30);
 const TOKEN: &str = "dashboard-test-token";
 const READ_TOKEN: &str = "dashboard-test-read-token";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One HTTP/1.1 request; the status and the body as JSON (or as a JSON
 /// string when it is not JSON).
 fn http(
@@ -41,59 +32,14 @@ fn http(
     body: Option<&Value>,
     token: Option<&str>,
 ) -> (u16, Value) {
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connecting");
-    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        tcp,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    // Read to the end of the body: chromedriver keeps the connection open.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = tcp.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        raw.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&raw);
-        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
-            let length = head.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse::<usize>().ok())?
-            });
-            if length.is_some_and(|len| rest.len() >= len) {
-                break;
-            }
-        }
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Content-Type", "application/json")];
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth));
     }
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, mut rest) = text.split_once("\r\n\r\n").expect("a response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut decoded = String::new();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        while let Some((size, tail)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            decoded.push_str(&tail[..size]);
-            rest = &tail[size + 2..];
-        }
-        decoded.as_str()
-    } else {
-        rest
-    };
-    let value = serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()));
-    (status, value)
+    let r = net::http(method, port, path, &headers, &body);
+    (r.status, r.json())
 }
 
 /// A chromedriver and one browser session, ended when dropped.
@@ -280,18 +226,18 @@ impl Drop for Browser {
 
 /// Waits until the Refunds queue has handled `n` messages.
 async fn refunds_succeeded(port: u16, n: u64) {
-    let started = Instant::now();
-    loop {
+    wait_for_value(LIMIT, &format!("Refunds handled {n}"), async || {
         let (_, o) = http("GET", port, "/api/overview", None, Some(READ_TOKEN));
         let refunds = o["queues"]
             .as_array()
             .and_then(|q| q.iter().find(|q| q["name"] == "Refunds").cloned());
         if refunds.is_some_and(|q| q["succeeded"] == n) {
-            return;
+            Ok(())
+        } else {
+            Err(o.to_string())
         }
-        assert!(started.elapsed() < LIMIT, "Refunds did not handle {n}: {o}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 fn config_text(port: u16, refunds_plugin: &str) -> String {
@@ -375,18 +321,18 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
     std::fs::write(&tmp, format!("{head}\n{fixed}")).unwrap();
     std::fs::rename(&tmp, &cfg.path).unwrap();
     let noop = version_hash(&std::fs::read(plugin("noop")).unwrap());
-    let started = Instant::now();
-    loop {
+    wait_for_value(LIMIT, "the edit applied", async || {
         let (_, o) = http("GET", port, "/api/overview", None, Some(READ_TOKEN));
         let refunds = o["queues"]
             .as_array()
             .and_then(|q| q.iter().find(|q| q["name"] == "Refunds").cloned());
         if refunds.is_some_and(|q| q["plugin"]["version"] == noop.as_str()) {
-            break;
+            Ok(())
+        } else {
+            Err(o.to_string())
         }
-        assert!(started.elapsed() < LIMIT, "the edit was not applied: {o}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
 
     let base = format!("http://127.0.0.1:{port}");
     let browser = tokio::task::spawn_blocking(Browser::start).await.unwrap();

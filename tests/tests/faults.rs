@@ -96,8 +96,12 @@ plugin = "@PLUGINS@/sleep.wasm"
     .await;
 
     redis.kill9();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!host.is_finished(), "the host must survive the outage");
+    holds_for(
+        Duration::from_secs(3),
+        "the host survives the outage",
+        async || !host.is_finished(),
+    )
+    .await;
     redis.restart().unwrap();
     let back = std::time::Instant::now();
     produce(10).await;

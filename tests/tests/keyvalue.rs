@@ -78,7 +78,7 @@ async fn each_queue_sees_only_its_own_buckets() {
             kv("get", "}:v:shared", "k", ""),
             kv(
                 "get",
-                &format!("{}:kv:{{KvA}}:v:shared", host.cfg.prefix),
+                &format!("{}v:shared", host.cfg.keys().keyvalue("KvA")),
                 "k",
                 ""
             ),
@@ -127,8 +127,8 @@ async fn each_queue_sees_only_its_own_buckets() {
     assert!(!keys.is_empty());
     for k in &keys {
         let own = [
-            format!("{}:kv:{{KvA}}:", host.cfg.prefix),
-            format!("{}:kv:{{KvB}}:", host.cfg.prefix),
+            host.cfg.keys().keyvalue("KvA"),
+            host.cfg.keys().keyvalue("KvB"),
         ];
         assert!(own.iter().any(|p| k.starts_with(p)), "{k}");
     }
@@ -198,7 +198,18 @@ async fn keys_expire_after_the_ttl_and_stop_counting() {
     .await;
     assert_eq!(r[..2], [json!("ok"), json!("1")], "{r:?}");
     assert!(r[2]["error"].as_str().unwrap().contains("at most 1 keys"));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Redis expires the key after its ttl.
+    let key = format!("{}v:b\0first", host.cfg.keys().keyvalue("KvA"));
+    let mut conn = host.conn.clone();
+    wait_for(LIMIT, "the key expired", async || {
+        let exists: u64 = redis::cmd("EXISTS")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        exists == 0
+    })
+    .await;
     let r = probe(
         &mut host.conn,
         &host.cfg,
@@ -264,7 +275,7 @@ async fn increments_and_compare_and_swap_are_atomic() {
     )
     .await;
     let hits: String = redis::cmd("GET")
-        .arg(format!("{}:kv:{{Counter}}:v:b\0hits", host.cfg.prefix))
+        .arg(format!("{}v:b\0hits", host.cfg.keys().keyvalue("Counter")))
         .query_async(&mut host.conn)
         .await
         .unwrap();

@@ -55,7 +55,7 @@ plugin = "@PLUGINS@/sleep.wasm"
         first.contains(&format!("redis=127.0.0.1:{port}")),
         "{first}"
     );
-    let line = wait_for_line(&log, "Redis is unreachable", Duration::from_secs(10)).await;
+    let line = wait_for_event(&log, "redis_unreachable", Duration::from_secs(10)).await;
     assert!(line.contains("Connection refused"), "{line}");
     // Redis comes up on that port: the host connects and starts.
     let mut server = std::process::Command::new("redis-server")
@@ -64,12 +64,12 @@ plugin = "@PLUGINS@/sleep.wasm"
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    wait_for_line(&log, "Switchyard started.", Duration::from_secs(20)).await;
+    wait_for_event(&log, "started", Duration::from_secs(20)).await;
     host.signal("TERM");
     assert!(host.wait(Duration::from_secs(10)).unwrap().success());
     let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(
-        text.matches("Redis is unreachable").count(),
+        events_in(&log, "redis_unreachable").len(),
         1,
         "the cause is said once:\n{text}"
     );
@@ -109,7 +109,7 @@ async fn shutdown_exits_as_soon_as_the_handlers_finish() {
     let dir = tempdir("prompt-shutdown");
     let log = dir.join("host.log");
     let mut host = HostProcess::spawn_with(&cfg.path, redis.url(), &log, &[]).unwrap();
-    wait_for_line(&log, "Switchyard started.", Duration::from_secs(20)).await;
+    wait_for_event(&log, "started", Duration::from_secs(20)).await;
     let mut conn = redis.conn().await;
     for i in 0..2 {
         xadd(
@@ -135,9 +135,9 @@ async fn shutdown_exits_as_soon_as_the_handlers_finish() {
     // and the shutdown timeout 20 s.
     assert!(took < Duration::from_secs(8), "exit took {took:?}");
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(!text.contains("unfinished"), "{text}");
-    assert!(!text.contains("did not stop"), "{text}");
-    assert!(text.contains("Switchyard stopped."), "{text}");
+    assert!(events_in(&log, "shutdown_timeout").is_empty(), "{text}");
+    assert!(events_in(&log, "bookkeeping_timeout").is_empty(), "{text}");
+    assert_eq!(events_in(&log, "stopped").len(), 1, "{text}");
     assert_eq!(pending(&mut conn, &stream, &cfg.prefix).await, 0);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -150,7 +150,7 @@ async fn a_second_signal_exits_at_once_leaving_work_pending() {
     let dir = tempdir("second-signal");
     let log = dir.join("host.log");
     let mut host = HostProcess::spawn_with(&cfg.path, redis.url(), &log, &[]).unwrap();
-    wait_for_line(&log, "Switchyard started.", Duration::from_secs(20)).await;
+    wait_for_event(&log, "started", Duration::from_secs(20)).await;
     let mut conn = redis.conn().await;
     xadd(
         &mut conn,
@@ -166,12 +166,7 @@ async fn a_second_signal_exits_at_once_leaving_work_pending() {
     })
     .await;
     host.signal("TERM");
-    wait_for_line(
-        &log,
-        "Waiting for in-flight handlers.",
-        Duration::from_secs(10),
-    )
-    .await;
+    wait_for_event(&log, "draining", Duration::from_secs(10)).await;
     let signalled = Instant::now();
     host.signal("TERM");
     assert!(host.wait(Duration::from_secs(10)).unwrap().success());
@@ -181,7 +176,7 @@ async fn a_second_signal_exits_at_once_leaving_work_pending() {
         "{:?}",
         signalled.elapsed()
     );
-    wait_for_line(&log, "Exiting now", Duration::from_secs(1)).await;
+    wait_for_event(&log, "exiting_now", Duration::from_secs(1)).await;
     assert_eq!(pending(&mut conn, &stream, &cfg.prefix).await, 1);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -206,7 +201,7 @@ async fn a_compile_in_progress_does_not_delay_shutdown() {
     std::fs::write(&cfg.path, text).unwrap();
     let log = dir.join("host.log");
     let mut host = HostProcess::spawn_with(&cfg.path, redis.url(), &log, &[]).unwrap();
-    wait_for_line(&log, "Switchyard started.", Duration::from_secs(20)).await;
+    wait_for_event(&log, "started", Duration::from_secs(20)).await;
     let tmp = dir.join("slow.tmp");
     std::fs::write(&tmp, slow_component(60_000)).unwrap();
     std::fs::rename(&tmp, &plugin_path).unwrap();
@@ -236,7 +231,7 @@ async fn a_reload_reports_errors_and_changes_key_by_key() {
     let dir = tempdir("reload-report");
     let log = dir.join("host.log");
     let mut host = HostProcess::spawn_with(&cfg.path, redis.url(), &log, &[]).unwrap();
-    wait_for_line(&log, "Switchyard started.", Duration::from_secs(20)).await;
+    wait_for_event(&log, "started", Duration::from_secs(20)).await;
     let original = std::fs::read_to_string(&cfg.path).unwrap();
 
     let broken = original
@@ -247,7 +242,7 @@ async fn a_reload_reports_errors_and_changes_key_by_key() {
             "colour = \"blue\"\n[queues.Slow.config]",
         );
     replace(&cfg.path, &broken);
-    wait_for_line(&log, "queues.toml edit refused", Duration::from_secs(10)).await;
+    wait_for_event(&log, "config_refused", Duration::from_secs(10)).await;
     let text = std::fs::read_to_string(&log).unwrap();
     let errors: Vec<&str> = text
         .lines()
@@ -274,7 +269,7 @@ async fn a_reload_reports_errors_and_changes_key_by_key() {
         .replace("prefix = \"", "prefix = \"renamed-")
         .replace("[routes]", "[retention]\ninterval = \"5s\"\n[routes]");
     replace(&cfg.path, &edited);
-    let summary = wait_for_line(&log, "queues.toml applied.", Duration::from_secs(10)).await;
+    let summary = wait_for_event(&log, "config_applied", Duration::from_secs(10)).await;
     assert!(
         summary.contains("changed=queues.Slow.concurrency,retention.interval,host.prefix"),
         "{summary}"
@@ -320,7 +315,7 @@ plugin = "@PLUGINS@/sleep.wasm"
     let dir = tempdir("shared-plugin");
     let log = dir.join("host.log");
     let mut host = HostProcess::spawn_with(&cfg.path, redis.url(), &log, &[]).unwrap();
-    wait_for_line(&log, "Switchyard started.", Duration::from_secs(20)).await;
+    wait_for_event(&log, "started", Duration::from_secs(20)).await;
     host.signal("TERM");
     assert!(host.wait(Duration::from_secs(10)).unwrap().success());
     let text = std::fs::read_to_string(&log).unwrap();

@@ -167,8 +167,26 @@ async fn a_message_publishing_itself_stops_at_max_hops() {
         async move { !dead_letters(&mut conn, cfg).await.is_empty() }
     })
     .await;
-    // Nothing more comes after the dead letter.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing more comes after the dead letter: every entry routed is
+    // settled and the ingress holds nothing unrouted, so nothing is in
+    // flight that could publish.
+    let metrics = host.metrics.clone();
+    let (mut conn, ingress, group) = (
+        host.conn.clone(),
+        host.cfg.ingress().to_owned(),
+        host.cfg.prefix.clone(),
+    );
+    wait_for(LIMIT, "the chain settled", async || {
+        let routed = metrics
+            .router
+            .routed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let q = metrics.queue("Loop").snapshot();
+        routed == q.succeeded + q.dead_lettered
+            && pending(&mut conn, &ingress, &group).await == 0
+            && lag(&mut conn, &ingress, &group).await == Some(0)
+    })
+    .await;
     host.stop().await;
     let chain = published(&mut host.conn, &host.cfg, "loop").await;
     let hops: Vec<String> = chain

@@ -495,7 +495,7 @@ async fn compiles_over_budget_are_stopped_and_cost_the_host_nothing() {
     );
     let log = dir.join("host.log");
     let mut host = HostProcess::spawn_with(&cfg.path, redis.url(), &log, &[]).unwrap();
-    wait_for_line(&log, "Switchyard started.", Duration::from_secs(20)).await;
+    wait_for_event(&log, "started", Duration::from_secs(20)).await;
     let before = host.peak_rss_kib();
     let slow = slow_component(60_000);
     for k in 0..6u32 {
@@ -503,11 +503,11 @@ async fn compiles_over_budget_are_stopped_and_cost_the_host_nothing() {
         // Another version each time: a custom section with the round.
         bytes.extend_from_slice(&[0, 6, 1, b'v', 0, 0, 0, k as u8]);
         replace(&work, &bytes);
-        wait_for(Duration::from_secs(60), "the slow version refused", || {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let n = text.matches("Plugin file refused").count();
-            async move { n == k as usize + 1 }
-        })
+        wait_for(
+            Duration::from_secs(60),
+            "the slow version refused",
+            async || events_in(&log, "plugin_refused").len() == k as usize + 1,
+        )
         .await;
     }
     let text = std::fs::read_to_string(&log).unwrap();
@@ -529,7 +529,7 @@ async fn compiles_over_budget_are_stopped_and_cost_the_host_nothing() {
         host.children()
     );
     replace(&work, &plugin_version(&base, 7));
-    wait_for_line(&log, "Plugin swapped", Duration::from_secs(20)).await;
+    wait_for_event(&log, "plugin_swapped", Duration::from_secs(20)).await;
     host.signal("TERM");
     assert!(host.wait(Duration::from_secs(10)).unwrap().success());
     let _ = std::fs::remove_dir_all(dir);

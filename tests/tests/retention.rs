@@ -132,18 +132,21 @@ plugin = "@PLUGINS@/always_reject.wasm"
     .await;
     // While the slow queue works through its messages, every message not
     // yet handled (and the one the ghost holds) stays in the stream.
-    loop {
-        let len = xlen(&mut host.conn, &slow).await;
-        let done = m.snapshot().succeeded;
-        assert!(
-            len > 6 - done,
-            "trimmed something not handled: length {len}, handled {done}"
-        );
-        if done == 6 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut conn = host.conn.clone();
+    wait_for(
+        Duration::from_secs(30),
+        "the slow queue's six handled",
+        async || {
+            let len = xlen(&mut conn, &slow).await;
+            let done = m.snapshot().succeeded;
+            assert!(
+                len > 6 - done,
+                "trimmed something not handled: length {len}, handled {done}"
+            );
+            done == 6
+        },
+    )
+    .await;
     // Handled entries are trimmed from the ingress and the Bad queue; the
     // Slow queue keeps the entry the ghost holds, and (streams are trimmed
     // from their start) everything after it.

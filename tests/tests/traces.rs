@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
@@ -155,16 +155,16 @@ max_attempts = 1
     host.signal("TERM");
     host.wait(LIMIT).expect("the host stops");
 
-    let started = Instant::now();
-    let spans = loop {
+    let spans = wait_for_value(LIMIT, "the route and handle spans", async || {
         let spans = receiver.spans();
         if spans.iter().any(|s| s.name == "route") && spans.iter().any(|s| s.name == "handle Probe")
         {
-            break spans;
+            Ok(spans)
+        } else {
+            Err(format!("{spans:#?}"))
         }
-        assert!(started.elapsed() < LIMIT, "spans received: {spans:#?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert!(
         receiver
             .paths

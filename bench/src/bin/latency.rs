@@ -9,7 +9,7 @@
 //! The producer is open-loop: every millisecond it sends that millisecond's
 //! share of messages in one pipeline, whatever the host does, and stamps
 //! each message with the time that pipeline went out. Completion is the
-//! moment the host reports the handler's success (its "Message handled."
+//! moment the host reports the handler's success (its `handled`
 //! event, seen by a tracing layer in this process), before the ack.
 
 use anyhow::Result;

@@ -197,15 +197,22 @@ impl LoadedPlugin {
         };
         // The epoch callback stops guest code; this also stops a call parked
         // in an async host import (an HTTP request, Redis) past its deadline.
-        let result = tokio::time::timeout(cx.timeout, call).await;
+        let result = tokio::time::timeout_at(deadline.into(), call).await;
+        // A call that returns once its deadline has passed ran out of time
+        // too: the deadline cut its I/O (an answer read to its end, a
+        // statement) at the same instant, and what it returns then is its
+        // reaction to that cut, not its verdict on the message.
+        let late = Instant::now() >= deadline;
         // Every text the plugin hands back is masked, then cut.
         let captured = w.output.take(&cx.secrets, crate::text::MAX_OUTPUT);
         let completed = matches!(result, Ok(Ok(_)));
+        let timed_out = || Outcome::Failed {
+            kind: FailureKind::Timeout,
+            reason: DeadlineExceeded(cx.timeout).to_string(),
+        };
         let outcome = match result {
-            Err(_) => Outcome::Failed {
-                kind: FailureKind::Timeout,
-                reason: DeadlineExceeded(cx.timeout).to_string(),
-            },
+            Err(_) => timed_out(),
+            Ok(Ok(_)) if late => timed_out(),
             Ok(Ok(outcome)) => outcome.masked(&cx.secrets),
             Ok(Err((instantiating, e))) => {
                 let (kind, reason) = classify(instantiating, &e, w.store.data().limiter.exceeded());

@@ -179,7 +179,7 @@ pub async fn connect_patiently(
             }
             Err(e) => {
                 if !told {
-                    tracing::error!(error = %e, "Redis is unreachable; retrying until it answers (SIGINT or SIGTERM to stop).");
+                    tracing::error!(event = "redis_unreachable", error = %e, "Redis is unreachable; retrying until it answers (SIGINT or SIGTERM to stop).");
                     told = true;
                 } else {
                     tracing::debug!(error = %e, "Redis still unreachable.");
@@ -216,7 +216,7 @@ impl Health {
         let mut down = self.down_since.lock().expect("health lock");
         if down.is_none() {
             *down = Some(std::time::Instant::now());
-            tracing::error!(error = %e, "Redis is unreachable; retrying with backoff until it is back.");
+            tracing::error!(event = "redis_unreachable", error = %e, "Redis is unreachable; retrying with backoff until it is back.");
         } else {
             tracing::debug!(error = %e, "Redis still unreachable.");
         }

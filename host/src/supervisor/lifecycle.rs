@@ -161,6 +161,7 @@ impl Supervisor {
         let in_flight = |all: &[&WorkerTasks]| all.iter().map(|t| t.handlers.len()).sum::<usize>();
         if in_flight(&all) > 0 {
             tracing::info!(
+                event = "draining",
                 in_flight = in_flight(&all),
                 ?timeout,
                 "Waiting for in-flight handlers."
@@ -175,6 +176,7 @@ impl Supervisor {
             _ = handlers => true,
             _ = tokio::time::sleep_until(deadline) => {
                 tracing::warn!(
+                    event = "shutdown_timeout",
                     unfinished = in_flight(&all),
                     "Shutdown timeout reached; unfinished messages stay pending and will be delivered again."
                 );
@@ -190,7 +192,7 @@ impl Supervisor {
             t.bookkeeping.close();
         }
         if !finished {
-            tracing::info!("Switchyard stopped.");
+            tracing::info!(event = "stopped", "Switchyard stopped.");
             return;
         }
         let bookkeeping = async {
@@ -202,12 +204,13 @@ impl Supervisor {
             _ = bookkeeping => {}
             _ = tokio::time::sleep(Duration::from_secs(2)) => {
                 tracing::warn!(
+                    event = "bookkeeping_timeout",
                     tasks = all.iter().map(|t| t.bookkeeping.len()).sum::<usize>(),
                     "Acks and lease renewals did not stop within 2 s; exiting anyway."
                 );
             }
             _ = now.cancelled() => {}
         }
-        tracing::info!("Switchyard stopped.");
+        tracing::info!(event = "stopped", "Switchyard stopped.");
     }
 }

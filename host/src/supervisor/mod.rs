@@ -118,6 +118,7 @@ pub async fn run(
     log_missing_grants(&config, &plugins);
     let consumer = consumer_name();
     tracing::info!(
+        event = "started",
         redis = %crate::redis::describe(&client),
         ingress = %config.ingress.stream,
         prefix = %config.host.prefix,

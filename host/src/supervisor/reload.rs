@@ -186,7 +186,7 @@ impl Supervisor {
                         tracing::error!(queue = %queue.name, error = %format!("{e:#}"), "Could not start a new queue; it is retried at the next edit.");
                         continue;
                     }
-                    tracing::info!(queue = %queue.name, "Queue added.");
+                    tracing::info!(event = "queue_added", queue = %queue.name, "Queue added.");
                 }
             }
         }
@@ -201,7 +201,7 @@ impl Supervisor {
                 let tasks = handle.tasks.clone();
                 tokio::spawn(async move { tasks.wind_down().await });
                 self.retired.push(handle.tasks);
-                tracing::info!(queue = %name, "Queue removed: it stops reading; messages in flight finish; messages never read stay in its stream.");
+                tracing::info!(event = "queue_removed", queue = %name, "Queue removed: it stops reading; messages in flight finish; messages never read stay in its stream.");
             }
         }
         for change in &changes.applied {
