@@ -6,24 +6,32 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the strict model of queues.toml, with complete validation.
-//! - [`grants`]: what a queue's plugin may reach (HTTP destinations) and the checks.
-//! - [`message`]: a stream entry read into a message (type, body, id, headers).
-//! - [`router`]: pure routing decisions: message type to target queues.
-//! - [`stream`]: Redis Streams: key layout, groups, the router loop, queue settlement.
-//! - [`plugin`]: wasmtime: the engine, the WIT bindings, host imports, one call.
-//! - [`queue`]: per-queue workers: concurrency, outcome to ack / retry / dead letter.
-//! - [`supervisor`]: start-up, the tasks, reloads of plugins and queues.toml, draining on shutdown.
-//! - [`watch`]: watching queues.toml and plugin files (and symlink targets), debounced.
-//! - [`telemetry`]: spans continuing the producer's trace, exported over OTLP.
-//! - [`text`]: text from outside bounded and escaped, and the log format that enforces it.
-//! - [`secrets`]: every form of a queue's secrets masked in what plugins hand back.
-//! - [`admin`]: counters and the status of every stream.
-//! - [`demo`]: the local end-to-end demo.
-//! - [`cli`]: the command line.
-//! - [`redis`]: connections and their failures, the bounded reader, replies, the Lua scripts.
-//! - [`shutdown`], [`failpoint`]: signals, test crash points.
+//! From the bottom up; a module uses only those above it in this list (a
+//! doc link aside), so there is no import circle. The binary and the
+//! local demo are the `switchyard-cli` package's.
+//!
+//! - [`text`]: text from outside bounded and escaped; the log format that enforces it.
 //! - [`files`]: files an operator names, read with a bound.
+//! - [`shutdown`], [`failpoint`]: signals; named crash points for the tests.
+//! - [`message`]: a stream entry read into a message; the follow-ups a call publishes.
+//! - [`reason`]: why a message is dead-lettered, its text and its metric class.
+//! - [`kinds`]: the fixed kinds that label metrics and logs (failures, capabilities).
+//! - [`grants`]: what a queue's plugin may reach over HTTP, and the address checks.
+//! - [`config`]: queues.toml as a model: parsed, validated (pure), then resolved (files, secrets).
+//! - [`metrics`]: the host's counters and histograms.
+//! - [`events`]: each happening's log line and metric, written together.
+//! - [`secrets`]: every form of a queue's secrets, masked in what plugins hand back.
+//! - [`tls`]: server and client TLS configurations from PEM.
+//! - [`telemetry`]: logging, and spans continuing the producer's trace over OTLP.
+//! - [`redis`]: connections and their health, backoff, the bounded reader, replies, the Lua scripts.
+//! - [`router`]: pure routing decisions: an ingress entry to its queues, or a dead letter.
+//! - [`stream`]: the key layout, groups, the router loop, a queue's stream steps, reclaim scheduling, retention.
+//! - [`plugin`]: wasmtime: the engine, loading and compiling, the contract's bindings, the host imports, one call.
+//! - [`migrate`]: a queue's SQL migrations applied to its database.
+//! - [`queue`]: a queue's runtime and workers: slots, autoscaling, deliveries, settlement, acks.
+//! - [`watch`]: queues.toml and plugin files watched (and their symlink targets), debounced.
+//! - [`admin`]: the admin server: metrics, health, the dashboard, dead-letter inspection and replay.
+//! - [`supervisor`]: preflight, start-up, reloads of plugins and queues.toml, maintenance, draining.
 
 pub mod admin;
 pub mod config;

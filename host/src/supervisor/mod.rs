@@ -7,7 +7,8 @@
 //! - [`lifecycle`]: starting the router, the queues and maintenance; drain;
 //! - [`reload`]: plugin swaps and edits of queues.toml;
 //! - [`maintain`]: retention and consumer clean-up;
-//! - [`running`]: a host on a task, for programs that embed it.
+//! - `running`: a host on a task, for programs that embed it (the
+//!   `in-process` feature).
 
 pub mod lifecycle;
 pub mod maintain;
