@@ -1,7 +1,8 @@
 //! Outbound HTTP for plugins: `wasi:http/outgoing-handler`, implemented by
 //! wasmtime-wasi-http, with the host's own request sender.
 //!
-//! Every request a plugin sends goes through `CallHttp::send_request` (the `WasiHttpView` hook):
+//! Every request a plugin sends goes through `CallHttp::send_request` (the
+//! `WasiHttpView` hook):
 //!
 //! - its URL is checked against the queue's `allowed_hosts` (a request to
 //!   anywhere else fails inside the plugin with the standard
