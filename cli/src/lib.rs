@@ -22,6 +22,7 @@ use switchyard::admin::status;
 use switchyard::config::{Config, Needs, process_env};
 use switchyard::metrics::Metrics;
 use switchyard::plugin::{Compiler, compile};
+use switchyard::redis::{Endpoint, Redis};
 use switchyard::shutdown::{self, Shutdown};
 use switchyard::supervisor;
 
@@ -116,6 +117,12 @@ fn load(config: &ConfigArg) -> Result<Config> {
     Ok(Config::load(&config.config)?)
 }
 
+/// The Redis deployment `url` names, with what `[redis]` adds.
+pub(crate) fn redis(url: &str, config: &Config) -> Result<Redis> {
+    let endpoint = Endpoint::parse(url, &config.redis.access())?;
+    Redis::new(endpoint)
+}
+
 /// Entry point of the `switchyard` binary.
 pub fn main() -> ExitCode {
     // A compile the host started in a child process: no runtime, no
@@ -173,14 +180,16 @@ pub(crate) fn compiler() -> Result<Compiler> {
 
 async fn run(command: Command) -> Result<ExitCode> {
     match command {
-        Command::Run { config, redis } => {
-            let client = switchyard::redis::client(&redis.redis_url)?;
+        Command::Run { config, redis: url } => {
+            // A URL that is no Redis URL is said before anything else.
+            Endpoint::parse(&url.redis_url, &Default::default())?;
             let config = load(&config)?;
+            let redis = redis(&url.redis_url, &config)?;
             let stop = Shutdown::new();
             shutdown::on_signals(stop.clone())?;
             supervisor::run(
                 config,
-                client,
+                redis,
                 compiler()?,
                 stop,
                 Arc::new(Metrics::default()),
@@ -220,28 +229,30 @@ async fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Status {
             config,
-            redis,
+            redis: url,
             dead_letters,
         } => {
-            let client = switchyard::redis::client(&redis.redis_url)?;
             // Names and streams only: status runs without the secrets'
-            // environment variables (it never sees their values), and
-            // without the plugins built.
+            // environment variables but Redis's (it never sees their
+            // values), and without the plugins built.
             let config = Config::load_with(&config.config, &process_env, Needs::STREAMS)?;
-            let mut conn = switchyard::redis::shared(&client).await?;
-            let report = status::read(&mut conn, &config, dead_letters).await?;
+            let redis = redis(&url.redis_url, &config)?;
+            let mut conn = redis.connect().await?;
+            let keys = switchyard::stream::Keys::of(&config, redis.is_cluster());
+            let report = status::read(&mut conn, &config, &keys, dead_letters).await?;
             print_out(&report.to_string())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Dead {
             config,
-            redis,
+            redis: url,
             action,
         } => {
-            let client = switchyard::redis::client(&redis.redis_url)?;
-            // Names and streams only: no secret, no file, no plugin.
+            // Names and streams only: no secret but Redis's, no file, no
+            // plugin.
             let config = Config::load_with(&config.config, &process_env, Needs::STREAMS)?;
-            dead::dead_command(config, client, action).await
+            let redis = redis(&url.redis_url, &config)?;
+            dead::dead_command(config, redis, action).await
         }
         Command::Demo {
             config,

@@ -259,3 +259,30 @@ pub fn config_refused(m: &Metrics, path: &str, errors: usize) {
 pub fn retention_round(m: &Metrics) {
     add(&m.retention_rounds, 1);
 }
+
+/// A wait for replicas after a step ended (`redis.wait_replicas`).
+pub fn replicas_waited(m: &Metrics, took: Duration) {
+    add(&m.redis.replica_waits, 1);
+    add(&m.redis.replica_wait_micros, took.as_micros() as u64);
+}
+
+/// `replicas_short`: fewer replicas than asked for had a step within the
+/// timeout; the host goes on without waiting for a while.
+pub fn replicas_short(
+    m: &Metrics,
+    key: &str,
+    wanted: u32,
+    got: u32,
+    timeout: Duration,
+    pause: Duration,
+) {
+    add(&m.redis.replica_shortfalls, 1);
+    tracing::warn!(event = "replicas_short", key = %key, wanted, got, timeout_ms = timeout.as_millis() as u64, pause_ms = pause.as_millis() as u64, "Fewer replicas than redis.wait_replicas acknowledged a step in time; going on without waiting for a while.");
+}
+
+/// `redis_master_changed`: the sentinels named another master, and the
+/// host moved to it.
+pub fn master_changed(m: &Metrics, from: &str, to: &str) {
+    add(&m.redis.master_changes, 1);
+    tracing::warn!(event = "redis_master_changed", from = %from, to = %to, "The Sentinel master changed; the host now uses the new one.");
+}

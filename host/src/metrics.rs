@@ -225,6 +225,19 @@ pub struct RouterMetrics {
     pub reclaimed: AtomicU64,
 }
 
+/// Counters of the host's use of Redis beyond commands.
+#[derive(Debug, Default)]
+pub struct RedisMetrics {
+    /// Waits for replicas after a step (`redis.wait_replicas`).
+    pub replica_waits: AtomicU64,
+    /// Their total time, in microseconds.
+    pub replica_wait_micros: AtomicU64,
+    /// Waits that ended with fewer replicas than asked for.
+    pub replica_shortfalls: AtomicU64,
+    /// Times a Sentinel named a new master and the host moved to it.
+    pub master_changes: AtomicU64,
+}
+
 /// Counters of plugin and configuration reloads.
 #[derive(Debug, Default)]
 pub struct ReloadMetrics {
@@ -266,6 +279,7 @@ pub struct PluginInfo {
 pub struct Metrics {
     pub router: RouterMetrics,
     pub reloads: ReloadMetrics,
+    pub redis: RedisMetrics,
     /// Rounds of retention (trimming, idle consumers) completed.
     pub retention_rounds: AtomicU64,
     queues: std::sync::RwLock<BTreeMap<String, Arc<QueueMetrics>>>,

@@ -31,6 +31,23 @@ pub fn client_config(extra: Option<&CaFile>) -> anyhow::Result<rustls::ClientCon
     .with_no_client_auth())
 }
 
+/// The web's root certificates as PEM, for a client that takes the
+/// certificates it trusts that way (redis-rs).
+pub fn web_roots_pem() -> Vec<u8> {
+    use base64::Engine;
+    let mut out = Vec::new();
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        out.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        let text = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        for line in text.as_bytes().chunks(64) {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"-----END CERTIFICATE-----\n");
+    }
+    out
+}
+
 /// The admin server's TLS configuration: the certificate chain in
 /// `cert_pem` (the server's certificate first) and its private key in
 /// `key_pem`. The errors say which of the two is at fault.

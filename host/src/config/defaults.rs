@@ -17,6 +17,10 @@ pub const INGRESS_STREAM: &str = "chat:events";
 pub const INGRESS_BATCH: i64 = 256;
 pub const INGRESS_VISIBILITY_TIMEOUT: Duration = secs(30);
 pub const MAX_ENTRY_KIB: i64 = 1024;
+pub const INGRESS_PARTITIONS: i64 = 1;
+
+pub const WAIT_REPLICAS: i64 = 0;
+pub const WAIT_TIMEOUT: Duration = secs(1);
 
 pub const RETENTION_INTERVAL: Duration = secs(60);
 pub const KEEP_HANDLED: Duration = secs(3600);

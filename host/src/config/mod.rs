@@ -44,6 +44,9 @@ pub use settings::{Change, ConfigChanges, RESTART_ONLY, Shown};
 pub const MAX_MEMORY_MIB: u32 = 4096;
 /// Largest `concurrency` a queue may ask for.
 pub const MAX_CONCURRENCY: u32 = 1024;
+/// Largest `ingress.partitions`: each partition is a stream per queue,
+/// read by every host on a connection of its own.
+pub const MAX_PARTITIONS: usize = 256;
 /// Largest `max_entry_kib`: 64 MiB. Redis keeps a whole entry in memory,
 /// and the host may hold a batch of them.
 pub const MAX_ENTRY_KIB: u64 = 64 * 1024;
@@ -62,6 +65,8 @@ pub struct Config {
     pub retention: RetentionSettings,
     /// The admin HTTP server (`[admin]`); off without the table.
     pub admin: Option<AdminSettings>,
+    /// How the host reaches Redis besides its URL (`[redis]`).
+    pub redis: RedisSettings,
     /// Message type, lower-cased, to the queues it fans out to, in file order.
     pub routes: BTreeMap<String, Vec<String>>,
     /// Queue name to its settings.
@@ -174,6 +179,10 @@ pub struct IngressSettings {
     /// dead-lettered without the host ever holding it. So the router holds
     /// at most `batch` x this.
     pub max_entry_bytes: usize,
+    /// How many partitions the ingress, and every queue, is split into
+    /// (`crate::stream::layout`): each one's keys share a Redis Cluster
+    /// slot, so every step stays one atomic script.
+    pub partitions: usize,
 }
 
 impl Default for IngressSettings {
@@ -183,6 +192,59 @@ impl Default for IngressSettings {
             batch: 256,
             visibility_timeout: Duration::from_secs(30),
             max_entry_bytes: 1024 * 1024,
+            partitions: 1,
+        }
+    }
+}
+
+/// The `[redis]` table: credentials and TLS besides the URL, and how long
+/// the host waits for replicas.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// The data nodes' ACL user and password, over the URL's.
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// The sentinels' own.
+    pub sentinel_username: Option<String>,
+    pub sentinel_password: Option<String>,
+    /// Private CA certificates the servers' may chain to, besides the web's
+    /// roots.
+    pub ca_file: Option<CaFile>,
+    /// Replicas that must have a step of the host's (routing an ingress
+    /// entry, settling a message) before it goes on (`WAIT`); 0: none.
+    pub wait_replicas: u32,
+    /// How long it waits for them at most.
+    pub wait_timeout: Duration,
+}
+
+impl fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("username", &self.username)
+            .field("sentinel_username", &self.sentinel_username)
+            .field("ca_file", &self.ca_file)
+            .field("wait_replicas", &self.wait_replicas)
+            .field("wait_timeout", &self.wait_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisSettings {
+    /// What the URL is completed with.
+    pub fn access(&self) -> crate::redis::Access {
+        use crate::redis::Credentials;
+        // An empty value is one not given (a secret not read).
+        let given = |v: &Option<String>| v.clone().filter(|t| !t.is_empty());
+        crate::redis::Access {
+            data: Credentials {
+                username: given(&self.username),
+                password: given(&self.password),
+            },
+            sentinel: Credentials {
+                username: given(&self.sentinel_username),
+                password: given(&self.sentinel_password),
+            },
+            ca_pem: self.ca_file.as_ref().map(|c| c.pem.clone()),
         }
     }
 }
@@ -291,8 +353,9 @@ impl fmt::Display for PluginRef {
 }
 
 /// What a command needs resolved: `run` and `check` need everything;
-/// `status` and `dead` only the names of the streams (no secret, no file,
-/// no plugin); `migrate` the databases (secrets and CA files, no plugin).
+/// `status` and `dead` only the names of the streams and the way to Redis
+/// (`[redis]`'s secrets and CA file; no other secret, file or plugin);
+/// `migrate` the databases (secrets and CA files, no plugin).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Needs {
     /// Secrets are read from the environment; without, they are empty.
@@ -302,6 +365,8 @@ pub struct Needs {
     pub files: bool,
     /// Plugin files must exist.
     pub plugins: bool,
+    /// `[redis]`'s secrets and CA file are read.
+    pub redis: bool,
 }
 
 impl Needs {
@@ -309,16 +374,19 @@ impl Needs {
         secrets: true,
         files: true,
         plugins: true,
+        redis: true,
     };
     pub const STREAMS: Needs = Needs {
         secrets: false,
         files: false,
         plugins: false,
+        redis: true,
     };
     pub const DATABASES: Needs = Needs {
         secrets: true,
         files: true,
         plugins: false,
+        redis: false,
     };
 }
 

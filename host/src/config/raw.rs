@@ -57,6 +57,7 @@ pub struct RawConfig {
     pub ingress: Option<RawIngress>,
     pub retention: Option<RawRetention>,
     pub admin: Option<RawAdmin>,
+    pub redis: Option<RawRedis>,
     pub routes: Option<BTreeMap<String, Setting<Vec<String>>>>,
     pub queues: Option<BTreeMap<String, RawQueue>>,
 }
@@ -80,6 +81,19 @@ pub struct RawIngress {
     pub batch: Option<Setting<i64>>,
     pub visibility_timeout: Option<Setting<String>>,
     pub max_entry_kib: Option<Setting<i64>>,
+    pub partitions: Option<Setting<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub username: Option<Setting<MaybeSecret>>,
+    pub password: Option<Setting<MaybeSecret>>,
+    pub ca_file: Option<Setting<String>>,
+    pub sentinel_username: Option<Setting<MaybeSecret>>,
+    pub sentinel_password: Option<Setting<MaybeSecret>>,
+    pub wait_replicas: Option<Setting<i64>>,
+    pub wait_timeout: Option<Setting<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -12,7 +12,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
 use super::parse::Lines;
-use super::validate::{FileKind, FileRef, Pending, Target, Validated};
+use super::validate::{FileKind, FileRef, Pending, RedisSecret, Target, Validated};
 use super::{Config, ConfigError, Needs, Secret, SmtpRelay};
 
 /// The largest CA file read: a bundle of every public root is about 200 KiB.
@@ -159,6 +159,10 @@ pub fn resolve(
             tls.key_pem = contents("admin.tls_key");
         }
     }
+    if let Some(ca) = &mut config.redis.ca_file {
+        ca.pem = contents("redis.ca_file");
+    }
+    fill_redis(&mut r, &mut config, &pending, env, needs);
     fill_secrets(&mut r, &mut config, &pending, &secret, needs);
     for q in config.queues.values_mut() {
         let key = |part: &str| super::parse::join(&super::parse::join("queues", &q.name), part);
@@ -237,12 +241,14 @@ fn read_files(
                     );
                 }
             }
-            FileKind::Ca if needs.files => match read_ca(path) {
-                Ok(pem) => {
-                    read.insert(f.key.clone(), pem);
+            FileKind::Ca if needs.files || (needs.redis && f.key.starts_with("redis.")) => {
+                match read_ca(path) {
+                    Ok(pem) => {
+                        read.insert(f.key.clone(), pem);
+                    }
+                    Err(e) => r.error(&f.key, e.to_string()),
                 }
-                Err(e) => r.error(&f.key, e.to_string()),
-            },
+            }
             FileKind::Folder if needs.files && !path.is_dir() => {
                 r.error(&f.key, format!("{} is not a folder", path.display()));
             }
@@ -288,6 +294,9 @@ fn fill_secrets(
     needs: Needs,
 ) {
     for p in pending {
+        if matches!(p.target, Target::Redis(_)) {
+            continue;
+        }
         let value = match secret(&p.var) {
             Some(v) => v,
             None if needs.secrets => {
@@ -309,6 +318,7 @@ fn fill_secrets(
             | Target::SmtpUrl(queue)
             | Target::MailUser(queue)
             | Target::MailPassword(queue) => queue,
+            Target::Redis(_) => continue,
         };
         let Some(q) = config.queues.get_mut(queue_name) else {
             continue;
@@ -343,6 +353,7 @@ fn fill_secrets(
                     mail.password = Some(value);
                 }
             }
+            Target::Redis(_) => {}
         }
     }
     for q in config.queues.values_mut() {
@@ -396,6 +407,43 @@ fn fill_secrets(
                 value,
             });
         }
+    }
+}
+
+/// Reads `[redis]`'s credentials from the environment, when the command
+/// reaches Redis.
+fn fill_redis(
+    r: &mut Resolver<'_>,
+    config: &mut Config,
+    pending: &[Pending],
+    env: &dyn Fn(&str) -> Option<String>,
+    needs: Needs,
+) {
+    for p in pending {
+        let Target::Redis(which) = p.target else {
+            continue;
+        };
+        if !needs.redis {
+            continue;
+        }
+        let Some(value) = env(&p.var).filter(|v| !v.is_empty()) else {
+            r.error(
+                &p.key,
+                format!(
+                    "the environment variable {} is not set (or not UTF-8)",
+                    p.var
+                ),
+            );
+            continue;
+        };
+        let redis = &mut config.redis;
+        let field = match which {
+            RedisSecret::Username => &mut redis.username,
+            RedisSecret::Password => &mut redis.password,
+            RedisSecret::SentinelUsername => &mut redis.sentinel_username,
+            RedisSecret::SentinelPassword => &mut redis.sentinel_password,
+        };
+        *field = Some(value);
     }
 }
 

@@ -90,6 +90,29 @@ impl Config {
             "ingress.max_entry_kib",
             (i.max_entry_bytes / 1024).to_string(),
         );
+        s.plain("ingress.partitions", i.partitions.to_string());
+        let rs = &self.redis;
+        let credential = |v: &Option<String>| v.as_deref().map_or("(none)".into(), fingerprint);
+        s.plain(
+            "redis.username",
+            rs.username.clone().unwrap_or_else(|| "(none)".into()),
+        );
+        s.sensitive("redis.password", credential(&rs.password));
+        s.plain(
+            "redis.sentinel_username",
+            rs.sentinel_username
+                .clone()
+                .unwrap_or_else(|| "(none)".into()),
+        );
+        s.sensitive("redis.sentinel_password", credential(&rs.sentinel_password));
+        s.plain(
+            "redis.ca_file",
+            rs.ca_file
+                .as_ref()
+                .map_or("(none)".into(), |c| c.path.display().to_string()),
+        );
+        s.plain("redis.wait_replicas", rs.wait_replicas.to_string());
+        s.plain("redis.wait_timeout", d(&rs.wait_timeout));
         let r = &self.retention;
         s.plain("retention.interval", d(&r.interval));
         s.plain("retention.keep_handled", d(&r.keep_handled));
@@ -222,11 +245,17 @@ impl Config {
 
 /// Settings fixed for the life of a process: every Redis key name derives
 /// from them, or the compiled-plugin cache is opened with them, or the
-/// admin server listens with them.
+/// connection to Redis is made with them, or the admin server listens with
+/// them.
 pub const RESTART_ONLY: &[&str] = &[
     "host.prefix",
     "host.cache_dir",
     "ingress.stream",
+    "redis.username",
+    "redis.password",
+    "redis.sentinel_username",
+    "redis.sentinel_password",
+    "redis.ca_file",
     "admin.listen",
     "admin.tls_cert",
     "admin.tls_key",

@@ -5,7 +5,9 @@
 //! entries; a general client (redis-rs) parses a reply into memory
 //! whatever its size. This connection speaks just enough of the Redis
 //! protocol (RESP2: AUTH, SELECT, XREADGROUP) to read a reply value by
-//! value: a value that would take its entry over `max_bytes`, or an entry
+//! value (over TCP, TLS or a socket, to whichever node serves the stream:
+//! the master a Sentinel names, the node of the stream's cluster slot):
+//! a value that would take its entry over `max_bytes`, or an entry
 //! with too many fields, is read off the socket and dropped, and the entry
 //! is returned as its size ([`ReadEntry::TooLarge`]). So what a read holds
 //! is bounded by its count times `max_bytes`, while Redis does no more work
@@ -16,6 +18,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
 
+use super::deployment::Redis;
+use super::endpoint::NodeAddr;
 use super::read::{Bounds, ReadEntry};
 use super::reply::Entry;
 use crate::redis::{StreamError, StreamResult};
@@ -29,17 +33,18 @@ const MAX_NAME: usize = 1024;
 trait Duplex: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Duplex for T {}
 
-/// A connection for bounded blocking reads, opened on first use and again
-/// after an error.
+/// A connection for bounded blocking reads, opened on first use, again
+/// after an error, and to another node when the stream's node changed (a
+/// failover, a slot moved).
 pub struct BoundedReader {
-    info: redis::ConnectionInfo,
-    conn: Option<BufStream<Box<dyn Duplex>>>,
+    redis: Redis,
+    conn: Option<(NodeAddr, BufStream<Box<dyn Duplex>>)>,
 }
 
 impl std::fmt::Debug for BoundedReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BoundedReader")
-            .field("connected", &self.conn.is_some())
+            .field("node", &self.conn.as_ref().map(|(n, _)| n))
             .finish_non_exhaustive()
     }
 }
@@ -64,10 +69,13 @@ fn encode(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// How long opening a connection (TCP, TLS, AUTH) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl BoundedReader {
-    pub fn new(client: &redis::Client) -> Self {
+    pub fn new(redis: &Redis) -> Self {
         BoundedReader {
-            info: client.get_connection_info().clone(),
+            redis: redis.clone(),
             conn: None,
         }
     }
@@ -77,57 +85,66 @@ impl BoundedReader {
         self.conn = None;
     }
 
-    async fn connect(&self) -> StreamResult<BufStream<Box<dyn Duplex>>> {
-        let what = format!("connecting to Redis at {}", self.info.addr());
-        let stream: Box<dyn Duplex> = match self.info.addr() {
-            redis::ConnectionAddr::Tcp(host, port) => {
-                let tcp = tokio::time::timeout(
-                    Duration::from_secs(2),
-                    tokio::net::TcpStream::connect((host.as_str(), *port)),
+    async fn connect(&self, node: &NodeAddr) -> StreamResult<BufStream<Box<dyn Duplex>>> {
+        let what = format!("connecting to Redis at {node}");
+        let open = async {
+            let stream: Box<dyn Duplex> = match node {
+                NodeAddr::Tcp { host, port } => {
+                    let tcp = tokio::net::TcpStream::connect((host.as_str(), *port))
+                        .await
+                        .map_err(|e| io(&what, e))?;
+                    let _ = tcp.set_nodelay(true);
+                    match self.redis.tls() {
+                        None => Box::new(tcp),
+                        Some(config) => {
+                            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                                .map_err(|e| {
+                                    StreamError::protocol(&what, format!("{host:?}: {e}"))
+                                })?;
+                            let tls = tokio_rustls::TlsConnector::from(config)
+                                .connect(name, tcp)
+                                .await
+                                .map_err(|e| io(&what, e))?;
+                            Box::new(tls)
+                        }
+                    }
+                }
+                NodeAddr::Unix(path) => Box::new(
+                    tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(|e| io(&what, e))?,
+                ),
+            };
+            let mut conn = BufStream::new(stream);
+            let credentials = self.redis.credentials();
+            if let Some(password) = &credentials.password {
+                let mut args: Vec<&[u8]> = vec![b"AUTH"];
+                if let Some(user) = &credentials.username {
+                    args.push(user.as_bytes());
+                }
+                args.push(password.as_bytes());
+                simple(&mut conn, &encode(&args), "authenticating").await?;
+            }
+            if self.redis.db() != 0 {
+                let db = self.redis.db().to_string();
+                simple(
+                    &mut conn,
+                    &encode(&[b"SELECT", db.as_bytes()]),
+                    "selecting the database",
                 )
-                .await
-                .map_err(|_| io(&what, std::io::ErrorKind::TimedOut.into()))?
-                .map_err(|e| io(&what, e))?;
-                let _ = tcp.set_nodelay(true);
-                Box::new(tcp)
+                .await?;
             }
-            redis::ConnectionAddr::Unix(path) => Box::new(
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|e| io(&what, e))?,
-            ),
-            _ => {
-                return Err(StreamError::protocol(
-                    what,
-                    "TLS connections to Redis are not supported",
-                ));
-            }
+            Ok(conn)
         };
-        let mut conn = BufStream::new(stream);
-        let settings = self.info.redis_settings();
-        if let Some(password) = settings.password() {
-            let mut args: Vec<&[u8]> = vec![b"AUTH"];
-            if let Some(user) = settings.username() {
-                args.push(user.as_bytes());
-            }
-            args.push(password.as_bytes());
-            simple(&mut conn, &encode(&args), "authenticating").await?;
-        }
-        if settings.db() != 0 {
-            let db = settings.db().to_string();
-            simple(
-                &mut conn,
-                &encode(&[b"SELECT", db.as_bytes()]),
-                "selecting the database",
-            )
-            .await?;
-        }
-        Ok(conn)
+        tokio::time::timeout(CONNECT_TIMEOUT, open)
+            .await
+            .map_err(|_| io(&what, std::io::ErrorKind::TimedOut.into()))?
     }
 
     /// Reads up to `count` entries of `stream` never delivered to `group`,
-    /// for `consumer`, waiting up to `block` for one to arrive. Each entry
-    /// comes whole if it is within `bounds`, else as its size.
+    /// for `consumer`, waiting up to `block` for one to arrive (not at all
+    /// when `block` is zero). Each entry comes whole if it is within
+    /// `bounds`, else as its size.
     pub async fn read_new(
         &mut self,
         stream: &str,
@@ -137,24 +154,55 @@ impl BoundedReader {
         block: Duration,
         bounds: Bounds,
     ) -> StreamResult<Vec<ReadEntry>> {
-        if self.conn.is_none() {
-            self.conn = Some(self.connect().await?);
+        let result = self
+            .try_read(stream, group, consumer, count, block, bounds)
+            .await;
+        if let Err(e) = &result {
+            // After an error the connection may be mid-reply: start over.
+            // A reply Redis sent as an error leaves it clean, but a fresh
+            // connection costs little.
+            tracing::trace!(error = %e, redis = %self.redis.describe(), "Bounded reader reset.");
+            self.conn = None;
+            if e.is_outage() {
+                // Perhaps another node serves the stream now.
+                self.redis.topology_changed().await;
+            }
         }
-        let conn = self.conn.as_mut().expect("just connected");
+        result.map_err(|e| StreamError {
+            what: format!("reading {stream:?}"),
+            ..e
+        })
+    }
+
+    async fn try_read(
+        &mut self,
+        stream: &str,
+        group: &str,
+        consumer: &str,
+        count: usize,
+        block: Duration,
+        bounds: Bounds,
+    ) -> StreamResult<Vec<ReadEntry>> {
+        let node = self.redis.node_for(stream).await?;
+        if self.conn.as_ref().is_none_or(|(at, _)| *at != node) {
+            let conn = self.connect(&node).await?;
+            self.conn = Some((node, conn));
+        }
+        let (_, conn) = self.conn.as_mut().expect("just connected");
         let (count, block_ms) = (count.to_string(), block.as_millis().to_string());
-        let command = encode(&[
+        let mut args: Vec<&[u8]> = vec![
             b"XREADGROUP",
             b"GROUP",
             group.as_bytes(),
             consumer.as_bytes(),
             b"COUNT",
             count.as_bytes(),
-            b"BLOCK",
-            block_ms.as_bytes(),
-            b"STREAMS",
-            stream.as_bytes(),
-            b">",
-        ]);
+        ];
+        if !block.is_zero() {
+            args.extend([b"BLOCK".as_slice(), block_ms.as_bytes()]);
+        }
+        args.extend([b"STREAMS".as_slice(), stream.as_bytes(), b">"]);
+        let command = encode(&args);
         let exchange = async {
             conn.write_all(&command)
                 .await
@@ -164,29 +212,14 @@ impl BoundedReader {
         };
         // Above the block time: a slow answer is not taken for a dead server.
         let limit = block + Duration::from_secs(10);
-        let result = match tokio::time::timeout(limit, exchange).await {
+        match tokio::time::timeout(limit, exchange).await {
             Ok(r) => r,
             Err(_) => Err(io(
                 &format!("reading {stream:?}"),
                 std::io::ErrorKind::TimedOut.into(),
             )),
-        };
-        if let Err(e) = &result {
-            // After an error the connection may be mid-reply: start over.
-            // A reply Redis sent as an error leaves it clean, but a fresh
-            // connection costs little.
-            tracing::trace!(error = %e, redis = %describe_info(&self.info), "Bounded reader reset.");
-            self.conn = None;
         }
-        result.map_err(|e| StreamError {
-            what: format!("reading {stream:?}"),
-            ..e
-        })
     }
-}
-
-fn describe_info(info: &redis::ConnectionInfo) -> String {
-    info.addr().to_string()
 }
 
 /// Sends a command whose reply is a simple string (`+OK`).

@@ -1,19 +1,25 @@
 //! Connections to Redis: the shared, self-reconnecting connection for
-//! ordinary commands, and the failures the loops act on. Blocking reads have
-//! connections of their own ([`crate::redis::bounded`]).
+//! ordinary commands on each kind of deployment, and the failures the loops
+//! act on. Blocking reads have connections of their own
+//! ([`crate::redis::bounded`]).
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+
+use anyhow::Result;
+use redis::RedisFuture;
+use redis::Value;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+
+use super::deployment::{Following, Redis};
 
 /// Longest wait between two attempts to reach Redis, for the loops and the
 /// shared connection alike: once Redis is back, work resumes within it (plus
 /// a connection attempt).
 pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(500);
-
-/// The form a Redis URL takes, for error messages.
-pub const URL_FORM: &str = "redis://[user:password@]host[:port][/db] or redis+unix:///path";
 
 /// Why a Redis call failed, as the loops act on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +90,15 @@ impl StreamError {
         }
     }
 
+    /// Redis could not serve while doing `what`.
+    pub fn outage(what: impl Into<String>, detail: impl Into<String>) -> Self {
+        StreamError {
+            kind: RedisFailure::Outage,
+            what: what.into(),
+            detail: detail.into(),
+        }
+    }
+
     /// A reply the host did not expect while doing `what`.
     pub fn protocol(what: impl Into<String>, detail: impl Into<String>) -> Self {
         StreamError {
@@ -104,7 +119,11 @@ impl StreamError {
 fn kind_of_code(code: &str) -> RedisFailure {
     match code {
         "NOGROUP" => RedisFailure::MissingGroup,
-        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "BUSY" | "CLUSTERDOWN" => RedisFailure::Outage,
+        // Redis cannot serve for now, or another node serves the key now
+        // (a failover, a slot moved): retried once the topology is read
+        // again.
+        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "BUSY" | "CLUSTERDOWN" | "READONLY" | "MOVED"
+        | "ASK" | "UNBLOCKED" => RedisFailure::Outage,
         _ => RedisFailure::Refused,
     }
 }
@@ -120,69 +139,147 @@ impl<T> Doing<T> for redis::RedisResult<T> {
     }
 }
 
-/// Checks that a Redis URL is one the host can use, naming the expected
-/// form when it is not.
-pub fn client(url: &str) -> Result<redis::Client> {
-    if url.starts_with("rediss://") {
-        bail!("{url:?}: TLS connections to Redis are not supported yet; expected {URL_FORM}");
-    }
-    let scheme_ok = ["redis://", "redis+unix://", "unix://"]
-        .iter()
-        .any(|s| url.starts_with(s));
-    if !scheme_ok {
-        bail!("{url:?} is not a Redis URL: expected {URL_FORM}");
-    }
-    redis::Client::open(url).map_err(|e| {
-        anyhow::anyhow!("{url:?} is not a usable Redis URL ({e}): expected {URL_FORM}")
-    })
+/// The shared connection to a deployment: multiplexed, reconnecting by
+/// itself; on Sentinel it follows the master, on a cluster it routes each
+/// command to its slot's node (see [`super::deployment`]).
+#[derive(Clone)]
+pub enum Conn {
+    Node(ConnectionManager),
+    Sentinel(Arc<Following>),
+    Cluster(ClusterConnection),
 }
 
-/// The shared connection's reconnection policy: quick, capped at
-/// [`MAX_RETRY_DELAY`], so that commands succeed again soon after Redis is
-/// back.
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_secs(10)))
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(MAX_RETRY_DELAY)
-        .set_number_of_retries(2)
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Conn::Node(_) => f.write_str("Conn::Node"),
+            Conn::Sentinel(follow) => write!(f, "Conn::Sentinel({follow:?})"),
+            Conn::Cluster(_) => f.write_str("Conn::Cluster"),
+        }
+    }
 }
 
-/// The shared connection for acks, claims, fan-out and dead letters. It
-/// reconnects by itself after Redis restarts. Fails at once, with the cause,
-/// if Redis cannot be reached now.
-pub async fn shared(client: &redis::Client) -> Result<ConnectionManager> {
-    client
-        .get_connection_manager_with_config(manager_config())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to Redis at {}: {e}", describe(client)))
+/// Whether a failed command suggests the master moved: it could not be
+/// reached, or it no longer takes writes.
+fn master_suspect(e: &redis::RedisError) -> bool {
+    e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || matches!(e.code(), Some("READONLY" | "MASTERDOWN" | "LOADING"))
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(follow) => {
+                let follow = follow.clone();
+                Box::pin(async move {
+                    let mut manager = follow.manager();
+                    let reply = manager.req_packed_command(cmd).await;
+                    if let Err(e) = &reply
+                        && master_suspect(e)
+                    {
+                        follow.suspect();
+                    }
+                    reply
+                })
+            }
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(follow) => {
+                let follow = follow.clone();
+                Box::pin(async move {
+                    let mut manager = follow.manager();
+                    let reply = manager.req_packed_commands(pipeline, offset, count).await;
+                    if let Err(e) = &reply
+                        && master_suspect(e)
+                    {
+                        follow.suspect();
+                    }
+                    reply
+                })
+            }
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(follow) => follow.manager().get_db(),
+        }
+    }
+}
+
+impl Conn {
+    /// Waits until `replicas` replicas have every write this connection
+    /// made to the node of `key`, at most `timeout`; returns how many did
+    /// (`WAIT`).
+    pub async fn wait_replicas(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> StreamResult<u32> {
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(replicas).arg(timeout.as_millis() as u64);
+        let what = || format!("waiting for {replicas} replicas of {key:?}");
+        let reply: Value = match self {
+            Conn::Cluster(c) => {
+                let route = Route::new(super::slots::key_slot(key.as_bytes()), SlotAddr::Master);
+                c.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await
+                .doing(what)?
+            }
+            conn => cmd.query_async(conn).await.doing(what)?,
+        };
+        match reply {
+            Value::Int(n) => Ok(n.clamp(0, i64::from(u32::MAX)) as u32),
+            other => Err(StreamError::protocol(what(), format!("{other:?}"))),
+        }
+    }
 }
 
 /// Connects to Redis for a host that is starting: says where first, and
 /// while Redis cannot be reached says why once and keeps trying (a host is
 /// often started before its Redis), until `stop` fires.
 pub async fn connect_patiently(
-    client: &redis::Client,
+    redis: &Redis,
     stop: &tokio_util::sync::CancellationToken,
-) -> Result<Option<ConnectionManager>> {
-    tracing::info!(redis = %describe(client), "Connecting to Redis.");
+) -> Result<Option<Conn>> {
+    tracing::info!(redis = %redis.describe(), "Connecting to Redis.");
     let mut backoff = Backoff::default();
     let mut told = false;
     loop {
-        match shared(client).await {
+        match redis.connect().await {
             Ok(conn) => {
                 if told {
-                    tracing::info!(redis = %describe(client), "Connected to Redis.");
+                    tracing::info!(redis = %redis.describe(), "Connected to Redis.");
                 }
                 return Ok(Some(conn));
             }
             Err(e) => {
                 if !told {
-                    tracing::error!(event = "redis_unreachable", error = %e, "Redis is unreachable; retrying until it answers (SIGINT or SIGTERM to stop).");
+                    tracing::error!(event = "redis_unreachable", error = %format!("{e:#}"), "Redis is unreachable; retrying until it answers (SIGINT or SIGTERM to stop).");
                     told = true;
                 } else {
-                    tracing::debug!(error = %e, "Redis still unreachable.");
+                    tracing::debug!(error = %format!("{e:#}"), "Redis still unreachable.");
                 }
             }
         }
@@ -191,11 +288,6 @@ pub async fn connect_patiently(
             _ = tokio::time::sleep(backoff.delay()) => {}
         }
     }
-}
-
-/// The server address, without credentials, for messages.
-pub fn describe(client: &redis::Client) -> String {
-    client.get_connection_info().addr().to_string()
 }
 
 /// Whether Redis answers, shared by every loop of a host, so that an outage
@@ -272,18 +364,6 @@ mod tests {
     }
 
     #[test]
-    fn a_url_without_a_redis_scheme_names_the_expected_form() {
-        let e = client("127.0.0.1:6379").unwrap_err().to_string();
-        assert!(e.contains("is not a Redis URL: expected redis://"), "{e}");
-        assert!(client("redis://127.0.0.1:6379/").is_ok());
-        let e = client("rediss://example.com/").unwrap_err().to_string();
-        assert!(
-            e.contains("TLS connections to Redis are not supported yet"),
-            "{e}"
-        );
-    }
-
-    #[test]
     fn failures_are_classified() {
         let io = redis::RedisError::from(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
@@ -316,6 +396,11 @@ mod tests {
                 "-BUSY Redis is busy running a script\r\n",
                 RedisFailure::Outage,
             ),
+            (
+                "-READONLY You can't write against a read only replica.\r\n",
+                RedisFailure::Outage,
+            ),
+            ("-MOVED 3999 127.0.0.1:6381\r\n", RedisFailure::Outage),
             (
                 "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
                 RedisFailure::Refused,

@@ -6,6 +6,7 @@
 mod context;
 mod grants;
 mod queue;
+mod redis;
 
 use context::Context;
 
@@ -36,11 +37,25 @@ pub struct Pending {
 /// Where a [`Pending`] value goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    PluginConfig { queue: String, name: String },
+    PluginConfig {
+        queue: String,
+        name: String,
+    },
     DatabaseUrl(String),
     SmtpUrl(String),
     MailUser(String),
     MailPassword(String),
+    /// A credential of `[redis]`.
+    Redis(RedisSecret),
+}
+
+/// Which credential of `[redis]` a [`Pending`] value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisSecret {
+    Username,
+    Password,
+    SentinelUsername,
+    SentinelPassword,
 }
 
 /// A file the configuration names, to be read or checked by
@@ -232,8 +247,14 @@ pub fn validate(raw: &RawConfig, lines: &Lines, path: &Path, base: &Path) -> Val
         raw.retention.as_ref().unwrap_or(&RawRetention::default()),
     );
     let admin = raw.admin.as_ref().map(|a| admin(&mut c, a, base));
-
     let mut pending = Vec::new();
+    let redis = redis::redis(
+        &mut c,
+        raw.redis.as_ref().unwrap_or(&Default::default()),
+        base,
+        &mut pending,
+    );
+
     let mut plugins = BTreeSet::new();
     let mut queues = BTreeMap::new();
     match &raw.queues {
@@ -289,6 +310,7 @@ pub fn validate(raw: &RawConfig, lines: &Lines, path: &Path, base: &Path) -> Val
             ingress,
             retention,
             admin,
+            redis,
             routes,
             queues,
             warnings,
@@ -309,6 +331,11 @@ fn host(c: &mut Checker<'_>, h: &RawHost, base: &Path) -> (HostSettings, bool) {
         .unwrap_or_else(|| d::PREFIX.into());
     if prefix.is_empty() || prefix.contains(char::is_whitespace) {
         c.error("host.prefix", "must be non-empty and without spaces");
+    } else if prefix.contains(['{', '}']) {
+        c.error(
+            "host.prefix",
+            "must not contain '{' or '}': the host adds its own hash tags (Redis Cluster slots) to key names",
+        );
     }
     let shutdown_timeout = c.duration(
         "host.shutdown_timeout",
@@ -382,6 +409,11 @@ fn ingress(c: &mut Checker<'_>, i: &RawIngress) -> IngressSettings {
         .unwrap_or_else(|| d::INGRESS_STREAM.into());
     if stream.is_empty() {
         c.error("ingress.stream", "must not be empty");
+    } else if stream.contains(['{', '}']) {
+        c.error(
+            "ingress.stream",
+            "must not contain '{' or '}': the host adds its own hash tags (Redis Cluster slots) to key names",
+        );
     }
     let batch = c.int(
         "ingress.batch",
@@ -401,11 +433,18 @@ fn ingress(c: &mut Checker<'_>, i: &RawIngress) -> IngressSettings {
         d::MAX_ENTRY_KIB,
         1..=MAX_ENTRY_KIB as i64,
     );
+    let partitions = c.int(
+        "ingress.partitions",
+        i.partitions.as_ref(),
+        d::INGRESS_PARTITIONS,
+        1..=crate::config::MAX_PARTITIONS as i64,
+    );
     IngressSettings {
         stream,
         batch: batch as usize,
         visibility_timeout,
         max_entry_bytes: max_entry_kib as usize * 1024,
+        partitions: partitions as usize,
     }
 }
 
