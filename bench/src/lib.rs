@@ -141,7 +141,7 @@ pub async fn run_until_handled(redis: &Redis, cfg: &TestConfig, expected: u64) -
     let started = Instant::now();
     let host = RunningHost::start(
         cfg.config.clone(),
-        redis.client.clone(),
+        switchyard_tests::deployment(redis.url(), &cfg.config),
         switchyard::plugin::Compiler::this_program()?,
     );
     wait_handled(&host, expected, Duration::from_secs(900)).await?;
@@ -176,7 +176,7 @@ pub async fn with_producer(
     let cfg = config(queues, handler, concurrency);
     let host = RunningHost::start(
         cfg.config.clone(),
-        redis.client.clone(),
+        switchyard_tests::deployment(redis.url(), &cfg.config),
         switchyard::plugin::Compiler::this_program()?,
     );
     // The host is up when it has created the ingress group.
@@ -243,7 +243,7 @@ pub async fn offered(
     *done.0.lock().expect("completions lock") = vec![None; total];
     let host = RunningHost::start(
         cfg.config.clone(),
-        redis.client.clone(),
+        switchyard_tests::deployment(redis.url(), &cfg.config),
         switchyard::plugin::Compiler::this_program()?,
     );
     let mut conn = redis.conn().await;

@@ -7,7 +7,8 @@ use anyhow::Result;
 use clap::Subcommand;
 use switchyard::admin::dead;
 use switchyard::config::Config;
-use switchyard::stream::Keys;
+use switchyard::redis::{Conn, Redis};
+use switchyard::stream::{Keys, Partition};
 
 use crate::print_out;
 
@@ -94,14 +95,14 @@ impl DeadFilter {
 /// The dead letters a replay or purge applies to: the ids given (each
 /// checked), or with `--all` every one that matches the filters.
 async fn dead_targets(
-    conn: &mut redis::aio::ConnectionManager,
-    keys: &Keys,
+    conn: &mut Conn,
+    partitions: &[Partition],
     ids: Vec<String>,
     all: bool,
     filter: DeadFilter,
 ) -> Result<Vec<String>> {
     if all {
-        return dead::matching(conn, keys, &filter.filter()).await;
+        return dead::matching(conn, partitions, &filter.filter()).await;
     }
     if ids.is_empty() {
         anyhow::bail!("name the dead letters (ids as `dead list` shows them), or give --all");
@@ -114,18 +115,19 @@ async fn dead_targets(
 
 pub(crate) async fn dead_command(
     config: Config,
-    client: redis::Client,
+    redis: Redis,
     action: DeadAction,
 ) -> Result<ExitCode> {
-    let keys = Keys::new(&config.host.prefix);
-    let mut conn = switchyard::redis::shared(&client).await?;
+    let keys = Keys::of(&config, redis.is_cluster());
+    let mut conn = redis.connect().await?;
+    let partitions = dead::partitions(&mut conn, &config, &keys).await?;
     match action {
         DeadAction::List {
             filter,
             limit,
             json,
         } => {
-            let found = dead::list(&mut conn, &keys, &filter.filter(), limit).await?;
+            let found = dead::list(&mut conn, &partitions, &filter.filter(), limit).await?;
             if json {
                 print_out(&format!("{}\n", dead::list_json(&found)))?;
             } else {
@@ -157,10 +159,10 @@ pub(crate) async fn dead_command(
             Ok(ExitCode::SUCCESS)
         }
         DeadAction::Replay { ids, all, filter } => {
-            let ids = dead_targets(&mut conn, &keys, ids, all, filter).await?;
+            let ids = dead_targets(&mut conn, &partitions, ids, all, filter).await?;
             let mut failed = false;
             let mut replayed = 0;
-            for (id, outcome) in dead::replay(&mut conn, &config, &ids).await? {
+            for (id, outcome) in dead::replay(&mut conn, &config, &keys, &ids).await? {
                 match outcome {
                     dead::Replayed::Done { stream, entry } => {
                         replayed += 1;
@@ -185,7 +187,7 @@ pub(crate) async fn dead_command(
             })
         }
         DeadAction::Purge { ids, all, filter } => {
-            let ids = dead_targets(&mut conn, &keys, ids, all, filter).await?;
+            let ids = dead_targets(&mut conn, &partitions, ids, all, filter).await?;
             let deleted = dead::purge(&mut conn, &keys, &ids).await?;
             print_out(&format!("{deleted} deleted\n"))?;
             Ok(ExitCode::SUCCESS)

@@ -355,12 +355,13 @@ pub async fn run(
             (Some(local), url)
         }
     };
-    let client = switchyard::redis::client(&url)?;
-    let mut conn = switchyard::redis::shared(&client).await?;
+    let redis = crate::redis(&url, &config)?;
+    let mut conn = redis.connect().await?;
+    let keys = switchyard::stream::Keys::of(&config, redis.is_cluster());
     let standins = start_standins(&mut config).await?;
     let services = start_services(&mut config).await?;
 
-    let host = RunningHost::start(config.clone(), client.clone(), compiler);
+    let host = RunningHost::start(config.clone(), redis.clone(), compiler);
     eprintln!(
         "demo: XADDing {} sample events to {}",
         events.len(),
@@ -385,7 +386,7 @@ pub async fn run(
                 .await
                 .and_then(|()| bail!("the host stopped early"));
         }
-        let s = match status::read(&mut conn, &config, 0).await {
+        let s = match status::read(&mut conn, &config, &keys, 0).await {
             Ok(s) => s,
             Err(e) => {
                 host.stop().await?;
@@ -406,7 +407,7 @@ pub async fn run(
 
     let s = match last {
         Some(s) => s,
-        None => status::read(&mut conn, &config, 50).await?,
+        None => status::read(&mut conn, &config, &keys, 50).await?,
     };
     println!(
         "\n=== Switchyard demo: {} events in {:.1} s ===\n",

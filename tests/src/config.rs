@@ -82,17 +82,19 @@ impl TestConfig {
         &self.config.ingress.stream
     }
 
-    /// The host's own names of this test's Redis keys.
+    /// The host's own names of this test's Redis keys (on one node).
     pub fn keys(&self) -> Keys {
-        Keys::new(&self.prefix)
+        Keys::of(&self.config, false)
     }
 
+    /// Partition 0's stream of `queue`.
     pub fn queue_stream(&self, queue: &str) -> String {
-        self.keys().queue_stream(queue)
+        self.keys().first().queue_stream(queue)
     }
 
+    /// Partition 0's dead letters.
     pub fn dead_stream(&self) -> String {
-        self.keys().dead_letter()
+        self.keys().first().dead_letter()
     }
 }
 

@@ -45,7 +45,15 @@ pub fn compiler() -> Compiler {
 
 /// Starts a host in this process on `cfg`'s configuration.
 pub fn start_host(config: &Config, redis: &Redis) -> RunningHost {
-    RunningHost::start(config.clone(), redis.client.clone(), compiler())
+    RunningHost::start(config.clone(), deployment(redis.url(), config), compiler())
+}
+
+/// The deployment `url` names, with what `config`'s `[redis]` adds, as
+/// `switchyard run` makes it.
+pub fn deployment(url: &str, config: &Config) -> switchyard::redis::Redis {
+    let endpoint = switchyard::redis::Endpoint::parse(url, &config.redis.access())
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    switchyard::redis::Redis::new(endpoint).expect("a Redis deployment")
 }
 
 /// A host running in this process on a redis-server of its own, on a

@@ -35,6 +35,14 @@ impl Redis {
         &self.url
     }
 
+    /// The host's view of this server, without `[redis]` settings.
+    pub fn deployment(&self) -> switchyard::redis::Redis {
+        let endpoint =
+            switchyard::redis::Endpoint::parse(&self.url, &switchyard::redis::Access::default())
+                .expect("a Redis URL");
+        switchyard::redis::Redis::new(endpoint).expect("a Redis deployment")
+    }
+
     /// A connection for the test itself.
     pub async fn conn(&self) -> MultiplexedConnection {
         connect(&self.client).await

@@ -71,7 +71,11 @@ async fn the_host_rides_out_a_redis_outage() {
 plugin = "@PLUGINS@/sleep.wasm"
 "#,
     );
-    let host = RunningHost::start(cfg.config.clone(), client.clone(), compiler());
+    let host = RunningHost::start(
+        cfg.config.clone(),
+        deployment(&redis.url(), &cfg.config),
+        compiler(),
+    );
     let m = host.metrics.queue("Ok");
     let produce = |from: usize| {
         let client = client.clone();

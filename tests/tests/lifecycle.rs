@@ -27,7 +27,10 @@ fn a_url_that_is_not_a_redis_url_names_the_expected_form() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         err.trim(),
-        "error: \"127.0.0.1:6379\" is not a Redis URL: expected redis://[user:password@]host[:port][/db] or redis+unix:///path"
+        format!(
+            "error: \"127.0.0.1:6379\": this is not a Redis URL; expected {}",
+            switchyard::redis::URL_FORMS
+        )
     );
 }
 

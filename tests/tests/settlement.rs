@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 use switchyard::stream::queue::{FailureHistory, QueueStream};
-use switchyard::stream::{Keys, ensure_group};
+use switchyard::stream::{Keys, Replicas, ensure_group};
 use switchyard_tests::*;
 
 /// A queue stream with one entry, read by consumer `reader`.
@@ -17,8 +17,9 @@ async fn one_pending(
     reader: &str,
 ) -> (QueueStream, String, MultiplexedConnection) {
     let mut conn = redis.conn().await;
-    let keys = Keys::new(prefix);
-    let stream = keys.queue_stream("Q");
+    let keys = Keys::new(prefix, "ingress", false);
+    let partition = keys.first();
+    let stream = partition.queue_stream("Q");
     ensure_group(&mut conn, &stream, keys.group())
         .await
         .unwrap();
@@ -40,9 +41,9 @@ async fn one_pending(
         .query_async(&mut conn)
         .await
         .unwrap();
-    let manager = switchyard::redis::shared(&redis.client).await.unwrap();
+    let manager = redis.deployment().connect().await.unwrap();
     (
-        QueueStream::new(manager, &keys, "Q", "me", "ingress"),
+        QueueStream::new(manager, &keys, &partition, "Q", "me", Replicas::off()),
         id,
         conn,
     )

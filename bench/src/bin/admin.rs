@@ -82,7 +82,7 @@ async fn drain(redis: &Redis, a: &Args, load: Load) -> Result<(f64, u64)> {
     let started = Instant::now();
     let host = RunningHost::start(
         cfg.config.clone(),
-        redis.client.clone(),
+        switchyard_tests::deployment(redis.url(), &cfg.config),
         switchyard::plugin::Compiler::this_program()?,
     );
     let stop = Arc::new(AtomicBool::new(false));

@@ -83,7 +83,7 @@ visibility_timeout = "10s"
     ));
     let host = RunningHost::start(
         cfg.config.clone(),
-        redis.client.clone(),
+        switchyard_tests::deployment(redis.url(), &cfg.config),
         switchyard::plugin::Compiler::this_program()?,
     );
     let m = host.metrics.clone();

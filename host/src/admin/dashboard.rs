@@ -26,9 +26,8 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::dead::{self, Filter, Replayed};
+use super::dead::{self, Filter};
 use super::state::AdminState;
-use crate::stream::Keys;
 
 const INDEX: &str = include_str!("assets/index.html");
 const SCRIPT: &str = include_str!("assets/app.js");
@@ -46,7 +45,7 @@ const RECENT: usize = 20;
 const SEARCH_PAGE: usize = 100;
 const SEARCH_EXAMINED: usize = 5_000;
 
-fn budget(state: &AdminState, whole: bool) -> dead::Budget<'_> {
+pub(super) fn budget(state: &AdminState, whole: bool) -> dead::Budget<'_> {
     dead::Budget {
         page: SEARCH_PAGE,
         max_examined: if whole { 0 } else { SEARCH_EXAMINED },
@@ -72,21 +71,21 @@ pub fn routes(state: Arc<AdminState>) -> axum::Router<Arc<AdminState>> {
         .route("/api/queues/{name}", get(queue))
         .route("/api/dead", get(dead_list))
         .route("/api/dead/{id}", get(dead_show))
-        .route("/api/dead/replay", post(replay))
-        .route("/api/dead/delete", post(delete))
+        .route("/api/dead/replay", post(super::actions::replay))
+        .route("/api/dead/delete", post(super::actions::delete))
         .layer(axum::middleware::from_fn_with_state(state, guard))
 }
 
 /// What a request's token lets it do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(super) enum Access {
     Read,
     Admin,
 }
 
 impl AdminState {
     /// The access `headers`' bearer token gives, if any.
-    fn access(&self, headers: &HeaderMap) -> Option<Access> {
+    pub(super) fn access(&self, headers: &HeaderMap) -> Option<Access> {
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -103,6 +102,11 @@ impl AdminState {
             None
         }
     }
+}
+
+/// Equal in time whatever the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 /// Whether the dashboard answers to a request's `Host`: a name it serves,
@@ -179,13 +183,13 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     ApiError(status, message.into()).into_response()
 }
 
 /// A refusal: its status and what it says, as `{"error": ...}`.
 #[derive(Debug)]
-struct ApiError(StatusCode, String);
+pub(super) struct ApiError(pub(super) StatusCode, pub(super) String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -265,46 +269,48 @@ async fn queue(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -
     let Some(mut conn) = state.conn().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
     };
-    let keys = Keys::new(&config.host.prefix);
+    let keys = state.keys(&config);
     let filter = Filter {
         queue: Some(name.clone()),
         ..Default::default()
     };
-    let dead = match tokio::time::timeout(
-        Duration::from_secs(5),
-        dead::search(
+    let read = async {
+        let partitions = dead::partitions(&mut conn, &config, &keys).await?;
+        let found = dead::search(
             &mut conn,
-            &keys,
+            &partitions,
             &filter,
             RECENT,
             None,
             budget(&state, false),
-        ),
-    )
-    .await
-    {
-        Ok(Ok(d)) => dead::list_json(&d.letters),
+        )
+        .await?;
+        // Messages waiting for a retry, with their failures so far, from
+        // each partition until there are enough.
+        let mut retrying: Vec<Value> = Vec::new();
+        for p in &partitions {
+            if retrying.len() >= RECENT {
+                break;
+            }
+            let (_, flat): (String, Vec<String>) = redis::cmd("HSCAN")
+                .arg(p.errors(&name))
+                .arg(0)
+                .arg("COUNT")
+                .arg(RECENT)
+                .query_async(&mut conn)
+                .await?;
+            retrying.extend(flat.chunks_exact(2).map(|kv| {
+                let history: Value = serde_json::from_str(&kv[1]).unwrap_or(Value::Null);
+                json!({ "entry": p.dead_letter_ref(&kv[0]), "history": history })
+            }));
+        }
+        retrying.truncate(RECENT);
+        anyhow::Ok((dead::list_json(&found.letters), retrying))
+    };
+    let (dead, retrying) = match tokio::time::timeout(Duration::from_secs(5), read).await {
+        Ok(Ok(found)) => found,
         _ => return error(StatusCode::SERVICE_UNAVAILABLE, "Redis could not be read"),
     };
-    // Messages waiting for a retry, with their failures so far.
-    let scan: redis::RedisResult<(String, Vec<String>)> = redis::cmd("HSCAN")
-        .arg(keys.errors(&name))
-        .arg(0)
-        .arg("COUNT")
-        .arg(RECENT)
-        .query_async(&mut conn)
-        .await;
-    let retrying: Vec<Value> = scan
-        .map(|(_, flat)| {
-            flat.chunks_exact(2)
-                .take(RECENT)
-                .map(|kv| {
-                    let history: Value = serde_json::from_str(&kv[1]).unwrap_or(Value::Null);
-                    json!({ "entry": kv[0], "history": history })
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     Json(json!({
         "name": name,
         "settings": settings,
@@ -315,7 +321,7 @@ async fn queue(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct FilterParams {
+pub(super) struct FilterParams {
     queue: Option<String>,
     reason: Option<String>,
     #[serde(rename = "type")]
@@ -330,7 +336,7 @@ struct FilterParams {
 }
 
 impl FilterParams {
-    fn filter(&self) -> Result<Filter, ApiError> {
+    pub(super) fn filter(&self) -> Result<Filter, ApiError> {
         let duration = |name: &str, text: &Option<String>| -> Result<Option<Duration>, ApiError> {
             match text.as_deref().map(str::trim).filter(|t| !t.is_empty()) {
                 None => Ok(None),
@@ -365,7 +371,7 @@ async fn dead_list(
     let Some(mut conn) = state.conn().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
     };
-    let keys = Keys::new(&config.host.prefix);
+    let keys = state.keys(&config);
     let limit = params.limit.unwrap_or(100).min(1000);
     let below = params.below.as_deref().filter(|b| !b.is_empty());
     if let Some(below) = below
@@ -373,16 +379,19 @@ async fn dead_list(
     {
         return error(StatusCode::BAD_REQUEST, why.to_string());
     }
-    match dead::search(
-        &mut conn,
-        &keys,
-        &filter,
-        limit,
-        below,
-        budget(&state, false),
-    )
-    .await
-    {
+    let found = async {
+        let partitions = dead::partitions(&mut conn, &config, &keys).await?;
+        dead::search(
+            &mut conn,
+            &partitions,
+            &filter,
+            limit,
+            below,
+            budget(&state, false),
+        )
+        .await
+    };
+    match found.await {
         Ok(found) => Json(json!({
             "dead_letters": dead::list_json(&found.letters),
             "limit": limit,
@@ -402,7 +411,7 @@ async fn dead_show(State(state): State<Arc<AdminState>>, Path(id): Path<String>)
     let Some(mut conn) = state.conn().await else {
         return error(StatusCode::SERVICE_UNAVAILABLE, "Redis does not answer");
     };
-    match dead::show(&mut conn, &Keys::new(&config.host.prefix), &id).await {
+    match dead::show(&mut conn, &state.keys(&config), &id).await {
         Ok(Some(record)) => {
             let mut body = dead::record_json(&record);
             // The body pretty-printed when it is JSON, for the page.
@@ -418,137 +427,6 @@ async fn dead_show(State(state): State<Arc<AdminState>>, Path(id): Path<String>)
             StatusCode::NOT_FOUND,
             format!("{id} is not a dead letter (replayed or deleted already?)"),
         ),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
-    }
-}
-
-/// What an action applies to: ids, or every dead letter matching a filter.
-#[derive(Debug, Deserialize)]
-struct Action {
-    #[serde(default)]
-    ids: Vec<String>,
-    #[serde(default)]
-    all: bool,
-    #[serde(default)]
-    filter: Option<FilterParams>,
-}
-
-/// Equal in time whatever the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
-}
-
-/// What an action needs once its caller is let in: the configuration, a
-/// connection, the keys and the dead letters it applies to.
-struct Authorised {
-    config: Arc<crate::config::Config>,
-    conn: redis::aio::ConnectionManager,
-    keys: Keys,
-    ids: Vec<String>,
-}
-
-/// Checks the caller's token, then names the dead letters the action
-/// applies to.
-async fn authorised(
-    state: &AdminState,
-    headers: &HeaderMap,
-    action: Action,
-) -> Result<Authorised, ApiError> {
-    if state.token.is_none() {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "the dashboard is read-only: the host has no SWITCHYARD_ADMIN_TOKEN".into(),
-        ));
-    }
-    if state.access(headers) != Some(Access::Admin) {
-        return Err(ApiError(
-            StatusCode::FORBIDDEN,
-            "actions need the admin token (this one is read-only or unknown)".into(),
-        ));
-    }
-    let config = state.config.load_full();
-    let Some(mut conn) = state.conn().await else {
-        return Err(ApiError(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Redis does not answer".into(),
-        ));
-    };
-    let keys = Keys::new(&config.host.prefix);
-    let ids = if action.all {
-        let filter = action.filter.unwrap_or_default().filter()?;
-        dead::search(&mut conn, &keys, &filter, 0, None, budget(state, true))
-            .await
-            .map(|found| found.letters.into_iter().map(|d| d.id).collect())
-            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")))?
-    } else if action.ids.is_empty() {
-        return Err(ApiError(
-            StatusCode::BAD_REQUEST,
-            "give ids, or all with a filter".into(),
-        ));
-    } else {
-        dead::checked_ids(action.ids)
-            .map_err(|why| ApiError(StatusCode::BAD_REQUEST, why.to_string()))?
-    };
-    Ok(Authorised {
-        config,
-        conn,
-        keys,
-        ids,
-    })
-}
-
-async fn replay(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Json(action): Json<Action>,
-) -> Response {
-    let Authorised {
-        config,
-        mut conn,
-        ids,
-        ..
-    } = match authorised(&state, &headers, action).await {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
-    match dead::replay(&mut conn, &config, &ids).await {
-        Ok(results) => {
-            let results: Vec<Value> = results
-                .into_iter()
-                .map(|(id, r)| match r {
-                    Replayed::Done { stream, entry } => {
-                        tracing::info!(dead_letter = %id, stream = %stream, entry = %entry, "Dead letter replayed from the dashboard.");
-                        json!({ "id": id, "result": "replayed", "stream": stream, "entry": entry })
-                    }
-                    Replayed::Gone => json!({ "id": id, "result": "gone" }),
-                    Replayed::Refused(why) => json!({ "id": id, "result": "refused", "reason": why }),
-                })
-                .collect();
-            Json(json!({ "results": results })).into_response()
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
-    }
-}
-
-async fn delete(
-    State(state): State<Arc<AdminState>>,
-    headers: HeaderMap,
-    Json(action): Json<Action>,
-) -> Response {
-    let Authorised {
-        mut conn,
-        keys,
-        ids,
-        ..
-    } = match authorised(&state, &headers, action).await {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
-    match dead::purge(&mut conn, &keys, &ids).await {
-        Ok(n) => {
-            tracing::info!(deleted = n, "Dead letters deleted from the dashboard.");
-            Json(json!({ "deleted": n })).into_response()
-        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, format!("{e:#}")),
     }
 }

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
 use super::state::{AdminState, READY_STATS_AGE, REDIS_BUDGET};
+use crate::stream::registry::State as PartitionState;
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -34,12 +35,19 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
         let stats = state.stats_within(READY_STATS_AGE).await;
         match &stats.status {
             Some(s) => {
-                if !s.ingress.group {
-                    problems.push(format!("no consumer group on {}", s.ingress.key));
-                }
-                for (name, q, _) in &s.queues {
-                    if !q.group {
-                        problems.push(format!("queue {name}: no consumer group on {}", q.key));
+                // The partitions read now (a drained one is read no more).
+                for p in s
+                    .partitions
+                    .iter()
+                    .filter(|p| p.state != PartitionState::Drained)
+                {
+                    if !p.ingress.group {
+                        problems.push(format!("no consumer group on {}", p.ingress.key));
+                    }
+                    for (name, q, _) in &p.queues {
+                        if !q.group {
+                            problems.push(format!("queue {name}: no consumer group on {}", q.key));
+                        }
                     }
                 }
             }

@@ -26,8 +26,8 @@ pub struct AdminState {
     /// host started with them (restart to change them).
     pub(crate) token: Option<String>,
     pub(crate) read_token: Option<String>,
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<redis::aio::ConnectionManager>>,
+    redis: crate::redis::Redis,
+    conn: tokio::sync::Mutex<Option<crate::redis::Conn>>,
     /// The last read of Redis, and when.
     stats: tokio::sync::Mutex<Option<(Instant, Arc<Stats>)>>,
     /// One turn at reading the dead letters (see `dashboard::budget`).
@@ -50,7 +50,11 @@ impl std::fmt::Debug for AdminState {
 }
 
 impl AdminState {
-    pub fn new(metrics: Arc<Metrics>, config: Arc<ArcSwap<Config>>, client: redis::Client) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        config: Arc<ArcSwap<Config>>,
+        redis: crate::redis::Redis,
+    ) -> Self {
         let loaded = config.load();
         let admin = loaded.admin.as_ref();
         AdminState {
@@ -62,17 +66,22 @@ impl AdminState {
             read_token: admin
                 .and_then(|a| a.read_token.as_ref())
                 .map(|t| t.value.clone()),
-            client,
+            redis,
             conn: tokio::sync::Mutex::new(None),
             stats: tokio::sync::Mutex::new(None),
             scans: tokio::sync::Semaphore::new(1),
         }
     }
 
-    pub(crate) async fn conn(&self) -> Option<redis::aio::ConnectionManager> {
+    /// The key names of `config` on this host's Redis.
+    pub(crate) fn keys(&self, config: &Config) -> Keys {
+        Keys::of(config, self.redis.is_cluster())
+    }
+
+    pub(crate) async fn conn(&self) -> Option<crate::redis::Conn> {
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
-            *conn = tokio::time::timeout(REDIS_BUDGET, crate::redis::shared(&self.client))
+            *conn = tokio::time::timeout(REDIS_BUDGET, self.redis.connect())
                 .await
                 .ok()
                 .and_then(Result::ok);
@@ -109,30 +118,41 @@ impl AdminState {
             return Stats::default();
         };
         let read = async {
-            let status = status::read(&mut conn, config, 0).await?;
-            let keys = Keys::new(&config.host.prefix);
+            let keys = self.keys(config);
+            let status = status::read(&mut conn, config, &keys, 0).await?;
             let mut oldest = BTreeMap::new();
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
+            let partitions: Vec<_> = status
+                .partitions
+                .iter()
+                .map(|p| keys.by_id(&p.id))
+                .collect();
             for name in config.queues.keys() {
-                // XPENDING's summary: count, smallest id, largest id, consumers.
-                let summary: redis::Value = redis::cmd("XPENDING")
-                    .arg(keys.queue_stream(name))
-                    .arg(keys.group())
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or(redis::Value::Nil);
-                let first = match &summary {
-                    redis::Value::Array(v) => v.get(1).and_then(crate::redis::reply::string),
-                    _ => None,
-                };
-                let age = first
-                    .and_then(|id| {
-                        id.split_once('-')
-                            .and_then(|(ms, _)| ms.parse::<u64>().ok())
-                    })
-                    .map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0);
+                // The oldest over the partitions.
+                let mut age: f64 = 0.0;
+                for p in &partitions {
+                    // XPENDING's summary: count, smallest id, largest id,
+                    // consumers.
+                    let summary: redis::Value = redis::cmd("XPENDING")
+                        .arg(p.queue_stream(name))
+                        .arg(keys.group())
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or(redis::Value::Nil);
+                    let first = match &summary {
+                        redis::Value::Array(v) => v.get(1).and_then(crate::redis::reply::string),
+                        _ => None,
+                    };
+                    let this = first
+                        .and_then(|id| {
+                            id.split_once('-')
+                                .and_then(|(ms, _)| ms.parse::<u64>().ok())
+                        })
+                        .map_or(0.0, |ms| now.saturating_sub(ms) as f64 / 1000.0);
+                    age = age.max(this);
+                }
                 oldest.insert(name.clone(), age);
             }
             anyhow::Ok(Stats {

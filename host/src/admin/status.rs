@@ -3,34 +3,21 @@
 
 use std::fmt;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use redis::Value;
 use redis::aio::ConnectionLike;
 
 use crate::config::Config;
-use crate::redis::reply::{Entry, info_field, info_pairs, parse_entries, string};
-use crate::redis::scripts::{DEAD_PAGE, LAST_ID};
-use crate::stream::{Keys, dead_fields};
+use crate::redis::reply::{Entry, parse_entries};
+use crate::redis::scripts::DEAD_PAGE;
+pub use crate::stream::inspect::StreamStatus;
+use crate::stream::inspect::stream_status;
+use crate::stream::registry::{self, State};
+use crate::stream::{Keys, Partition, dead_fields};
 use crate::text::{Escaped, bounded};
 
 /// Bytes of a dead letter's reason `status` prints.
 const SHOWN_REASON: usize = 300;
-
-/// One stream and its consumer group.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct StreamStatus {
-    pub key: String,
-    /// Entries in the stream (handled ones included until trimmed).
-    pub length: u64,
-    /// Entries never delivered to the group; `None` when Redis cannot tell.
-    pub lag: Option<u64>,
-    /// Entries delivered and not yet acknowledged.
-    pub pending: u64,
-    /// Consumers known to the group.
-    pub consumers: u64,
-    /// Whether the group exists.
-    pub group: bool,
-}
 
 /// A dead-letter record, summarised.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,57 +31,129 @@ pub struct DeadLetter {
     pub at: String,
 }
 
+/// One partition's streams.
+#[derive(Debug, Clone)]
+pub struct PartitionStatus {
+    pub id: String,
+    pub state: State,
+    pub ingress: StreamStatus,
+    /// Each queue's stream in this partition, and how many of its messages
+    /// wait for a retry.
+    pub queues: Vec<(String, StreamStatus, u64)>,
+    pub dead_letters: u64,
+}
+
 /// Everything `switchyard status` shows.
 #[derive(Debug, Clone)]
 pub struct Status {
+    /// Every partition, in order.
+    pub partitions: Vec<PartitionStatus>,
+    /// The ingress, summed over the partitions.
     pub ingress: StreamStatus,
+    /// Each queue, summed over the partitions.
     pub queues: Vec<(String, StreamStatus, u64)>,
     pub dead_letters: u64,
+    /// The newest dead letters of every partition, newest first.
     pub recent_dead_letters: Vec<DeadLetter>,
 }
 
 impl Status {
     /// True when nothing is waiting or in flight anywhere.
     pub fn is_idle(&self) -> bool {
-        let idle = |s: &StreamStatus| s.pending == 0 && s.lag == Some(0);
-        idle(&self.ingress) && self.queues.iter().all(|(_, s, _)| idle(s))
+        self.ingress.is_idle() && self.queues.iter().all(|(_, s, _)| s.is_idle())
     }
 }
 
-/// Reads the status of every stream in `config`, and the last `recent` dead
-/// letters.
+/// Adds `s` to `sum`: counts added; the lag unknown if either is; the
+/// group there only if in both.
+fn add(sum: &mut StreamStatus, s: &StreamStatus) {
+    sum.length += s.length;
+    sum.lag = sum.lag.zip(s.lag).map(|(a, b)| a + b);
+    sum.pending += s.pending;
+    sum.consumers = sum.consumers.max(s.consumers);
+    sum.group &= s.group;
+}
+
+/// Reads the status of every stream of every partition of `config`, and
+/// the last `recent` dead letters.
 pub async fn read<C: ConnectionLike>(
     conn: &mut C,
     config: &Config,
+    keys: &Keys,
     recent: usize,
 ) -> Result<Status> {
-    let keys = Keys::new(&config.host.prefix);
-    let ingress = stream_status(conn, &config.ingress.stream, keys.group()).await?;
-    let mut queues = Vec::new();
-    for name in config.queues.keys() {
-        let s = stream_status(conn, &keys.queue_stream(name), keys.group()).await?;
-        let retrying: u64 = redis::cmd("HLEN")
-            .arg(keys.errors(name))
-            .query_async(conn)
-            .await?;
-        queues.push((name.clone(), s, retrying));
-    }
-    let dead = keys.dead_letter();
-    let dead_letters: u64 = redis::cmd("XLEN").arg(&dead).query_async(conn).await?;
-    // Summaries only: a dead letter may hold an entry of any size.
-    let reply: Value = DEAD_PAGE
-        .key(&dead)
-        .arg("+")
-        .arg("-")
-        .arg(recent)
-        .arg(SHOWN_REASON)
-        .invoke_async(conn)
-        .await?;
-    let recent_dead_letters = parse_entries(&reply)?
-        .iter()
-        .map(DeadLetter::from_entry)
+    let known = registry::known_with(conn, keys, config.ingress.partitions).await?;
+    let many = known.len() > 1;
+    let total = |key: String| StreamStatus {
+        key,
+        lag: Some(0),
+        group: true,
+        ..Default::default()
+    };
+    let summed_key = |one: String| {
+        if many {
+            format!("({} partitions)", known.len())
+        } else {
+            one
+        }
+    };
+    let first = keys.first();
+    let mut ingress = total(summed_key(first.ingress.clone()));
+    let mut queues: Vec<(String, StreamStatus, u64)> = config
+        .queues
+        .keys()
+        .map(|q| (q.clone(), total(summed_key(first.queue_stream(q))), 0))
         .collect();
+    let mut partitions = Vec::new();
+    let mut dead_letters = 0;
+    let mut recent_dead_letters = Vec::new();
+    for k in &known {
+        let p = &k.partition;
+        let i = stream_status(conn, &p.ingress, keys.group()).await?;
+        add(&mut ingress, &i);
+        let mut own = Vec::new();
+        for (name, sum, retrying_sum) in &mut queues {
+            let s = stream_status(conn, &p.queue_stream(name), keys.group()).await?;
+            let retrying: u64 = redis::cmd("HLEN")
+                .arg(p.errors(name))
+                .query_async(conn)
+                .await?;
+            add(sum, &s);
+            *retrying_sum += retrying;
+            own.push((name.clone(), s, retrying));
+        }
+        let dead = p.dead_letter();
+        let count: u64 = redis::cmd("XLEN").arg(&dead).query_async(conn).await?;
+        dead_letters += count;
+        if recent > 0 && count > 0 {
+            // Summaries only: a dead letter may hold an entry of any size.
+            let reply: Value = DEAD_PAGE
+                .key(&dead)
+                .arg("+")
+                .arg("-")
+                .arg(recent)
+                .arg(SHOWN_REASON)
+                .invoke_async(conn)
+                .await?;
+            recent_dead_letters.extend(
+                parse_entries(&reply)?
+                    .iter()
+                    .map(|e| DeadLetter::from_entry_in(e, p)),
+            );
+        }
+        partitions.push(PartitionStatus {
+            id: p.id().to_owned(),
+            state: k.state,
+            ingress: i,
+            queues: own,
+            dead_letters: count,
+        });
+    }
+    // Newest first over every partition: dead-letter ids are times.
+    recent_dead_letters.sort_by_key(|d| std::cmp::Reverse(entry_time(&d.id)));
+    recent_dead_letters.truncate(recent);
     Ok(Status {
+        partitions,
         ingress,
         queues,
         dead_letters,
@@ -102,7 +161,24 @@ pub async fn read<C: ConnectionLike>(
     })
 }
 
+/// The time and sequence of an entry id (`<ms>-<seq>`, perhaps followed by
+/// `@<partition>`), for ordering ids of several streams.
+pub fn entry_time(id: &str) -> (u64, u64) {
+    let (entry, _) = crate::stream::layout::split_dead_letter_ref(id);
+    let (ms, seq) = entry.split_once('-').unwrap_or((entry, "0"));
+    (ms.parse().unwrap_or(0), seq.parse().unwrap_or(0))
+}
+
 impl DeadLetter {
+    /// A dead letter of `partition`'s dead-letter stream, its id as
+    /// operators give it.
+    pub fn from_entry_in(e: &Entry, partition: &Partition) -> Self {
+        DeadLetter {
+            id: partition.dead_letter_ref(&e.id),
+            ..Self::from_entry(e)
+        }
+    }
+
     pub fn from_entry(e: &Entry) -> Self {
         let get = |name: &str| {
             e.fields
@@ -127,58 +203,6 @@ impl DeadLetter {
             at: get(dead_fields::AT),
         }
     }
-}
-
-async fn stream_status<C: ConnectionLike>(
-    conn: &mut C,
-    key: &str,
-    group: &str,
-) -> Result<StreamStatus> {
-    let length: u64 = redis::cmd("XLEN").arg(key).query_async(conn).await?;
-    let mut status = StreamStatus {
-        key: key.to_owned(),
-        length,
-        lag: Some(0),
-        ..Default::default()
-    };
-    let groups: redis::RedisResult<Value> = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(key)
-        .query_async(conn)
-        .await;
-    let groups = match groups {
-        Ok(v) => v,
-        // No such stream yet: nothing waiting.
-        Err(e) if e.code() == Some("ERR") => return Ok(status),
-        Err(e) => return Err(e).with_context(|| format!("XINFO GROUPS {key}")),
-    };
-    let Value::Array(groups) = groups else {
-        return Ok(status);
-    };
-    for g in groups {
-        let pairs = info_pairs(&g);
-        let field = |name: &str| info_field(&pairs, name);
-        if field("name").and_then(string).as_deref() != Some(group) {
-            continue;
-        }
-        let int = |v: Option<&Value>| match v {
-            Some(Value::Int(i)) => Some(*i as u64),
-            _ => None,
-        };
-        status.group = true;
-        status.pending = int(field("pending")).unwrap_or(0);
-        status.consumers = int(field("consumers")).unwrap_or(0);
-        status.lag = int(field("lag"));
-        // Redis 7.0 can miscount `lag` after an AOF reload; what is certain is
-        // that nothing waits once the group has read up to the last entry.
-        if let Some(last) = field("last-delivered-id").and_then(string) {
-            let newest: Option<String> = LAST_ID.key(key).invoke_async(conn).await?;
-            if newest.is_none_or(|id| id == last) {
-                status.lag = Some(0);
-            }
-        }
-    }
-    Ok(status)
 }
 
 impl fmt::Display for Status {
@@ -210,6 +234,35 @@ impl fmt::Display for Status {
                 s.pending,
                 retrying
             )?;
+        }
+        if self.partitions.len() > 1 {
+            writeln!(
+                f,
+                "\n{:<14} {:<34} {:>8} {:>8} {:>8} {:>8}",
+                "PARTITION", "INGRESS", "WAITING", "PENDING", "QUEUED", "DEAD"
+            )?;
+            for p in &self.partitions {
+                // Waiting and in flight over the partition's queues.
+                let queued: u64 = p
+                    .queues
+                    .iter()
+                    .map(|(_, s, _)| s.lag.unwrap_or(0) + s.pending)
+                    .sum();
+                let state = match p.state {
+                    State::Active => String::new(),
+                    other => format!(" ({})", other.as_str()),
+                };
+                writeln!(
+                    f,
+                    "{:<14} {:<34} {:>8} {:>8} {:>8} {:>8}",
+                    format!("{}{state}", p.id),
+                    p.ingress.key,
+                    lag(&p.ingress),
+                    p.ingress.pending,
+                    queued,
+                    p.dead_letters
+                )?;
+            }
         }
         writeln!(f, "\nDead letters: {}", self.dead_letters)?;
         for d in &self.recent_dead_letters {

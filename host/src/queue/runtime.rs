@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use crate::redis::Conn;
 use arc_swap::ArcSwap;
-use redis::aio::ConnectionManager;
 
 use crate::config::{Config, MissingGroup, QueueConfig};
 use crate::metrics::Metrics;
@@ -20,11 +20,13 @@ use crate::stream::Keys;
 /// runtime and workers are built from its settings and this.
 #[derive(Debug, Clone)]
 pub struct QueueContext {
-    /// For the connections of blocking reads, one per queue.
-    pub client: redis::Client,
+    /// For the connections of blocking reads, one per queue and partition.
+    pub redis: crate::redis::Redis,
     /// Shared by settling, key-value state and the claims.
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     pub keys: Keys,
+    /// Waits for replicas after each step, as `redis.wait_replicas` says.
+    pub replicas: crate::stream::Replicas,
     /// This host's consumer name in every group.
     pub consumer: String,
     pub engine: PluginEngine,

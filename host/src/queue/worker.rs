@@ -1,6 +1,15 @@
-//! A queue's reading loop: reads new messages and takes over abandoned ones
-//! and due retries, one for each free handler slot, and hands each to a
-//! handler task.
+//! A queue's reading loop in one partition: reads new messages and takes
+//! over abandoned ones and due retries, one for each free handler slot,
+//! and hands each to a handler task.
+//!
+//! A queue has a loop per partition, and they share its slots. A loop
+//! whose stream has nothing new must not sit on slots another partition's
+//! backlog could use, so it waits in two ways: while its reads find
+//! messages it takes every free slot and reads that many at once, without
+//! blocking; once a read finds none, it holds no slot and blocks on a read
+//! of one message, which then waits for a free slot (its lease renewed
+//! meanwhile). So a host holds at most `concurrency` + `partitions`
+//! messages of a queue at once, the extra ones waiting for a slot.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -22,6 +31,7 @@ use crate::plugin::PluginEngine;
 use crate::redis::bounded::BoundedReader;
 use crate::redis::read::{Bounds, ReadEntry};
 use crate::redis::{Backoff, Health, RedisFailure, StreamResult};
+use crate::stream::Partition;
 use crate::stream::queue::QueueStream;
 use crate::stream::reclaim::ReclaimSchedule;
 
@@ -111,9 +121,9 @@ impl QueueWorker {
         runtime: Arc<ArcSwap<QueueRuntime>>,
         slots: Arc<Slots>,
         host: &QueueContext,
+        partition: &Partition,
     ) -> Self {
         let (ack_tx, acks) = mpsc::unbounded_channel();
-        let ingress = host.settings.load().ingress.stream.clone();
         QueueWorker {
             acks,
             shared: Arc::new(Shared {
@@ -124,9 +134,10 @@ impl QueueWorker {
                 stream: QueueStream::new(
                     host.conn.clone(),
                     &host.keys,
+                    partition,
                     name,
                     &host.consumer,
-                    &ingress,
+                    host.replicas.clone(),
                 ),
                 metrics: host.metrics.queue(name),
                 health: host.health.clone(),
@@ -136,7 +147,7 @@ impl QueueWorker {
                 group_reported: std::sync::atomic::AtomicBool::new(false),
                 acks: ack_tx,
             }),
-            reader: BoundedReader::new(&host.client),
+            reader: BoundedReader::new(&host.redis),
         }
     }
 
@@ -166,7 +177,75 @@ impl QueueWorker {
         ));
         let mut reclaim = ReclaimSchedule::new(tokio::time::Instant::now());
         let mut backoff = Backoff::default();
+        // Whether the last read found nothing new: the loop then waits for
+        // a message without holding slots.
+        let mut idle = false;
         loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let queue = self.shared.runtime.load().queue.clone();
+            // Abandoned messages and due retries are looked for this often;
+            // new messages are waited for in between.
+            let interval = ReclaimSchedule::queue_interval(queue.visibility_timeout);
+            let bounds = Bounds {
+                max_bytes: queue.max_entry_bytes,
+                // The router adds `type` and `id` to a copy when the
+                // producer left them out.
+                max_fields: MAX_FIELDS + 2,
+            };
+            if idle && !reclaim.is_due(tokio::time::Instant::now()) {
+                let block = reclaim.read_wait(
+                    tokio::time::Instant::now(),
+                    Duration::from_millis(10),
+                    interval,
+                );
+                let read = tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => break,
+                    read = self.reader.read_new(
+                        &self.shared.stream.stream,
+                        self.shared.stream.group(),
+                        &self.shared.stream.consumer,
+                        1,
+                        block,
+                        bounds,
+                    ) => read,
+                };
+                let entries = match read {
+                    Ok(entries) => entries,
+                    Err(e) => {
+                        if self.shared.failed(e, &mut backoff, &cancel).await {
+                            break;
+                        }
+                        continue;
+                    }
+                };
+                self.shared.read_ok(&mut backoff);
+                for entry in entries {
+                    self.shared
+                        .in_flight
+                        .lock()
+                        .expect("in-flight lock")
+                        .insert(entry.id().to_owned());
+                    let permit = tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => {
+                            // Left pending: delivered again after its
+                            // visibility timeout.
+                            self.shared.in_flight.lock().expect("in-flight lock").remove(entry.id());
+                            break;
+                        }
+                        permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closes"),
+                    };
+                    let shared = self.shared.clone();
+                    tasks.handlers.spawn(async move {
+                        shared.handle(entry, permit).await;
+                    });
+                    idle = false;
+                }
+                continue;
+            }
             let first = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -179,10 +258,6 @@ impl QueueWorker {
             if cancel.is_cancelled() {
                 break;
             }
-            let queue = self.shared.runtime.load().queue.clone();
-            // Abandoned messages and due retries are looked for this often;
-            // new messages are waited for in between.
-            let interval = ReclaimSchedule::queue_interval(queue.visibility_timeout);
             let batch = async {
                 let now = tokio::time::Instant::now();
                 if reclaim.is_due(now) {
@@ -205,50 +280,42 @@ impl QueueWorker {
                     reclaim.looked(now, claimed.cursor, claimed.entries.len(), interval);
                     if !claimed.entries.is_empty() {
                         events::reclaimed(&self.shared.metrics, &name, claimed.entries.len());
-                        return StreamResult::Ok(claimed.entries);
+                        return StreamResult::Ok((claimed.entries, true));
                     }
                 }
-                let block = reclaim.read_wait(now, Duration::from_millis(10), interval);
-                self.reader
+                // Without waiting: a stream with nothing new lets the
+                // slots go (see the module's comment).
+                let read = self
+                    .reader
                     .read_new(
                         &self.shared.stream.stream,
                         self.shared.stream.group(),
                         &self.shared.stream.consumer,
                         permits.len(),
-                        block,
-                        Bounds {
-                            max_bytes: queue.max_entry_bytes,
-                            // The router adds `type` and `id` to a copy
-                            // when the producer left them out.
-                            max_fields: MAX_FIELDS + 2,
-                        },
+                        Duration::ZERO,
+                        bounds,
                     )
-                    .await
+                    .await?;
+                Ok((read, false))
             };
-            let batch: Vec<ReadEntry> = match batch.await {
+            let (batch, claimed): (Vec<ReadEntry>, bool) = match batch.await {
                 Ok(b) => {
-                    backoff.reset();
-                    self.shared.health.ok();
-                    if self.shared.group_reported.swap(false, Ordering::Relaxed) {
-                        tracing::info!(queue = %name, "The queue's consumer group is back; reading again.");
-                    }
+                    self.shared.read_ok(&mut backoff);
                     b
                 }
                 Err(e) => {
                     for permit in permits {
                         self.shared.slots.release(permit);
                     }
-                    if e.kind == RedisFailure::MissingGroup {
-                        self.shared.group_missing().await;
-                    } else {
-                        self.shared.health.failed(&e);
+                    if self.shared.failed(e, &mut backoff, &cancel).await {
+                        break;
                     }
-                    tokio::select! {
-                        _ = cancel.cancelled() => break,
-                        _ = tokio::time::sleep(backoff.delay()) => continue,
-                    }
+                    continue;
                 }
             };
+            if !claimed {
+                idle = batch.is_empty();
+            }
             if !batch.is_empty() && batch.len() == permits.len() {
                 QueueMetrics::add(&self.shared.metrics.reads_full);
             }
@@ -271,6 +338,36 @@ impl QueueWorker {
             }
         }
         tracing::info!(queue = %name, "Queue worker stopped reading.");
+    }
+}
+
+impl Shared {
+    /// A read succeeded: Redis answers, and the group is there.
+    fn read_ok(&self, backoff: &mut Backoff) {
+        backoff.reset();
+        self.health.ok();
+        if self.group_reported.swap(false, Ordering::Relaxed) {
+            tracing::info!(queue = %self.name, stream = %self.stream.stream, "The queue's consumer group is back; reading again.");
+        }
+    }
+
+    /// A read failed: said (once per outage), then waited out. Returns
+    /// whether the loop is to stop.
+    async fn failed(
+        &self,
+        e: crate::redis::StreamError,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) -> bool {
+        if e.kind == RedisFailure::MissingGroup {
+            self.group_missing().await;
+        } else {
+            self.health.failed(&e);
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => true,
+            _ = tokio::time::sleep(backoff.delay()) => false,
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! The router loop: reads the ingress stream through the consumer group and
-//! fans each entry out to its queues, or dead-letters it, in one atomic step.
+//! The router loop: reads one partition's ingress stream through the
+//! consumer group and fans each entry out to its queues in the same
+//! partition, or dead-letters it there, in one atomic step.
 //!
 //! What the router reads is bounded: at most `ingress.batch` entries, none
 //! held over `ingress.max_entry_kib` (see [`crate::redis::bounded`]); those are
@@ -8,12 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::redis::Conn;
 use arc_swap::ArcSwap;
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use super::reclaim::ReclaimSchedule;
-use super::{Keys, dead_fields, now_rfc3339};
+use super::{Keys, Partition, Replicas, dead_fields, now_rfc3339};
 use crate::config::{Config, MissingGroup};
 use crate::events;
 use crate::failpoint;
@@ -31,10 +32,13 @@ use crate::text::bounded;
 /// shutdown waits for the router to notice.
 const BLOCK: Duration = Duration::from_millis(500);
 
-/// Reads the ingress stream and routes what it reads.
+/// Reads one partition's ingress stream and routes what it reads.
 pub struct IngressRouter {
+    pub partition: Partition,
+    /// Waits for replicas after each step, as configured.
+    pub replicas: Replicas,
     /// Claims and the route script.
-    pub conn: ConnectionManager,
+    pub conn: Conn,
     /// Blocking reads of new entries, bounded: a connection of its own.
     pub reader: BoundedReader,
     pub keys: Keys,
@@ -59,7 +63,7 @@ impl std::fmt::Debug for IngressRouter {
 
 impl IngressRouter {
     fn stream(&self) -> String {
-        self.router.load().ingress.stream.clone()
+        self.partition.ingress.clone()
     }
 
     /// Routes until `cancel` fires. A batch that was read is always finished
@@ -78,7 +82,7 @@ impl IngressRouter {
                 if reclaim.is_due(now) {
                     let claimed = read::claim(
                         &mut self.conn,
-                        &router.ingress.stream,
+                        &self.partition.ingress,
                         self.keys.group(),
                         &self.consumer,
                         router.ingress.visibility_timeout,
@@ -90,7 +94,7 @@ impl IngressRouter {
                     let found = claimed.entries.len();
                     reclaim.looked(now, claimed.cursor, found, interval);
                     if found > 0 {
-                        events::ingress_reclaimed(&self.metrics, &router.ingress.stream, found);
+                        events::ingress_reclaimed(&self.metrics, &self.partition.ingress, found);
                     }
                     entries = claimed.entries;
                 }
@@ -98,7 +102,7 @@ impl IngressRouter {
                     entries = self
                         .reader
                         .read_new(
-                            &router.ingress.stream,
+                            &self.partition.ingress,
                             self.keys.group(),
                             &self.consumer,
                             router.ingress.batch,
@@ -170,7 +174,7 @@ impl IngressRouter {
                 volume += copy_volume(&entries[end], &decisions[end]);
                 end += 1;
             }
-            self.route_step(router, &entries[start..end], &decisions[start..end])
+            self.route_step(&entries[start..end], &decisions[start..end])
                 .await?;
             start = end;
         }
@@ -180,12 +184,11 @@ impl IngressRouter {
     /// Routes `entries` in one script call.
     async fn route_step(
         &mut self,
-        router: &Router,
         entries: &[ReadEntry],
         decisions: &[Decision<'_>],
     ) -> StreamResult<()> {
-        let stream = &router.ingress.stream;
-        let dead_key = self.keys.dead_letter();
+        let stream = &self.partition.ingress;
+        let dead_key = self.partition.dead_letter();
         let mut keys: Vec<String> = vec![stream.clone(), dead_key];
         let key_index = |key: String, keys: &mut Vec<String>| -> usize {
             match keys.iter().position(|k| *k == key) {
@@ -234,7 +237,7 @@ impl IngressRouter {
                     spans.push(span);
                     inv.arg(queues.len());
                     for q in queues {
-                        inv.arg(key_index(self.keys.queue_stream(q), &mut keys));
+                        inv.arg(key_index(self.partition.queue_stream(q), &mut keys));
                     }
                     inv.arg((fields.len() + edits.added.len()) * 2);
                     for (k, v) in edits.fields(fields) {
@@ -263,6 +266,7 @@ impl IngressRouter {
             .await
             .doing(|| format!("routing {} entries of {stream:?}", entries.len()))?;
         failpoint::hit("router-after-commit");
+        self.replicas.after_step(&mut self.conn, stream).await;
         drop(spans);
         if done < entries.len() as u64 {
             tracing::info!(

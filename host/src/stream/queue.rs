@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::redis::Conn;
 
-use super::{Keys, dead_fields, now_rfc3339};
+use super::{Keys, Partition, Replicas, dead_fields, now_rfc3339};
 use crate::message::MAX_FIELDS;
 use crate::message::Published;
 use crate::redis::read::{self, Bounds, ReadBatch};
@@ -46,18 +46,22 @@ impl FailureHistory {
     }
 }
 
-/// A queue's stream, group and consumer.
+/// A queue's stream in one partition, its group and consumer.
 #[derive(Clone)]
 pub struct QueueStream {
-    conn: ConnectionManager,
+    conn: Conn,
     pub queue: String,
+    pub partition: Partition,
     pub stream: String,
     group: String,
     pub consumer: String,
     errors: String,
     dead: String,
-    /// Where what plugins publish goes.
+    /// Where what plugins publish goes: the partition's ingress, so that
+    /// follow-ups enter with the acknowledgement, in one step.
     ingress: String,
+    /// The replicas each settlement waits for, if any.
+    replicas: Replicas,
 }
 
 impl std::fmt::Debug for QueueStream {
@@ -71,22 +75,32 @@ impl std::fmt::Debug for QueueStream {
 
 impl QueueStream {
     pub fn new(
-        conn: ConnectionManager,
+        conn: Conn,
         keys: &Keys,
+        partition: &Partition,
         queue: &str,
         consumer: &str,
-        ingress: &str,
+        replicas: Replicas,
     ) -> Self {
         QueueStream {
             conn,
             queue: queue.to_owned(),
-            stream: keys.queue_stream(queue),
+            partition: partition.clone(),
+            stream: partition.queue_stream(queue),
             group: keys.group().to_owned(),
             consumer: consumer.to_owned(),
-            errors: keys.errors(queue),
-            dead: keys.dead_letter(),
-            ingress: ingress.to_owned(),
+            errors: partition.errors(queue),
+            dead: partition.dead_letter(),
+            ingress: partition.ingress.clone(),
+            replicas,
         }
+    }
+
+    /// Waits for the replicas `redis.wait_replicas` asks for, after a step
+    /// on this stream.
+    async fn replicated(&self) {
+        let mut conn = self.conn.clone();
+        self.replicas.after_step(&mut conn, &self.stream).await;
     }
 
     /// The consumer group's name.
@@ -173,7 +187,9 @@ impl QueueStream {
         }
         pipe.query_async::<()>(&mut conn)
             .await
-            .doing(|| format!("acking {} entries on {:?}", acks.len(), self.stream))
+            .doing(|| format!("acking {} entries on {:?}", acks.len(), self.stream))?;
+        self.replicated().await;
+        Ok(())
     }
 
     async fn ack_publishing(
@@ -215,7 +231,9 @@ impl QueueStream {
                     published.len(),
                     self.stream
                 )
-            })
+            })?;
+        self.replicated().await;
+        Ok(())
     }
 
     /// The attempt failed and another will follow: keep the message pending,
@@ -246,6 +264,7 @@ impl QueueStream {
             .invoke_async(&mut conn)
             .await
             .doing(|| format!("scheduling a retry of {id} on {:?}", self.stream))?;
+        self.replicated().await;
         Ok(scheduled == 1)
     }
 
@@ -323,8 +342,11 @@ impl QueueStream {
             inv.arg(*k).arg(v);
         }
         let mut conn = self.conn.clone();
-        inv.invoke_async(&mut conn)
+        let dead = inv
+            .invoke_async(&mut conn)
             .await
-            .doing(|| format!("dead-lettering {id} of {:?}", self.stream))
+            .doing(|| format!("dead-lettering {id} of {:?}", self.stream))?;
+        self.replicated().await;
+        Ok(dead)
     }
 }

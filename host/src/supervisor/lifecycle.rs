@@ -1,5 +1,5 @@
-//! The running host's parts, starting the router, the queues and the
-//! maintenance task, and draining on shutdown.
+//! The running host's parts, starting the routers and the queues of each
+//! partition read, the maintenance task, and draining on shutdown.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,8 +15,8 @@ use crate::config::{Config, QueueConfig};
 use crate::queue::{QueueContext, QueueRuntime, QueueWorker, Slots, WorkerTasks};
 use crate::redis::bounded::BoundedReader;
 use crate::router::Router;
-use crate::stream::ensure_group;
 use crate::stream::ingress::IngressRouter;
+use crate::stream::{Partition, ensure_group};
 
 use super::*;
 
@@ -28,11 +28,16 @@ pub(super) struct Supervisor {
     /// The plugins in use, by file.
     pub(super) plugins: Plugins,
     pub(super) queues: BTreeMap<String, QueueHandle>,
+    /// The partitions read now, each with what stops its router.
+    pub(super) partitions: BTreeMap<Partition, CancellationToken>,
+    /// The count of partitions last recorded in Redis.
+    pub(super) registered: Option<usize>,
     /// Stops every reading loop (and the maintenance task) at shutdown.
     pub(super) readers: CancellationToken,
-    /// The router's and the queues' reading loops, and maintenance.
+    /// The routers' and the queues' reading loops, and maintenance.
     pub(super) loops: TaskTracker,
-    /// The tasks of removed queues, winding down; dropped once done.
+    /// The tasks of removed queues and partitions, winding down; dropped
+    /// once done.
     pub(super) retired: Vec<WorkerTasks>,
 }
 
@@ -40,9 +45,16 @@ pub(super) struct Supervisor {
 pub(super) struct QueueHandle {
     pub(super) runtime: Arc<ArcSwap<QueueRuntime>>,
     pub(super) slots: Arc<Slots>,
-    /// Stops this queue's reading loop alone (the queue was removed).
+    /// Stops this queue's reading loops and its scaler (the queue was
+    /// removed).
     pub(super) stop: CancellationToken,
-    /// Its handler calls and the tasks that serve them.
+    /// Its reading loop in each partition read, sharing its slots.
+    pub(super) workers: BTreeMap<Partition, PartitionWorker>,
+}
+
+/// A queue's reading loop in one partition, and its handlers.
+pub(super) struct PartitionWorker {
+    pub(super) stop: CancellationToken,
     pub(super) tasks: WorkerTasks,
 }
 
@@ -52,11 +64,33 @@ impl Supervisor {
         self.host.settings.load_full()
     }
 
-    pub(super) fn start_router(&self) {
+    /// Every handler task set: running queues' and retired ones'.
+    pub(super) fn all_tasks(&self) -> Vec<&WorkerTasks> {
+        self.queues
+            .values()
+            .flat_map(|q| q.workers.values().map(|w| &w.tasks))
+            .chain(&self.retired)
+            .collect()
+    }
+
+    /// Starts reading `partition`: its groups, its router, and a loop for
+    /// each queue.
+    pub(super) async fn read_partition(&mut self, partition: &Partition) -> Result<()> {
+        if self.partitions.contains_key(partition) {
+            return Ok(());
+        }
         let h = &self.host;
+        let mut conn = h.conn.clone();
+        ensure_group(&mut conn, &partition.ingress, h.keys.group()).await?;
+        for name in self.queues.keys() {
+            ensure_group(&mut conn, &partition.queue_stream(name), h.keys.group()).await?;
+        }
+        let stop = self.readers.child_token();
         let router = IngressRouter {
+            partition: partition.clone(),
+            replicas: h.replicas.clone(),
             conn: h.conn.clone(),
-            reader: BoundedReader::new(&h.client),
+            reader: BoundedReader::new(&h.redis),
             keys: h.keys.clone(),
             consumer: h.consumer.clone(),
             router: self.router.clone(),
@@ -65,7 +99,53 @@ impl Supervisor {
             settings: h.settings.clone(),
             group_reported: false,
         };
-        self.loops.spawn(router.run(self.readers.clone()));
+        self.loops.spawn(router.run(stop.clone()));
+        self.partitions.insert(partition.clone(), stop);
+        let names: Vec<String> = self.queues.keys().cloned().collect();
+        for name in names {
+            self.start_worker(&name, partition);
+        }
+        tracing::info!(partition = %partition.id(), ingress = %partition.ingress, "Reading partition.");
+        Ok(())
+    }
+
+    /// Stops reading `partition` (it is drained): its router and its
+    /// queues' loops stop; their handlers finish.
+    pub(super) fn release_partition(&mut self, partition: &Partition) {
+        if let Some(stop) = self.partitions.remove(partition) {
+            stop.cancel();
+        }
+        for q in self.queues.values_mut() {
+            if let Some(w) = q.workers.remove(partition) {
+                w.stop.cancel();
+                let tasks = w.tasks.clone();
+                tokio::spawn(async move { tasks.wind_down().await });
+                self.retired.push(w.tasks);
+            }
+        }
+        tracing::info!(partition = %partition.id(), ingress = %partition.ingress, "Stopped reading partition.");
+    }
+
+    /// Starts queue `name`'s loop in `partition`.
+    fn start_worker(&mut self, name: &str, partition: &Partition) {
+        let Some(q) = self.queues.get_mut(name) else {
+            return;
+        };
+        if q.workers.contains_key(partition) {
+            return;
+        }
+        let stop = q.stop.child_token();
+        let tasks = WorkerTasks::default();
+        let worker = QueueWorker::new(
+            name,
+            q.runtime.clone(),
+            q.slots.clone(),
+            &self.host,
+            partition,
+        );
+        self.loops.spawn(worker.run(stop.clone(), tasks.clone()));
+        q.workers
+            .insert(partition.clone(), PartitionWorker { stop, tasks });
     }
 
     /// Keeps the streams bounded and the groups free of dead consumers (see
@@ -102,7 +182,9 @@ impl Supervisor {
     pub(super) async fn start_queue(&mut self, queue: QueueConfig) -> Result<()> {
         let h = &self.host;
         let mut conn = h.conn.clone();
-        ensure_group(&mut conn, &h.keys.queue_stream(&queue.name), h.keys.group()).await?;
+        for p in self.partitions.keys() {
+            ensure_group(&mut conn, &p.queue_stream(&queue.name), h.keys.group()).await?;
+        }
         let name = queue.name.clone();
         let plugin = self.plugins[&queue.plugin].clone();
         let slots = Arc::new(Slots::new(queue.concurrency_min as usize));
@@ -112,9 +194,6 @@ impl Supervisor {
             .store(queue.concurrency_min as u64, Ordering::Relaxed);
         let runtime = Arc::new(ArcSwap::from_pointee(QueueRuntime::build(queue, plugin, h)));
         let stop = self.readers.child_token();
-        let tasks = WorkerTasks::default();
-        let worker = QueueWorker::new(&name, runtime.clone(), slots.clone(), h);
-        self.loops.spawn(worker.run(stop.clone(), tasks.clone()));
         self.loops.spawn(crate::queue::scale(
             runtime.clone(),
             slots.clone(),
@@ -122,14 +201,18 @@ impl Supervisor {
             stop.clone(),
         ));
         self.queues.insert(
-            name,
+            name.clone(),
             QueueHandle {
                 runtime,
                 slots,
                 stop,
-                tasks,
+                workers: BTreeMap::new(),
             },
         );
+        let partitions: Vec<Partition> = self.partitions.keys().cloned().collect();
+        for p in &partitions {
+            self.start_worker(&name, p);
+        }
         Ok(())
     }
 
@@ -149,12 +232,7 @@ impl Supervisor {
             _ = tokio::time::sleep_until(deadline) => {}
             _ = now.cancelled() => {}
         }
-        let all: Vec<&WorkerTasks> = self
-            .queues
-            .values()
-            .map(|q| &q.tasks)
-            .chain(&self.retired)
-            .collect();
+        let all = self.all_tasks();
         for t in &all {
             t.handlers.close();
         }

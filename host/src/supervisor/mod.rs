@@ -4,7 +4,10 @@
 //!
 //! - [`preflight`]: what a configuration needs before it runs (shared with
 //!   `check`);
-//! - [`lifecycle`]: starting the router, the queues and maintenance; drain;
+//! - [`lifecycle`]: starting the routers and queues of each partition, and
+//!   maintenance; drain;
+//! - [`partitions`]: which partitions are read (a changed count drains the
+//!   old ones);
 //! - [`reload`]: plugin swaps and edits of queues.toml;
 //! - [`maintain`]: retention and consumer clean-up;
 //! - `running`: a host on a task, for programs that embed it (the
@@ -12,6 +15,7 @@
 
 pub mod lifecycle;
 pub mod maintain;
+pub mod partitions;
 pub mod preflight;
 pub mod reload;
 #[cfg(feature = "in-process")]
@@ -32,7 +36,7 @@ use crate::queue::QueueContext;
 use crate::redis::Health;
 use crate::router::Router;
 use crate::shutdown::Shutdown;
-use crate::stream::{Keys, ensure_group};
+use crate::stream::{Keys, Replicas};
 use crate::watch::Watcher;
 
 pub use preflight::{
@@ -51,7 +55,7 @@ use preflight::{count_load, files_to_watch, fits, log_missing_grants, users};
 /// is delivered again later; nothing unhandled is acknowledged.
 pub async fn run(
     config: Config,
-    client: redis::Client,
+    redis: crate::redis::Redis,
     compiler: Compiler,
     shutdown: Shutdown,
     metrics: Arc<Metrics>,
@@ -72,7 +76,7 @@ pub async fn run(
             let state = Arc::new(crate::admin::AdminState::new(
                 metrics.clone(),
                 current.clone(),
-                client.clone(),
+                redis.clone(),
             ));
             let tls = match &a.tls {
                 Some(t) => Some(Arc::new(
@@ -106,10 +110,10 @@ pub async fn run(
             None
         }
     };
-    let Some(mut conn) = crate::redis::connect_patiently(&client, &shutdown.drain).await? else {
+    redis.observe(metrics.clone());
+    let Some(conn) = crate::redis::connect_patiently(&redis, &shutdown.drain).await? else {
         return Ok(());
     };
-    ensure_group(&mut conn, &config.ingress.stream, &config.host.prefix).await?;
     let engine = engine(&config, compiler)?;
     let none = Plugins::new();
     let plugins = tokio::select! {
@@ -120,8 +124,9 @@ pub async fn run(
     let consumer = consumer_name();
     tracing::info!(
         event = "started",
-        redis = %crate::redis::describe(&client),
+        redis = %redis.describe(),
         ingress = %config.ingress.stream,
+        partitions = config.ingress.partitions,
         prefix = %config.host.prefix,
         consumer = %consumer,
         queues = config.queues.len(),
@@ -131,9 +136,14 @@ pub async fn run(
     let mut host = Supervisor {
         router: Arc::new(ArcSwap::from_pointee(Router::new(&config))),
         host: QueueContext {
-            client,
+            redis: redis.clone(),
             conn,
-            keys: Keys::new(&config.host.prefix),
+            keys: Keys::new(
+                &config.host.prefix,
+                &config.ingress.stream,
+                redis.is_cluster(),
+            ),
+            replicas: Replicas::new(current.clone(), metrics.clone()),
             consumer,
             engine,
             metrics,
@@ -143,15 +153,20 @@ pub async fn run(
         },
         plugins,
         queues: BTreeMap::new(),
+        partitions: BTreeMap::new(),
+        registered: None,
         readers: CancellationToken::new(),
         loops: TaskTracker::new(),
         retired: Vec::new(),
     };
-    host.start_router();
     host.start_maintenance();
     for queue in config.queues.clone().into_values() {
         host.start_queue(queue).await?;
     }
+    host.register_partitions().await?;
+    let mut check = tokio::time::interval(partitions::CHECK_INTERVAL);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    check.tick().await;
 
     loop {
         let changed = async {
@@ -162,6 +177,17 @@ pub async fn run(
         };
         tokio::select! {
             _ = shutdown.drain.cancelled() => break,
+            _ = check.tick() => {
+                let checked = tokio::select! {
+                    _ = shutdown.drain.cancelled() => break,
+                    r = tokio::time::timeout(partitions::CHECK_INTERVAL, host.check_partitions()) => r,
+                };
+                match checked {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(error = %format!("{e:#}"), "Checking the partitions failed; retried soon."),
+                    Err(_) => tracing::debug!("Checking the partitions took too long; retried soon."),
+                }
+            }
             changed = changed => {
                                 // A reload (and the compile in it) gives way to shutdown.
                 let attempted = tokio::select! {

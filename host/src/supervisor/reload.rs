@@ -136,6 +136,12 @@ impl Supervisor {
         new.host.prefix = running.host.prefix.clone();
         new.host.cache_dir = running.host.cache_dir.clone();
         new.ingress.stream = running.ingress.stream.clone();
+        // The connection to Redis too.
+        new.redis.username = running.redis.username.clone();
+        new.redis.password = running.redis.password.clone();
+        new.redis.sentinel_username = running.redis.sentinel_username.clone();
+        new.redis.sentinel_password = running.redis.sentinel_password.clone();
+        new.redis.ca_file = running.redis.ca_file.clone();
         let plugins = match prepare(&self.host.engine, &new, &self.plugins, &metrics).await {
             Ok(p) => p,
             Err(refusals) => {
@@ -191,6 +197,13 @@ impl Supervisor {
             }
         }
         self.router.store(Arc::new(Router::new(&new)));
+        if running.ingress.partitions != new.ingress.partitions
+            && let Err(e) = self.register_partitions().await
+        {
+            // The partitions read stay as they were; the next edit, or a
+            // restart, tries again.
+            tracing::error!(error = %format!("{e:#}"), "Could not record the new partitions; still reading the old ones.");
+        }
         // The tasks of queues removed earlier that are done are let go.
         self.retired.retain(|t| !t.is_done());
         for name in removed {
@@ -198,9 +211,11 @@ impl Supervisor {
                 handle.stop.cancel();
                 // Its acks and lease renewals stop once its last handler is
                 // done. Its unread messages stay in its stream.
-                let tasks = handle.tasks.clone();
-                tokio::spawn(async move { tasks.wind_down().await });
-                self.retired.push(handle.tasks);
+                for w in handle.workers.into_values() {
+                    let tasks = w.tasks.clone();
+                    tokio::spawn(async move { tasks.wind_down().await });
+                    self.retired.push(w.tasks);
+                }
                 tracing::info!(event = "queue_removed", queue = %name, "Queue removed: it stops reading; messages in flight finish; messages never read stay in its stream.");
             }
         }

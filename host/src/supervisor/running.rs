@@ -22,12 +22,12 @@ pub struct RunningHost {
 
 impl RunningHost {
     /// Starts a host; plugins are compiled by `compiler`.
-    pub fn start(config: Config, client: redis::Client, compiler: Compiler) -> Self {
+    pub fn start(config: Config, redis: crate::redis::Redis, compiler: Compiler) -> Self {
         let metrics = Arc::new(Metrics::default());
         let shutdown = Shutdown::new();
         let task = tokio::spawn(run(
             config,
-            client,
+            redis,
             compiler,
             shutdown.clone(),
             metrics.clone(),

@@ -36,12 +36,15 @@
 //! - [`kv`]: the queue's key-value buckets (`wasi:keyvalue`);
 //! - [`sql`]: the queue's PostgreSQL database, and [`sql::into_failure`],
 //!   which error retries and which rejects;
-//! - [`mail`]: the queue's SMTP relay.
+//! - [`mail`]: the queue's SMTP relay;
+//! - [`partition`]: the producer contract's rule for the partition of a
+//!   message, for code that writes to the ingress itself.
 //!
 //! Any other HTTP client built on `wasi:http` 0.2 works as well (for
 //! example `wstd`'s): the host sees the same requests.
 
 pub mod http;
+pub mod partition;
 
 /// The generated bindings of the contract's world.
 pub mod bindings {

@@ -18,8 +18,14 @@ use redis::aio::ConnectionLike;
 use super::status::DeadLetter;
 use crate::config::Config;
 use crate::redis::scripts::{DEAD_PAGE, DEAD_REPLAY};
-use crate::stream::{Keys, dead_fields, now_rfc3339, parse_entries};
-use crate::text::{Escaped, bounded};
+use crate::stream::layout::split_dead_letter_ref;
+use crate::stream::{Keys, Partition, dead_fields, now_rfc3339, parse_entries};
+
+mod render;
+mod search;
+
+pub use render::{list_json, record_json, render_list, render_record};
+pub use search::{Budget, Found, list, matching, search};
 
 /// Dead letters read from Redis per script call while scanning.
 const PAGE: usize = 500;
@@ -27,6 +33,23 @@ const PAGE: usize = 500;
 /// Bytes of each summarised value (a reason is at most 1 KiB; the error
 /// history a few).
 const SUMMARY_BYTES: usize = 8 * 1024;
+
+/// Every partition whose dead letters a command looks at: those of the
+/// configuration, and every other one recorded (see
+/// [`crate::stream::registry`]).
+pub async fn partitions<C: ConnectionLike>(
+    conn: &mut C,
+    config: &Config,
+    keys: &Keys,
+) -> Result<Vec<Partition>> {
+    Ok(
+        crate::stream::registry::known_with(conn, keys, config.ingress.partitions)
+            .await?
+            .into_iter()
+            .map(|k| k.partition)
+            .collect(),
+    )
+}
 
 /// Which dead letters a command applies to.
 #[derive(Debug, Clone, Default)]
@@ -80,111 +103,6 @@ impl Filter {
     }
 }
 
-/// How much of the dead-letter stream one search may read.
-#[derive(Debug, Clone, Copy)]
-pub struct Budget<'a> {
-    /// Dead letters read per script call: what Redis does in one go.
-    pub page: usize,
-    /// Dead letters examined in all (`0`: no bound).
-    pub max_examined: usize,
-    /// Held for each script call, so that searches side by side take
-    /// turns at Redis page by page instead of adding up.
-    pub turns: Option<&'a tokio::sync::Semaphore>,
-}
-
-impl Budget<'_> {
-    /// For the command line: the operator asked for the whole stream.
-    pub const WHOLE: Budget<'static> = Budget {
-        page: PAGE,
-        max_examined: 0,
-        turns: None,
-    };
-}
-
-/// What a search found.
-#[derive(Debug, Clone, Default)]
-pub struct Found {
-    pub letters: Vec<DeadLetter>,
-    /// Set when the search stopped at its budget: the id of the last dead
-    /// letter examined, to search on below.
-    pub more_below: Option<String>,
-    pub examined: usize,
-}
-
-/// The dead letters that match `filter`, newest first, at most `limit`
-/// (`0`: all).
-pub async fn list<C: ConnectionLike>(
-    conn: &mut C,
-    keys: &Keys,
-    filter: &Filter,
-    limit: usize,
-) -> Result<Vec<DeadLetter>> {
-    Ok(search(conn, keys, filter, limit, None, Budget::WHOLE)
-        .await?
-        .letters)
-}
-
-/// [`list`] within `budget`, starting below the dead letter `below`.
-pub async fn search<C: ConnectionLike>(
-    conn: &mut C,
-    keys: &Keys,
-    filter: &Filter,
-    limit: usize,
-    below: Option<&str>,
-    budget: Budget<'_>,
-) -> Result<Found> {
-    let (mut newest, oldest) = filter.range(SystemTime::now());
-    if let Some(below) = below {
-        newest = format!("({below}");
-    }
-    let mut found = Found::default();
-    loop {
-        let mut page = budget.page.max(1);
-        if budget.max_examined > 0 {
-            page = page.min(budget.max_examined - found.examined);
-        }
-        let reply: Value = {
-            let _turn = match budget.turns {
-                Some(t) => Some(t.acquire().await.context("the search was stopped")?),
-                None => None,
-            };
-            DEAD_PAGE
-                .key(keys.dead_letter())
-                .arg(&newest)
-                .arg(&oldest)
-                .arg(page)
-                .arg(SUMMARY_BYTES)
-                .invoke_async(conn)
-                .await
-                .context("reading the dead letters")?
-        };
-        let entries = parse_entries(&reply)?;
-        let Some(last) = entries.last() else { break };
-        newest = format!("({}", last.id);
-        found.examined += entries.len();
-        let full = entries.len() == page;
-        for entry in &entries {
-            let d = DeadLetter::from_entry(entry);
-            if filter.matches(&d) {
-                found.letters.push(d);
-                if limit > 0 && found.letters.len() == limit {
-                    let last_kept = found.letters.last().map(|d| d.id.clone());
-                    found.more_below = last_kept;
-                    return Ok(found);
-                }
-            }
-        }
-        if !full {
-            break;
-        }
-        if budget.max_examined > 0 && found.examined >= budget.max_examined {
-            found.more_below = Some(last.id.clone());
-            break;
-        }
-    }
-    Ok(found)
-}
-
 /// One dead letter whole: every field, in the order written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -217,21 +135,29 @@ impl Record {
     }
 }
 
+/// The partition a dead letter's id (as operators give it) names, and the
+/// entry id in its dead-letter stream.
+fn locate<'a>(keys: &Keys, id: &'a str) -> (Partition, &'a str) {
+    let (entry, partition) = split_dead_letter_ref(id);
+    (keys.by_id(partition), entry)
+}
+
 /// The dead letter `id`, if it is there.
 pub async fn show<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
     id: &str,
 ) -> Result<Option<Record>> {
+    let (partition, entry) = locate(keys, id);
     let reply: Value = redis::cmd("XRANGE")
-        .arg(keys.dead_letter())
-        .arg(id)
-        .arg(id)
+        .arg(partition.dead_letter())
+        .arg(entry)
+        .arg(entry)
         .query_async(conn)
         .await
         .with_context(|| format!("reading dead letter {id}"))?;
     Ok(parse_entries(&reply)?.into_iter().next().map(|e| Record {
-        id: e.id,
+        id: partition.dead_letter_ref(&e.id),
         fields: e
             .fields
             .iter()
@@ -262,12 +188,18 @@ pub enum Replayed {
 #[error("it came from {0}, which is neither the ingress stream nor a queue of this configuration")]
 pub struct ForeignSource(pub String);
 
-/// The streams a dead letter may go back to: the ingress, and the stream
-/// of each queue of the configuration.
-fn replay_target(config: &Config, source: &str) -> Result<(), ForeignSource> {
-    let keys = Keys::new(&config.host.prefix);
-    if source == config.ingress.stream
-        || config.queues.keys().any(|q| keys.queue_stream(q) == source)
+/// The streams a dead letter of `partition` may go back to: its ingress,
+/// and its stream of each queue of the configuration.
+fn replay_target(
+    config: &Config,
+    partition: &Partition,
+    source: &str,
+) -> Result<(), ForeignSource> {
+    if source == partition.ingress
+        || config
+            .queues
+            .keys()
+            .any(|q| partition.queue_stream(q) == source)
     {
         Ok(())
     } else {
@@ -275,16 +207,18 @@ fn replay_target(config: &Config, source: &str) -> Result<(), ForeignSource> {
     }
 }
 
-/// Replays each of `ids`.
+/// Replays each of `ids`, to the stream of the partition it was
+/// dead-lettered in.
 pub async fn replay<C: ConnectionLike>(
     conn: &mut C,
     config: &Config,
+    keys: &Keys,
     ids: &[String],
 ) -> Result<Vec<(String, Replayed)>> {
-    let keys = Keys::new(&config.host.prefix);
     let mut out = Vec::new();
     for id in ids {
-        let summary = summary(conn, &keys, id).await?;
+        let (partition, entry) = locate(keys, id);
+        let summary = summary(conn, &partition, entry).await?;
         let Some(summary) = summary else {
             out.push((id.clone(), Replayed::Gone));
             continue;
@@ -295,14 +229,14 @@ pub async fn replay<C: ConnectionLike>(
             .find(|(k, _)| k == dead_fields::SOURCE.as_bytes())
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default();
-        if let Err(why) = replay_target(config, &source) {
+        if let Err(why) = replay_target(config, &partition, &source) {
             out.push((id.clone(), Replayed::Refused(why.to_string())));
             continue;
         }
         let reply: Vec<String> = DEAD_REPLAY
-            .key(keys.dead_letter())
+            .key(partition.dead_letter())
             .key(&source)
-            .arg(id)
+            .arg(entry)
             .arg(now_rfc3339())
             .invoke_async(conn)
             .await
@@ -321,14 +255,14 @@ pub async fn replay<C: ConnectionLike>(
     Ok(out)
 }
 
-/// The summarised record `id`, if it is there.
+/// The summarised record `id` of `partition`, if it is there.
 async fn summary<C: ConnectionLike>(
     conn: &mut C,
-    keys: &Keys,
+    partition: &Partition,
     id: &str,
 ) -> Result<Option<crate::stream::Entry>> {
     let reply: Value = DEAD_PAGE
-        .key(keys.dead_letter())
+        .key(partition.dead_letter())
         .arg(id)
         .arg(id)
         .arg(1)
@@ -341,27 +275,39 @@ async fn summary<C: ConnectionLike>(
 
 /// Deletes each of `ids`; returns how many were there.
 pub async fn purge<C: ConnectionLike>(conn: &mut C, keys: &Keys, ids: &[String]) -> Result<u64> {
+    let mut by_partition: std::collections::BTreeMap<Partition, Vec<&str>> = Default::default();
+    for id in ids {
+        let (partition, entry) = locate(keys, id);
+        by_partition.entry(partition).or_default().push(entry);
+    }
     let mut deleted = 0;
-    for chunk in ids.chunks(PAGE) {
-        let n: u64 = redis::cmd("XDEL")
-            .arg(keys.dead_letter())
-            .arg(chunk)
-            .query_async(conn)
-            .await
-            .context("deleting dead letters")?;
-        deleted += n;
+    for (partition, entries) in by_partition {
+        for chunk in entries.chunks(PAGE) {
+            let n: u64 = redis::cmd("XDEL")
+                .arg(partition.dead_letter())
+                .arg(chunk)
+                .query_async(conn)
+                .await
+                .context("deleting dead letters")?;
+            deleted += n;
+        }
     }
     Ok(deleted)
 }
 
 /// A text that is not a dead-letter id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a dead-letter id (they look like 1795468579335-0)")]
+#[error(
+    "{0:?} is not a dead-letter id (they look like 1795468579335-0, or 1795468579335-0@3-20931 in a partition other than 0)"
+)]
 pub struct NotAnId(pub String);
 
-/// `id` if it is a dead-letter id.
+/// `id` if it is a dead-letter id: an entry id, perhaps followed by
+/// `@<partition>`.
 pub fn checked_id(id: &str) -> Result<(), NotAnId> {
-    if is_entry_id(id) {
+    let (entry, partition) = split_dead_letter_ref(id);
+    let partition_ok = partition == "0" || is_entry_id(partition);
+    if is_entry_id(entry) && partition_ok {
         Ok(())
     } else {
         Err(NotAnId(id.to_owned()))
@@ -376,17 +322,6 @@ pub fn checked_ids(ids: Vec<String>) -> Result<Vec<String>, NotAnId> {
     Ok(ids)
 }
 
-/// The ids of every dead letter that matches `filter`: what an action on
-/// "all that match" applies to.
-pub async fn matching<C: ConnectionLike>(
-    conn: &mut C,
-    keys: &Keys,
-    filter: &Filter,
-) -> Result<Vec<String>> {
-    let found = list(conn, keys, filter, 0).await?;
-    Ok(found.into_iter().map(|d| d.id).collect())
-}
-
 /// Whether `text` is a stream entry id (`<ms>-<seq>`): ids come from
 /// operators, and a malformed one is an error, not an empty answer.
 pub fn is_entry_id(text: &str) -> bool {
@@ -399,110 +334,6 @@ pub fn is_entry_id(text: &str) -> bool {
         }
         None => false,
     }
-}
-
-/// Bytes of a reason `dead list` prints.
-const LISTED_REASON: usize = 120;
-
-/// `dead list` as a table, producer and plugin texts cut and escaped.
-pub fn render_list(letters: &[DeadLetter]) -> String {
-    use std::fmt::Write;
-    let cut = |t: &str, n: usize| Escaped(&bounded(t, n)).to_string();
-    let mut out = format!(
-        "{:<17} {:<26} {:<12} {:<26} {:<20} {:>8}  REASON\n",
-        "ID", "DEAD-LETTERED", "QUEUE", "TYPE", "MESSAGE ID", "ATTEMPTS"
-    );
-    for d in letters {
-        let queue = if d.queue.is_empty() {
-            "(router)"
-        } else {
-            &d.queue
-        };
-        let _ = writeln!(
-            out,
-            "{:<17} {:<26} {:<12} {:<26} {:<20} {:>8}  {}",
-            d.id,
-            cut(&d.at, 32),
-            cut(queue, 40),
-            cut(&d.message_type, 60),
-            cut(&d.message_id, 60),
-            cut(&d.attempts, 10),
-            cut(&d.reason, LISTED_REASON)
-        );
-    }
-    out
-}
-
-/// `dead list --json`: one object per dead letter.
-pub fn list_json(letters: &[DeadLetter]) -> serde_json::Value {
-    letters
-        .iter()
-        .map(|d| {
-            serde_json::json!({
-                "id": d.id,
-                "at": d.at,
-                "queue": if d.queue.is_empty() { "(router)" } else { &d.queue },
-                "type": d.message_type,
-                "message_id": d.message_id,
-                "attempts": d.attempts.parse::<u64>().ok(),
-                "reason": d.reason,
-            })
-        })
-        .collect()
-}
-
-/// `dead show`: the record's own fields, the failed attempts, then the
-/// message's fields with a JSON body pretty-printed; every text escaped
-/// (a line break is written `\n`), so none can forge a line.
-pub fn render_record(record: &Record) -> String {
-    use std::fmt::Write;
-    let mut out = format!("Dead letter {}\n", record.id);
-    for (k, v) in record.fields.iter().filter(|(k, _)| k.starts_with("dead-")) {
-        if k == dead_fields::ERRORS {
-            continue;
-        }
-        let _ = writeln!(out, "  {}: {}", Escaped(k), Escaped(v));
-    }
-    let errors = record.errors();
-    if !errors.is_empty() {
-        out.push_str("Failed attempts, oldest first:\n");
-        for (n, e) in errors.iter().enumerate() {
-            let _ = writeln!(out, "  {}. {}", n + 1, Escaped(e));
-        }
-    }
-    out.push_str("Message:\n");
-    for (k, v) in record.original() {
-        if k == "body"
-            && let Ok(json) = serde_json::from_str::<serde_json::Value>(&v)
-        {
-            let pretty = serde_json::to_string_pretty(&json).unwrap_or(v);
-            out.push_str("  body:\n");
-            for line in pretty.lines() {
-                let _ = writeln!(out, "    {}", Escaped(line));
-            }
-        } else {
-            let _ = writeln!(out, "  {}: {}", Escaped(&k), Escaped(&v));
-        }
-    }
-    out
-}
-
-/// `dead show --json`.
-pub fn record_json(record: &Record) -> serde_json::Value {
-    let object = |fields: Vec<(String, String)>| {
-        serde_json::Value::Object(
-            fields
-                .into_iter()
-                .map(|(k, v)| (k, serde_json::Value::String(v)))
-                .collect(),
-        )
-    };
-    serde_json::json!({
-        "id": record.id,
-        "record": object(record.fields.iter().filter(|(k, _)| k.starts_with("dead-")).cloned().collect()),
-        "errors": record.errors(),
-        "message": object(record.original()),
-    })
 }
 
 #[cfg(test)]
@@ -560,6 +391,12 @@ mod tests {
         assert!(is_entry_id("1795468579335-0"));
         for bad in ["", "1795468579335", "-0", "1-", "a-0", "1-0 ", "+"] {
             assert!(!is_entry_id(bad), "{bad:?}");
+        }
+        for good in ["1795468579335-0", "1-0@3-20931", "1-0@0"] {
+            assert!(checked_id(good).is_ok(), "{good:?}");
+        }
+        for bad in ["1-0@", "1-0@x", "1-0@3-2@1", "x@3-1"] {
+            assert!(checked_id(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::ConnectionManager;
+use crate::redis::Conn;
 
 use crate::config::KeyValueGrant;
 use crate::redis::scripts::{KV_DELETE, KV_LIST, KV_WRITE};
@@ -62,7 +62,7 @@ pub enum Swapped {
 /// One queue's key-value buckets.
 #[derive(Clone)]
 pub struct KeyValueStore {
-    conn: ConnectionManager,
+    conn: Conn,
     /// `<prefix>:kv:{<queue>}:`
     base: String,
     grant: KeyValueGrant,
@@ -113,7 +113,7 @@ fn check_name(what: &str, name: &str, max: usize) -> Result<(), KvError> {
 
 impl KeyValueStore {
     /// A store whose keys start with `base` (see `Keys::keyvalue`).
-    pub fn new(conn: ConnectionManager, base: String, grant: KeyValueGrant) -> Self {
+    pub fn new(conn: Conn, base: String, grant: KeyValueGrant) -> Self {
         KeyValueStore { conn, base, grant }
     }
 
