@@ -13,7 +13,10 @@
 //! - [`wasm`]: the built plugins and versions of them;
 //! - [`probes`]: what the probing plugins report;
 //! - [`net`]: free ports and plain HTTP requests;
-//! - [`redis_server`], [`chaos`]: the servers tests start and kill.
+//! - [`redis_server`], [`chaos`]: the servers tests start and kill;
+//! - [`ha`]: Redis over TLS with ACLs, under Sentinel, as a Cluster;
+//! - [`total`]: producing to any deployment and counting what became of
+//!   each message.
 
 use std::path::{Path, PathBuf};
 
@@ -21,11 +24,13 @@ pub use switchyard;
 
 pub mod chaos;
 pub mod config;
+pub mod ha;
 pub mod host;
 pub mod net;
 pub mod probes;
 pub mod redis_server;
 pub mod streams;
+pub mod total;
 pub mod waiting;
 pub mod wasm;
 
