@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::dashboard::{Access, ApiError, FilterParams, budget, error};
+use super::api::{Access, ApiError, FilterParams, budget, error};
 use super::dead::{self, Replayed};
 use super::state::AdminState;
 use crate::stream::Keys;

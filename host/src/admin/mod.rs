@@ -11,6 +11,7 @@
 //! bounded in number and time, on a runtime of their own ([`listen`]).
 
 mod actions;
+mod api;
 pub mod dashboard;
 pub mod dead;
 pub mod exposition;

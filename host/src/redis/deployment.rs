@@ -15,12 +15,13 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManagerConfig;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, TlsCertificates, TlsMode};
 
-use super::conn::{Conn, MAX_RETRY_DELAY, StreamError, StreamResult};
+use super::conn::{Backoff, MAX_RETRY_DELAY, StreamError, StreamResult};
 use super::endpoint::{Credentials, Endpoint, NodeAddr, Topology};
+use super::shared::{Conn, Following};
 use super::slots::SlotMap;
 
 /// How often a Sentinel-followed master is checked.
@@ -404,33 +405,6 @@ impl Redis {
     }
 }
 
-/// A Sentinel-followed master's connection, moved to the new master when
-/// the sentinels name another.
-pub struct Following {
-    current: ArcSwap<(NodeAddr, ConnectionManager)>,
-    /// A command failed: check the master now.
-    suspect: tokio::sync::Notify,
-}
-
-impl std::fmt::Debug for Following {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Following")
-            .field("master", &self.current.load().0)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Following {
-    /// The connection to the master as known now.
-    pub(super) fn manager(&self) -> ConnectionManager {
-        self.current.load().1.clone()
-    }
-
-    pub(super) fn suspect(&self) {
-        self.suspect.notify_one();
-    }
-}
-
 /// Checks the master every [`MASTER_CHECK`], or at once when a command
 /// failed, and moves the connection when it changed; ends when the
 /// connection is dropped.
@@ -476,6 +450,40 @@ async fn follow_master(redis: Redis, follow: Weak<Following>) {
             Err(e) => {
                 tracing::warn!(error = %e, master = %master, "The sentinels name a new master that cannot be reached yet; retrying.");
             }
+        }
+    }
+}
+
+/// Connects to Redis for a host that is starting: says where first, and
+/// while Redis cannot be reached says why once and keeps trying (a host is
+/// often started before its Redis), until `stop` fires.
+pub async fn connect_patiently(
+    redis: &Redis,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<Conn>> {
+    tracing::info!(redis = %redis.describe(), "Connecting to Redis.");
+    let mut backoff = Backoff::default();
+    let mut told = false;
+    loop {
+        match redis.connect().await {
+            Ok(conn) => {
+                if told {
+                    tracing::info!(redis = %redis.describe(), "Connected to Redis.");
+                }
+                return Ok(Some(conn));
+            }
+            Err(e) => {
+                if !told {
+                    tracing::error!(event = "redis_unreachable", error = %format!("{e:#}"), "Redis is unreachable; retrying until it answers (SIGINT or SIGTERM to stop).");
+                    told = true;
+                } else {
+                    tracing::debug!(error = %format!("{e:#}"), "Redis still unreachable.");
+                }
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(backoff.delay()) => {}
         }
     }
 }

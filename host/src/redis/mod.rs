@@ -1,5 +1,6 @@
 //! The Redis client layer: where Redis is ([`endpoint`]), the deployment
-//! and its shared connection ([`deployment`], [`conn`]), cluster slots
+//! ([`deployment`]) and its shared connection ([`shared`]), the failures of
+//! calls ([`conn`]), cluster slots
 //! ([`slots`]), the bounded reader of stream replies, replies read into
 //! the host's types, and the Lua scripts of every atomic step.
 
@@ -10,10 +11,10 @@ pub mod endpoint;
 pub mod read;
 pub mod reply;
 pub mod scripts;
+pub mod shared;
 pub mod slots;
 
-pub use conn::{
-    Backoff, Conn, Doing, Health, RedisFailure, StreamError, StreamResult, connect_patiently,
-};
-pub use deployment::Redis;
+pub use conn::{Backoff, Doing, Health, RedisFailure, StreamError, StreamResult};
+pub use deployment::{Redis, connect_patiently};
 pub use endpoint::{Access, BadUrl, Credentials, Endpoint, NodeAddr, URL_FORMS};
+pub use shared::Conn;
