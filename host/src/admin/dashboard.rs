@@ -181,11 +181,30 @@ async fn overview(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> R
         .iter()
         .map(|(t, qs)| json!({ "type": t, "queues": qs }))
         .collect();
+    let partitions: Vec<Value> = stats
+        .status
+        .iter()
+        .flat_map(|s| &s.partitions)
+        .map(|p| {
+            let lags: Option<u64> = std::iter::once(p.ingress.lag)
+                .chain(p.queues.iter().map(|(_, q, _)| q.lag))
+                .sum();
+            json!({
+                "id": p.id,
+                "ingress": p.ingress.key,
+                "state": p.state.as_str(),
+                "backlog": lags,
+                "pending": p.ingress.pending + p.queues.iter().map(|(_, q, _)| q.pending).sum::<u64>(),
+                "dead_letters": p.dead_letters,
+            })
+        })
+        .collect();
     Json(json!({
         "actions": state.access(&headers) == Some(Access::Admin),
         "redis_up": stats.status.is_some(),
         "dead_letters": stats.status.as_ref().map(|s| s.dead_letters),
         "queues": queues,
+        "partitions": partitions,
         "routes": routes,
     }))
     .into_response()

@@ -383,8 +383,51 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         f.head(name, "gauge", "Ingress entries read and not yet routed.");
         f.sample(name, &[], s.ingress.pending as f64);
         let name = "switchyard_dead_letters";
-        f.head(name, "gauge", "Entries in the dead-letter stream.");
+        f.head(
+            name,
+            "gauge",
+            "Entries in the dead-letter streams (every partition).",
+        );
         f.sample(name, &[], s.dead_letters as f64);
+        // Per partition: where a backlog or a retired partition is.
+        let name = "switchyard_partition_backlog";
+        f.head(
+            name,
+            "gauge",
+            "Entries not yet read in a partition: its ingress and its queues' streams.",
+        );
+        for p in &s.partitions {
+            let unread: u64 = p.ingress.lag.unwrap_or(0)
+                + p.queues
+                    .iter()
+                    .map(|(_, q, _)| q.lag.unwrap_or(0))
+                    .sum::<u64>();
+            f.sample(name, &[("partition", &p.id)], unread as f64);
+        }
+        let name = "switchyard_partition_pending";
+        f.head(
+            name,
+            "gauge",
+            "Entries read and not yet settled in a partition: its ingress and its queues' streams.",
+        );
+        for p in &s.partitions {
+            let pending: u64 =
+                p.ingress.pending + p.queues.iter().map(|(_, q, _)| q.pending).sum::<u64>();
+            f.sample(name, &[("partition", &p.id)], pending as f64);
+        }
+        let name = "switchyard_partition_info";
+        f.head(
+            name,
+            "gauge",
+            "Each partition known, its state (active, retired: read until drained, drained).",
+        );
+        for p in &s.partitions {
+            f.sample(
+                name,
+                &[("partition", &p.id), ("state", p.state.as_str())],
+                1.0,
+            );
+        }
     }
     let name = "switchyard_redis_up";
     f.head(
@@ -393,6 +436,32 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         "1 if the last read of Redis for these metrics succeeded.",
     );
     f.sample(name, &[], if stats.status.is_some() { 1.0 } else { 0.0 });
+
+    let rm = &metrics.redis;
+    let name = "switchyard_redis_replica_waits_total";
+    f.head(
+        name,
+        "counter",
+        "Waits for replicas after a step (redis.wait_replicas).",
+    );
+    f.sample(name, &[], get(&rm.replica_waits));
+    let name = "switchyard_redis_replica_wait_seconds_total";
+    f.head(name, "counter", "Time spent waiting for replicas.");
+    f.sample(name, &[], get(&rm.replica_wait_micros) / 1e6);
+    let name = "switchyard_redis_replica_shortfalls_total";
+    f.head(
+        name,
+        "counter",
+        "Waits that ended with fewer replicas than redis.wait_replicas.",
+    );
+    f.sample(name, &[], get(&rm.replica_shortfalls));
+    let name = "switchyard_redis_master_changes_total";
+    f.head(
+        name,
+        "counter",
+        "Times the sentinels named a new master and the host moved to it.",
+    );
+    f.sample(name, &[], get(&rm.master_changes));
 
     let r = &metrics.router;
     let name = "switchyard_router_routed_total";

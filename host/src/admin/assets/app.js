@@ -122,6 +122,28 @@ function queuesView() {
         el("th", {}, "Plugin"), el("th", {}, "Loaded"), el("th", {}, "Last reload refusal"))),
       el("tbody", {}, rows)),
     el("p", { class: "muted" }, "Rates over the last two seconds; updated every two seconds."),
+    partitionsView(),
+  ];
+}
+
+// Shown when the ingress is split: where a backlog is, and which
+// partitions are retired (read until drained) or drained.
+function partitionsView() {
+  const parts = overview.partitions || [];
+  if (parts.length < 2) return null;
+  return [
+    el("h2", {}, "Partitions"),
+    el("table", { id: "partitions" },
+      el("thead", {}, el("tr", {},
+        el("th", {}, "Partition"), el("th", {}, "Ingress stream"), el("th", {}, "State"),
+        el("th", { class: "num" }, "Backlog"), el("th", { class: "num" }, "Pending"), el("th", { class: "num" }, "Dead letters"))),
+      el("tbody", {}, parts.map((p) => el("tr", { "data-partition": p.id },
+        el("td", {}, el("code", {}, p.id)),
+        el("td", {}, el("code", {}, p.ingress)),
+        el("td", { class: p.state === "active" ? "" : "muted" }, p.state),
+        el("td", { class: "num" }, p.backlog ?? "?"),
+        el("td", { class: "num" }, p.pending),
+        el("td", { class: "num" }, p.dead_letters))))),
   ];
 }
 
