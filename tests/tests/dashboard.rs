@@ -246,6 +246,10 @@ fn config_text(port: u16, refunds_plugin: &str) -> String {
 [admin]
 listen = "127.0.0.1:{port}"
 stats_interval = "200ms"
+[ingress]
+stream = "@PREFIX@:ingress"
+visibility_timeout = "1s"
+partitions = 3
 [routes]
 "order.placed" = ["Orders"]
 "order.refunded" = ["Refunds"]
@@ -366,6 +370,18 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
             "return document.querySelector('#queues tbody tr td:nth-child(8)').textContent",
         );
         assert_eq!(handled, json!("3"));
+        // Three partitions: a table of them, partition 0 first.
+        let partitions = b.until(
+            "the partitions table",
+            "const r = document.querySelectorAll('#partitions tbody tr'); return r.length ? [...r].map(x => [x.dataset.partition, x.children[2].textContent]) : null",
+        );
+        let partitions = partitions.as_array().unwrap();
+        assert_eq!(partitions.len(), 3, "{partitions:?}");
+        assert_eq!(partitions[0], json!(["0", "active"]));
+        assert!(
+            partitions.iter().all(|p| p[1] == "active"),
+            "{partitions:?}"
+        );
         b.screenshot("queues");
 
         // Routes.

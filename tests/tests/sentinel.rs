@@ -18,7 +18,10 @@ use switchyard_tests::*;
 
 /// One run: the figures it gave, and whether the host followed the
 /// failover without a restart.
-async fn failover(producer_wait: u32, host_wait: u32) -> (total::Outcome, total::Produced) {
+async fn failover(
+    producer_wait: u32,
+    host_wait: u32,
+) -> (total::Outcome, total::Produced, Duration) {
     plugin("recorder");
     let mut set = SentinelSet::start(2, 3).unwrap();
     let cfg = TestConfig::new(&format!(
@@ -66,6 +69,10 @@ retry_delay = "100ms"
     set.cut_replication().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let old = set.kill_master().unwrap();
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
     set.signal_replicas("CONT").unwrap();
     let new = set.wait_promoted(old, Duration::from_secs(30)).unwrap();
     let produced = producer.await.unwrap();
@@ -92,7 +99,25 @@ retry_delay = "100ms"
         &dead,
         |id| id.starts_with(&prefix),
     );
-    (outcome, produced)
+    // When the host moved to the new master (its log line's time), and
+    // the first handling that began after that.
+    let stamp = line.split_whitespace().next().unwrap_or_default();
+    let changed_at = humantime::parse_rfc3339(stamp)
+        .unwrap_or_else(|e| panic!("{stamp:?}: {e}"))
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros();
+    let resumed = total::handlings_timed(std::slice::from_ref(&log))
+        .iter()
+        .map(|h| h.begin)
+        .filter(|b| *b > changed_at)
+        .min()
+        .expect("handlings after the failover");
+    (
+        outcome,
+        produced,
+        Duration::from_micros((resumed - killed_at) as u64),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,16 +130,17 @@ async fn a_killed_master_is_followed_and_nothing_acknowledged_is_lost() {
         "producer WAIT | host wait_replicas | acknowledged | lost | duplicates | unexpected | resent batches"
     );
     for (producer_wait, host_wait) in [(0, 0), (1, 0), (0, 1), (1, 1)] {
-        let (o, p) = failover(producer_wait, host_wait).await;
+        let (o, p, resumed) = failover(producer_wait, host_wait).await;
         println!(
-            "{} | {} | {} | {} | {} | {} | {}",
+            "{} | {} | {} | {} | {} | {} | {} | {:.1} s",
             if producer_wait > 0 { "WAIT 1" } else { "none" },
             host_wait,
             o.acknowledged,
             o.lost.len(),
             o.duplicates,
             o.unexpected.len(),
-            p.resent
+            p.resent,
+            resumed.as_secs_f64()
         );
         assert_eq!(o.acknowledged, 5_000, "{o}");
         assert!(o.unexpected.is_empty(), "{o}");

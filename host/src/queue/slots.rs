@@ -13,6 +13,8 @@ pub struct Slots {
     /// Slots to retire as running handlers finish (after a decrease that
     /// found them busy).
     deficit: AtomicUsize,
+    /// Reading loops sharing the slots (one per partition read).
+    readers: Arc<AtomicUsize>,
 }
 
 impl Slots {
@@ -21,7 +23,20 @@ impl Slots {
             semaphore: Arc::new(Semaphore::new(size)),
             size: Mutex::new(size),
             deficit: AtomicUsize::new(0),
+            readers: Arc::default(),
         }
+    }
+
+    /// Counts a reading loop among those sharing the slots until the guard
+    /// is dropped.
+    pub(super) fn reader(&self) -> ReaderGuard {
+        self.readers.fetch_add(1, Ordering::AcqRel);
+        ReaderGuard(self.readers.clone())
+    }
+
+    /// How many reading loops share the slots.
+    pub(super) fn readers(&self) -> usize {
+        self.readers.load(Ordering::Acquire)
     }
 
     /// Changes the number of slots; running handlers are never interrupted.
@@ -67,5 +82,15 @@ impl Slots {
         if retired {
             permit.forget();
         }
+    }
+}
+
+/// A reading loop's place among those sharing a queue's slots.
+#[derive(Debug)]
+pub(super) struct ReaderGuard(Arc<AtomicUsize>);
+
+impl Drop for ReaderGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

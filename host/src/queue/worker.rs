@@ -4,12 +4,14 @@
 //!
 //! A queue has a loop per partition, and they share its slots. A loop
 //! whose stream has nothing new must not sit on slots another partition's
-//! backlog could use, so it waits in two ways: while its reads find
-//! messages it takes every free slot and reads that many at once, without
-//! blocking; once a read finds none, it holds no slot and blocks on a read
-//! of one message, which then waits for a free slot (its lease renewed
-//! meanwhile). So a host holds at most `concurrency` + `partitions`
-//! messages of a queue at once, the extra ones waiting for a slot.
+//! backlog could use, so beside other loops it waits in two ways: while
+//! its reads find messages it takes every free slot and reads that many at
+//! once, without blocking; once a read finds none, it holds no slot and
+//! blocks on a read of one message, which then waits for a free slot (its
+//! lease renewed meanwhile). So a host holds at most `concurrency` +
+//! `partitions` messages of a queue at once, the extra ones waiting for a
+//! slot. The only loop of a queue (one partition) blocks holding the free
+//! slots and reads as many messages as arrive at once.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -161,6 +163,7 @@ impl QueueWorker {
         let _stopped = tasks.reading_stopped.clone().drop_guard();
         let name = self.shared.name.clone();
         let semaphore = self.shared.slots.semaphore.clone();
+        let _reading = self.shared.slots.reader();
         // Leases are renewed while handlers run, including after this loop
         // stops reading (shutdown, or the queue removed), until the handlers
         // are done.
@@ -194,7 +197,10 @@ impl QueueWorker {
                 // producer left them out.
                 max_fields: MAX_FIELDS + 2,
             };
-            if idle && !reclaim.is_due(tokio::time::Instant::now()) {
+            // The only loop on the queue's slots (one partition) waits for
+            // new messages holding the free slots, reading as many at once.
+            let alone = self.shared.slots.readers() <= 1;
+            if idle && !alone && !reclaim.is_due(tokio::time::Instant::now()) {
                 let block = reclaim.read_wait(
                     tokio::time::Instant::now(),
                     Duration::from_millis(10),
@@ -283,8 +289,13 @@ impl QueueWorker {
                         return StreamResult::Ok((claimed.entries, true));
                     }
                 }
-                // Without waiting: a stream with nothing new lets the
-                // slots go (see the module's comment).
+                // Beside other loops, without waiting: a stream with
+                // nothing new lets the slots go (see the module's comment).
+                let block = if alone {
+                    reclaim.read_wait(now, Duration::from_millis(10), interval)
+                } else {
+                    Duration::ZERO
+                };
                 let read = self
                     .reader
                     .read_new(
@@ -292,7 +303,7 @@ impl QueueWorker {
                         self.shared.stream.group(),
                         &self.shared.stream.consumer,
                         permits.len(),
-                        Duration::ZERO,
+                        block,
                         bounds,
                     )
                     .await?;
