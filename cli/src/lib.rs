@@ -22,7 +22,7 @@ use switchyard::admin::status;
 use switchyard::config::{Config, Needs, process_env};
 use switchyard::metrics::Metrics;
 use switchyard::plugin::{Compiler, compile};
-use switchyard::redis::{Endpoint, Redis};
+use switchyard::redis::{Access, Endpoint, Redis};
 use switchyard::shutdown::{self, Shutdown};
 use switchyard::supervisor;
 
@@ -119,7 +119,7 @@ fn load(config: &ConfigArg) -> Result<Config> {
 
 /// The Redis deployment `url` names, with what `[redis]` adds.
 pub(crate) fn redis(url: &str, config: &Config) -> Result<Redis> {
-    let endpoint = Endpoint::parse(url, &config.redis.access())?;
+    let endpoint = Endpoint::parse(url, &Access::of(&config.redis))?;
     Redis::new(endpoint)
 }
 

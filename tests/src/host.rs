@@ -51,8 +51,9 @@ pub fn start_host(config: &Config, redis: &Redis) -> RunningHost {
 /// The deployment `url` names, with what `config`'s `[redis]` adds, as
 /// `switchyard run` makes it.
 pub fn deployment(url: &str, config: &Config) -> switchyard::redis::Redis {
-    let endpoint = switchyard::redis::Endpoint::parse(url, &config.redis.access())
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    let endpoint =
+        switchyard::redis::Endpoint::parse(url, &switchyard::redis::Access::of(&config.redis))
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
     switchyard::redis::Redis::new(endpoint).expect("a Redis deployment")
 }
 

@@ -229,26 +229,6 @@ impl fmt::Debug for RedisSettings {
     }
 }
 
-impl RedisSettings {
-    /// What the URL is completed with.
-    pub fn access(&self) -> crate::redis::Access {
-        use crate::redis::Credentials;
-        // An empty value is one not given (a secret not read).
-        let given = |v: &Option<String>| v.clone().filter(|t| !t.is_empty());
-        crate::redis::Access {
-            data: Credentials {
-                username: given(&self.username),
-                password: given(&self.password),
-            },
-            sentinel: Credentials {
-                username: given(&self.sentinel_username),
-                password: given(&self.sentinel_password),
-            },
-            ca_pem: self.ca_file.as_ref().map(|c| c.pem.clone()),
-        }
-    }
-}
-
 /// The `[retention]` table: how streams are kept bounded.
 #[derive(Debug, Clone)]
 pub struct RetentionSettings {

@@ -93,17 +93,9 @@ impl Config {
         s.plain("ingress.partitions", i.partitions.to_string());
         let rs = &self.redis;
         let credential = |v: &Option<String>| v.as_deref().map_or("(none)".into(), fingerprint);
-        s.plain(
-            "redis.username",
-            rs.username.clone().unwrap_or_else(|| "(none)".into()),
-        );
+        s.sensitive("redis.username", credential(&rs.username));
         s.sensitive("redis.password", credential(&rs.password));
-        s.plain(
-            "redis.sentinel_username",
-            rs.sentinel_username
-                .clone()
-                .unwrap_or_else(|| "(none)".into()),
-        );
+        s.sensitive("redis.sentinel_username", credential(&rs.sentinel_username));
         s.sensitive("redis.sentinel_password", credential(&rs.sentinel_password));
         s.plain(
             "redis.ca_file",

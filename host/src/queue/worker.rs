@@ -206,18 +206,19 @@ impl QueueWorker {
                     Duration::from_millis(10),
                     interval,
                 );
-                let read = tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => break,
-                    read = self.reader.read_new(
+                // Not given up for a shutdown: a message Redis hands over
+                // is handled (the read waits at most `block`).
+                let read = self
+                    .reader
+                    .read_new(
                         &self.shared.stream.stream,
                         self.shared.stream.group(),
                         &self.shared.stream.consumer,
                         1,
                         block,
                         bounds,
-                    ) => read,
-                };
+                    )
+                    .await;
                 let entries = match read {
                     Ok(entries) => entries,
                     Err(e) => {
@@ -234,18 +235,12 @@ impl QueueWorker {
                         .lock()
                         .expect("in-flight lock")
                         .insert(entry.id().to_owned());
-                    let permit = tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => {
-                            // Left pending: delivered again after its
-                            // visibility timeout.
-                            self.shared.in_flight.lock().expect("in-flight lock").remove(entry.id());
-                            break;
-                        }
-                        permit = semaphore.clone().acquire_owned() => permit.expect("semaphore never closes"),
-                    };
+                    // It waits for a slot on the handlers' tracker, so a
+                    // shutdown or a removal drains it like a running one.
                     let shared = self.shared.clone();
+                    let slots = semaphore.clone();
                     tasks.handlers.spawn(async move {
+                        let permit = slots.acquire_owned().await.expect("semaphore never closes");
                         shared.handle(entry, permit).await;
                     });
                     idle = false;

@@ -73,6 +73,7 @@ fn encode(args: &[&[u8]]) -> Vec<u8> {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl BoundedReader {
+    /// A reader of `redis`; it connects at its first read.
     pub fn new(redis: &Redis) -> Self {
         BoundedReader {
             redis: redis.clone(),
@@ -163,7 +164,7 @@ impl BoundedReader {
             // connection costs little.
             tracing::trace!(error = %e, redis = %self.redis.describe(), "Bounded reader reset.");
             self.conn = None;
-            if e.is_outage() {
+            if e.is_outage() || e.kind == super::RedisFailure::Moved {
                 // Perhaps another node serves the stream now.
                 self.redis.topology_changed().await;
             }

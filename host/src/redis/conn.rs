@@ -22,6 +22,10 @@ pub enum RedisFailure {
     /// understand (a key of the wrong type, a script error): logged as it
     /// is, retried with backoff.
     Refused,
+    /// Another node serves the key now (a slot moved or is moving, a
+    /// failover): retried at once on the node the topology names when read
+    /// again; no outage.
+    Moved,
 }
 
 /// A failed Redis call: what the host was doing, why it failed, and how to
@@ -106,11 +110,16 @@ impl StreamError {
 fn kind_of_code(code: &str) -> RedisFailure {
     match code {
         "NOGROUP" => RedisFailure::MissingGroup,
-        // Redis cannot serve for now, or another node serves the key now
-        // (a failover, a slot moved): retried once the topology is read
-        // again.
-        "LOADING" | "MASTERDOWN" | "TRYAGAIN" | "BUSY" | "CLUSTERDOWN" | "READONLY" | "MOVED"
-        | "ASK" | "UNBLOCKED" => RedisFailure::Outage,
+        // Redis cannot serve for now, or refuses the host's credentials
+        // (an outage until an operator fixes them, said once, not at every
+        // retry).
+        "LOADING" | "MASTERDOWN" | "BUSY" | "CLUSTERDOWN" | "WRONGPASS" | "NOAUTH" | "NOPERM" => {
+            RedisFailure::Outage
+        }
+        // Another node serves the key now: a slot moved or is moving, a
+        // replica that was the master refuses writes, a blocked read's key
+        // went to another node.
+        "MOVED" | "ASK" | "TRYAGAIN" | "READONLY" | "UNBLOCKED" => RedisFailure::Moved,
         _ => RedisFailure::Refused,
     }
 }
@@ -137,6 +146,10 @@ pub struct Health {
 impl Health {
     /// A call failed.
     pub fn failed(&self, e: &StreamError) {
+        if e.kind == RedisFailure::Moved {
+            tracing::debug!(error = %e, "Another Redis node serves the key now; retrying there.");
+            return;
+        }
         if !e.is_outage() {
             tracing::error!(error = %e, "Redis refused a command; retrying.");
             return;

@@ -105,6 +105,7 @@ impl Redis {
         let _ = self.inner.metrics.set(metrics);
     }
 
+    /// What the URL and `[redis]` say.
     pub fn endpoint(&self) -> &Endpoint {
         &self.inner.endpoint
     }
@@ -114,6 +115,7 @@ impl Redis {
         self.inner.endpoint.describe()
     }
 
+    /// A Redis Cluster: keys carry hash tags (see `crate::stream::layout`).
     pub fn is_cluster(&self) -> bool {
         self.inner.endpoint.is_cluster()
     }

@@ -97,6 +97,25 @@ pub struct Access {
     pub ca_pem: Option<Arc<[u8]>>,
 }
 
+impl Access {
+    /// What `[redis]` adds to the URL (an empty value is one not given: a
+    /// secret the command did not read).
+    pub fn of(settings: &crate::config::RedisSettings) -> Access {
+        let given = |v: &Option<String>| v.clone().filter(|t| !t.is_empty());
+        Access {
+            data: Credentials {
+                username: given(&settings.username),
+                password: given(&settings.password),
+            },
+            sentinel: Credentials {
+                username: given(&settings.sentinel_username),
+                password: given(&settings.sentinel_password),
+            },
+            ca_pem: settings.ca_file.as_ref().map(|c| c.pem.clone()),
+        }
+    }
+}
+
 impl fmt::Debug for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Access")
@@ -108,16 +127,32 @@ impl fmt::Debug for Access {
 }
 
 /// A Redis deployment as the host reaches it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub topology: Topology,
     /// TLS to every node (and sentinel), the certificate and name verified.
     pub tls: bool,
+    /// The database of the data nodes (0 on a cluster, which has no other).
     pub db: i64,
     /// The data nodes' credentials.
     pub data: Credentials,
+    /// The sentinels' credentials, when they have any.
     pub sentinel: Credentials,
+    /// Private CA certificates (PEM) trusted besides the web's roots.
     pub ca_pem: Option<Arc<[u8]>>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("topology", &self.topology)
+            .field("tls", &self.tls)
+            .field("db", &self.db)
+            .field("data", &self.data)
+            .field("sentinel", &self.sentinel)
+            .field("ca_pem", &self.ca_pem.as_ref().map(|p| p.len()))
+            .finish()
+    }
 }
 
 /// Why a URL is not one the host can use.
@@ -136,22 +171,21 @@ fn bad(problem: impl Into<String>) -> BadUrl {
     }
 }
 
-/// `url` with the password of its user part, if any, written `***`.
+/// `url` with its user part, up to the last `@`, shown as `user:***`
+/// (or `***` when it is not plainly a user and a password): a password is
+/// never shown, however it is written.
 fn masked(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, hosts)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let shown = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
+    match rest.rsplit_once('@') {
+        Some((userinfo, after)) => {
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) if !user.contains(['/', '?', '#']) => format!("{user}:***"),
+                _ => "***".to_owned(),
             };
-            format!("{scheme}://{shown}@{hosts}{tail}")
+            format!("{scheme}{shown}@{after}")
         }
         None => url.to_owned(),
     }
@@ -187,12 +221,12 @@ impl Endpoint {
             "rediss+cluster" => ("cluster", true),
             other => return Err(bad(format!("{other}:// is not a Redis URL scheme"))),
         };
-        let (rest, query) = match rest.split_once('?') {
-            Some((r, q)) => (r, Some(q)),
-            None => (rest, None),
-        };
         let mut db: i64 = 0;
         if kind == "unix" {
+            let (rest, query) = match rest.split_once('?') {
+                Some((r, q)) => (r, Some(q)),
+                None => (rest, None),
+            };
             if !rest.starts_with('/') {
                 return Err(bad("a socket URL names an absolute path"));
             }
@@ -212,18 +246,25 @@ impl Endpoint {
                 ca_pem: access.ca_pem.clone(),
             });
         }
-        if let Some(q) = query.filter(|q| !q.is_empty()) {
-            return Err(bad(format!(
-                "unknown URL parameters {q:?} (credentials and the CA file go in [redis] of queues.toml)"
-            )));
-        }
-        let (authority, path) = match rest.split_once('/') {
-            Some((a, p)) => (a, p),
-            None => (rest, ""),
+        // The user part ends at the last `@`: a password written without
+        // percent-encoding its `/` or `?` is still never read as a host or
+        // a path (nor quoted in an error).
+        let (userinfo, after) = match rest.rsplit_once('@') {
+            Some((u, a)) => (Some(u), a),
+            None => (None, rest),
         };
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
+        let (after, query) = match after.split_once('?') {
+            Some((r, q)) => (r, Some(q)),
+            None => (after, None),
+        };
+        if query.is_some_and(|q| !q.is_empty()) {
+            return Err(bad(
+                "a Redis URL takes no parameters here (credentials and the CA file go in [redis] of queues.toml)",
+            ));
+        }
+        let (hosts, path) = match after.split_once('/') {
+            Some((a, p)) => (a, p),
+            None => (after, ""),
         };
         let mut data = Credentials::default();
         if let Some(u) = userinfo {
@@ -293,6 +334,7 @@ impl Endpoint {
         })
     }
 
+    /// A Redis Cluster: every key of a step must share a slot.
     pub fn is_cluster(&self) -> bool {
         matches!(self.topology, Topology::Cluster { .. })
     }
@@ -459,6 +501,21 @@ mod tests {
         }
         let e = parse("redis://u:hunter2@a,b/0").unwrap_err().to_string();
         assert!(e.starts_with("\"redis://u:***@a,b/0\": "), "{e}");
+        // A password with a raw `/`, `?` or `@`, or a URL without a scheme:
+        // the password is in no error.
+        for url in [
+            "redis://u:hun/ter2@h:99999",
+            "redis://u:hun?ter2@h/x",
+            "redis://u:hu@nter2@a,b",
+            "u:hunter2@h:6379",
+            "redis://hunter2@h:0",
+        ] {
+            let e = parse(url).unwrap_err().to_string();
+            assert!(!e.contains("hunter2") && !e.contains("ter2"), "{url}: {e}");
+        }
+        let ok = parse("redis://u:pa/ss@h:6380").unwrap();
+        assert_eq!(ok.data.password.as_deref(), Some("pa/ss"));
+        assert_eq!(ok.topology, Topology::Node(tcp("h", 6380)));
     }
 
     #[test]

@@ -79,6 +79,10 @@ pub(crate) static KV_WRITE: LazyLock<redis::Script> =
 pub(crate) static KV_DELETE: LazyLock<redis::Script> =
     LazyLock::new(|| plain_writing_script(include_str!("lua/kv_delete.lua")));
 
+/// Whether a partition's streams are drained (`lua/drained.lua`).
+pub(crate) static DRAINED: LazyLock<redis::Script> =
+    LazyLock::new(|| redis::Script::new(include_str!("lua/drained.lua")));
+
 /// Lists the keys of a bucket (`lua/kv_list.lua`).
 pub(crate) static KV_LIST: LazyLock<redis::Script> =
     LazyLock::new(|| redis::Script::new(include_str!("lua/kv_list.lua")));

@@ -156,6 +156,8 @@ impl Following {
         self.current.load().1.clone()
     }
 
+    /// A command failed: the follower checks the master now rather than at
+    /// its next tick (one wake-up stands for any number of failures).
     fn suspect(&self) {
         self.suspect.notify_one();
     }

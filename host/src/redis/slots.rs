@@ -62,10 +62,12 @@ pub struct SlotMap {
 }
 
 impl SlotMap {
+    /// Not read yet (or read from a node that knew of no slots).
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
 
+    /// The master serving `slot`, as the map says.
     pub fn master_of(&self, slot: u16) -> Option<&NodeAddr> {
         let i = self.ranges.partition_point(|(_, end, _)| *end < slot);
         self.ranges

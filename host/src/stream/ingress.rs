@@ -261,12 +261,13 @@ impl IngressRouter {
             inv.key(k);
         }
         failpoint::hit("router-before-commit");
+        let mut writer = self.replicas.writer(&self.conn).await?;
         let done: u64 = inv
-            .invoke_async(&mut self.conn)
+            .invoke_async(writer.conn())
             .await
             .doing(|| format!("routing {} entries of {stream:?}", entries.len()))?;
         failpoint::hit("router-after-commit");
-        self.replicas.after_step(&mut self.conn, stream).await;
+        writer.replicated(stream).await;
         drop(spans);
         if done < entries.len() as u64 {
             tracing::info!(

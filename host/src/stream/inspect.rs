@@ -56,7 +56,9 @@ pub async fn stream_status<C: ConnectionLike>(
     let groups = match groups {
         Ok(v) => v,
         // No such stream yet: nothing waiting.
-        Err(e) if e.code() == Some("ERR") => return Ok(status),
+        Err(e) if e.code() == Some("ERR") && e.to_string().contains("no such key") => {
+            return Ok(status);
+        }
         Err(e) => return Err(e).doing(|| format!("XINFO GROUPS {key}")),
     };
     let Value::Array(groups) = groups else {

@@ -44,6 +44,8 @@ impl Keys {
         Keys::new(&config.host.prefix, &config.ingress.stream, cluster)
     }
 
+    /// The keys of a deployment with key prefix `prefix` and ingress
+    /// stream `ingress`, on a cluster or not.
     pub fn new(prefix: &str, ingress: &str, cluster: bool) -> Self {
         Keys {
             prefix: prefix.to_owned(),
@@ -54,10 +56,6 @@ impl Keys {
 
     /// The consumer group on the ingress streams and on every queue stream.
     pub fn group(&self) -> &str {
-        &self.prefix
-    }
-
-    pub fn prefix(&self) -> &str {
         &self.prefix
     }
 
@@ -141,6 +139,8 @@ pub struct Partition {
     pub ingress: String,
     /// Its hash tag; none for partition 0 off a cluster.
     tag: Option<String>,
+    /// Partition 0, whose ingress is the configured stream itself (on a
+    /// cluster its tag is that stream's name, which no other tag is).
     first: bool,
 }
 
@@ -166,18 +166,22 @@ impl Partition {
         if self.first { "" } else { self.id() }
     }
 
+    /// Partition 0: the configured ingress stream.
     pub fn is_first(&self) -> bool {
         self.first
     }
 
+    /// The stream of `queue` in this partition.
     pub fn queue_stream(&self, queue: &str) -> String {
         self.key(&format!("queue:{queue}"))
     }
 
+    /// This partition's dead letters.
     pub fn dead_letter(&self) -> String {
         self.key("dead")
     }
 
+    /// The failures recorded for `queue`'s messages of this partition.
     pub fn errors(&self, queue: &str) -> String {
         self.key(&format!("errors:{queue}"))
     }

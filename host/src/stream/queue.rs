@@ -96,13 +96,6 @@ impl QueueStream {
         }
     }
 
-    /// Waits for the replicas `redis.wait_replicas` asks for, after a step
-    /// on this stream.
-    async fn replicated(&self) {
-        let mut conn = self.conn.clone();
-        self.replicas.after_step(&mut conn, &self.stream).await;
-    }
-
     /// The consumer group's name.
     pub fn group(&self) -> &str {
         &self.group
@@ -167,7 +160,7 @@ impl QueueStream {
         if !published.is_empty() {
             return self.ack_publishing(acks, published).await;
         }
-        let mut conn = self.conn.clone();
+        let mut writer = self.replicas.writer(&self.conn).await?;
         let mut pipe = redis::pipe();
         let cleared: Vec<&str> = acks
             .iter()
@@ -185,10 +178,10 @@ impl QueueStream {
         if !cleared.is_empty() {
             pipe.cmd("HDEL").arg(&self.errors).arg(&cleared).ignore();
         }
-        pipe.query_async::<()>(&mut conn)
+        pipe.query_async::<()>(writer.conn())
             .await
             .doing(|| format!("acking {} entries on {:?}", acks.len(), self.stream))?;
-        self.replicated().await;
+        writer.replicated(&self.stream).await;
         Ok(())
     }
 
@@ -220,8 +213,8 @@ impl QueueStream {
                 inv.arg(k).arg(v);
             }
         }
-        let mut conn = self.conn.clone();
-        inv.invoke_async::<redis::Value>(&mut conn)
+        let mut writer = self.replicas.writer(&self.conn).await?;
+        inv.invoke_async::<redis::Value>(writer.conn())
             .await
             .map(drop)
             .doing(|| {
@@ -232,7 +225,7 @@ impl QueueStream {
                     self.stream
                 )
             })?;
-        self.replicated().await;
+        writer.replicated(&self.stream).await;
         Ok(())
     }
 
@@ -259,12 +252,12 @@ impl QueueStream {
             .arg(id)
             .arg(idle)
             .arg(record);
-        let mut conn = self.conn.clone();
+        let mut writer = self.replicas.writer(&self.conn).await?;
         let scheduled: i64 = inv
-            .invoke_async(&mut conn)
+            .invoke_async(writer.conn())
             .await
             .doing(|| format!("scheduling a retry of {id} on {:?}", self.stream))?;
-        self.replicated().await;
+        writer.replicated(&self.stream).await;
         Ok(scheduled == 1)
     }
 
@@ -341,12 +334,12 @@ impl QueueStream {
         for (k, v) in &host {
             inv.arg(*k).arg(v);
         }
-        let mut conn = self.conn.clone();
+        let mut writer = self.replicas.writer(&self.conn).await?;
         let dead = inv
-            .invoke_async(&mut conn)
+            .invoke_async(writer.conn())
             .await
             .doing(|| format!("dead-lettering {id} of {:?}", self.stream))?;
-        self.replicated().await;
+        writer.replicated(&self.stream).await;
         Ok(dead)
     }
 }

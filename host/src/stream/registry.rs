@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use redis::aio::ConnectionLike;
 use serde::{Deserialize, Serialize};
 
-use super::inspect::stream_status;
 use super::{Keys, Partition, now_rfc3339};
+use crate::redis::scripts::DRAINED;
 use crate::redis::{Doing, StreamResult};
 
 /// Where a partition is in its life.
@@ -38,6 +38,7 @@ pub enum State {
 }
 
 impl State {
+    /// As the record, `status` and the metrics name it.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Active => "active",
@@ -58,6 +59,7 @@ struct Record {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Known {
     pub partition: Partition,
+    /// Where it is in its life, as last recorded.
     pub state: State,
     /// When it entered that state (RFC 3339).
     pub since: String,
@@ -155,22 +157,23 @@ pub async fn register<C: ConnectionLike>(
 }
 
 /// Whether nothing of `partition` is left to read or in flight: its
-/// ingress stream and each of `queues`' streams.
+/// ingress stream and each of `queues`' streams, looked at in one step.
 pub async fn is_drained<C: ConnectionLike>(
     conn: &mut C,
     keys: &Keys,
     partition: &Partition,
     queues: &[String],
 ) -> StreamResult<bool> {
-    let mut streams = vec![partition.ingress.clone()];
-    streams.extend(queues.iter().map(|q| partition.queue_stream(q)));
-    for stream in streams {
-        let s = stream_status(conn, &stream, keys.group()).await?;
-        if !(s.is_idle() && (s.group || s.length == 0)) {
-            return Ok(false);
-        }
+    let mut inv = DRAINED.key(&partition.ingress);
+    for q in queues {
+        inv.key(partition.queue_stream(q));
     }
-    Ok(true)
+    inv.arg(keys.group());
+    let drained: i64 = inv
+        .invoke_async(conn)
+        .await
+        .doing(|| format!("looking whether partition {} is drained", partition.id()))?;
+    Ok(drained == 1)
 }
 
 /// The `n` partitions a configuration asks for, then every other one

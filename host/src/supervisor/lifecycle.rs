@@ -52,6 +52,16 @@ pub(super) struct QueueHandle {
     pub(super) workers: BTreeMap<Partition, PartitionWorker>,
 }
 
+/// Stops a reading loop: its handlers finish, then its acks and lease
+/// renewals; its tasks are kept in `retired` until they are done.
+pub(super) fn retire(retired: &mut Vec<WorkerTasks>, worker: PartitionWorker) {
+    worker.stop.cancel();
+    let tasks = worker.tasks.clone();
+    tokio::spawn(async move { tasks.wind_down().await });
+    retired.retain(|t| !t.is_done());
+    retired.push(worker.tasks);
+}
+
 /// A queue's reading loop in one partition, and its handlers.
 pub(super) struct PartitionWorker {
     pub(super) stop: CancellationToken,
@@ -117,10 +127,7 @@ impl Supervisor {
         }
         for q in self.queues.values_mut() {
             if let Some(w) = q.workers.remove(partition) {
-                w.stop.cancel();
-                let tasks = w.tasks.clone();
-                tokio::spawn(async move { tasks.wind_down().await });
-                self.retired.push(w.tasks);
+                retire(&mut self.retired, w);
             }
         }
         tracing::info!(partition = %partition.id(), ingress = %partition.ingress, "Stopped reading partition.");

@@ -143,7 +143,7 @@ pub async fn run(
                 &config.ingress.stream,
                 redis.is_cluster(),
             ),
-            replicas: Replicas::new(current.clone(), metrics.clone()),
+            replicas: Replicas::new(current.clone(), metrics.clone(), redis.clone()),
             consumer,
             engine,
             metrics,

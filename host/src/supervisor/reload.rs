@@ -212,9 +212,7 @@ impl Supervisor {
                 // Its acks and lease renewals stop once its last handler is
                 // done. Its unread messages stay in its stream.
                 for w in handle.workers.into_values() {
-                    let tasks = w.tasks.clone();
-                    tokio::spawn(async move { tasks.wind_down().await });
-                    self.retired.push(w.tasks);
+                    lifecycle::retire(&mut self.retired, w);
                 }
                 tracing::info!(event = "queue_removed", queue = %name, "Queue removed: it stops reading; messages in flight finish; messages never read stay in its stream.");
             }

@@ -43,10 +43,12 @@ impl Budget<'_> {
 /// What a search found.
 #[derive(Debug, Clone, Default)]
 pub struct Found {
+    /// What matched, newest first.
     pub letters: Vec<DeadLetter>,
     /// Set when the search stopped at its budget: the id of the last dead
     /// letter examined, to search on below.
     pub more_below: Option<String>,
+    /// Dead letters read from Redis, matching or not.
     pub examined: usize,
 }
 
@@ -102,7 +104,7 @@ pub async fn search<C: ConnectionLike>(
     let (newest, oldest) = filter.range(SystemTime::now());
     let below = below.map(|b| {
         let (id, partition) = split_dead_letter_ref(b);
-        (entry_time(id), id.to_owned(), partition.to_owned())
+        (id.to_owned(), partition.to_owned())
     });
     let mut cursors: Vec<Cursor<'_>> = partitions
         .iter()
@@ -111,8 +113,8 @@ pub async fn search<C: ConnectionLike>(
             newest: match &below {
                 // Ties at the same time: partitions ranked below the
                 // cursor's still have that entry to give.
-                Some((_, id, pid)) if p.id() < pid.as_str() => id.clone(),
-                Some((_, id, _)) => format!("({id}"),
+                Some((id, pid)) if p.id() < pid.as_str() => id.clone(),
+                Some((id, _)) => format!("({id}"),
                 None => newest.clone(),
             },
             page: VecDeque::new(),
@@ -122,17 +124,24 @@ pub async fn search<C: ConnectionLike>(
     let mut found = Found::default();
     let mut last: Option<String> = None;
     loop {
-        for c in cursors.iter_mut().filter(|c| c.page.is_empty() && !c.done) {
-            let mut page = budget.page.max(1);
-            if budget.max_examined > 0 {
-                let left = budget.max_examined.saturating_sub(found.examined);
-                if left == 0 {
-                    // Spent: search on below the last one examined.
-                    found.more_below = last;
-                    return Ok(found);
-                }
-                page = page.min(left);
+        let needing = cursors
+            .iter()
+            .filter(|c| c.page.is_empty() && !c.done)
+            .count();
+        let mut share = budget.page.max(1);
+        if budget.max_examined > 0 && needing > 0 {
+            let left = budget.max_examined.saturating_sub(found.examined);
+            if left == 0 && last.is_some() {
+                // Spent: search on below the last one examined.
+                found.more_below = last;
+                return Ok(found);
             }
+            // The budget shared among the partitions to read, a dead letter
+            // each at least, so every partition is looked at.
+            share = share.min((left / needing).max(1));
+        }
+        for c in cursors.iter_mut().filter(|c| c.page.is_empty() && !c.done) {
+            let page = share;
             let reply: Value = {
                 let _turn = match budget.turns {
                     Some(t) => Some(t.acquire().await.context("the search was stopped")?),

@@ -41,7 +41,8 @@ pub(super) fn redis(
         "redis.wait_timeout",
         r.wait_timeout.as_ref(),
         d::WAIT_TIMEOUT,
-        Duration::from_secs(60),
+        // Below the response timeout of the host's connections (10 s).
+        Duration::from_secs(5),
     );
     RedisSettings {
         username,
