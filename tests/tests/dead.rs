@@ -268,3 +268,73 @@ database_url = { env = "SWITCHYARD_TEST_UNSET_URL" }
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Dead letters of every partition: listed together, newest first, each
+/// id naming its partition outside partition 0; shown, replayed to their
+/// own partition's queue, and purged by those ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_of_every_partition_are_one_list() {
+    init_logs();
+    let text = std::fs::read_to_string(&config("deadparts", "always_reject").path)
+        .unwrap()
+        .replace(
+            "visibility_timeout = \"1s\"\n[routes]",
+            "visibility_timeout = \"1s\"\npartitions = 3\n[routes]",
+        );
+    let cfg = TestConfig::new(&text);
+    let mut host = TestHost::start_with(cfg).await;
+    let keys = host.cfg.keys();
+    let partitions = keys.partitions(3);
+    for (i, p) in partitions.iter().enumerate() {
+        for n in 0..2 {
+            let id = format!("p{i}-{n}");
+            host.send_fields(
+                &p.ingress,
+                &[("type", "order.placed"), ("id", &id), ("body", "{}")],
+            )
+            .await;
+        }
+    }
+    host.settled("Q", 6, LIMIT).await;
+    let all = listed(&host.cfg, &host.redis, &[]);
+    assert_eq!(all.len(), 6, "{all:?}");
+    let ids: Vec<&str> = all.iter().map(|d| d["id"].as_str().unwrap()).collect();
+    // Newest first over the partitions.
+    let times: Vec<(u64, u64)> = ids
+        .iter()
+        .map(|id| {
+            let entry = id.split('@').next().unwrap();
+            let (ms, seq) = entry.split_once('-').unwrap();
+            (ms.parse().unwrap(), seq.parse().unwrap())
+        })
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{ids:?}");
+    for p in &partitions[1..] {
+        let suffix = format!("@{}", p.id());
+        assert_eq!(
+            ids.iter().filter(|id| id.ends_with(&suffix)).count(),
+            2,
+            "{ids:?}"
+        );
+    }
+    assert_eq!(ids.iter().filter(|id| !id.contains('@')).count(), 2);
+
+    // One of partition 2: shown, replayed into partition 2's queue (where
+    // the plugin rejects it again), then every one purged.
+    let theirs = *ids
+        .iter()
+        .find(|id| id.ends_with(&format!("@{}", partitions[2].id())))
+        .unwrap();
+    let (out, err, ok) = dead(&host.cfg, &host.redis, &["show", theirs]);
+    assert!(ok && out.contains("id: p2-"), "{out}{err}");
+    let (out, err, ok) = dead(&host.cfg, &host.redis, &["replay", theirs]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains(&format!("replayed to {}", partitions[2].queue_stream("Q"))),
+        "{out}"
+    );
+    host.settled("Q", 7, LIMIT).await;
+    let (out, err, ok) = dead(&host.cfg, &host.redis, &["purge", "--all"]);
+    assert!(ok && out.contains("6 deleted"), "{out}{err}");
+    assert!(listed(&host.cfg, &host.redis, &[]).is_empty());
+}
