@@ -36,6 +36,9 @@ struct Args {
     /// Rounds of each case; the figure is the median.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// Only the cases whose label contains this (e.g. `Sentinel`).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 fn config(
@@ -289,6 +292,9 @@ async fn run() -> Result<()> {
     );
     let mut baseline = [0.0f64; 2];
     for (label, place, partitions, wait, queues) in cases {
+        if a.only.as_ref().is_some_and(|o| !label.contains(o.as_str())) {
+            continue;
+        }
         for (h, handler) in [Handler::Native, Handler::Wasm].into_iter().enumerate() {
             let mut xadds = Vec::new();
             let mut drains = Vec::new();
