@@ -247,9 +247,17 @@ mod tests {
             ),
             (
                 "-READONLY You can't write against a read only replica.\r\n",
+                RedisFailure::Moved,
+            ),
+            ("-MOVED 3999 127.0.0.1:6381\r\n", RedisFailure::Moved),
+            (
+                "-TRYAGAIN Multiple keys request during rehashing of slot\r\n",
+                RedisFailure::Moved,
+            ),
+            (
+                "-WRONGPASS invalid username-password pair or user is disabled.\r\n",
                 RedisFailure::Outage,
             ),
-            ("-MOVED 3999 127.0.0.1:6381\r\n", RedisFailure::Outage),
             (
                 "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
                 RedisFailure::Refused,
