@@ -9,6 +9,8 @@
 mod check;
 mod dead;
 pub mod demo;
+mod invoke;
+mod invoke_log;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +73,13 @@ enum Command {
     Check {
         #[command(flatten)]
         config: ConfigArg,
+        /// Check this plugin file alone, against every contract version.
+        #[arg(long)]
+        plugin: Option<PathBuf>,
+        /// With --plugin: `queues.toml#Queue`, whose grants its imports
+        /// are checked against.
+        #[arg(long, requires = "plugin")]
+        queue: Option<String>,
     },
     /// Show what waits, runs and was dead-lettered in every stream.
     Status {
@@ -100,6 +109,10 @@ enum Command {
         #[arg(long)]
         queue: Option<String>,
     },
+    /// Run a plugin on one message as a queue would, without Redis; print
+    /// what came of it. Exit status: 0 success, 3 retry, 4 reject, 5 a
+    /// failed call (trap, timeout, memory cap), 1 the plugin did not load.
+    Invoke(invoke::InvokeArgs),
     /// Run a local demo: a private redis-server (unless --redis-url or
     /// SWITCHYARD_REDIS_URL is given), sample chat events, a summary.
     Demo {
@@ -133,10 +146,18 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `check` reports on stdout and stderr itself; its log shows only what
     // goes wrong.
-    let _telemetry = switchyard::telemetry::init_logging(match cli.command {
-        Command::Check { .. } | Command::Dead { .. } => "warn",
-        _ => "info",
-    });
+    // `invoke` shows the plugin's log lines in its report.
+    let mut capture = None;
+    let _telemetry = match cli.command {
+        Command::Invoke(_) => {
+            capture = Some(invoke_log::init());
+            None
+        }
+        Command::Check { .. } | Command::Dead { .. } => {
+            Some(switchyard::telemetry::init_logging("warn"))
+        }
+        _ => Some(switchyard::telemetry::init_logging("info")),
+    };
     // Connections (Redis, plugins' HTTP, SQL and mail pools, the admin
     // server's clients) each take a file descriptor; the soft limit is
     // often 1,024 where the hard one is far higher.
@@ -150,7 +171,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(cli.command));
+    let result = runtime.block_on(run(cli.command, capture.unwrap_or_default()));
     // What is still running (a handler past the shutdown timeout) is
     // abandoned: its message stays pending.
     runtime.shutdown_timeout(Duration::from_millis(200));
@@ -178,8 +199,9 @@ pub(crate) fn compiler() -> Result<Compiler> {
         .map_err(|e| anyhow::anyhow!("cannot find this program to compile plugins with: {e}"))
 }
 
-async fn run(command: Command) -> Result<ExitCode> {
+async fn run(command: Command, capture: invoke_log::Capture) -> Result<ExitCode> {
     match command {
+        Command::Invoke(args) => invoke::invoke(args, capture).await,
         Command::Run { config, redis: url } => {
             // A URL that is no Redis URL is said before anything else.
             Endpoint::parse(&url.redis_url, &Default::default())?;
@@ -197,7 +219,12 @@ async fn run(command: Command) -> Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => check::check(&config).await,
+        Command::Check {
+            plugin: Some(plugin),
+            queue,
+            ..
+        } => check::check_plugin(&plugin, queue.as_deref()).await,
+        Command::Check { config, .. } => check::check(&config).await,
         Command::Migrate { config, queue } => {
             // The databases: their secrets and CA files; no plugin is read.
             let config = Config::load_with(&config.config, &process_env, Needs::DATABASES)?;

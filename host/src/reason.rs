@@ -28,6 +28,13 @@ pub enum DeadReason {
         kind: String,
         last: String,
     },
+    /// Its handler trapped `max_trap_attempts` times: a bug in the plugin
+    /// (a panic, an uncaught exception), which retrying seldom cures.
+    Trapped {
+        traps: u32,
+        max_trap_attempts: u32,
+        last: String,
+    },
     /// Delivered `max_attempts` times without an outcome recorded: its
     /// handler kept dying with its host.
     Abandoned {
@@ -57,11 +64,12 @@ pub enum DeadClass {
     Rejected,
     GaveUp,
     Abandoned,
+    Trapped,
 }
 
 impl DeadClass {
     /// Every class, in the order of their metric series.
-    pub const ALL: [DeadClass; 7] = [
+    pub const ALL: [DeadClass; 8] = [
         DeadClass::Malformed,
         DeadClass::NoRoute,
         DeadClass::Oversized,
@@ -69,6 +77,7 @@ impl DeadClass {
         DeadClass::Rejected,
         DeadClass::GaveUp,
         DeadClass::Abandoned,
+        DeadClass::Trapped,
     ];
 
     /// The classes the router gives (the others come from queues).
@@ -87,6 +96,7 @@ impl DeadClass {
             DeadClass::Rejected => "rejected",
             DeadClass::GaveUp => "gave_up",
             DeadClass::Abandoned => "abandoned",
+            DeadClass::Trapped => "trapped",
         }
     }
 
@@ -106,6 +116,7 @@ impl DeadReason {
             DeadReason::Rejected { .. } => DeadClass::Rejected,
             DeadReason::GaveUp { .. } => DeadClass::GaveUp,
             DeadReason::Abandoned { .. } => DeadClass::Abandoned,
+            DeadReason::Trapped { .. } => DeadClass::Trapped,
         }
     }
 }
@@ -150,6 +161,14 @@ impl fmt::Display for DeadReason {
             } => write!(
                 f,
                 "gave up after {attempts} attempts; last error ({kind}): {last}"
+            ),
+            DeadReason::Trapped {
+                traps,
+                max_trap_attempts,
+                last,
+            } => write!(
+                f,
+                "the plugin trapped {traps} times (max_trap_attempts {max_trap_attempts}): a bug in it? last: {last}"
             ),
             DeadReason::Abandoned {
                 deliveries,

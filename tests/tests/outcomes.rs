@@ -15,6 +15,7 @@ fn config() -> TestConfig {
 "reject" = ["Reject"]
 "retry" = ["Retry"]
 "trap" = ["Trap"]
+"bug" = ["Bug"]
 
 [queues.Ok]
 plugin = "@PLUGINS@/sleep.wasm"
@@ -35,6 +36,14 @@ max_attempts = 2
 handler_timeout = "1s"
 visibility_timeout = "2s"
 retry_delay = "50ms"
+
+[queues.Bug]
+plugin = "@PLUGINS@/trap.wasm"
+max_attempts = 10
+max_trap_attempts = 2
+handler_timeout = "1s"
+visibility_timeout = "2s"
+retry_delay = "50ms"
 "#,
     )
 }
@@ -42,7 +51,13 @@ retry_delay = "50ms"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_outcome_is_settled_as_promised() {
     let mut host = TestHost::start_with(config()).await;
-    for (t, n) in [("ok", 20), ("reject", 3), ("retry", 2), ("trap", 2)] {
+    for (t, n) in [
+        ("ok", 20),
+        ("reject", 3),
+        ("retry", 2),
+        ("trap", 2),
+        ("bug", 1),
+    ] {
         for i in 0..n {
             xadd(
                 &mut host.conn,
@@ -64,7 +79,11 @@ async fn each_outcome_is_settled_as_promised() {
             q.get(name)
                 .is_some_and(|c| c.succeeded + c.dead_lettered == n)
         };
-        let ok = done("Ok", 20) && done("Reject", 3) && done("Retry", 2) && done("Trap", 2);
+        let ok = done("Ok", 20)
+            && done("Reject", 3)
+            && done("Retry", 2)
+            && done("Trap", 2)
+            && done("Bug", 1);
         async move { ok }
     })
     .await;
@@ -130,6 +149,20 @@ async fn each_outcome_is_settled_as_promised() {
         assert!(d.reason.contains("trap plugin panics on"), "{}", d.reason);
     }
     assert_eq!(q["Trap"].failed, 4);
+    // A bug: dead-lettered after max_trap_attempts traps, long before
+    // max_attempts.
+    let bug = of("Bug");
+    assert_eq!(bug.len(), 1, "{dead:#?}");
+    assert_eq!(bug[0].attempts, "2");
+    assert!(
+        bug[0]
+            .reason
+            .contains("the plugin trapped 2 times (max_trap_attempts 2)")
+            && bug[0].reason.contains("trap plugin panics on bug-0"),
+        "{}",
+        bug[0].reason
+    );
+    assert_eq!(q["Bug"].failed, 2);
 
     // The dead-letter record keeps the original fields and names the plugin.
     let all = entries(&mut host.conn, &host.cfg.dead_stream()).await;

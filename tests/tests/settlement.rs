@@ -78,6 +78,7 @@ async fn a_message_another_consumer_holds_is_left_to_it() {
         first: "t".into(),
         last: "t".into(),
         errors: vec!["attempt 1 (retry): down".into()],
+        traps: 0,
     };
     let scheduled = queue
         .retry_later(
@@ -110,6 +111,7 @@ async fn a_retry_is_scheduled_for_a_message_of_ones_own() {
         first: "t".into(),
         last: "t".into(),
         errors: vec!["attempt 1 (retry): down".into()],
+        traps: 0,
     };
     let scheduled = queue
         .retry_later(

@@ -39,6 +39,7 @@ pub const HANDLER_TIMEOUT: Duration = secs(10);
 pub const MEMORY_MIB: i64 = 64;
 pub const VISIBILITY_TIMEOUT: Duration = secs(60);
 pub const MAX_ATTEMPTS: i64 = 15;
+pub const MAX_TRAP_ATTEMPTS: i64 = 3;
 pub const RETRY_QUICK: i64 = 3;
 pub const RETRY_QUICK_DELAY: Duration = Duration::from_millis(100);
 pub const RETRY_DELAY: Duration = secs(30);

@@ -32,6 +32,10 @@ pub struct QueueConfig {
     pub visibility_timeout: Duration,
     /// Deliveries before a failing message is dead-lettered.
     pub max_attempts: u32,
+    /// Attempts that trapped (a panic, an uncaught exception: a bug, which
+    /// retrying seldom cures) before the message is dead-lettered, however
+    /// many attempts `max_attempts` allows.
+    pub max_trap_attempts: u32,
     /// Retries made quickly, `retry_quick_delay` apart, before the spaced
     /// ones (in the spirit of CAP's three immediate retries).
     pub retry_quick: u32,
@@ -277,6 +281,8 @@ impl PublishGrant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
+    /// Attempts that trapped before the message is dead-lettered.
+    pub max_trap_attempts: u32,
     pub retry_quick: u32,
     pub retry_quick_delay: Duration,
     pub retry_delay: Duration,
@@ -304,6 +310,7 @@ impl QueueConfig {
     pub fn retry_policy(&self) -> RetryPolicy {
         RetryPolicy {
             max_attempts: self.max_attempts,
+            max_trap_attempts: self.max_trap_attempts,
             retry_quick: self.retry_quick,
             retry_quick_delay: self.retry_quick_delay,
             retry_delay: self.retry_delay,

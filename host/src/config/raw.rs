@@ -128,6 +128,7 @@ pub struct RawQueue {
     pub max_entry_kib: Option<Setting<i64>>,
     pub visibility_timeout: Option<Setting<String>>,
     pub max_attempts: Option<Setting<i64>>,
+    pub max_trap_attempts: Option<Setting<i64>>,
     pub retry_quick: Option<Setting<i64>>,
     pub retry_quick_delay: Option<Setting<String>>,
     pub retry_delay: Option<Setting<String>>,

@@ -133,6 +133,7 @@ impl Config {
             s.plain(k("max_entry_kib"), (q.max_entry_bytes / 1024).to_string());
             s.plain(k("visibility_timeout"), d(&q.visibility_timeout));
             s.plain(k("max_attempts"), q.max_attempts.to_string());
+            s.plain(k("max_trap_attempts"), q.max_trap_attempts.to_string());
             s.plain(k("retry_quick"), q.retry_quick.to_string());
             s.plain(k("retry_quick_delay"), d(&q.retry_quick_delay));
             s.plain(k("retry_delay"), d(&q.retry_delay));

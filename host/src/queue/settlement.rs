@@ -105,6 +105,18 @@ pub fn settlement(
     };
     let mut history = history.cloned().unwrap_or_default();
     history.record(attempt, kind, reason, now);
+    if history.traps >= policy.max_trap_attempts && kind == crate::kinds::FailureKind::Trap.label()
+    {
+        return Settlement::DeadLetter {
+            reason: DeadReason::Trapped {
+                traps: history.traps,
+                max_trap_attempts: policy.max_trap_attempts,
+                last: reason.clone(),
+            },
+            attempts: attempt,
+            history: Some(history),
+        };
+    }
     if attempt >= policy.max_attempts {
         return Settlement::DeadLetter {
             reason: DeadReason::GaveUp {
@@ -140,6 +152,7 @@ mod tests {
     fn policy() -> RetryPolicy {
         RetryPolicy {
             max_attempts: 3,
+            max_trap_attempts: 3,
             retry_quick: 1,
             retry_quick_delay: Duration::from_millis(100),
             retry_delay: Duration::from_secs(30),
@@ -164,6 +177,7 @@ mod tests {
             first: "T0".into(),
             last: "T1".into(),
             errors: errors.iter().map(|e| e.to_string()).collect(),
+            traps: 0,
         }
     }
 
@@ -249,6 +263,7 @@ mod tests {
                         first: "NOW".into(),
                         last: "NOW".into(),
                         errors: vec!["attempt 1 (retry): down".into()],
+                        traps: 0,
                     },
                 },
             ),
@@ -267,6 +282,7 @@ mod tests {
                             "attempt 1 (retry): down".into(),
                             "attempt 2 (trap): boom".into(),
                         ],
+                        traps: 1,
                     },
                 },
             ),
@@ -283,6 +299,7 @@ mod tests {
                         first: "NOW".into(),
                         last: "NOW".into(),
                         errors: vec!["attempt 1 (retry): slow down".into()],
+                        traps: 0,
                     },
                 },
             ),
@@ -305,6 +322,39 @@ mod tests {
                             "attempt 1 (retry): down".into(),
                             "attempt 3 (trap): boom".into(),
                         ],
+                        traps: 1,
+                    }),
+                },
+            ),
+            // A third trap: dead-lettered as a bug, before max_attempts.
+            (
+                Delivered::Ran(
+                    Outcome::Failed {
+                        kind: Kind::Trap,
+                        reason: "boom".into(),
+                    },
+                    vec![],
+                ),
+                2,
+                Some(FailureHistory {
+                    traps: 2,
+                    ..before.clone()
+                }),
+                Settlement::DeadLetter {
+                    reason: DeadReason::Trapped {
+                        traps: 3,
+                        max_trap_attempts: 3,
+                        last: "boom".into(),
+                    },
+                    attempts: 2,
+                    history: Some(FailureHistory {
+                        first: "T0".into(),
+                        last: "NOW".into(),
+                        errors: vec![
+                            "attempt 1 (retry): down".into(),
+                            "attempt 2 (trap): boom".into(),
+                        ],
+                        traps: 3,
                     }),
                 },
             ),

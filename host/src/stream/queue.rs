@@ -24,6 +24,9 @@ pub struct FailureHistory {
     pub last: String,
     /// The last few failures, oldest first: `attempt N (kind): reason`.
     pub errors: Vec<String>,
+    /// Attempts that trapped, of all so far.
+    #[serde(default)]
+    pub traps: u32,
 }
 
 /// Failures kept per message; older ones are dropped.
@@ -37,6 +40,9 @@ impl FailureHistory {
             self.first = at.to_owned();
         }
         self.last = at.to_owned();
+        if kind == crate::kinds::FailureKind::Trap.label() {
+            self.traps += 1;
+        }
         let reason = crate::text::bounded(reason, crate::text::MAX_REASON);
         self.errors
             .push(format!("attempt {attempt} ({kind}): {reason}"));

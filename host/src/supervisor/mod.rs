@@ -40,14 +40,14 @@ use crate::stream::{Keys, Replicas};
 use crate::watch::Watcher;
 
 pub use preflight::{
-    ConfigRefusal, ConfigRefusals, PluginProblem, Plugins, consumer_name, engine, load_limits,
-    load_plugins, missing_grants, prepare,
+    ConfigRefusal, ConfigRefusals, PluginProblem, Plugins, consumer_name, engine, fits,
+    load_limits, load_plugins, missing_grants, prepare,
 };
 #[cfg(feature = "in-process")]
 pub use running::RunningHost;
 
 use lifecycle::Supervisor;
-use preflight::{count_load, files_to_watch, fits, log_missing_grants, users};
+use preflight::{count_load, files_to_watch, log_missing_grants, users};
 
 /// Runs the host until `shutdown.drain` fires, then drains: stops reading,
 /// gives in-flight handlers `shutdown_timeout` to finish (or less, if

@@ -160,7 +160,7 @@ pub type Plugins = BTreeMap<PluginRef, Arc<LoadedPlugin>>;
 
 /// Checks that `plugin` can serve `queue`: its initial memory fits the
 /// queue's cap.
-pub(super) fn fits(plugin: &LoadedPlugin, queue: &QueueConfig) -> Result<(), PluginProblem> {
+pub fn fits(plugin: &LoadedPlugin, queue: &QueueConfig) -> Result<(), PluginProblem> {
     match plugin.initial_memory {
         Some(initial) if initial > u64::from(queue.memory_mib) * 1024 * 1024 => {
             Err(PluginProblem::Memory {

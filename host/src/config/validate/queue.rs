@@ -87,6 +87,12 @@ pub(super) fn queue(
         d::MAX_ATTEMPTS,
         1..=10_000,
     );
+    let max_trap_attempts = c.int(
+        &cx.key("max_trap_attempts"),
+        q.max_trap_attempts.as_ref(),
+        d::MAX_TRAP_ATTEMPTS,
+        1..=10_000,
+    );
     let retry_quick = c.int(
         &cx.key("retry_quick"),
         q.retry_quick.as_ref(),
@@ -202,6 +208,7 @@ pub(super) fn queue(
         max_entry_bytes: max_entry_kib as usize * 1024,
         visibility_timeout,
         max_attempts: max_attempts as u32,
+        max_trap_attempts: max_trap_attempts as u32,
         retry_quick: retry_quick as u32,
         retry_quick_delay,
         retry_delay,

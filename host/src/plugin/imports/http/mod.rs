@@ -21,10 +21,12 @@
 //!   plugin that follows one sends a new request, checked again.
 
 mod call;
+mod canned;
 mod connect;
 mod queue;
 
 pub use call::CallHttp;
+pub use canned::{Canned, CannedAnswer, Observed, SeenRequest};
 pub use connect::{Conn, ConnectError, GuardedConnector};
 pub use queue::{CallScope, QueueHttp};
 

@@ -32,6 +32,9 @@ pub struct QueueHttp {
     /// Masked in what the host logs of a plugin's requests.
     secrets: Arc<Secrets>,
     metrics: Arc<QueueMetrics>,
+    /// `switchyard invoke`: every request recorded, and perhaps answered
+    /// from canned answers instead of sent.
+    observed: Option<(Arc<Observed>, Option<Arc<Canned>>)>,
 }
 
 impl std::fmt::Debug for QueueHttp {
@@ -73,7 +76,15 @@ impl QueueHttp {
             in_flight: Mutex::new(HashMap::new()),
             secrets,
             metrics,
+            observed: None,
         }
+    }
+
+    /// The same, every request recorded in `observed`, and answered from
+    /// `canned` (if given) instead of sent: for `switchyard invoke`.
+    pub fn observed(mut self, observed: Arc<Observed>, canned: Option<Arc<Canned>>) -> Self {
+        self.observed = Some((observed, canned));
+        self
     }
 
     pub(super) fn slots(&self, dest: &str) -> Arc<Semaphore> {
@@ -107,6 +118,33 @@ impl QueueHttp {
         deadline: Instant,
         scope: Option<Arc<CallScope>>,
     ) -> wasmtime_wasi_http::Result<http::Response<WasiBody>> {
+        let Some((observed, canned)) = self.observed.clone() else {
+            return self
+                .send_checked(request, sent, deadline, scope, None)
+                .await;
+        };
+        let (method, url) = (request.method().to_string(), request.uri().to_string());
+        let sent = self
+            .send_checked(request, sent, deadline, scope, canned.as_deref())
+            .await;
+        observed.record(SeenRequest {
+            method,
+            url,
+            status: sent.as_ref().ok().map(|r| r.status().as_u16()),
+            error: sent.as_ref().err().map(|e| format!("{e:?}")),
+        });
+        sent
+    }
+
+    /// [`QueueHttp::send`], answered from `canned` when given.
+    async fn send_checked(
+        self: Arc<Self>,
+        request: http::Request<WasiBody>,
+        sent: u32,
+        deadline: Instant,
+        scope: Option<Arc<CallScope>>,
+        canned: Option<&Canned>,
+    ) -> wasmtime_wasi_http::Result<http::Response<WasiBody>> {
         let uri = request.uri().clone();
         let shown = format!(
             "{}://{}{}",
@@ -133,6 +171,11 @@ impl QueueHttp {
             )
             .map_err(|e| self.denied(&shown, &e.to_string()))?;
         QueueMetrics::add(&self.metrics.http_requests);
+        if let Some(canned) = canned {
+            return canned
+                .answer(request.method().as_str(), &uri.to_string())
+                .ok_or(wasmtime_wasi_http::Error::ConnectionRefused);
+        }
         let budget = self
             .settings
             .timeout

@@ -9,12 +9,15 @@
 //! that writes, so concurrent writers cannot overshoot it. Keys may expire
 //! after the grant's `ttl`; expired keys stop counting against the quota.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::redis::Conn;
 
 use crate::config::KeyValueGrant;
 use crate::redis::scripts::{KV_DELETE, KV_LIST, KV_WRITE};
+
+use super::memory::MemoryKv;
 
 /// Bytes a bucket name may have.
 const MAX_BUCKET: usize = 128;
@@ -62,10 +65,13 @@ pub enum Swapped {
 /// One queue's key-value buckets.
 #[derive(Clone)]
 pub struct KeyValueStore {
-    conn: Conn,
+    /// None in memory.
+    conn: Option<Conn>,
     /// `<prefix>:kv:{<queue>}:`
     base: String,
     grant: KeyValueGrant,
+    /// In this process's memory instead of Redis (`switchyard invoke`).
+    memory: Option<Arc<Mutex<MemoryKv>>>,
 }
 
 impl std::fmt::Debug for KeyValueStore {
@@ -114,7 +120,36 @@ fn check_name(what: &str, name: &str, max: usize) -> Result<(), KvError> {
 impl KeyValueStore {
     /// A store whose keys start with `base` (see `Keys::keyvalue`).
     pub fn new(conn: Conn, base: String, grant: KeyValueGrant) -> Self {
-        KeyValueStore { conn, base, grant }
+        KeyValueStore {
+            conn: Some(conn),
+            base,
+            grant,
+            memory: None,
+        }
+    }
+
+    /// A store in memory, `kv`, under `grant`'s quota: for running a
+    /// plugin without Redis.
+    pub fn in_memory(kv: Arc<Mutex<MemoryKv>>, grant: KeyValueGrant) -> Self {
+        KeyValueStore {
+            conn: None,
+            base: String::new(),
+            grant,
+            memory: Some(kv),
+        }
+    }
+
+    /// The connection of a store in Redis.
+    fn conn(&self) -> Result<Conn, KvError> {
+        self.conn
+            .clone()
+            .ok_or_else(|| KvError::Store("the store has no connection".into()))
+    }
+
+    fn memory(&self) -> Option<std::sync::MutexGuard<'_, MemoryKv>> {
+        self.memory
+            .as_ref()
+            .map(|m| m.lock().expect("key-value memory lock"))
     }
 
     /// Opens a bucket: any name within bounds (the queue's buckets are its
@@ -155,7 +190,10 @@ impl KeyValueStore {
 
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, KvError> {
         let member = Self::member(bucket, key)?;
-        let mut conn = self.conn.clone();
+        if let Some(mut m) = self.memory() {
+            return Ok(m.get(bucket, key));
+        }
+        let mut conn = self.conn()?;
         redis::cmd("GET")
             .arg(self.value_key(&member))
             .query_async(&mut conn)
@@ -165,7 +203,10 @@ impl KeyValueStore {
 
     pub async fn exists(&self, bucket: &str, key: &str) -> Result<bool, KvError> {
         let member = Self::member(bucket, key)?;
-        let mut conn = self.conn.clone();
+        if let Some(mut m) = self.memory() {
+            return Ok(m.get(bucket, key).is_some());
+        }
+        let mut conn = self.conn()?;
         redis::cmd("EXISTS")
             .arg(self.value_key(&member))
             .query_async(&mut conn)
@@ -207,16 +248,24 @@ impl KeyValueStore {
                 None => inv.arg("0").arg(""),
             };
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         inv.invoke_async(&mut conn).await.map_err(store_error)
     }
 
     pub async fn set(&self, bucket: &str, key: &str, value: &[u8]) -> Result<(), KvError> {
+        if let Some(mut m) = self.memory() {
+            Self::member(bucket, key)?;
+            return m.set(&self.grant, bucket, key, value.to_vec());
+        }
         self.write("set", bucket, key, value, None).await.map(drop)
     }
 
     /// Adds `delta` to the integer value of a key (0 if absent).
     pub async fn increment(&self, bucket: &str, key: &str, delta: i64) -> Result<i64, KvError> {
+        if let Some(mut m) = self.memory() {
+            Self::member(bucket, key)?;
+            return m.increment(&self.grant, bucket, key, delta);
+        }
         match self
             .write("incr", bucket, key, delta.to_string().as_bytes(), None)
             .await?
@@ -231,6 +280,16 @@ impl KeyValueStore {
 
     /// Sets a key's value if it still holds what `cas` read.
     pub async fn swap(&self, cas: &Cas, value: &[u8]) -> Result<Swapped, KvError> {
+        if let Some(mut m) = self.memory() {
+            Self::member(&cas.bucket, &cas.key)?;
+            return m.swap(
+                &self.grant,
+                &cas.bucket,
+                &cas.key,
+                cas.current.as_deref(),
+                value.to_vec(),
+            );
+        }
         let reply = self
             .write(
                 "cas",
@@ -249,12 +308,16 @@ impl KeyValueStore {
 
     pub async fn delete(&self, bucket: &str, key: &str) -> Result<(), KvError> {
         let member = Self::member(bucket, key)?;
+        if let Some(mut m) = self.memory() {
+            m.delete(bucket, key);
+            return Ok(());
+        }
         let mut inv = KV_DELETE.prepare_invoke();
         for k in self.keys(&member) {
             inv.key(k);
         }
         inv.arg(&member);
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         inv.invoke_async::<redis::Value>(&mut conn)
             .await
             .map(drop)
@@ -268,6 +331,9 @@ impl KeyValueStore {
         bucket: &str,
         cursor: Option<&str>,
     ) -> Result<(Vec<String>, Option<String>), KvError> {
+        if let Some(mut m) = self.memory() {
+            return Ok(m.list(bucket, cursor));
+        }
         let mut inv = KV_LIST.prepare_invoke();
         inv.key(format!("{}index", self.base))
             .key(format!("{}names", self.base))
@@ -275,7 +341,7 @@ impl KeyValueStore {
             .arg(cursor.unwrap_or(""))
             .arg(PAGE)
             .arg(now_ms());
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn()?;
         let (keys, next): (Vec<String>, Option<String>) = match inv
             .invoke_async::<redis::Value>(&mut conn)
             .await

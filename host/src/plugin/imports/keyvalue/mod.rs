@@ -13,8 +13,10 @@
 //! `wasi:keyvalue@0.2.0-draft2` (`store`, `atomics`) over them.
 
 pub mod buckets;
+pub mod memory;
 
 pub use buckets::{Bucket, Cas, KeyValueStore, KvError, Swapped};
+pub use memory::MemoryKv;
 
 use wasmtime::component::Resource;
 
