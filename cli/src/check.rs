@@ -91,7 +91,7 @@ pub(crate) fn diagnose(path: &std::path::Path) -> Option<String> {
 
 /// How to fix a plugin a load refused, for the cases met in practice.
 pub(crate) fn hint(error: &str) -> Option<&'static str> {
-    if error.contains("unexpected end-of-file") {
+    if error.contains("unexpected end-of-file") || error.contains("out of bounds (bound") {
         Some("the file is cut short: build it again, or copy it whole")
     } else if error.contains("no export switchyard:plugin/handler") {
         Some(
@@ -165,8 +165,7 @@ pub(crate) async fn check_plugin(
         Ok(None) => unreachable!("a load with no version to skip loads"),
         Err(e) => {
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            eprintln!("{}: {}", path.display(), switchyard::text::Escaped(first));
+            eprintln!("{}", switchyard::text::Escaped(&one_line(&path, &text)));
             if let Some(h) = hint(&text) {
                 eprintln!("  fix: {h}");
             }
@@ -224,4 +223,15 @@ pub(crate) async fn check_plugin(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// A load error as one line, naming the file once.
+pub(crate) fn one_line(path: &std::path::Path, error: &str) -> String {
+    let first = error.lines().next().unwrap_or_default();
+    let shown = path.display().to_string();
+    if first.starts_with(&shown) {
+        first.to_owned()
+    } else {
+        format!("{shown}: {first}")
+    }
 }

@@ -204,10 +204,10 @@ pub(crate) async fn invoke(a: InvokeArgs, capture: crate::invoke_log::Capture) -
         .await
         .map_err(|e| {
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default().to_owned();
+            let line = crate::check::one_line(&plugin_path, &text);
             match crate::check::hint(&text) {
-                Some(h) => anyhow::anyhow!("{}: {first}\n  fix: {h}", plugin_path.display()),
-                None => anyhow::anyhow!("{}: {first}", plugin_path.display()),
+                Some(h) => anyhow::anyhow!("{line}\n  fix: {h}"),
+                None => anyhow::anyhow!("{line}"),
             }
         })?
         .context("the plugin did not load")?;
