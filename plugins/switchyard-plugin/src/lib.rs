@@ -49,7 +49,7 @@ pub mod partition;
 /// The generated bindings of the contract's world.
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit/switchyard-plugin@0.2.0",
+        path: "wit",
         world: "plugin",
         generate_all,
         pub_export_macro: true,
@@ -339,6 +339,9 @@ pub mod kv {
     pub use crate::bindings::wasi::keyvalue::atomics;
     pub use crate::bindings::wasi::keyvalue::store::{Bucket, Error, KeyResponse, open};
 
+    use crate::Failure;
+    use crate::config::MISSING_SETTING_DELAY;
+
     /// What an error says, for a reason or a log line.
     pub fn error_text(e: &Error) -> String {
         match e {
@@ -346,5 +349,76 @@ pub mod kv {
             Error::AccessDenied => "key-value state is not granted to this queue".into(),
             Error::Other(text) => text.clone(),
         }
+    }
+
+    /// The failure an error while doing `what` makes: no grant waits for
+    /// the operator; anything else (the store down, the quota) retries.
+    pub fn into_failure(e: Error, what: &str) -> Failure {
+        match e {
+            Error::AccessDenied => Failure::retry_after(
+                format!("{what}: {}", error_text(&e)),
+                MISSING_SETTING_DELAY,
+            ),
+            e => Failure::retry(format!("{what}: {}", error_text(&e))),
+        }
+    }
+
+    /// A key's value as text, if it has one.
+    pub fn get_text(bucket: &str, key: &str) -> Result<Option<String>, Error> {
+        Ok(open(bucket)?
+            .get(key)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Sets a key's value.
+    pub fn set_text(bucket: &str, key: &str, value: &str) -> Result<(), Error> {
+        open(bucket)?.set(key, value.as_bytes())
+    }
+
+    /// Adds `delta` to a key's integer value (0 when absent), atomically;
+    /// returns the new value.
+    pub fn increment(bucket: &str, key: &str, delta: i64) -> Result<i64, Error> {
+        atomics::increment(&open(bucket)?, key, delta)
+    }
+}
+
+/// Running a built plugin the way a queue does, without Redis, from a
+/// test: `switchyard invoke`, found as `$SWITCHYARD` or on the `PATH`.
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing {
+    use std::path::Path;
+    use std::process::Command;
+
+    /// `switchyard invoke <plugin> --type <message_type> --body <body>
+    /// --json <args>`: its JSON report (`outcome`, `reason`, `logs`,
+    /// `requests`, `keyvalue`, `published`...). Panics with what went
+    /// wrong when the command cannot run or the plugin did not load.
+    pub fn invoke(
+        plugin: impl AsRef<Path>,
+        message_type: &str,
+        body: &str,
+        args: &[&str],
+    ) -> serde_json::Value {
+        let plugin = plugin.as_ref();
+        assert!(
+            plugin.is_file(),
+            "{} is not built yet: cargo build --release --target wasm32-wasip2",
+            plugin.display()
+        );
+        let program = std::env::var("SWITCHYARD").unwrap_or_else(|_| "switchyard".into());
+        let out = Command::new(&program)
+            .arg("invoke")
+            .arg(plugin)
+            .args(["--type", message_type, "--body", body, "--json"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("running {program}: {e} (set SWITCHYARD to its path)"));
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "{program} invoke gave no report ({e}): {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
     }
 }
