@@ -217,14 +217,17 @@ impl LoadedPlugin {
             Ok(Err((instantiating, e))) => {
                 let (kind, reason) = classify(instantiating, &e, w.store.data().limiter.exceeded());
                 let reason = cx.secrets.bounded(&reason, crate::text::MAX_REASON);
-                Outcome::Failed {
-                    kind,
-                    reason: if captured.is_empty() {
-                        reason
-                    } else {
-                        format!("{reason}; plugin output: {captured}")
-                    },
-                }
+                let reason = match (kind, language_error(&captured)) {
+                    // The language's own words for the bug, not the
+                    // runtime's backtrace around them (logged instead).
+                    (FailureKind::Trap, Some(error)) => {
+                        tracing::debug!(queue = %cx.queue, msg_id = %msg_id, plugin = %self.hash, output = %captured, "Plugin output of a trap.");
+                        format!("plugin trapped: {error}")
+                    }
+                    _ if captured.is_empty() => reason,
+                    _ => format!("{reason}; plugin output: {captured}"),
+                };
+                Outcome::Failed { kind, reason }
             }
         };
         if !captured.is_empty() && !matches!(outcome, Outcome::Failed { .. }) {
@@ -472,6 +475,41 @@ pub(crate) fn classify(
     (FailureKind::Trap, format!("plugin trapped: {detail}"))
 }
 
+/// The line of a trapped call's output that names the programming error in
+/// the plugin's language: the kits' `uncaught <Type>: <message> (<place>)`
+/// (Python, JavaScript), the exception line of Python's last traceback, or
+/// Rust's `panicked at <place>:` with its message.
+fn language_error(output: &str) -> Option<String> {
+    let lines: Vec<&str> = output.lines().collect();
+    if let Some(line) = lines.iter().find(|l| l.starts_with("uncaught ")) {
+        return Some(line.trim().to_owned());
+    }
+    if let Some(start) = lines
+        .iter()
+        .rposition(|l| l.starts_with("Traceback (most recent call last):"))
+    {
+        let exception = lines[start + 1..]
+            .iter()
+            .find(|l| !l.is_empty() && !l.starts_with(char::is_whitespace));
+        if let Some(line) = exception {
+            return Some(line.trim().to_owned());
+        }
+    }
+    let at = lines.iter().position(|l| l.contains("panicked at "))?;
+    let line = lines[at];
+    let place = line[line.find("panicked at ")?..].trim_end_matches(':');
+    Some(
+        match lines
+            .get(at + 1)
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+        {
+            Some(message) => format!("{place}: {message}"),
+            None => place.to_owned(),
+        },
+    )
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
@@ -488,5 +526,32 @@ impl WasiView for HostState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::language_error;
+
+    #[test]
+    fn a_trap_keeps_the_language_s_words_for_the_bug() {
+        let js = "uncaught TypeError: can't access property \"boom\" of null (handle@plugin.js:47:28)\n\
+                  invalid variant tag value `undefined`\nStack:\n  export_handler@initializer.js:9206:17\n";
+        assert_eq!(
+            language_error(js).unwrap(),
+            "uncaught TypeError: can't access property \"boom\" of null (handle@plugin.js:47:28)"
+        );
+        let python = "Traceback (most recent call last):\n  File \"/0/app.py\", line 37, in handle\n\
+                      KeyError: 'ChatGuid'\n\nDuring handling of the above exception, another exception occurred:\n\n\
+                      Traceback (most recent call last):\n  File \"/0/app.py\", line 39, in handle\n\
+                      ValueError: no chat\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\n\
+                      Python function threw an unexpected exception\n";
+        assert_eq!(language_error(python).unwrap(), "ValueError: no chat");
+        let rust = "\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nboom\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            language_error(rust).unwrap(),
+            "panicked at src/lib.rs:12:9: boom"
+        );
+        assert_eq!(language_error("some output\n"), None);
     }
 }

@@ -18,6 +18,7 @@ use crate::config::KeyValueGrant;
 use crate::redis::scripts::{KV_DELETE, KV_LIST, KV_WRITE};
 
 use super::memory::MemoryKv;
+pub use super::outcome::{KvError, Swapped};
 
 /// Bytes a bucket name may have.
 const MAX_BUCKET: usize = 128;
@@ -39,27 +40,6 @@ pub struct Cas {
     pub bucket: String,
     pub key: String,
     pub current: Option<Vec<u8>>,
-}
-
-/// Why a key-value operation failed, as the plugin is told.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KvError {
-    #[error("the queue has no key-value grant ([queues.<name>.keyvalue] in queues.toml)")]
-    NotGranted,
-    #[error("{0}")]
-    Invalid(String),
-    #[error("quota exceeded: {0}")]
-    Quota(String),
-    #[error("the store failed: {0}")]
-    Store(String),
-}
-
-/// The outcome of a compare-and-swap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Swapped {
-    Yes,
-    /// The key changed since the handle was made.
-    Changed,
 }
 
 /// One queue's key-value buckets.

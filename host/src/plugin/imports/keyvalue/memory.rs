@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::buckets::{KvError, Swapped};
+use super::outcome::{KvError, Swapped};
 use crate::config::KeyValueGrant;
 
 /// Keys one `list-keys` call returns (as the Redis store).

@@ -14,6 +14,7 @@
 
 pub mod buckets;
 pub mod memory;
+pub mod outcome;
 
 pub use buckets::{Bucket, Cas, KeyValueStore, KvError, Swapped};
 pub use memory::MemoryKv;
