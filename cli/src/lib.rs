@@ -11,6 +11,7 @@ mod dead;
 pub mod demo;
 mod invoke;
 mod invoke_log;
+mod new;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -113,6 +114,16 @@ enum Command {
     /// what came of it. Exit status: 0 success, 3 retry, 4 reject, 5 a
     /// failed call (trap, timeout, memory cap), 1 the plugin did not load.
     Invoke(invoke::InvokeArgs),
+    /// Make a plugin project in Rust, Python or JavaScript: a CRM plugin
+    /// (HTTP, key-value, publish) that builds, passes its own tests and
+    /// comes with a queues.toml snippet and a sample event.
+    New(new::NewArgs),
+    /// Print the chat payloads' types for Python or TypeScript, generated
+    /// from their JSON Schema.
+    Types {
+        #[arg(long, value_enum)]
+        lang: new::TypesLang,
+    },
     /// Run a local demo: a private redis-server (unless --redis-url or
     /// SWITCHYARD_REDIS_URL is given), sample chat events, a summary.
     Demo {
@@ -153,7 +164,7 @@ pub fn main() -> ExitCode {
             capture = Some(invoke_log::init());
             None
         }
-        Command::Check { .. } | Command::Dead { .. } => {
+        Command::Check { .. } | Command::Dead { .. } | Command::New(_) | Command::Types { .. } => {
             Some(switchyard::telemetry::init_logging("warn"))
         }
         _ => Some(switchyard::telemetry::init_logging("info")),
@@ -202,6 +213,8 @@ pub(crate) fn compiler() -> Result<Compiler> {
 async fn run(command: Command, capture: invoke_log::Capture) -> Result<ExitCode> {
     match command {
         Command::Invoke(args) => invoke::invoke(args, capture).await,
+        Command::New(args) => new::new(args),
+        Command::Types { lang } => new::types(lang),
         Command::Run { config, redis: url } => {
             // A URL that is no Redis URL is said before anything else.
             Endpoint::parse(&url.redis_url, &Default::default())?;

@@ -64,7 +64,19 @@ pub use bindings::switchyard::plugin::messages::{Failure, Message, Retry};
 
 /// Exports a type implementing [`Handler`] as the plugin's handler:
 /// `switchyard_plugin::export!(MyHandler);`, once, at the crate's top level.
-pub use bindings::export;
+/// Only a WebAssembly build exports it: a native build of the crate (its
+/// unit tests, `cargo test`'s link of the library) has nothing to export,
+/// and the contract's names are no symbols a native linker takes.
+#[macro_export]
+macro_rules! export {
+    ($handler:ident) => {
+        #[cfg(target_arch = "wasm32")]
+        $crate::bindings::export!($handler);
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: fn($crate::Message) -> ::core::result::Result<(), $crate::Failure> =
+            <$handler as $crate::Handler>::handle;
+    };
+}
 
 impl Failure {
     /// A transient failure: the message is delivered again after the
@@ -355,10 +367,9 @@ pub mod kv {
     /// the operator; anything else (the store down, the quota) retries.
     pub fn into_failure(e: Error, what: &str) -> Failure {
         match e {
-            Error::AccessDenied => Failure::retry_after(
-                format!("{what}: {}", error_text(&e)),
-                MISSING_SETTING_DELAY,
-            ),
+            Error::AccessDenied => {
+                Failure::retry_after(format!("{what}: {}", error_text(&e)), MISSING_SETTING_DELAY)
+            }
             e => Failure::retry(format!("{what}: {}", error_text(&e))),
         }
     }
