@@ -1,0 +1,231 @@
+//! `switchyard new` for each language: the project it makes builds with its
+//! one documented command, passes its own tests (the plugin run by
+//! `switchyard invoke`: a chat sent, counted and announced; a CRM outage
+//! retried after its Retry-After; a body that is no chat rejected), and
+//! runs in a host's queue from its own queues.toml snippet: the CRM gets
+//! each chat once, keyed by the message id, and the follow-up `crm.synced`
+//! carries the site's count from key-value state.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard_standins::{Api, StandIn};
+use switchyard_tests::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `program args` in `dir` with the test's `switchyard` and tools on
+/// the path; panics with its output unless it succeeds.
+fn run(dir: &Path, program: &str, args: &[&str]) -> String {
+    let tools = repo_root().join("target/tools/python/bin");
+    let bin = host_binary();
+    let path = format!(
+        "{}:{}:{}",
+        bin.parent().unwrap().display(),
+        tools.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("SWITCHYARD", &bin)
+        .env_remove("RUST_LOG")
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {}: {}\n{text}",
+        dir.display(),
+        out.status
+    );
+    text
+}
+
+/// `switchyard new <name> --lang <lang>` in a fresh folder; the project.
+fn new_project(name: &str, lang: &str) -> PathBuf {
+    let parent = tempdir(&format!("templates-{lang}"));
+    let _ = std::fs::remove_dir_all(parent.join(name));
+    let out = Command::new(host_binary())
+        .args(["new", name, "--lang", lang])
+        .current_dir(&parent)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains(&format!("made {name}")), "{said}");
+    // Made again where it exists: refused, nothing overwritten.
+    let again = Command::new(host_binary())
+        .args(["new", name, "--lang", lang])
+        .current_dir(&parent)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists and is not empty"));
+    parent.join(name)
+}
+
+/// The project's queues.toml snippet, the CRM's address replaced by the
+/// stand-in's, run by a host; two chats of one site and one of another.
+async fn runs_in_a_queue(project: &Path, queue: &str) {
+    let crm = StandIn::start(Api::Echo).await.unwrap();
+    let snippet = std::fs::read_to_string(project.join("queues.toml"))
+        .unwrap()
+        .replace("https://crm.example.com", &crm.url());
+    // A long visibility timeout: the builds beside this test starve the
+    // router of CPU, and an entry it did not settle within the default
+    // test second would be routed again (a legitimate repeat, but not
+    // what this test counts).
+    let config = format!(
+        "[ingress]\nstream = \"@PREFIX@:ingress\"\nvisibility_timeout = \"60s\"\n{snippet}"
+    );
+    let mut host = TestHost::start(&config).await;
+    let chat = std::fs::read_to_string(project.join("event.json")).unwrap();
+    let mut other: Value = serde_json::from_str(&chat).unwrap();
+    other["SiteId"] = 2002.into();
+    host.send("chat.ended", "chat-1", &chat).await;
+    host.send("chat.ended", "chat-2", &chat).await;
+    host.send("chat.ended", "chat-3", &other.to_string()).await;
+    host.settled(queue, 3, LIMIT).await;
+    assert_eq!(host.queue(queue).succeeded, 3, "{:?}", host.queue(queue));
+
+    let mut keys: Vec<String> = crm
+        .requests()
+        .iter()
+        .map(|r| {
+            assert_eq!(r.method, "POST");
+            assert_eq!(r.path, "/chats");
+            assert_eq!(r.json()["chat"], "c-8f2a");
+            r.header("idempotency-key").unwrap().to_owned()
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["chat-1", "chat-2", "chat-3"],
+        "{:?}",
+        host.queue(queue)
+    );
+
+    // The follow-ups entered the ingress, with each site's count so far.
+    let ingress = host.cfg.ingress().to_owned();
+    let mut counts: Vec<(i64, i64)> = entries(&mut host.conn, &ingress)
+        .await
+        .iter()
+        .filter(|e| field(&e.fields, "type") == "crm.synced")
+        .map(|e| {
+            let body: Value = serde_json::from_str(&field(&e.fields, "body")).unwrap();
+            (
+                body["SiteId"].as_i64().unwrap(),
+                body["Chats"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    counts.sort();
+    assert_eq!(counts, [(1001, 1), (1001, 2), (2002, 1)]);
+    host.stop().await;
+}
+
+fn field(fields: &[(Vec<u8>, Vec<u8>)], name: &str) -> String {
+    fields
+        .iter()
+        .find(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_project_builds_tests_and_runs() {
+    let project = new_project("crm-rust", "rust");
+    // Its builds share one folder across runs of this test.
+    let shared = repo_root().join("target/templates");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, project.join("target")).unwrap();
+    run(
+        &project,
+        "cargo",
+        &["build", "--release", "--target", "wasm32-wasip2"],
+    );
+    assert!(
+        project
+            .join("target/wasm32-wasip2/release/crm_rust.wasm")
+            .is_file()
+    );
+    let tested = run(&project, "cargo", &["test"]);
+    assert!(
+        tested.contains("test a_chat_is_sent_counted_and_announced ... ok"),
+        "{tested}"
+    );
+    assert!(
+        tested.contains("test a_crm_outage_is_retried ... ok"),
+        "{tested}"
+    );
+    runs_in_a_queue(&project, "CrmRust").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_project_builds_tests_and_runs() {
+    let project = new_project("crm-python", "python");
+    run(
+        &project,
+        "componentize-py",
+        &[
+            "-d",
+            "wit",
+            "-w",
+            "plugin",
+            "componentize",
+            "app",
+            "-o",
+            "crm_python.wasm",
+        ],
+    );
+    let tested = run(&project, "python3", &["-m", "unittest", "-v"]);
+    assert!(tested.contains("Ran 3 tests"), "{tested}");
+    runs_in_a_queue(&project, "CrmPython").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_javascript_project_builds_tests_and_runs() {
+    let project = new_project("crm-js", "js");
+    // `npm install` fetches the pinned componentize-js; the one
+    // scripts/setup-polyglot.sh installed is that version.
+    let pinned: Value =
+        serde_json::from_str(&std::fs::read_to_string(project.join("package.json")).unwrap())
+            .unwrap();
+    let installed: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join(
+            "plugins/js-forward/node_modules/@bytecodealliance/componentize-js/package.json",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        pinned["devDependencies"]["@bytecodealliance/componentize-js"],
+        installed["version"]
+    );
+    std::os::unix::fs::symlink(
+        repo_root().join("plugins/js-forward/node_modules"),
+        project.join("node_modules"),
+    )
+    .unwrap();
+    run(&project, "npm", &["run", "build"]);
+    let tested = run(&project, "npm", &["test"]);
+    assert!(
+        tested.contains("# pass 3") && tested.contains("# fail 0"),
+        "{tested}"
+    );
+    runs_in_a_queue(&project, "CrmJs").await;
+}
