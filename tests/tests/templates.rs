@@ -194,6 +194,41 @@ async fn a_python_project_builds_tests_and_runs() {
     );
     let tested = run(&project, "python3", &["-m", "unittest", "-v"]);
     assert!(tested.contains("Ran 3 tests"), "{tested}");
+    // A bug (len() of a number): a trap that names the exception and the
+    // line, not the interpreter's traceback.
+    let out = Command::new(host_binary())
+        .args([
+            "invoke",
+            "crm_python.wasm",
+            "--type",
+            "chat.ended",
+            "--json",
+        ])
+        .args(["--config", "url=https://crm.example.com/chats"])
+        .args([
+            "--body",
+            r#"{"ChatGuid": "g", "SiteId": 1, "Start": "s", "End": "e", "Messages": 5}"#,
+        ])
+        .current_dir(&project)
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (report["outcome"].as_str(), out.status.code()),
+        (Some("trap"), Some(5)),
+        "{report}"
+    );
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "plugin trapped: uncaught TypeError: object of type 'int' has no len() (/0/app.py:"
+        ),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("Traceback") && !reason.contains("panicked"),
+        "{reason}"
+    );
     runs_in_a_queue(&project, "CrmPython").await;
 }
 

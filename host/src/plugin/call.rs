@@ -220,9 +220,13 @@ impl LoadedPlugin {
                 let reason = match (kind, language_error(&captured)) {
                     // The language's own words for the bug, not the
                     // runtime's backtrace around them (logged instead).
-                    (FailureKind::Trap, Some(error)) => {
+                    (FailureKind::Trap, Some((error, printed))) => {
                         tracing::debug!(queue = %cx.queue, msg_id = %msg_id, plugin = %self.hash, output = %captured, "Plugin output of a trap.");
-                        format!("plugin trapped: {error}")
+                        if printed.is_empty() {
+                            format!("plugin trapped: {error}")
+                        } else {
+                            format!("plugin trapped: {error}; plugin output: {printed}")
+                        }
                     }
                     _ if captured.is_empty() => reason,
                     _ => format!("{reason}; plugin output: {captured}"),
@@ -478,36 +482,42 @@ pub(crate) fn classify(
 /// The line of a trapped call's output that names the programming error in
 /// the plugin's language: the kits' `uncaught <Type>: <message> (<place>)`
 /// (Python, JavaScript), the exception line of Python's last traceback, or
-/// Rust's `panicked at <place>:` with its message.
-fn language_error(output: &str) -> Option<String> {
+/// Rust's `panicked at <place>:` with its message; and what the plugin
+/// printed before it. What the runtime wrote after it (a backtrace, its
+/// own abort) is left out.
+fn language_error(output: &str) -> Option<(String, String)> {
     let lines: Vec<&str> = output.lines().collect();
-    if let Some(line) = lines.iter().find(|l| l.starts_with("uncaught ")) {
-        return Some(line.trim().to_owned());
+    let before = |at: usize| lines[..at].join("\n").trim().to_owned();
+    if let Some(at) = lines.iter().position(|l| l.starts_with("uncaught ")) {
+        return Some((lines[at].trim().to_owned(), before(at)));
     }
-    if let Some(start) = lines
+    let first_traceback = lines
         .iter()
-        .rposition(|l| l.starts_with("Traceback (most recent call last):"))
-    {
-        let exception = lines[start + 1..]
+        .position(|l| l.starts_with("Traceback (most recent call last):"));
+    if let Some(first) = first_traceback {
+        let last = lines
+            .iter()
+            .rposition(|l| l.starts_with("Traceback (most recent call last):"))
+            .unwrap_or(first);
+        let exception = lines[last + 1..]
             .iter()
             .find(|l| !l.is_empty() && !l.starts_with(char::is_whitespace));
         if let Some(line) = exception {
-            return Some(line.trim().to_owned());
+            return Some((line.trim().to_owned(), before(first)));
         }
     }
     let at = lines.iter().position(|l| l.contains("panicked at "))?;
     let line = lines[at];
     let place = line[line.find("panicked at ")?..].trim_end_matches(':');
-    Some(
-        match lines
-            .get(at + 1)
-            .map(|l| l.trim())
-            .filter(|l| !l.is_empty())
-        {
-            Some(message) => format!("{place}: {message}"),
-            None => place.to_owned(),
-        },
-    )
+    let error = match lines
+        .get(at + 1)
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+    {
+        Some(message) => format!("{place}: {message}"),
+        None => place.to_owned(),
+    };
+    Some((error, before(at)))
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -538,7 +548,7 @@ mod tests {
         let js = "uncaught TypeError: can't access property \"boom\" of null (handle@plugin.js:47:28)\n\
                   invalid variant tag value `undefined`\nStack:\n  export_handler@initializer.js:9206:17\n";
         assert_eq!(
-            language_error(js).unwrap(),
+            language_error(js).unwrap().0,
             "uncaught TypeError: can't access property \"boom\" of null (handle@plugin.js:47:28)"
         );
         let python = "Traceback (most recent call last):\n  File \"/0/app.py\", line 37, in handle\n\
@@ -546,11 +556,14 @@ mod tests {
                       Traceback (most recent call last):\n  File \"/0/app.py\", line 39, in handle\n\
                       ValueError: no chat\n\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1293:29:\n\
                       Python function threw an unexpected exception\n";
-        assert_eq!(language_error(python).unwrap(), "ValueError: no chat");
-        let rust = "\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nboom\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(language_error(python).unwrap().0, "ValueError: no chat");
+        let rust = "hello from stdout\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nboom\nnote: run with `RUST_BACKTRACE=1`\n";
         assert_eq!(
             language_error(rust).unwrap(),
-            "panicked at src/lib.rs:12:9: boom"
+            (
+                "panicked at src/lib.rs:12:9: boom".to_owned(),
+                "hello from stdout".to_owned()
+            )
         );
         assert_eq!(language_error("some output\n"), None);
     }
