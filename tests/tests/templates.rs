@@ -230,6 +230,95 @@ async fn a_python_project_builds_tests_and_runs() {
         "{reason}"
     );
     runs_in_a_queue(&project, "CrmPython").await;
+    a_new_version_compiles_only_what_changed(&project);
+}
+
+/// Compiles the project's component in a fresh cache, changes one line of
+/// `app.py`, builds and compiles again: the new version shares nearly
+/// every compiled function (the interpreter) with the first, so the second
+/// compile adds only a few to the function cache, and runs the new code.
+fn a_new_version_compiles_only_what_changed(project: &Path) {
+    let cache = tempdir("templates-function-cache");
+    let invoke = |wasm: &str| {
+        let out = Command::new(host_binary())
+            .args([
+                "invoke",
+                wasm,
+                "--type",
+                "chat.ended",
+                "--body",
+                "@event.json",
+            ])
+            .args(["--config", "url=https://crm.example.com/chats"])
+            .args(["--allow-host", "https://crm.example.com"])
+            .args(["--http", "@answers.json", "--json"])
+            .env("XDG_CACHE_HOME", &cache)
+            .current_dir(project)
+            .output()
+            .unwrap();
+        let report: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(report["outcome"], "success", "{report}");
+        report["published"][0]["body"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let functions = || {
+        let dirs: Vec<PathBuf> = std::fs::read_dir(cache.join("switchyard"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.is_dir()
+                    && p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("functions-")
+            })
+            .collect();
+        assert_eq!(dirs.len(), 1, "{dirs:?}");
+        std::fs::read_dir(&dirs[0])
+            .unwrap()
+            .flatten()
+            .filter(|s| s.path().is_dir())
+            .map(|s| std::fs::read_dir(s.path()).unwrap().count())
+            .sum::<usize>()
+    };
+    let first = invoke("crm_python.wasm");
+    assert!(first.contains(r#""Chats": 1"#), "{first}");
+    let compiled = functions();
+    assert!(compiled > 1_000, "{compiled} functions cached");
+
+    let app = project.join("app.py");
+    let code = std::fs::read_to_string(&app).unwrap();
+    assert!(code.contains(r#""Chats": chats"#), "{code}");
+    std::fs::write(
+        &app,
+        code.replace(r#""Chats": chats"#, r#""SiteChats": chats"#),
+    )
+    .unwrap();
+    run(
+        project,
+        "componentize-py",
+        &[
+            "-d",
+            "wit",
+            "-w",
+            "plugin",
+            "componentize",
+            "app",
+            "-o",
+            "v2.wasm",
+        ],
+    );
+    let second = invoke("v2.wasm");
+    assert!(second.contains(r#""SiteChats": 1"#), "{second}");
+    let added = functions() - compiled;
+    assert!(
+        added * 5 < compiled,
+        "the second version compiled {added} functions of {compiled}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,6 +100,12 @@ impl CompileCache {
         })
     }
 
+    /// Where the compiler child keeps compiled functions for this engine
+    /// (see `functions.rs`).
+    pub fn functions_dir(&self) -> PathBuf {
+        self.dir.join(format!("functions-{}", self.engine_key))
+    }
+
     fn path(&self, content_hash: &str) -> PathBuf {
         self.dir
             .join(format!("{content_hash}-{}.cwasm", self.engine_key))

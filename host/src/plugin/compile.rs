@@ -18,7 +18,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,14 +72,26 @@ impl Compiler {
 
     /// Compiles `wasm` into code for an engine configured like the host's.
     /// Cancelling the returned future kills the compile.
-    pub async fn compile(&self, wasm: &[u8], limits: CompileLimits) -> Result<Vec<u8>, LoadError> {
+    /// With `functions`, the child keeps the functions it compiles there
+    /// and takes those it has compiled before (see `functions.rs`).
+    pub async fn compile(
+        &self,
+        wasm: &[u8],
+        limits: CompileLimits,
+        functions: Option<&Path>,
+    ) -> Result<Vec<u8>, LoadError> {
         let started = Instant::now();
-        let mut child = tokio::process::Command::new(&self.program)
+        let mut command = tokio::process::Command::new(&self.program);
+        command
             .arg(SUBCOMMAND)
             .arg("--cpu-ms")
             .arg(limits.cpu.as_millis().to_string())
             .arg("--memory-mib")
-            .arg(limits.memory_mib.to_string())
+            .arg(limits.memory_mib.to_string());
+        if let Some(dir) = functions {
+            command.arg("--functions").arg(dir);
+        }
+        let mut child = command
             .env_clear()
             .env("RUST_BACKTRACE", "0")
             .stdin(Stdio::piped())
@@ -209,18 +221,26 @@ pub fn serve_if_asked() -> Option<ExitCode> {
         args.get(i + 1)?.parse().ok()
     };
     let (Some(cpu_ms), Some(memory_mib)) = (value("--cpu-ms"), value("--memory-mib")) else {
-        eprintln!("usage: {SUBCOMMAND} --cpu-ms N --memory-mib M < component > compiled");
+        eprintln!(
+            "usage: {SUBCOMMAND} --cpu-ms N --memory-mib M [--functions DIR] < component > compiled"
+        );
         return Some(ExitCode::FAILURE);
     };
+    let functions = args
+        .iter()
+        .position(|a| a == "--functions")
+        .and_then(|i| args.get(i + 1))
+        .map(PathBuf::from);
     Some(child_main(
         Duration::from_millis(cpu_ms),
         u32::try_from(memory_mib).unwrap_or(u32::MAX),
+        functions.as_deref(),
     ))
 }
 
 /// The child's side: bounds itself, reads a component on stdin, writes the
 /// compiled code on stdout. Run by `switchyard compile-plugin`.
-pub fn child_main(cpu: Duration, memory_mib: u32) -> ExitCode {
+pub fn child_main(cpu: Duration, memory_mib: u32, functions: Option<&Path>) -> ExitCode {
     if let Err(e) = limit_self(cpu, memory_mib) {
         eprintln!("cannot limit the compile: {e}");
         return ExitCode::FAILURE;
@@ -230,7 +250,16 @@ pub fn child_main(cpu: Duration, memory_mib: u32) -> ExitCode {
         eprintln!("cannot read the component: {e}");
         return ExitCode::FAILURE;
     }
-    let engine = match wasmtime::Engine::new(&engine_config(EngineKind::Compile)) {
+    let mut config = engine_config(EngineKind::Compile);
+    if let Some(dir) = functions {
+        let cache = super::functions::FunctionCache::new(dir);
+        cache.sweep();
+        if let Err(e) = config.enable_incremental_compilation(std::sync::Arc::new(cache)) {
+            eprintln!("cannot use the function cache: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let engine = match wasmtime::Engine::new(&config) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("cannot create the engine: {e:#}");

@@ -136,7 +136,11 @@ impl PluginEngine {
         let (component, from_cache) = match cached {
             Some(c) => (c, true),
             None => {
-                let code = self.compiler.compile(&file.bytes, limits.compile).await?;
+                let functions = self.cache.as_ref().map(|c| c.functions_dir());
+                let code = self
+                    .compiler
+                    .compile(&file.bytes, limits.compile, functions.as_deref())
+                    .await?;
                 // Loading the code and writing it to the cache block: off
                 // the async runtime.
                 let (engine, cache, digest) =

@@ -23,6 +23,7 @@ pub mod call;
 pub mod compile;
 pub mod contract;
 pub mod engine;
+mod functions;
 mod host;
 pub mod imports;
 pub mod load;
