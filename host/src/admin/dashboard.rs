@@ -52,6 +52,7 @@ pub fn routes(state: Arc<AdminState>) -> axum::Router<Arc<AdminState>> {
         )
         .route("/api/overview", get(overview))
         .route("/api/queues/{name}", get(queue))
+        .route("/api/history", get(history))
         .route("/api/dead", get(dead_list))
         .route("/api/dead/{id}", get(dead_show))
         .route("/api/dead/replay", post(super::actions::replay))
@@ -273,6 +274,20 @@ async fn queue(State(state): State<Arc<AdminState>>, Path(name): Path<String>) -
         "retrying": retrying,
     }))
     .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HistoryParams {
+    queue: Option<String>,
+}
+
+/// The charts' samples: every queue's, or one queue's.
+async fn history(
+    State(state): State<Arc<AdminState>>,
+    Query(params): Query<HistoryParams>,
+) -> Response {
+    let history = state.history.lock().expect("history lock");
+    Json(history.json(params.queue.as_deref())).into_response()
 }
 
 async fn dead_list(

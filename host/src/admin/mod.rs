@@ -4,8 +4,9 @@
 //!
 //! - `GET /metrics` ([`exposition`]), `GET /healthz` and `GET /readyz`
 //!   ([`health`]): open to any client on the listening address;
-//! - the dashboard and its API ([`dashboard`]), its actions on dead
-//!   letters (`actions`): behind the Host check and a token.
+//! - the dashboard and its API ([`dashboard`]), its charts' samples
+//!   ([`history`], [`sampler`]), its actions on dead letters (`actions`): behind the
+//!   Host check and a token.
 //!
 //! With `tls_cert` and `tls_key` it serves HTTPS only. Connections are
 //! bounded in number and time, on a runtime of their own ([`listen`]).
@@ -16,7 +17,9 @@ pub mod dashboard;
 pub mod dead;
 pub mod exposition;
 pub mod health;
+pub mod history;
 pub mod listen;
+pub mod sampler;
 pub mod state;
 pub mod status;
 

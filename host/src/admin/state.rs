@@ -32,6 +32,8 @@ pub struct AdminState {
     stats: tokio::sync::Mutex<Option<(Instant, Arc<Stats>)>>,
     /// One turn at reading the dead letters (see `dashboard::budget`).
     pub(crate) scans: tokio::sync::Semaphore,
+    /// The charts' samples (see `history.rs`).
+    pub(crate) history: std::sync::Mutex<super::history::History>,
 }
 
 /// What `/metrics` reads from Redis.
@@ -70,6 +72,7 @@ impl AdminState {
             conn: tokio::sync::Mutex::new(None),
             stats: tokio::sync::Mutex::new(None),
             scans: tokio::sync::Semaphore::new(1),
+            history: std::sync::Mutex::default(),
         }
     }
 

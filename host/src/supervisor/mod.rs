@@ -85,8 +85,14 @@ pub async fn run(
                 )),
                 None => None,
             };
+            // The dashboard's charts: sampled while the run lasts.
+            let sampling = shutdown.drain.child_token();
+            tokio::spawn(crate::admin::sampler::sample(
+                state.clone(),
+                sampling.clone(),
+            ));
             let app = crate::admin::router(state);
-            Some(
+            Some((
                 crate::admin::listen::AdminServer::start(
                     listener,
                     tls,
@@ -94,7 +100,8 @@ pub async fn run(
                     shutdown.drain.child_token(),
                 )
                 .context("starting the admin server")?,
-            )
+                sampling.drop_guard(),
+            ))
         }
         None => None,
     };

@@ -122,6 +122,7 @@ function queuesView() {
         el("th", {}, "Plugin"), el("th", {}, "Loaded"), el("th", {}, "Last reload refusal"))),
       el("tbody", {}, rows)),
     el("p", { class: "muted" }, "Rates over the last two seconds; updated every two seconds."),
+    queuesCharts(),
     partitionsView(),
   ];
 }
@@ -147,6 +148,188 @@ function partitionsView() {
   ];
 }
 
+// Charts, drawn here as SVG from /api/history: the host keeps the samples
+// (every 5 s for 5 minutes, every minute for an hour, dead letters per
+// hour for a day), so nothing needs Prometheus.
+const SVG = "http://www.w3.org/2000/svg";
+const COLORS = ["#2457c5", "#1e7b34", "#b3261e", "#a86400", "#6b3fa0", "#00838f", "#c2185b", "#546e7a", "#7cb342", "#5d4037"];
+let history = null;
+let span = sessionStorage.getItem("switchyard-span") === "hour" ? "hour" : "minutes";
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v !== undefined && v !== null) node.setAttribute(k, String(v));
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function niceMax(v) {
+  if (!(v > 0)) return 1;
+  const p = 10 ** Math.floor(Math.log10(v));
+  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+  return 10 * p;
+}
+
+function number(v) {
+  if (v === null || v === undefined) return "?";
+  const a = Math.abs(v);
+  if (a >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
+  if (a >= 1e4) return `${(v / 1e3).toFixed(0)}k`;
+  if (a >= 1e3) return `${(v / 1e3).toFixed(1)}k`;
+  if (Number.isInteger(v)) return String(v);
+  return a >= 10 ? v.toFixed(0) : String(Number(v.toFixed(2)));
+}
+
+function clock(t, seconds) {
+  const d = new Date(t * 1000);
+  const two = (n) => String(n).padStart(2, "0");
+  return seconds ? `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}` : `${two(d.getHours())}:${two(d.getMinutes())}`;
+}
+
+// A line chart: `lines` are { name, color, points: [[t, value or null]] }
+// over the window [now - seconds, now].
+function lineChart(id, title, unit, lines, seconds, now) {
+  const W = 410, H = 170, L = 48, R = 12, T = 12, B = 24;
+  const x = (t) => L + ((t - (now - seconds)) / seconds) * (W - L - R);
+  const values = lines.flatMap((l) => l.points.map((p) => p[1])).filter((v) => v !== null);
+  const max = niceMax(Math.max(0, ...values));
+  const y = (v) => T + (1 - v / max) * (H - T - B);
+  const fine = seconds <= 600;
+  const grid = [0, max / 2, max].map((v) => [
+    svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }),
+    svg("text", { class: "tick", x: L - 6, y: y(v) + 4, "text-anchor": "end" }, number(v)),
+  ]);
+  const ticks = [now - seconds, now - seconds / 2, now].map((t, i) =>
+    svg("text", { class: "tick", x: x(t), y: H - 6, "text-anchor": ["start", "middle", "end"][i] }, clock(t, fine)));
+  const drawn = lines.map((l) => {
+    let d = "";
+    let pen = false;
+    for (const [t, v] of l.points) {
+      if (v === null) { pen = false; continue; }
+      d += `${pen ? "L" : "M"}${x(t).toFixed(1)} ${y(v).toFixed(1)}`;
+      pen = true;
+    }
+    return svg("g", { class: "series", "data-series": l.name },
+      svg("path", { class: "line", d, stroke: l.color }),
+      l.points.filter((p) => p[1] !== null).map(([t, v]) =>
+        svg("circle", { class: "hit", cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 5, fill: l.color },
+          svg("title", {}, `${l.name} at ${clock(t, true)}: ${number(v)} ${unit}`))));
+  });
+  const empty = values.length === 0
+    ? svg("text", { class: "empty", x: (L + W - R) / 2, y: H / 2, "text-anchor": "middle" }, "Collecting samples: a point every 5 s.")
+    : null;
+  const legend = el("ul", { class: "legend" }, lines.map((l) => {
+    const last = l.points.length ? l.points[l.points.length - 1][1] : null;
+    return el("li", { "data-series": l.name },
+      el("span", { class: `swatch c${COLORS.indexOf(l.color)}` }),
+      `${l.name} `, el("strong", {}, `${number(last)} ${unit}`));
+  }));
+  return el("figure", { class: "chart", id },
+    el("figcaption", {}, title, el("span", { class: "muted" }, ` (${unit})`)),
+    svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": title },
+      grid, svg("line", { class: "axis", x1: L, x2: W - R, y1: y(0), y2: y(0) }), ticks, drawn, empty),
+    legend);
+}
+
+// Dead letters per hour over the last day: a bar per hour, stacked by
+// queue and reason class.
+function deadChart(hours, now) {
+  const W = 1270, H = 170, L = 48, R = 12, T = 12, B = 24;
+  const hour = Math.floor(now / 3600) * 3600;
+  const first = hour - 23 * 3600;
+  const keys = [...new Set(hours.flatMap((h) => h.counts.map((c) => `${c.queue} · ${c.class}`)))].sort();
+  const color = (k) => COLORS[keys.indexOf(k) % COLORS.length];
+  const totals = hours.map((h) => h.counts.reduce((n, c) => n + c.count, 0));
+  const max = niceMax(Math.max(0, ...totals));
+  const slot = (W - L - R) / 24;
+  const y = (v) => T + (1 - v / max) * (H - T - B);
+  const bars = hours.filter((h) => h.hour >= first).map((h) => {
+    let base = 0;
+    const x = L + ((h.hour - first) / 3600) * slot + 2;
+    return h.counts.slice().sort((a, b) => `${a.queue} · ${a.class}`.localeCompare(`${b.queue} · ${b.class}`)).map((c) => {
+      const k = `${c.queue} · ${c.class}`;
+      const top = y(base + c.count);
+      const rect = svg("rect", { class: "bar", x: x.toFixed(1), y: top.toFixed(1), width: (slot - 4).toFixed(1), height: (y(base) - top).toFixed(1), fill: color(k), "data-series": k },
+        svg("title", {}, `${clock(h.hour)}–${clock(h.hour + 3600)} ${k}: ${c.count} dead letters`));
+      base += c.count;
+      return rect;
+    });
+  });
+  const grid = [0, max / 2, max].map((v) => [
+    svg("line", { class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v) }),
+    svg("text", { class: "tick", x: L - 6, y: y(v) + 4, "text-anchor": "end" }, number(v)),
+  ]);
+  const ticks = [0, 6, 12, 18, 23].map((i) =>
+    svg("text", { class: "tick", x: L + (i + 0.5) * slot, y: H - 6, "text-anchor": "middle" }, clock(first + i * 3600)));
+  const sums = keys.map((k) => [k, hours.reduce((n, h) => n + h.counts.filter((c) => `${c.queue} · ${c.class}` === k).reduce((m, c) => m + c.count, 0), 0)]);
+  const empty = keys.length === 0
+    ? svg("text", { class: "empty", x: (L + W - R) / 2, y: H / 2, "text-anchor": "middle" }, "No dead letters since the host started.")
+    : null;
+  return el("figure", { class: "chart wide", id: "chart-dead" },
+    el("figcaption", {}, "Dead letters per hour", el("span", { class: "muted" }, " (by queue and reason class, last 24 h)")),
+    svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": "Dead letters per hour" },
+      grid, svg("line", { class: "axis", x1: L, x2: W - R, y1: y(0), y2: y(0) }), ticks, bars, empty),
+    el("ul", { class: "legend" }, sums.map(([k, n]) => el("li", { "data-series": k },
+      el("span", { class: `swatch c${keys.indexOf(k) % COLORS.length}` }), `${k} `, el("strong", {}, `${n} in 24 h`)))));
+}
+
+function spanToggle(redraw) {
+  const choose = (s) => { span = s; sessionStorage.setItem("switchyard-span", s); redraw(); };
+  return el("div", { class: "span", role: "group", "aria-label": "chart window" },
+    el("button", { id: "span-minutes", class: span === "minutes" ? "" : "secondary", onclick: () => choose("minutes") }, "Last 5 minutes"),
+    el("button", { id: "span-hour", class: span === "hour" ? "" : "secondary", onclick: () => choose("hour") }, "Last hour"));
+}
+
+function points(series, field) {
+  return (span === "hour" ? series.coarse : series.fine).map((p) => [p.at, p[field]]);
+}
+
+function windowSeconds() { return span === "hour" ? 3600 : 300; }
+
+// The queues page's charts: a line per queue.
+function queuesCharts() {
+  if (!history) return null;
+  const now = Date.now() / 1000;
+  const names = Object.keys(history.queues);
+  const lines = (field) => names.map((n, i) => ({ name: n, color: COLORS[i % COLORS.length], points: points(history.queues[n], field) }));
+  const box = el("section", { id: "charts" });
+  const draw = () => box.replaceChildren(
+    el("div", { class: "chart-head" }, el("h2", {}, "Trends"), spanToggle(draw)),
+    el("div", { class: "charts" },
+      lineChart("chart-handled", "Handled", "msg/s", lines("handled"), windowSeconds(), now),
+      lineChart("chart-failed", "Failed attempts", "msg/s", lines("failed"), windowSeconds(), now),
+      lineChart("chart-backlog", "Backlog", "messages", lines("backlog"), windowSeconds(), now),
+      lineChart("chart-pending", "Pending", "messages", lines("pending"), windowSeconds(), now),
+      lineChart("chart-concurrency", "Concurrency", "handler slots", lines("concurrency"), windowSeconds(), now),
+      deadChart(history.dead_per_hour, now)));
+  draw();
+  return box;
+}
+
+// A queue's page: its own lines.
+function queueCharts(name, h) {
+  const now = Date.now() / 1000;
+  const s = h.queues[name] || { fine: [], coarse: [] };
+  const box = el("section", { id: "charts" });
+  const draw = () => box.replaceChildren(
+    el("div", { class: "chart-head" }, el("h3", {}, "Trends"), spanToggle(draw)),
+    el("div", { class: "charts" },
+      lineChart("chart-rates", "Handled and failed", "msg/s", [
+        { name: "handled", color: COLORS[1], points: points(s, "handled") },
+        { name: "failed", color: COLORS[2], points: points(s, "failed") }], windowSeconds(), now),
+      lineChart("chart-waiting", "Backlog and pending", "messages", [
+        { name: "backlog", color: COLORS[0], points: points(s, "backlog") },
+        { name: "pending", color: COLORS[3], points: points(s, "pending") }], windowSeconds(), now),
+      lineChart("chart-concurrency", "Concurrency", "handler slots", [
+        { name: "slots", color: COLORS[4], points: points(s, "concurrency") }], windowSeconds(), now),
+      deadChart(h.dead_per_hour, now)));
+  draw();
+  return box;
+}
+
 function deadTable(letters) {
   if (letters.length === 0) return el("p", { class: "muted", id: "no-dead" }, "No dead letters.");
   return el("table", { id: "dead-letters" },
@@ -161,6 +344,7 @@ function deadTable(letters) {
 
 async function queueView(name) {
   const q = await api(`/api/queues/${encodeURIComponent(name)}`);
+  const h = await api(`/api/history?queue=${encodeURIComponent(name)}`);
   const retrying = q.retrying.length === 0
     ? el("p", { class: "muted" }, "No message is waiting for a retry.")
     : el("table", {},
@@ -171,6 +355,7 @@ async function queueView(name) {
           el("td", { class: "reason" }, ((r.history && r.history.errors) || []).map((e) => el("div", {}, e)))))));
   return [
     el("h2", {}, `Queue ${q.name}`),
+    queueCharts(q.name, h),
     el("h3", {}, "Waiting for a retry"), retrying,
     el("h3", {}, "Recent dead letters"), deadTable(q.dead_letters),
     el("h3", {}, "Settings"),
@@ -278,13 +463,26 @@ async function route() {
     await refreshOverview();
     if (path === "/") {
       document.getElementById("nav-queues").classList.add("active");
+      history = await api("/api/history");
       show(...queuesView());
       timer = setInterval(async () => {
-        try { await refreshOverview(); show(...queuesView()); } catch (e) { statusLine.textContent = e.message; }
+        try {
+          await refreshOverview();
+          history = await api("/api/history");
+          show(...queuesView());
+        } catch (e) { statusLine.textContent = e.message; }
       }, 2000);
     } else if (path.startsWith("/queue/")) {
       document.getElementById("nav-queues").classList.add("active");
-      show(...(await queueView(decodeURIComponent(path.slice(7)))));
+      const name = decodeURIComponent(path.slice(7));
+      show(...(await queueView(name)));
+      timer = setInterval(async () => {
+        try {
+          const h = await api(`/api/history?queue=${encodeURIComponent(name)}`);
+          const charts = document.getElementById("charts");
+          if (charts) charts.replaceWith(queueCharts(name, h));
+        } catch (e) { statusLine.textContent = e.message; }
+      }, 5000);
     } else if (path === "/dead") {
       document.getElementById("nav-dead").classList.add("active");
       show(...(await deadView(query || "")));

@@ -1,0 +1,74 @@
+//! The sampler behind the dashboard's charts: every [`FINE`] it reads each
+//! queue's counters and gauges and the dead letters by class into the
+//! admin state's [`History`](super::history::History).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use super::history::{DeadCounts, FINE, ROUTER, Reading};
+use super::state::AdminState;
+use crate::reason::DeadClass;
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Takes a point every [`FINE`] until `stop`.
+pub async fn sample(state: Arc<AdminState>, stop: CancellationToken) {
+    let mut every = tokio::time::interval(FINE);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let config = state.config.load_full();
+        let stats = state.stats().await;
+        let from_redis = |name: &str| {
+            stats
+                .status
+                .as_ref()
+                .and_then(|s| s.queues.iter().find(|(n, _, _)| n == name))
+                .map(|(_, q, _)| (q.lag, q.pending))
+        };
+        let mut readings = BTreeMap::new();
+        let mut dead = DeadCounts::new();
+        for name in config.queues.keys() {
+            let m = state.metrics.queue(name);
+            let c = m.snapshot();
+            let redis = from_redis(name);
+            readings.insert(
+                name.clone(),
+                Reading {
+                    handled: c.succeeded,
+                    failed: c.retried + c.rejected + c.failed,
+                    backlog: redis.and_then(|r| r.0),
+                    pending: redis.map(|r| r.1),
+                    concurrency: m.concurrency.load(Ordering::Relaxed),
+                },
+            );
+            count_dead(&mut dead, name, &m.dead_lettered_by);
+        }
+        count_dead(&mut dead, ROUTER, &state.metrics.router.dead_lettered_by);
+        state
+            .history
+            .lock()
+            .expect("history lock")
+            .record(now(), &readings, &dead);
+    }
+}
+
+fn count_dead(into: &mut DeadCounts, queue: &str, by_class: &[AtomicU64; DeadClass::ALL.len()]) {
+    for class in DeadClass::ALL {
+        let n = by_class[class.index()].load(Ordering::Relaxed);
+        if n > 0 {
+            into.insert((queue.to_owned(), class.label()), n);
+        }
+    }
+}
