@@ -11,6 +11,10 @@ use switchyard::redis::{Conn, Redis};
 use switchyard::stream::{Keys, Partition};
 
 use crate::print_out;
+use crate::progress::Progress;
+
+/// Dead letters replayed or deleted between two updates of the progress.
+const STEP: usize = 100;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum DeadAction {
@@ -160,27 +164,40 @@ pub(crate) async fn dead_command(
         }
         DeadAction::Replay { ids, all, filter } => {
             let ids = dead_targets(&mut conn, &partitions, ids, all, filter).await?;
-            let mut failed = false;
-            let mut replayed = 0;
-            for (id, outcome) in dead::replay(&mut conn, &config, &keys, &ids).await? {
-                match outcome {
-                    dead::Replayed::Done { stream, entry } => {
-                        replayed += 1;
-                        print_out(&format!("{id}: replayed to {stream} as {entry}\n"))?;
-                    }
-                    dead::Replayed::Gone => {
-                        print_out(&format!(
-                            "{id}: not a dead letter (replayed or deleted already)\n"
-                        ))?;
-                    }
-                    dead::Replayed::Refused(why) => {
-                        failed = true;
-                        print_out(&format!("{id}: not replayed: {why}\n"))?;
+            let (mut replayed, mut gone, mut refused) = (0, 0, 0);
+            let mut progress = Progress::new("replay", ids.len() as u64);
+            for chunk in ids.chunks(STEP) {
+                for (id, outcome) in dead::replay(&mut conn, &config, &keys, chunk).await? {
+                    match outcome {
+                        dead::Replayed::Done { stream, entry } => {
+                            replayed += 1;
+                            progress
+                                .println(&format!("{id}: replayed to {stream} as {entry}\n"))?;
+                        }
+                        dead::Replayed::Gone => {
+                            gone += 1;
+                            progress.println(&format!(
+                                "{id}: not a dead letter (replayed or deleted already)\n"
+                            ))?;
+                        }
+                        dead::Replayed::Refused(why) => {
+                            refused += 1;
+                            progress.println(&format!("{id}: not replayed: {why}\n"))?;
+                        }
                     }
                 }
+                progress.advance(chunk.len() as u64);
             }
-            print_out(&format!("{replayed} replayed\n"))?;
-            Ok(if failed {
+            progress.finish();
+            let mut summary = format!("{replayed} replayed");
+            if gone > 0 {
+                summary.push_str(&format!(", {gone} gone already"));
+            }
+            if refused > 0 {
+                summary.push_str(&format!(", {refused} refused"));
+            }
+            print_out(&format!("{summary}\n"))?;
+            Ok(if refused > 0 {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS
@@ -188,8 +205,19 @@ pub(crate) async fn dead_command(
         }
         DeadAction::Purge { ids, all, filter } => {
             let ids = dead_targets(&mut conn, &partitions, ids, all, filter).await?;
-            let deleted = dead::purge(&mut conn, &keys, &ids).await?;
-            print_out(&format!("{deleted} deleted\n"))?;
+            let mut deleted = 0;
+            let mut progress = Progress::new("purge", ids.len() as u64);
+            for chunk in ids.chunks(STEP) {
+                deleted += dead::purge(&mut conn, &keys, chunk).await?;
+                progress.advance(chunk.len() as u64);
+            }
+            progress.finish();
+            let gone = ids.len() as u64 - deleted.min(ids.len() as u64);
+            if gone > 0 {
+                print_out(&format!("{deleted} deleted, {gone} gone already\n"))?;
+            } else {
+                print_out(&format!("{deleted} deleted\n"))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

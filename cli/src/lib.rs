@@ -12,6 +12,7 @@ pub mod demo;
 mod invoke;
 mod invoke_log;
 mod new;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -254,10 +255,32 @@ async fn run(command: Command, capture: invoke_log::Capture) -> Result<ExitCode>
                 );
             }
             for q in queues {
-                let report = switchyard::migrate::migrate(q).await?;
-                for file in &report.applied {
-                    print_out(&format!("{}: applied {file}\n", q.name))?;
+                use switchyard::migrate::Step;
+                let mut progress: Option<progress::Progress> = None;
+                let mut printed: Result<()> = Ok(());
+                let report = switchyard::migrate::migrate_with(q, |step| match step {
+                    Step::Found(n) => progress = Some(progress::Progress::new("migrate", n as u64)),
+                    Step::Applying(m) => {
+                        if let Some(p) = &progress {
+                            p.at(&format!("{}: {}", q.name, m.name));
+                        }
+                    }
+                    Step::Done(m, applied) => {
+                        if let Some(p) = &mut progress {
+                            if applied && printed.is_ok() {
+                                let file = m.path.file_name().unwrap_or_default().to_string_lossy();
+                                printed = p.println(&format!("{}: applied {file}\n", q.name));
+                            }
+                            p.advance(1);
+                        }
+                    }
+                })
+                .await;
+                if let Some(p) = progress {
+                    p.finish();
                 }
+                let report = report?;
+                printed?;
                 print_out(&format!(
                     "{}: {} applied now, {} before\n",
                     q.name,

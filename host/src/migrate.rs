@@ -94,6 +94,25 @@ pub fn read_folder(dir: &Path) -> Result<Vec<Migration>> {
 
 /// Applies what the queue's folder has and its database lacks.
 pub async fn migrate(queue: &QueueConfig) -> Result<Report> {
+    migrate_with(queue, |_| {}).await
+}
+
+/// A step of [`migrate_with`], for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub enum Step<'a> {
+    /// The folder is read: this many migrations.
+    Found(usize),
+    /// This one is being applied.
+    Applying(&'a Migration),
+    /// This one is done: applied now (`true`) or before.
+    Done(&'a Migration, bool),
+}
+
+/// [`migrate`], telling `progress` each step.
+pub async fn migrate_with(
+    queue: &QueueConfig,
+    mut progress: impl FnMut(Step<'_>),
+) -> Result<Report> {
     let Some(sql) = &queue.sql else {
         bail!("queues.{} has no [sql] table", queue.name);
     };
@@ -101,21 +120,28 @@ pub async fn migrate(queue: &QueueConfig) -> Result<Report> {
         bail!("queues.{}.sql has no migrations folder", queue.name);
     };
     let migrations = read_folder(dir)?;
+    progress(Step::Found(migrations.len()));
     let config: tokio_postgres::Config = sql.database_url.parse()?;
     let (mut client, connection) = DbTls::new(&config, sql.ca_file.as_ref())?
         .connect(&config)
         .await
         .with_context(|| format!("connecting to the database of queues.{}", queue.name))?;
-    let result = apply(&mut client, &migrations).await;
+    let result = apply(&mut client, &migrations, &mut progress).await;
     drop(client);
     let _ = connection.await;
     result
 }
 
-async fn apply(client: &mut tokio_postgres::Client, migrations: &[Migration]) -> Result<Report> {
+async fn apply(
+    client: &mut tokio_postgres::Client,
+    migrations: &[Migration],
+    progress: &mut impl FnMut(Step<'_>),
+) -> Result<Report> {
     client
         .batch_execute(
-            "SELECT pg_advisory_lock(hashtext('switchyard_migrations'));
+            // No NOTICE that the table exists already on every run.
+            "SET client_min_messages TO warning;
+             SELECT pg_advisory_lock(hashtext('switchyard_migrations'));
              CREATE TABLE IF NOT EXISTS switchyard_migrations (
                  version bigint PRIMARY KEY,
                  name text NOT NULL,
@@ -142,8 +168,10 @@ async fn apply(client: &mut tokio_postgres::Client, migrations: &[Migration]) ->
                 );
             }
             report.already += 1;
+            progress(Step::Done(m, false));
             continue;
         }
+        progress(Step::Applying(m));
         let tx = client.transaction().await?;
         tx.batch_execute(&m.sql)
             .await
@@ -154,6 +182,7 @@ async fn apply(client: &mut tokio_postgres::Client, migrations: &[Migration]) ->
         )
         .await?;
         tx.commit().await?;
+        progress(Step::Done(m, true));
         report.applied.push(
             m.path
                 .file_name()

@@ -56,6 +56,21 @@ async fn the_schema_is_applied_once_and_takes_every_message_type() {
     let again = switchyard::migrate::migrate(queue).await.unwrap();
     assert!(again.applied.is_empty());
     assert_eq!(again.already, 1);
+    // The command: its report on stdout, its progress on stderr (plain
+    // lines, not being on a terminal).
+    let out = std::process::Command::new(host_binary())
+        .args(["migrate", "--config"])
+        .arg(&cfg.path)
+        .env("TEST_DATABASE_URL", pg.url())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "P: 0 applied now, 1 before\n");
+    assert_eq!(stderr, "migrate: 0/1\nmigrate: 1/1\n");
 
     // Every sample event of the demo, stored twice.
     let sql = QueueSql::new(
