@@ -119,8 +119,17 @@ max_attempts = 1
 
     let (status, _, body) = get(port, "/healthz");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
-    let (status, _, body) = get(port, "/readyz");
-    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    // Ready within a second of the groups' creation (the admin server
+    // answers from a read of Redis at most that old).
+    wait_for_value(LIMIT, "ready", async || {
+        let (status, _, body) = get(port, "/readyz");
+        if (status, body.as_str()) == (200, "ready\n") {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
 
     let (status, content_type, text) = get(port, "/metrics");
     assert_eq!(status, 200);

@@ -754,26 +754,45 @@ async fn the_dashboard_charts_trends_live_and_follow_reloads() {
         b.click("#span-minutes");
     });
 
-    // Orders removed by a reload.
+    // Orders removed by a reload, Returns added.
     let current = std::fs::read_to_string(&cfg.path).unwrap();
     let head = &current[..current.find("\n[admin]").unwrap()];
-    let without =
-        ORDERS_AND_REFUNDS.replace("[queues.Orders]\nplugin = \"@PLUGINS@/noop.wasm\"\n", "");
-    let text = charts_config(port, &without)
-        .replace("\"order.placed\" = [\"Orders\"]\n", "")
+    let queues = ORDERS_AND_REFUNDS.replace(
+        "[queues.Orders]\nplugin = \"@PLUGINS@/noop.wasm\"\n",
+        "[queues.Returns]\nplugin = \"@PLUGINS@/noop.wasm\"\n",
+    );
+    let text = charts_config(port, &queues)
+        .replace(
+            "\"order.placed\" = [\"Orders\"]\n",
+            "\"order.returned\" = [\"Returns\"]\n",
+        )
         .replace("@PLUGINS@", plugin_dir().to_str().unwrap());
     let tmp = cfg.path.with_extension("tmp");
     std::fs::write(&tmp, format!("{head}\n{text}")).unwrap();
     std::fs::rename(&tmp, &cfg.path).unwrap();
     tokio::task::block_in_place(|| {
         b.until(
-            "Orders gone from the charts",
-            "const l = [...document.querySelectorAll('#chart-handled li')].map(l => l.dataset.series); return l.length === 2 && l.join()",
+            "Orders gone from the charts, Returns in them",
+            "const l = [...document.querySelectorAll('#chart-handled li')].map(l => l.dataset.series); return l.join() === 'Audit,Refunds,Returns'",
         );
-        let names = b.script(
-            "return [...document.querySelectorAll('#chart-handled li')].map(l => l.dataset.series)",
+    });
+    for n in 0..5 {
+        let id = format!("ret-{n}");
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", "order.returned"), ("id", &id), ("body", "{}")],
+        )
+        .await;
+    }
+    tokio::task::block_in_place(|| {
+        // Its points start at the reload: a handled rate once it has two
+        // samples, and what it handled shows.
+        b.until(
+            "Returns' handled messages drawn",
+            "const c = [...document.querySelectorAll('#chart-handled g.series[data-series=\"Returns\"] circle title')]; return c.some(t => !t.textContent.endsWith(': 0 msg/s'))",
         );
-        assert_eq!(names, json!(["Audit", "Refunds"]));
+        assert_eq!(b.script(&points_js("chart-handled", "Orders")), json!(0));
         b.screenshot("charts-after-reload");
 
         // A queue's page: its own lines, its own dead letters.

@@ -21,7 +21,10 @@ fn now() -> f64 {
 
 /// Takes a point every [`FINE`] until `stop`.
 pub async fn sample(state: Arc<AdminState>, stop: CancellationToken) {
-    let mut every = tokio::time::interval(FINE);
+    // The first point one interval after the start: by then the host has
+    // usually connected, and a read of Redis before it would be kept as
+    // the shared stats (Redis unreachable, no groups) for a while.
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + FINE, FINE);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
