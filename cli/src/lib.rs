@@ -4,13 +4,16 @@
 //!
 //! - [`check`]: a configuration validated and its plugins compiled;
 //! - [`dead`]: dead-letter inspection, replay and purge;
-//! - [`demo`]: the local end-to-end demo with stand-in services.
+//! - [`demo`]: the local end-to-end demo with stand-in services;
+//! - [`migrate`]: a queue's schema migrations applied;
+//! - [`progress`]: how far a long command got.
 
 mod check;
 mod dead;
 pub mod demo;
 mod invoke;
 mod invoke_log;
+mod migrate;
 mod new;
 mod progress;
 
@@ -239,57 +242,7 @@ async fn run(command: Command, capture: invoke_log::Capture) -> Result<ExitCode>
             ..
         } => check::check_plugin(&plugin, queue.as_deref()).await,
         Command::Check { config, .. } => check::check(&config).await,
-        Command::Migrate { config, queue } => {
-            // The databases: their secrets and CA files; no plugin is read.
-            let config = Config::load_with(&config.config, &process_env, Needs::DATABASES)?;
-            let queues: Vec<_> = config
-                .queues
-                .values()
-                .filter(|q| queue.as_deref().is_none_or(|n| n == q.name))
-                .filter(|q| q.sql.as_ref().is_some_and(|s| s.migrations.is_some()))
-                .collect();
-            if queues.is_empty() {
-                anyhow::bail!(
-                    "no queue{} has a sql.migrations folder",
-                    queue.map_or(String::new(), |q| format!(" named {q}"))
-                );
-            }
-            for q in queues {
-                use switchyard::migrate::Step;
-                let mut progress: Option<progress::Progress> = None;
-                let mut printed: Result<()> = Ok(());
-                let report = switchyard::migrate::migrate_with(q, |step| match step {
-                    Step::Found(n) => progress = Some(progress::Progress::new("migrate", n as u64)),
-                    Step::Applying(m) => {
-                        if let Some(p) = &progress {
-                            p.at(&format!("{}: {}", q.name, m.name));
-                        }
-                    }
-                    Step::Done(m, applied) => {
-                        if let Some(p) = &mut progress {
-                            if applied && printed.is_ok() {
-                                let file = m.path.file_name().unwrap_or_default().to_string_lossy();
-                                printed = p.println(&format!("{}: applied {file}\n", q.name));
-                            }
-                            p.advance(1);
-                        }
-                    }
-                })
-                .await;
-                if let Some(p) = progress {
-                    p.finish();
-                }
-                let report = report?;
-                printed?;
-                print_out(&format!(
-                    "{}: {} applied now, {} before\n",
-                    q.name,
-                    report.applied.len(),
-                    report.already
-                ))?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Migrate { config, queue } => migrate::migrate(&config.config, queue).await,
         Command::Status {
             config,
             redis: url,

@@ -139,7 +139,8 @@ async fn apply(
 ) -> Result<Report> {
     client
         .batch_execute(
-            // No NOTICE that the table exists already on every run.
+            // No NOTICE that the table exists already on every run; the
+            // migrations' own notices are shown.
             "SET client_min_messages TO warning;
              SELECT pg_advisory_lock(hashtext('switchyard_migrations'));
              CREATE TABLE IF NOT EXISTS switchyard_migrations (
@@ -147,7 +148,8 @@ async fn apply(
                  name text NOT NULL,
                  checksum text NOT NULL,
                  applied_at timestamptz NOT NULL DEFAULT now()
-             );",
+             );
+             RESET client_min_messages;",
         )
         .await
         .context("preparing switchyard_migrations")?;

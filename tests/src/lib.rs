@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use switchyard;
 
+pub mod browser;
 pub mod chaos;
 pub mod config;
 pub mod ha;
@@ -34,6 +35,7 @@ pub mod total;
 pub mod waiting;
 pub mod wasm;
 
+pub use browser::Browser;
 pub use config::*;
 pub use host::*;
 pub use net::*;

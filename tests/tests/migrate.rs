@@ -62,6 +62,7 @@ async fn the_schema_is_applied_once_and_takes_every_message_type() {
         .args(["migrate", "--config"])
         .arg(&cfg.path)
         .env("TEST_DATABASE_URL", pg.url())
+        .env_remove("RUST_LOG")
         .output()
         .unwrap();
     let (stdout, stderr) = (

@@ -286,8 +286,13 @@ async fn history(
     State(state): State<Arc<AdminState>>,
     Query(params): Query<HistoryParams>,
 ) -> Response {
-    let history = state.history.lock().expect("history lock");
-    Json(history.json(params.queue.as_deref())).into_response()
+    let mut samples = state
+        .history
+        .lock()
+        .expect("history lock")
+        .json(params.queue.as_deref());
+    samples["now"] = json!(super::sampler::unix_now());
+    Json(samples).into_response()
 }
 
 async fn dead_list(

@@ -53,9 +53,11 @@ pub struct Reading {
 pub struct Point {
     /// Unix seconds: the end of a fine interval, the start of a minute.
     pub at: f64,
-    /// Per second.
+    /// Messages handled per second over the interval.
     pub handled: f64,
+    /// Failed attempts per second over the interval.
     pub failed: f64,
+    /// The gauges at the end of the interval (of a minute: the highest).
     pub backlog: Option<u64>,
     pub pending: Option<u64>,
     pub concurrency: u64,
@@ -81,10 +83,14 @@ fn round(x: f64) -> f64 {
 /// A minute being filled.
 #[derive(Debug, Clone, Copy)]
 struct Minute {
+    /// Unix seconds, a multiple of 60.
     start: f64,
+    /// Handled and failed over the intervals folded in so far.
     handled: u64,
     failed: u64,
+    /// The length of those intervals.
     seconds: f64,
+    /// The highest gauges seen in them.
     backlog: Option<u64>,
     pending: Option<u64>,
     concurrency: u64,
@@ -110,11 +116,17 @@ impl Minute {
     }
 }
 
+/// One queue's rings.
 #[derive(Debug, Default)]
 struct Series {
+    /// The last reading and its time, from which the next point's rates
+    /// are taken.
     last: Option<(f64, Reading)>,
+    /// At most [`FINE_LEN`] points, oldest first.
     fine: VecDeque<Point>,
+    /// The minute being filled.
     minute: Option<Minute>,
+    /// At most [`COARSE_LEN`] finished minutes, oldest first.
     coarse: VecDeque<Point>,
 }
 
@@ -294,7 +306,7 @@ mod tests {
     fn points_are_rates_over_the_interval_and_minutes_fold_them() {
         let mut h = History::default();
         let none = DeadCounts::new();
-        // 12:00:00 exactly is a minute's start.
+        // A time on a minute's start.
         let t0 = 1_800_000_000.0 - 1_800_000_000.0 % 60.0;
         h.record(t0, &one("Email", reading(0, 0, 7)), &none);
         h.record(t0 + 5.0, &one("Email", reading(50, 5, 9)), &none);

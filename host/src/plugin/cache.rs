@@ -11,7 +11,9 @@
 //! folder only its user can write, each named by the SHA-256 of the
 //! component it was compiled from and a hash of the engine configuration. A
 //! cache file that fails to load is deleted and the component compiled
-//! again.
+//! again. Beside the files, the compiler child keeps the functions it
+//! compiled (`functions.rs`), native code under the same rule: written by
+//! the child, in the folder only the host's user can write.
 //!
 //! The compiler child bounds what compiling costs; it is not a security
 //! boundary. It runs as the host's user, without a seccomp filter, and the

@@ -212,7 +212,10 @@ const INVALID: i32 = 3;
 /// compiles with itself ([`Compiler::this_program`]) calls this first thing
 /// in `main`.
 pub fn serve_if_asked() -> Option<ExitCode> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     if args.first().map(String::as_str) != Some(SUBCOMMAND) {
         return None;
     }
@@ -226,10 +229,12 @@ pub fn serve_if_asked() -> Option<ExitCode> {
         );
         return Some(ExitCode::FAILURE);
     };
-    let functions = args
+    // A path as the OS gave it: the cache folder need not be UTF-8.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    let functions = raw
         .iter()
         .position(|a| a == "--functions")
-        .and_then(|i| args.get(i + 1))
+        .and_then(|i| raw.get(i + 1))
         .map(PathBuf::from);
     Some(child_main(
         Duration::from_millis(cpu_ms),

@@ -9,8 +9,9 @@
 //! host carries on.
 //!
 //! - [`engine`]: the engine, its linker and epoch ticker;
-//! - [`load`]: reading, compiling ([`compile`], [`cache`]) and linking a
-//!   plugin, checked against the [`contract`];
+//! - [`load`]: reading, compiling ([`compile`], [`cache`], and Cranelift's
+//!   cache of compiled functions in `functions`) and linking a plugin,
+//!   checked against the [`contract`];
 //! - [`call`]: one call, its outcome, warm instances;
 //! - [`builtin`]: native handlers;
 //! - [`host`]: the state of one store; the imports, one module each in

@@ -85,12 +85,15 @@ pub async fn run(
                 )),
                 None => None,
             };
-            // The dashboard's charts: sampled while the run lasts.
+            // The dashboard's charts: sampled while the run lasts, when the
+            // dashboard can be read at all.
             let sampling = shutdown.drain.child_token();
-            tokio::spawn(crate::admin::sampler::sample(
-                state.clone(),
-                sampling.clone(),
-            ));
+            if state.token.is_some() || state.read_token.is_some() {
+                tokio::spawn(crate::admin::sampler::sample(
+                    state.clone(),
+                    sampling.clone(),
+                ));
+            }
             let app = crate::admin::router(state);
             Some((
                 crate::admin::listen::AdminServer::start(

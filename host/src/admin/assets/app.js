@@ -5,6 +5,7 @@
 const main = document.getElementById("main");
 const statusLine = document.getElementById("status");
 let timer = null;
+let generation = 0; // counts route() calls
 let previous = null; // the last overview, for rates
 let overview = null;
 let notice = null; // what a bulk action did, shown above the list it refreshed
@@ -153,7 +154,7 @@ function partitionsView() {
 // hour for a day), so nothing needs Prometheus.
 const SVG = "http://www.w3.org/2000/svg";
 const COLORS = ["#2457c5", "#1e7b34", "#b3261e", "#a86400", "#6b3fa0", "#00838f", "#c2185b", "#546e7a", "#7cb342", "#5d4037"];
-let history = null;
+let samples = null; // the last /api/history
 let span = sessionStorage.getItem("switchyard-span") === "hour" ? "hour" : "minutes";
 
 function svg(tag, attrs, ...children) {
@@ -219,7 +220,7 @@ function lineChart(id, title, unit, lines, seconds, now) {
           svg("title", {}, `${l.name} at ${clock(t, true)}: ${number(v)} ${unit}`))));
   });
   const empty = values.length === 0
-    ? svg("text", { class: "empty", x: (L + W - R) / 2, y: H / 2, "text-anchor": "middle" }, "Collecting samples: a point every 5 s.")
+    ? svg("text", { class: "empty", x: (L + W - R) / 2, y: H / 2, "text-anchor": "middle" }, "No data yet: a point every 5 s.")
     : null;
   const legend = el("ul", { class: "legend" }, lines.map((l) => {
     const last = l.points.length ? l.points[l.points.length - 1][1] : null;
@@ -240,13 +241,14 @@ function deadChart(hours, now) {
   const W = 1270, H = 170, L = 48, R = 12, T = 12, B = 24;
   const hour = Math.floor(now / 3600) * 3600;
   const first = hour - 23 * 3600;
+  hours = hours.filter((h) => h.hour >= first && h.hour <= hour);
   const keys = [...new Set(hours.flatMap((h) => h.counts.map((c) => `${c.queue} · ${c.class}`)))].sort();
   const color = (k) => COLORS[keys.indexOf(k) % COLORS.length];
   const totals = hours.map((h) => h.counts.reduce((n, c) => n + c.count, 0));
   const max = niceMax(Math.max(0, ...totals));
   const slot = (W - L - R) / 24;
   const y = (v) => T + (1 - v / max) * (H - T - B);
-  const bars = hours.filter((h) => h.hour >= first).map((h) => {
+  const bars = hours.map((h) => {
     let base = 0;
     const x = L + ((h.hour - first) / 3600) * slot + 2;
     return h.counts.slice().sort((a, b) => `${a.queue} · ${a.class}`.localeCompare(`${b.queue} · ${b.class}`)).map((c) => {
@@ -266,7 +268,7 @@ function deadChart(hours, now) {
     svg("text", { class: "tick", x: L + (i + 0.5) * slot, y: H - 6, "text-anchor": "middle" }, clock(first + i * 3600)));
   const sums = keys.map((k) => [k, hours.reduce((n, h) => n + h.counts.filter((c) => `${c.queue} · ${c.class}` === k).reduce((m, c) => m + c.count, 0), 0)]);
   const empty = keys.length === 0
-    ? svg("text", { class: "empty", x: (L + W - R) / 2, y: H / 2, "text-anchor": "middle" }, "No dead letters since the host started.")
+    ? svg("text", { class: "empty", x: (L + W - R) / 2, y: H / 2, "text-anchor": "middle" }, "No dead letters in the last 24 h.")
     : null;
   return el("figure", { class: "chart wide", id: "chart-dead" },
     el("figcaption", {}, "Dead letters per hour", el("span", { class: "muted" }, " (by queue and reason class, last 24 h)")),
@@ -283,18 +285,29 @@ function spanToggle(redraw) {
     el("button", { id: "span-hour", class: span === "hour" ? "" : "secondary", onclick: () => choose("hour") }, "Last hour"));
 }
 
-function points(series, field) {
-  return (span === "hour" ? series.coarse : series.fine).map((p) => [p.at, p[field]]);
+// A series' points in the window ending at `now`; a null where samples are
+// missing (the host was busy or stopped), so the line breaks there.
+function points(series, field, now) {
+  const step = span === "hour" ? 60 : 5;
+  const out = [];
+  let last = null;
+  for (const p of span === "hour" ? series.coarse : series.fine) {
+    if (p.at < now - windowSeconds()) continue;
+    if (last !== null && p.at - last > 2.5 * step) out.push([last + step, null]);
+    out.push([p.at, p[field]]);
+    last = p.at;
+  }
+  return out;
 }
 
 function windowSeconds() { return span === "hour" ? 3600 : 300; }
 
 // The queues page's charts: a line per queue.
 function queuesCharts() {
-  if (!history) return null;
-  const now = Date.now() / 1000;
-  const names = Object.keys(history.queues);
-  const lines = (field) => names.map((n, i) => ({ name: n, color: COLORS[i % COLORS.length], points: points(history.queues[n], field) }));
+  if (!samples) return null;
+  const now = samples.now; // the host's clock, which the points are on
+  const names = Object.keys(samples.queues);
+  const lines = (field) => names.map((n, i) => ({ name: n, color: COLORS[i % COLORS.length], points: points(samples.queues[n], field, now) }));
   const box = el("section", { id: "charts" });
   const draw = () => box.replaceChildren(
     el("div", { class: "chart-head" }, el("h2", {}, "Trends"), spanToggle(draw)),
@@ -304,27 +317,27 @@ function queuesCharts() {
       lineChart("chart-backlog", "Backlog", "messages", lines("backlog"), windowSeconds(), now),
       lineChart("chart-pending", "Pending", "messages", lines("pending"), windowSeconds(), now),
       lineChart("chart-concurrency", "Concurrency", "handler slots", lines("concurrency"), windowSeconds(), now),
-      deadChart(history.dead_per_hour, now)));
+      deadChart(samples.dead_per_hour, now)));
   draw();
   return box;
 }
 
 // A queue's page: its own lines.
 function queueCharts(name, h) {
-  const now = Date.now() / 1000;
-  const s = h.queues[name] || { fine: [], coarse: [] };
+  const now = h.now;
+  const s = Object.hasOwn(h.queues, name) ? h.queues[name] : { fine: [], coarse: [] };
   const box = el("section", { id: "charts" });
   const draw = () => box.replaceChildren(
     el("div", { class: "chart-head" }, el("h3", {}, "Trends"), spanToggle(draw)),
     el("div", { class: "charts" },
       lineChart("chart-rates", "Handled and failed", "msg/s", [
-        { name: "handled", color: COLORS[1], points: points(s, "handled") },
-        { name: "failed", color: COLORS[2], points: points(s, "failed") }], windowSeconds(), now),
+        { name: "handled", color: COLORS[1], points: points(s, "handled", now) },
+        { name: "failed", color: COLORS[2], points: points(s, "failed", now) }], windowSeconds(), now),
       lineChart("chart-waiting", "Backlog and pending", "messages", [
-        { name: "backlog", color: COLORS[0], points: points(s, "backlog") },
-        { name: "pending", color: COLORS[3], points: points(s, "pending") }], windowSeconds(), now),
+        { name: "backlog", color: COLORS[0], points: points(s, "backlog", now) },
+        { name: "pending", color: COLORS[3], points: points(s, "pending", now) }], windowSeconds(), now),
       lineChart("chart-concurrency", "Concurrency", "handler slots", [
-        { name: "slots", color: COLORS[4], points: points(s, "concurrency") }], windowSeconds(), now),
+        { name: "slots", color: COLORS[4], points: points(s, "concurrency", now) }], windowSeconds(), now),
       deadChart(h.dead_per_hour, now)));
   draw();
   return box;
@@ -451,6 +464,8 @@ function routesView() {
 async function route() {
   clearInterval(timer);
   timer = null;
+  // A refresh still under way when the page changes drops its result.
+  const current = ++generation;
   const hash = location.hash.replace(/^#/, "") || "/";
   const [path, query] = hash.split("?");
   for (const a of document.querySelectorAll("nav a")) a.classList.remove("active");
@@ -463,25 +478,31 @@ async function route() {
     await refreshOverview();
     if (path === "/") {
       document.getElementById("nav-queues").classList.add("active");
-      history = await api("/api/history");
+      samples = await api("/api/history");
       show(...queuesView());
       timer = setInterval(async () => {
         try {
           await refreshOverview();
-          history = await api("/api/history");
+          if (generation !== current) return;
+          const next = await api("/api/history");
+          if (generation !== current) return;
+          samples = next;
           show(...queuesView());
-        } catch (e) { statusLine.textContent = e.message; }
+        } catch (e) { if (generation === current) statusLine.textContent = e.message; }
       }, 2000);
     } else if (path.startsWith("/queue/")) {
       document.getElementById("nav-queues").classList.add("active");
       const name = decodeURIComponent(path.slice(7));
-      show(...(await queueView(name)));
+      const page = await queueView(name);
+      if (generation !== current) return;
+      show(...page);
       timer = setInterval(async () => {
         try {
           const h = await api(`/api/history?queue=${encodeURIComponent(name)}`);
+          if (generation !== current) return;
           const charts = document.getElementById("charts");
           if (charts) charts.replaceWith(queueCharts(name, h));
-        } catch (e) { statusLine.textContent = e.message; }
+        } catch (e) { if (generation === current) statusLine.textContent = e.message; }
       }, 5000);
     } else if (path === "/dead") {
       document.getElementById("nav-dead").classList.add("active");
