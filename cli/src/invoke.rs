@@ -68,9 +68,23 @@ pub(crate) struct InvokeArgs {
     /// Grant mail through this SMTP relay.
     #[arg(long, conflicts_with = "queue")]
     smtp_url: Option<String>,
+    /// Which compiler makes the plugin's code. `auto`: Winch for a file of
+    /// 2 MiB or more (a Python or JavaScript plugin) whose Cranelift code
+    /// is not cached, as a running host serves a new version first;
+    /// Cranelift otherwise.
+    #[arg(long, value_enum, default_value_t = CompilerChoice::Auto)]
+    compiler: CompilerChoice,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+}
+
+/// `--compiler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CompilerChoice {
+    Auto,
+    Cranelift,
+    Winch,
 }
 
 fn pair(text: &str) -> Result<(String, String), String> {
@@ -198,6 +212,11 @@ pub(crate) async fn invoke(a: InvokeArgs, capture: crate::invoke_log::Capture) -
     let body = text_or_file(&a.body, "the body")?;
     let (config, queue) = configuration(&a, &plugin_path)?;
     let engine = supervisor::engine(&config, crate::compiler()?)?;
+    let engine = match a.compiler {
+        CompilerChoice::Cranelift => engine,
+        CompilerChoice::Auto => engine.with_baseline(switchyard::plugin::BASELINE_MIN_BYTES)?,
+        CompilerChoice::Winch => engine.winch_only()?,
+    };
     let loading = Instant::now();
     let plugin = engine
         .load(&queue.plugin, &supervisor::load_limits(&config), None)
@@ -309,6 +328,7 @@ pub(crate) async fn invoke(a: InvokeArgs, capture: crate::invoke_log::Capture) -
         contract: plugin.contract(),
         load_time,
         from_cache: plugin.from_cache,
+        compiler: plugin.compiler(),
         outcome,
         reason,
         delay,
@@ -336,6 +356,7 @@ struct Report<'a> {
     contract: &'a str,
     load_time: Duration,
     from_cache: bool,
+    compiler: &'static str,
     outcome: &'static str,
     reason: Option<String>,
     delay: Option<Duration>,
@@ -364,7 +385,8 @@ impl Report<'_> {
             .collect();
         json!({
             "plugin": { "file": self.plugin, "version": self.version, "contract": self.contract,
-                        "load_ms": self.load_time.as_secs_f64() * 1e3, "from_cache": self.from_cache },
+                        "load_ms": self.load_time.as_secs_f64() * 1e3, "from_cache": self.from_cache,
+                        "compiler": self.compiler },
             "outcome": self.outcome,
             "reason": self.reason,
             "delay_ms": self.delay.map(|d| d.as_millis() as u64),
@@ -388,14 +410,19 @@ impl Report<'_> {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "plugin {} (version {}, contract {}), {} in {:.1} ms",
+            "plugin {} (version {}, contract {}), {} {} in {:.1} ms",
             self.plugin.display(),
             self.version,
             self.contract,
             if self.from_cache {
-                "loaded from the cache"
+                "loaded from the cache, code by"
             } else {
-                "compiled"
+                "compiled by"
+            },
+            match self.compiler {
+                "winch" => "Winch",
+                "cranelift" => "Cranelift",
+                other => other,
             },
             self.load_time.as_secs_f64() * 1e3
         );

@@ -210,6 +210,16 @@ pub fn plugin_loaded(m: &Metrics, from_cache: bool) {
     );
 }
 
+/// How a plugin version's code was had.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeOrigin<'a> {
+    /// The time compiling (or reading from the cache) took.
+    pub compile: Duration,
+    pub from_cache: bool,
+    /// `cranelift` or `winch`.
+    pub compiler: &'a str,
+}
+
 /// `plugin_swapped`: a new version of a plugin file serves its queues.
 pub fn plugin_swapped(
     m: &Metrics,
@@ -217,11 +227,23 @@ pub fn plugin_swapped(
     old: &str,
     new: &str,
     queues: &str,
-    compile: Duration,
-    from_cache: bool,
+    code: CodeOrigin<'_>,
 ) {
     add(&m.reloads.plugin_swaps, 1);
-    tracing::info!(event = "plugin_swapped", path = %path, old = %old, new = %new, queues = %queues, compile_ms = compile.as_millis() as u64, from_cache, "Plugin swapped; the next messages run on the new version.");
+    tracing::info!(event = "plugin_swapped", path = %path, old = %old, new = %new, queues = %queues, compile_ms = code.compile.as_millis() as u64, from_cache = code.from_cache, compiler = %code.compiler, "Plugin swapped; the next messages run on the new version.");
+}
+
+/// `plugin_optimized`: a plugin version that started on Winch's code runs
+/// on Cranelift's from the next message (`compile`: Cranelift's compile).
+pub fn plugin_optimized(m: &Metrics, path: &str, plugin: &str, queues: &str, compile: Duration) {
+    add(&m.reloads.plugin_optimized, 1);
+    tracing::info!(event = "plugin_optimized", path = %path, plugin = %plugin, queues = %queues, compile_ms = compile.as_millis() as u64, "Plugin optimized; the next messages run on Cranelift's code.");
+}
+
+/// `plugin_not_optimized`: Cranelift could not compile a plugin version
+/// that runs on Winch's code; it keeps running on Winch's.
+pub fn plugin_not_optimized(path: &str, plugin: &str, reason: &str) {
+    tracing::warn!(event = "plugin_not_optimized", path = %path, plugin = %plugin, reason = %reason, "Cranelift could not compile the plugin; it keeps running on Winch's code, more slowly.");
 }
 
 /// `plugin_refused`: a changed plugin file was refused; the running

@@ -247,6 +247,8 @@ pub struct ReloadMetrics {
     pub cache_hits: AtomicU64,
     /// New plugin versions swapped in.
     pub plugin_swaps: AtomicU64,
+    /// Plugins started on Winch's code whose Cranelift code took its place.
+    pub plugin_optimized: AtomicU64,
     /// Plugin files refused (the running version kept serving).
     pub plugin_refused: AtomicU64,
     /// queues.toml edits applied.

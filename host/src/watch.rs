@@ -7,8 +7,11 @@
 //! folders of symlink targets too, and a file counts as changed when an
 //! event names it or its target, or when what it resolves to changed.
 //! Changes are debounced: a batch is handed over once the files have been
-//! quiet for a moment. A file caught half-written is refused by the loader
-//! and picked up again when its last write lands.
+//! quiet for a moment, or at once (after [`SETTLED`]) when the last event
+//! of a changed file says it is whole: renamed into place, or closed by its
+//! writer. A file caught half-written (by a writer that closes it between
+//! writes) is refused by the loader and picked up again when its last write
+//! lands.
 //!
 //! The debounce runs in a task of its own and hands batches over a channel:
 //! a batch waiting to be taken is never lost, whatever the receiver's
@@ -20,13 +23,30 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
 /// How long the files must be quiet before a batch of changes is applied.
 const QUIET: Duration = Duration::from_millis(200);
+/// How long a batch waits for more once its last change left its file
+/// whole: the other events of one rename or write are delivered together.
+const SETTLED: Duration = Duration::from_millis(10);
 /// A batch is applied after this long even if writes go on.
 const MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Whether an event says its file is whole now: the file was renamed into
+/// place (a deploy's atomic swap, a symlink swapped), or its writer closed
+/// it. A file only created or written to may get more writes.
+fn leaves_whole(kind: &EventKind, path: usize, paths: usize) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => true,
+        // Both names: the second is the new one.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => path + 1 == paths,
+        _ => false,
+    }
+}
 
 /// What identifies the content a path leads to: where its symlinks end, and
 /// that file's identity and modification.
@@ -114,14 +134,26 @@ impl Watcher {
     /// Starts watching (nothing yet: see [`Watcher::watch`]). The debounce
     /// task runs until the watcher is dropped.
     pub fn new() -> Result<Self> {
-        let (tx, mut events) = mpsc::unbounded_channel::<PathBuf>();
+        Self::with_delays(QUIET, MAX_DELAY)
+    }
+
+    fn with_delays(quiet: Duration, max_delay: Duration) -> Result<Self> {
+        let (tx, mut events) = mpsc::unbounded_channel::<(PathBuf, bool)>();
         let inner = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             match event {
-                // Reads (our own among them) are not changes.
-                Ok(event) if matches!(event.kind, EventKind::Access(_)) => {}
                 Ok(event) => {
-                    for path in event.paths {
-                        let _ = tx.send(path);
+                    // Reads (our own among them) are not changes; a writer
+                    // closing its file is.
+                    let closed = matches!(
+                        event.kind,
+                        EventKind::Access(AccessKind::Close(AccessMode::Write))
+                    );
+                    if matches!(event.kind, EventKind::Access(_)) && !closed {
+                        return;
+                    }
+                    let paths = event.paths.len();
+                    for (i, path) in event.paths.into_iter().enumerate() {
+                        let _ = tx.send((path, leaves_whole(&event.kind, i, paths)));
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "File watch error."),
@@ -137,24 +169,34 @@ impl Watcher {
         tokio::spawn(async move {
             loop {
                 let mut changed = BTreeSet::new();
+                // Whether the last event that changed a file left it whole.
+                let mut whole = false;
                 // Wait for a change to a watched file...
                 while changed.is_empty() {
                     // Ends with the watcher: its receiver gone.
-                    let path = tokio::select! {
-                        path = events.recv() => path,
+                    let event = tokio::select! {
+                        event = events.recv() => event,
                         _ = batch_tx.closed() => None,
                     };
-                    let Some(path) = path else {
+                    let Some((path, leaves_whole)) = event else {
                         return;
                     };
                     changed = changed_by(&state, path).await;
+                    whole = leaves_whole;
                 }
-                // ...then for quiet.
-                let deadline = tokio::time::Instant::now() + MAX_DELAY;
+                // ...then for quiet, or for the file to be whole.
+                let deadline = tokio::time::Instant::now() + max_delay;
                 loop {
-                    let quiet = tokio::time::Instant::now() + QUIET;
-                    match tokio::time::timeout_at(quiet.min(deadline), events.recv()).await {
-                        Ok(Some(path)) => changed.extend(changed_by(&state, path).await),
+                    let wait = if whole { SETTLED } else { quiet };
+                    let until = tokio::time::Instant::now() + wait;
+                    match tokio::time::timeout_at(until.min(deadline), events.recv()).await {
+                        Ok(Some((path, leaves_whole))) => {
+                            let more = changed_by(&state, path).await;
+                            if !more.is_empty() {
+                                whole = leaves_whole;
+                                changed.extend(more);
+                            }
+                        }
                         Ok(None) => return,
                         Err(_) => break,
                     }
@@ -297,6 +339,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_left_whole_is_handed_over_without_waiting_for_quiet() {
+        use std::io::Write;
+        let dir = tempdir("whole");
+        let file = dir.join("plugin.wasm");
+        std::fs::write(&file, b"one").unwrap();
+        // Quiet and the longest delay far beyond the test's patience: only
+        // a file left whole is handed over in time.
+        let long = Duration::from_secs(60);
+        let mut w = Watcher::with_delays(long, long).unwrap();
+        w.watch([file.clone()].into()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let patience = Duration::from_secs(10);
+
+        // Renamed into place.
+        let tmp = dir.join("plugin.wasm.tmp");
+        std::fs::write(&tmp, b"two").unwrap();
+        std::fs::rename(&tmp, &file).unwrap();
+        let changed = tokio::time::timeout(patience, w.changes())
+            .await
+            .expect("a file renamed into place waited for quiet");
+        assert_eq!(changed, [file.clone()].into());
+
+        // Written in place: not while its writer holds it open...
+        let mut writer = std::fs::File::create(&file).unwrap();
+        writer.write_all(b"three, half").unwrap();
+        writer.flush().unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), w.changes())
+                .await
+                .is_err(),
+            "a file still being written was handed over"
+        );
+        // ...and once it closes it.
+        writer.write_all(b", whole").unwrap();
+        drop(writer);
+        let changed = tokio::time::timeout(patience, w.changes())
+            .await
+            .expect("a file closed by its writer waited for quiet");
+        assert_eq!(changed, [file].into());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
     async fn a_batch_waits_for_a_receiver_that_was_busy() {
         let dir = tempdir("busy");
         let file = dir.join("queues.toml");
@@ -304,15 +389,22 @@ mod tests {
         let mut w = Watcher::new().unwrap();
         w.watch([file.clone()].into()).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
-        std::fs::write(&file, b"two").unwrap();
+        // Written and held open: the batch waits for quiet.
+        let mut writer = std::fs::File::create(&file).unwrap();
+        std::io::Write::write_all(&mut writer, b"two").unwrap();
         // A receiver that gives up (a select! another branch won) before the
         // batch is ready...
-        let _ = tokio::time::timeout(Duration::from_millis(50), w.changes()).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), w.changes())
+                .await
+                .is_err()
+        );
         // ...still gets it later.
         let changed = tokio::time::timeout(Duration::from_secs(10), w.changes())
             .await
             .expect("the change was lost");
         assert_eq!(changed, [file].into());
+        drop(writer);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

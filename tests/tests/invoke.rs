@@ -118,6 +118,79 @@ fn a_queue_s_limits_apply_the_deadline_and_the_memory_cap() {
     );
 }
 
+/// A large plugin's new version runs on Winch's code until Cranelift's is
+/// ready: every outcome, the deadline and the memory cap are the same
+/// there.
+#[test]
+fn winch_s_code_gives_every_outcome_and_keeps_the_limits() {
+    let dir = tempdir("invoke-winch");
+    let toml = dir.join("queues.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "[routes]\n\"t\" = [\"Tight\"]\n[queues.Tight]\nplugin = \"{}\"\nhandler_timeout = \"300ms\"\nmemory_mib = 8\n",
+            plugin("spin").display()
+        ),
+    )
+    .unwrap();
+    let queue = format!("{}#Tight", toml.display());
+    let cases: [(&str, &str, &[&str], &str, i32); 6] = [
+        (
+            "io_probe",
+            r#"{"steps": [], "then": "ok"}"#,
+            &[],
+            "success",
+            0,
+        ),
+        (
+            "always_retry",
+            "{}",
+            &["--config", "delay_ms=2500"],
+            "retry",
+            3,
+        ),
+        ("always_reject", "{}", &[], "reject", 4),
+        ("trap", "{}", &[], "trap", 5),
+        ("spin", "{}", &["--queue", &queue], "timeout", 5),
+        ("hog", "{}", &["--queue", &queue], "memory_cap", 5),
+    ];
+    for (name, body, args, outcome, status) in cases {
+        let mut args = args.to_vec();
+        args.extend(["--compiler", "winch"]);
+        let (r, code) = invoke(name, body, &args);
+        assert_eq!(r["plugin"]["compiler"], "winch", "{name}: {r}");
+        assert_eq!(
+            (r["outcome"].as_str(), code),
+            (Some(outcome), status),
+            "{name}: {r}"
+        );
+        match name {
+            "always_retry" => assert_eq!(r["delay_ms"], 2500, "{r}"),
+            "trap" => assert!(
+                r["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("trap plugin panics on invoke-1"),
+                "{r}"
+            ),
+            "spin" => assert!(r["elapsed_ms"].as_f64().unwrap() < 3_000.0, "{r}"),
+            _ => {}
+        }
+    }
+    // A Python plugin: the interpreter and the application on Winch's code.
+    let (r, code) = invoke(
+        "python_audit",
+        r#"{"ChatGuid": "c-1"}"#,
+        &["--compiler", "winch"],
+    );
+    assert_eq!(r["plugin"]["compiler"], "winch", "{r}");
+    assert_eq!((r["outcome"].as_str(), code), (Some("success"), 0), "{r}");
+    // Cranelift when asked, whatever the cache holds.
+    let (r, _) = invoke("always_reject", "{}", &["--compiler", "cranelift"]);
+    assert_eq!(r["plugin"]["compiler"], "cranelift", "{r}");
+    assert_eq!(r["outcome"], "reject", "{r}");
+}
+
 #[test]
 fn key_value_state_and_publishes_are_shown() {
     let dir = tempdir("invoke-kv");

@@ -102,6 +102,11 @@ impl CompileCache {
         })
     }
 
+    /// The cache's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Where the compiler child keeps compiled functions for this engine
     /// (see `functions.rs`).
     pub fn functions_dir(&self) -> PathBuf {

@@ -116,15 +116,13 @@ impl PluginEngine {
         message: Delivery,
         pool: Option<Arc<WarmPool>>,
     ) -> CallResult {
-        let engine = self.clone();
         let timeout = cx.timeout;
         let rt = self
             .runtime
             .0
             .as_ref()
             .expect("the runtime lives as long as the engine");
-        let task =
-            rt.spawn(async move { plugin.handle(&engine, &cx, message, pool.as_deref()).await });
+        let task = rt.spawn(async move { plugin.handle(&cx, message, pool.as_deref()).await });
         let abort = task.abort_handle();
         let failed = |kind, reason| CallResult {
             outcome: Outcome::Failed { kind, reason },
@@ -148,7 +146,6 @@ impl LoadedPlugin {
     /// on the current runtime.
     async fn handle(
         &self,
-        engine: &PluginEngine,
         cx: &CallContext,
         message: Delivery,
         pool: Option<&WarmPool>,
@@ -162,7 +159,7 @@ impl LoadedPlugin {
         let deadline = Instant::now() + cx.timeout;
         let mut w = match pool.and_then(WarmPool::take) {
             Some(w) => w,
-            None => Warm::new(engine, cx, self),
+            None => Warm::new(cx, self),
         };
         w.prepare(cx, &message, deadline);
         let msg_id = message.id.clone();
@@ -349,7 +346,7 @@ pub(crate) struct Warm {
 }
 
 impl Warm {
-    fn new(engine: &PluginEngine, cx: &CallContext, plugin: &LoadedPlugin) -> Self {
+    fn new(cx: &CallContext, plugin: &LoadedPlugin) -> Self {
         let output = output::CapturedOutput::default();
         let mut wasi = WasiCtx::builder();
         wasi.stdout(output.clone()).stderr(output.clone());
@@ -387,7 +384,7 @@ impl Warm {
             },
             metrics: cx.metrics.clone(),
         };
-        let mut store = Store::new(&engine.engine, state);
+        let mut store = Store::new(&plugin.engine, state);
         store.limiter(|s| &mut s.limiter);
         Warm {
             store,

@@ -34,6 +34,24 @@ pub struct PluginEngine {
     pub(crate) runtime: Arc<PluginRuntime>,
     pub(crate) cache: Option<CompileCache>,
     pub(crate) compiler: Compiler,
+    /// Winch's engine, when large plugins start on Winch's code (see
+    /// [`PluginEngine::with_baseline`]).
+    pub(crate) baseline: Option<Baseline>,
+}
+
+/// The engine and linker of code compiled by Winch, and its cache. Its
+/// instances are allocated on demand: they serve a new version for the
+/// seconds Cranelift takes, and the pool's address space is not reserved
+/// twice.
+#[derive(Clone)]
+pub(crate) struct Baseline {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Arc<Linker<HostState>>,
+    pub(crate) cache: Option<CompileCache>,
+    /// Plugin files at least this large start on Winch's code.
+    pub(crate) min_bytes: usize,
+    /// Winch's code even when Cranelift's is cached.
+    pub(crate) always: bool,
 }
 
 /// A tokio runtime of its own for guest code. Guest code yields only at epoch
@@ -71,11 +89,26 @@ pub enum EngineKind {
     Compile,
 }
 
+/// Which compiler makes a plugin's native code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codegen {
+    /// Cranelift, the optimising compiler: the code every plugin ends up
+    /// running.
+    Cranelift,
+    /// Winch, the baseline compiler: a single pass per function, several
+    /// times faster to compile and slower to run. A new version of a large
+    /// plugin runs on it until Cranelift's code is ready.
+    Winch,
+}
+
 /// The wasmtime configuration of every engine of the host.
-pub fn engine_config(kind: EngineKind) -> Config {
+pub fn engine_config(kind: EngineKind, codegen: Codegen) -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true).epoch_interruption(true);
-    if kind == EngineKind::Host {
+    if codegen == Codegen::Winch {
+        config.strategy(wasmtime::Strategy::Winch);
+    }
+    if kind == EngineKind::Host && codegen == Codegen::Cranelift {
         let mut pool = PoolingAllocationConfig::new();
         // Sized explicitly: one component instance per concurrent handler
         // call, a few core instances, memories and tables per component (a
@@ -129,38 +162,11 @@ impl PluginEngine {
     /// An engine; plugins are compiled by `compiler`, and with `cache_dir`
     /// the compiled code is kept there.
     pub fn new(cache_dir: Option<&Path>, compiler: Compiler) -> Result<Self> {
-        let engine = Engine::new(&engine_config(EngineKind::Host))
+        let engine = Engine::new(&engine_config(EngineKind::Host, Codegen::Cranelift))
             .map_err(anyhow::Error::from)
             .context("creating the wasmtime engine")?;
 
-        // Every contract version's imports, side by side: a plugin built
-        // against any of them instantiates.
-        let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(anyhow::Error::from)
-            .context("linking WASI")?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(anyhow::Error::from)
-            .context("linking wasi:http")?;
-        v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
-            .map_err(anyhow::Error::from)
-            .context("linking the switchyard:plugin@0.1.0 imports")?;
-        // 0.2.0's own interfaces; its WASI ones are linked above.
-        {
-            use v0_2::switchyard::plugin::{config, log, mail, messages, publish, sql};
-            use v0_2::wasi::keyvalue::{atomics, store};
-            let l = &mut linker;
-            messages::add_to_linker::<_, HasSelf<_>>(l, |s| s)
-                .and_then(|()| log::add_to_linker::<_, HasSelf<_>>(l, |s| s))
-                .and_then(|()| config::add_to_linker::<_, HasSelf<_>>(l, |s| s))
-                .and_then(|()| publish::add_to_linker::<_, HasSelf<_>>(l, |s| s))
-                .and_then(|()| store::add_to_linker::<_, HasSelf<_>>(l, |s| s))
-                .and_then(|()| atomics::add_to_linker::<_, HasSelf<_>>(l, |s| s))
-                .and_then(|()| sql::add_to_linker::<_, HasSelf<_>>(l, |s| s))
-                .and_then(|()| mail::add_to_linker::<_, HasSelf<_>>(l, |s| s))
-                .map_err(anyhow::Error::from)
-                .context("linking the switchyard:plugin@0.2.0 imports")?;
-        }
+        let linker = linker(&engine)?;
         let cache = cache_dir
             .map(|dir| CompileCache::new(dir, &engine))
             .transpose()?;
@@ -183,6 +189,81 @@ impl PluginEngine {
             runtime: Arc::new(runtime),
             cache,
             compiler,
+            baseline: None,
         })
     }
+
+    /// This engine, with plugin files of `min_bytes` and more (the host
+    /// uses [`BASELINE_MIN_BYTES`]) compiled by Winch and served at once,
+    /// unless Cranelift's code for them is in the cache. The host replaces
+    /// Winch's code by Cranelift's when it is ready (see
+    /// [`PluginEngine::optimize`]). Winch's code is cached too, beside
+    /// Cranelift's.
+    pub fn with_baseline(mut self, min_bytes: usize) -> Result<Self> {
+        let engine = Engine::new(&engine_config(EngineKind::Host, Codegen::Winch))
+            .map_err(anyhow::Error::from)
+            .context("creating the Winch engine")?;
+        let linker = linker(&engine)?;
+        let cache = match &self.cache {
+            Some(c) => Some(CompileCache::new(c.dir(), &engine)?),
+            None => None,
+        };
+        start_ticker(&engine)?;
+        self.baseline = Some(Baseline {
+            engine,
+            linker: Arc::new(linker),
+            cache,
+            min_bytes,
+            always: false,
+        });
+        Ok(self)
+    }
+
+    /// This engine, with every plugin on Winch's code, whatever the cache
+    /// holds (`switchyard invoke --compiler winch`).
+    pub fn winch_only(self) -> Result<Self> {
+        let mut engine = self.with_baseline(0)?;
+        if let Some(b) = &mut engine.baseline {
+            b.always = true;
+        }
+        Ok(engine)
+    }
+}
+
+/// Plugin files at least this large start on Winch's code in the host.
+/// Smaller ones compile with Cranelift in a fraction of a second (a Rust
+/// plugin of 300 KB: 0.15 s): a second compile would cost more than it
+/// saves.
+pub const BASELINE_MIN_BYTES: usize = 2 * 1024 * 1024;
+
+/// A linker with every contract version's imports, side by side: a plugin
+/// built against any of them instantiates.
+fn linker(engine: &Engine) -> Result<Linker<HostState>> {
+    let mut linker = Linker::<HostState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("linking WASI")?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("linking wasi:http")?;
+    v0_1::Plugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+        .map_err(anyhow::Error::from)
+        .context("linking the switchyard:plugin@0.1.0 imports")?;
+    // 0.2.0's own interfaces; its WASI ones are linked above.
+    {
+        use v0_2::switchyard::plugin::{config, log, mail, messages, publish, sql};
+        use v0_2::wasi::keyvalue::{atomics, store};
+        let l = &mut linker;
+        messages::add_to_linker::<_, HasSelf<_>>(l, |s| s)
+            .and_then(|()| log::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+            .and_then(|()| config::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+            .and_then(|()| publish::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+            .and_then(|()| store::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+            .and_then(|()| atomics::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+            .and_then(|()| sql::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+            .and_then(|()| mail::add_to_linker::<_, HasSelf<_>>(l, |s| s))
+            .map_err(anyhow::Error::from)
+            .context("linking the switchyard:plugin@0.2.0 imports")?;
+    }
+    Ok(linker)
 }

@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::bindings::{v0_1, v0_2};
+use super::engine::Baseline;
 use super::*;
 use crate::config::PluginRef;
 
@@ -33,14 +34,19 @@ impl PluginEngine {
         source: &PluginRef,
         file: &PluginFile,
         component: Component,
+        codegen: Codegen,
         compile_time: Duration,
         from_cache: bool,
     ) -> Result<LoadedPlugin, LoadError> {
-        let version = contract::version_of(&self.engine, &component).map_err(|e| match e {
+        let (engine, linker) = match (codegen, &self.baseline) {
+            (Codegen::Winch, Some(b)) => (&b.engine, &b.linker),
+            _ => (&self.engine, &self.linker),
+        };
+        let version = contract::version_of(engine, &component).map_err(|e| match e {
             contract::ExportMismatch::NoExports => LoadError::NotAComponent(e.to_string()),
             e => LoadError::Exports(e),
         })?;
-        let imports = contract::imports(&self.engine, &component);
+        let imports = contract::imports(engine, &component);
         let unknown: Vec<&str> = imports
             .iter()
             .map(String::as_str)
@@ -61,8 +67,7 @@ impl PluginEngine {
             .resources_required()
             .and_then(|r| r.max_initial_memory_size)
             .map(|pages| pages.saturating_mul(64 * 1024));
-        let instance_pre = self
-            .linker
+        let instance_pre = linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::WrongContract(format!("{e:#}")))?;
         let wrong = |e: wasmtime::Error| LoadError::WrongContract(format!("{e:#}"));
@@ -76,8 +81,11 @@ impl PluginEngine {
             digest: file.digest.clone(),
             compile_time,
             from_cache,
+            codegen: Some(codegen),
             initial_memory,
             imports,
+            engine: engine.clone(),
+            file: None,
             code,
         })
     }
@@ -106,8 +114,11 @@ impl PluginEngine {
                     digest: shown,
                     compile_time: Duration::ZERO,
                     from_cache: false,
+                    codegen: None,
                     initial_memory: None,
                     imports: Vec::new(),
+                    engine: self.engine.clone(),
+                    file: None,
                     code: Code::Builtin(run),
                 }));
             }
@@ -122,8 +133,9 @@ impl PluginEngine {
             return Ok(None);
         }
         let started = Instant::now();
+        let winch_only = self.baseline.as_ref().is_some_and(|b| b.always);
         let cached = match &self.cache {
-            Some(cache) => {
+            Some(cache) if !winch_only => {
                 let (cache, engine, digest) =
                     (cache.clone(), self.engine.clone(), file.digest.clone());
                 tokio::task::spawn_blocking(move || cache.get(&engine, &digest))
@@ -131,38 +143,150 @@ impl PluginEngine {
                     .ok()
                     .flatten()
             }
-            None => None,
+            _ => None,
         };
-        let (component, from_cache) = match cached {
-            Some(c) => (c, true),
-            None => {
-                let functions = self.cache.as_ref().map(|c| c.functions_dir());
-                let code = self
-                    .compiler
-                    .compile(&file.bytes, limits.compile, functions.as_deref())
-                    .await?;
-                // Loading the code and writing it to the cache block: off
-                // the async runtime.
-                let (engine, cache, digest) =
-                    (self.engine.clone(), self.cache.clone(), file.digest.clone());
-                let component = tokio::task::spawn_blocking(move || {
-                    let component = cache::load_compiled(&engine, &code);
-                    if component.is_ok()
-                        && let Some(cache) = &cache
-                    {
-                        cache.put(&digest, &code);
-                    }
-                    component
-                })
-                .await
-                .map_err(|e| LoadError::Compiler(format!("loading compiled code: {e}")))?
-                .map_err(|e| LoadError::Compiler(format!("loading compiled code: {e:#}")))?;
-                (component, false)
+        if let Some(component) = cached {
+            return self
+                .link(
+                    plugin,
+                    &file,
+                    component,
+                    Codegen::Cranelift,
+                    started.elapsed(),
+                    true,
+                )
+                .map(Some);
+        }
+        if let Some(baseline) = &self.baseline
+            && file.bytes.len() >= baseline.min_bytes
+        {
+            match self.compile_baseline(baseline, &file, limits).await {
+                Ok((component, from_cache)) => {
+                    let mut loaded = self.link(
+                        plugin,
+                        &file,
+                        component,
+                        Codegen::Winch,
+                        started.elapsed(),
+                        from_cache,
+                    )?;
+                    loaded.file = Some(Arc::new(file));
+                    return Ok(Some(loaded));
+                }
+                // Cranelift needs more time and memory than Winch.
+                Err(e @ (LoadError::TooSlow(_) | LoadError::TooLarge(_))) => return Err(e),
+                // Winch does not take every component Cranelift takes; a
+                // component neither takes is refused by Cranelift below.
+                Err(e) => {
+                    tracing::debug!(path = %plugin, error = %e, "Winch did not compile the plugin; Cranelift compiles it.");
+                }
             }
-        };
-        self.link(plugin, &file, component, started.elapsed(), from_cache)
-            .map(Some)
+        }
+        let component = self.compile_optimized(&file, limits).await?;
+        self.link(
+            plugin,
+            &file,
+            component,
+            Codegen::Cranelift,
+            started.elapsed(),
+            false,
+        )
+        .map(Some)
     }
+
+    /// Cranelift's code for a plugin that runs on Winch's (the same file,
+    /// kept in `plugin.file`), linked and ready to take its place; it is
+    /// kept in the cache. Cancelling the future stops the compile.
+    pub async fn optimize(
+        &self,
+        plugin: &LoadedPlugin,
+        limits: &LoadLimits,
+    ) -> Result<LoadedPlugin, LoadError> {
+        let Some(file) = &plugin.file else {
+            return Err(LoadError::Compiler(
+                "the plugin's file was not kept for Cranelift".into(),
+            ));
+        };
+        let started = Instant::now();
+        let component = self.compile_optimized(file, limits).await?;
+        self.link(
+            &plugin.source,
+            file,
+            component,
+            Codegen::Cranelift,
+            started.elapsed(),
+            false,
+        )
+    }
+
+    /// Winch's code for a file: from the cache, or compiled in a child
+    /// process and kept in the cache. Says whether it came from the cache.
+    async fn compile_baseline(
+        &self,
+        baseline: &Baseline,
+        file: &PluginFile,
+        limits: &LoadLimits,
+    ) -> Result<(Component, bool), LoadError> {
+        if let Some(cache) = &baseline.cache {
+            let (cache, engine, digest) =
+                (cache.clone(), baseline.engine.clone(), file.digest.clone());
+            if let Ok(Some(component)) =
+                tokio::task::spawn_blocking(move || cache.get(&engine, &digest)).await
+            {
+                return Ok((component, true));
+            }
+        }
+        let code = self
+            .compiler
+            .compile(&file.bytes, limits.compile, None, Codegen::Winch)
+            .await?;
+        let component =
+            load_and_keep(&baseline.engine, &baseline.cache, &file.digest, code).await?;
+        Ok((component, false))
+    }
+
+    /// Compiles a file with Cranelift in a child process, with the function
+    /// cache, and keeps the code in the cache.
+    async fn compile_optimized(
+        &self,
+        file: &PluginFile,
+        limits: &LoadLimits,
+    ) -> Result<Component, LoadError> {
+        let functions = self.cache.as_ref().map(|c| c.functions_dir());
+        let code = self
+            .compiler
+            .compile(
+                &file.bytes,
+                limits.compile,
+                functions.as_deref(),
+                Codegen::Cranelift,
+            )
+            .await?;
+        load_and_keep(&self.engine, &self.cache, &file.digest, code).await
+    }
+}
+
+/// Loads code the compiler child made into `engine` and keeps it in
+/// `cache`. Both block: off the async runtime's threads.
+async fn load_and_keep(
+    engine: &wasmtime::Engine,
+    cache: &Option<CompileCache>,
+    digest: &str,
+    code: Vec<u8>,
+) -> Result<Component, LoadError> {
+    let (engine, cache, digest) = (engine.clone(), cache.clone(), digest.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let component = cache::load_compiled(&engine, &code);
+        if component.is_ok()
+            && let Some(cache) = &cache
+        {
+            cache.put(&digest, &code);
+        }
+        component
+    })
+    .await
+    .map_err(|e| LoadError::Compiler(format!("loading compiled code: {e}")))?
+    .map_err(|e| LoadError::Compiler(format!("loading compiled code: {e:#}")))
 }
 
 /// Bounds on what a plugin file may cost to load.
@@ -214,11 +338,18 @@ pub struct LoadedPlugin {
     pub compile_time: Duration,
     /// Whether the compiled code came from the cache.
     pub from_cache: bool,
+    /// The compiler of its code (none for a built-in handler).
+    pub codegen: Option<Codegen>,
     /// The largest initial size of the plugin's linear memories, in bytes:
     /// an instance needs at least this much of its queue's `memory_mib`.
     pub initial_memory: Option<u64>,
     /// The interfaces it imports.
     pub imports: Vec<String>,
+    /// The engine its code runs on (Cranelift's or Winch's).
+    pub(crate) engine: wasmtime::Engine,
+    /// The file, kept while the plugin runs on Winch's code, for the
+    /// Cranelift compile that replaces it.
+    pub(crate) file: Option<Arc<PluginFile>>,
     pub(crate) code: Code,
 }
 
@@ -240,6 +371,21 @@ pub(crate) enum Bindings {
 }
 
 impl LoadedPlugin {
+    /// The compiler of its code, for operators: `cranelift`, `winch` or
+    /// `built-in`.
+    pub fn compiler(&self) -> &'static str {
+        match self.codegen {
+            Some(Codegen::Cranelift) => "cranelift",
+            Some(Codegen::Winch) => "winch",
+            None => "built-in",
+        }
+    }
+
+    /// Whether it runs on Winch's code, waiting for Cranelift's.
+    pub fn is_baseline(&self) -> bool {
+        self.codegen == Some(Codegen::Winch)
+    }
+
     /// The contract version the plugin was built against, for operators.
     pub fn contract(&self) -> &'static str {
         match self.code {

@@ -35,7 +35,9 @@ pub use builtin::{Builtin, NativeHandler, builtin, register_native};
 pub use cache::CompileCache;
 pub use call::{CallContext, CallResult, Delivery, FailureKind, Outcome, WarmPool};
 pub use compile::{CompileLimits, Compiler};
-pub use engine::{EngineKind, POOL_INSTANCES, PluginEngine, engine_config};
+pub use engine::{
+    BASELINE_MIN_BYTES, Codegen, EngineKind, POOL_INSTANCES, PluginEngine, engine_config,
+};
 pub use host::HostState;
 pub use imports::mail::smtp;
 pub use imports::{http, keyvalue, mail, sql};

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, QueueConfig};
+use crate::config::{Config, PluginRef, QueueConfig};
 use crate::queue::{QueueContext, QueueRuntime, QueueWorker, Slots, WorkerTasks};
 use crate::redis::bounded::BoundedReader;
 use crate::router::Router;
@@ -39,6 +39,10 @@ pub(super) struct Supervisor {
     /// The tasks of removed queues and partitions, winding down; dropped
     /// once done.
     pub(super) retired: Vec<WorkerTasks>,
+    /// Cranelift compiles of the plugins running on Winch's code, by file.
+    pub(super) optimizing: BTreeMap<PluginRef, optimize::Optimizing>,
+    /// Where they send their result.
+    pub(super) optimized: tokio::sync::mpsc::UnboundedSender<optimize::Optimized>,
 }
 
 /// A running queue.

@@ -10,11 +10,14 @@
 //!   old ones);
 //! - [`reload`]: plugin swaps and edits of queues.toml;
 //! - [`maintain`]: retention and consumer clean-up;
+//! - `optimize`: Cranelift's code in place of Winch's for large plugins'
+//!   new versions;
 //! - `running`: a host on a task, for programs that embed it (the
 //!   `in-process` feature).
 
 pub mod lifecycle;
 pub mod maintain;
+mod optimize;
 pub mod partitions;
 pub mod preflight;
 pub mod reload;
@@ -124,7 +127,21 @@ pub async fn run(
     let Some(conn) = crate::redis::connect_patiently(&redis, &shutdown.drain).await? else {
         return Ok(());
     };
+    // A large plugin's new version is served on Winch's code while
+    // Cranelift compiles it; without Winch's engine, every version waits
+    // for Cranelift.
     let engine = engine(&config, compiler)?;
+    let engine = match engine
+        .clone()
+        .with_baseline(crate::plugin::BASELINE_MIN_BYTES)
+    {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "Cannot create Winch's engine; new plugin versions wait for Cranelift's code.");
+            engine
+        }
+    };
+    let (optimized, mut optimized_rx) = optimize::channel();
     let none = Plugins::new();
     let plugins = tokio::select! {
         _ = shutdown.drain.cancelled() => return Ok(()),
@@ -168,12 +185,15 @@ pub async fn run(
         readers: CancellationToken::new(),
         loops: TaskTracker::new(),
         retired: Vec::new(),
+        optimizing: BTreeMap::new(),
+        optimized,
     };
     host.start_maintenance();
     for queue in config.queues.clone().into_values() {
         host.start_queue(queue).await?;
     }
     host.register_partitions().await?;
+    host.optimize_plugins();
     let mut check = tokio::time::interval(partitions::CHECK_INTERVAL);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     check.tick().await;
@@ -187,6 +207,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = shutdown.drain.cancelled() => break,
+            Some(done) = optimized_rx.recv() => host.optimized(done),
             _ = check.tick() => {
                 let checked = tokio::select! {
                     _ = shutdown.drain.cancelled() => break,

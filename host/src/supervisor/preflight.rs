@@ -248,7 +248,7 @@ pub async fn load_plugins(
             Ok(None) => old.expect("unchanged").clone(),
             Ok(Some(plugin)) => {
                 count_load(metrics, &plugin);
-                tracing::info!(event = "plugin_loaded", queues = %names.join(","), plugin = %plugin.hash, contract = plugin.contract(), path = %source, compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, "Plugin loaded.");
+                tracing::info!(event = "plugin_loaded", queues = %names.join(","), plugin = %plugin.hash, contract = plugin.contract(), path = %source, compile_ms = plugin.compile_time.as_millis() as u64, from_cache = plugin.from_cache, compiler = plugin.compiler(), "Plugin loaded.");
                 Arc::new(plugin)
             }
             Err(e) => {

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use crate::config::{Config, ConfigChanges, PluginRef};
 use crate::events;
 use crate::metrics::Metrics;
+use crate::plugin::LoadedPlugin;
 use crate::queue::QueueRuntime;
 use crate::router::Router;
 
@@ -55,15 +56,22 @@ impl Supervisor {
             let path = source.to_string();
             events::plugin_refused(metrics, &path, &current.hash, &using, &reason.to_string());
         };
-        let plugin = match self
+        // A Cranelift compile of the running version would compete with
+        // this load for the cores: it is stopped, and started again below
+        // if that version keeps running.
+        self.optimizing.remove(source);
+        let loaded = self
             .host
             .engine
             .load(source, &limits, Some(&current.digest))
-            .await
-        {
-            Ok(None) => return,
+            .await;
+        let plugin = match loaded {
             Ok(Some(plugin)) => plugin,
-            Err(e) => return refuse(&metrics, &e),
+            Ok(None) => return self.optimize_plugins(),
+            Err(e) => {
+                refuse(&metrics, &e);
+                return self.optimize_plugins();
+            }
         };
         count_load(&metrics, &plugin);
         for q in users(&config, source) {
@@ -76,10 +84,31 @@ impl Supervisor {
                     source: source.clone(),
                     error: problem,
                 };
-                return refuse(&metrics, &refusal);
+                refuse(&metrics, &refusal);
+                return self.optimize_plugins();
             }
         }
         let plugin = Arc::new(plugin);
+        let swapped = self.swap_in(source, &plugin);
+        events::plugin_swapped(
+            &metrics,
+            &source.to_string(),
+            &current.hash,
+            &plugin.hash,
+            &swapped.join(","),
+            events::CodeOrigin {
+                compile: plugin.compile_time,
+                from_cache: plugin.from_cache,
+                compiler: plugin.compiler(),
+            },
+        );
+        self.plugins.insert(source.clone(), plugin);
+        self.optimize_plugins();
+    }
+
+    /// Has every queue that runs `source` run `plugin` from its next
+    /// message; returns their names.
+    pub(super) fn swap_in(&self, source: &PluginRef, plugin: &Arc<LoadedPlugin>) -> Vec<String> {
         let mut swapped = Vec::new();
         for (name, q) in &self.queues {
             let rt = q.runtime.load();
@@ -89,16 +118,7 @@ impl Supervisor {
                 swapped.push(name.clone());
             }
         }
-        events::plugin_swapped(
-            &metrics,
-            &source.to_string(),
-            &current.hash,
-            &plugin.hash,
-            &swapped.join(","),
-            plugin.compile_time,
-            plugin.from_cache,
-        );
-        self.plugins.insert(source.clone(), plugin);
+        swapped
     }
 
     pub(super) async fn reload_config(&mut self) -> BTreeSet<PathBuf> {
@@ -223,6 +243,7 @@ impl Supervisor {
         for change in &changes.at_restart {
             tracing::warn!(path = %shown, "queues.toml: {change} takes effect at the next restart");
         }
+        self.optimize_plugins();
         let keys: Vec<&str> = changes.all().map(|c| c.key.as_str()).collect();
         events::config_applied(
             &metrics,
