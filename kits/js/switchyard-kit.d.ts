@@ -63,3 +63,40 @@ export const http: {
   /** 2xx: the response; 408, 429, 5xx: Failure.retry (Retry-After honoured); else Failure.reject. */
   check(response: Response, what: string): Promise<Response>;
 };
+
+/** A SQL parameter or column value. */
+export type SqlValue = null | boolean | number | bigint | string | Uint8Array;
+
+/** SQL on the queue's PostgreSQL database. Errors throw the Failure they
+ * call for (see `sql.failure`). */
+export const sql: {
+  /** Rows as objects by column name; an int64 is a number when it fits one exactly, else a bigint. */
+  query(statement: string, params?: SqlValue[], what?: string): Record<string, SqlValue>[];
+  /** The number of rows affected. */
+  execute(statement: string, params?: SqlValue[], what?: string): number;
+  /** Committed when `work` returns, rolled back when it throws. */
+  transaction<T>(work: () => T | Promise<T>, what?: string): Promise<T>;
+  /** The Failure an error of the raw `sql` interface calls for. */
+  failure(error: unknown, what: string): Failure;
+};
+
+/** Mail through the queue's SMTP relay. Errors throw the Failure they call for. */
+export const mail: {
+  /** Returns the mail's Message-ID. */
+  send(
+    email: {
+      from: string;
+      to: string | string[];
+      subject: string;
+      text?: string;
+      html?: string;
+      cc?: string[];
+      bcc?: string[];
+      replyTo?: string;
+      headers?: Record<string, string>;
+    },
+    what?: string,
+  ): string;
+  /** The Failure an error of the raw `mail` interface calls for. */
+  failure(error: unknown, what: string): Failure;
+};

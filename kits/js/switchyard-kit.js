@@ -1,7 +1,7 @@
 // Writing Switchyard plugins in JavaScript, contract switchyard:plugin@0.2.0,
 // built with componentize-js. Types: switchyard-kit.d.ts.
 //
-//     import { Failure, config, exportHandler, http, kv, log, publish } from './switchyard-kit.js';
+//     import { Failure, config, exportHandler, http, kv, log, mail, publish, sql } from './switchyard-kit.js';
 //
 //     export const handler = exportHandler(async (message) => {
 //       const answer = await http.post(config.required('url'), { id: message.id });
@@ -19,6 +19,14 @@
 import { get as configGet, getJson as configGetJson } from 'switchyard:plugin/config@0.2.0';
 import { log as hostLog } from 'switchyard:plugin/log@0.2.0';
 import { publish as hostPublish } from 'switchyard:plugin/publish@0.2.0';
+import {
+  begin as sqlBegin,
+  commit as sqlCommit,
+  execute as sqlExecute,
+  query as sqlQuery,
+  rollback as sqlRollback,
+} from 'switchyard:plugin/sql@0.2.0';
+import { send as mailSend } from 'switchyard:plugin/mail@0.2.0';
 import { open as openBucket } from 'wasi:keyvalue/store@0.2.0-draft2';
 import { increment as atomicIncrement } from 'wasi:keyvalue/atomics@0.2.0-draft2';
 
@@ -235,5 +243,186 @@ export const http = {
       throw Failure.retry(`${what}: HTTP ${status}: ${excerpt}`, retryAfterMs(response.headers.get('retry-after')));
     }
     throw Failure.reject(`${what}: HTTP ${status}: ${excerpt}`);
+  },
+};
+
+function sqlParam(value) {
+  if (value === null || value === undefined) {
+    return { tag: 'null' };
+  }
+  switch (typeof value) {
+    case 'boolean':
+      return { tag: 'boolean', val: value };
+    case 'bigint':
+      return { tag: 'int64', val: value };
+    case 'number':
+      return Number.isSafeInteger(value)
+        ? { tag: 'int64', val: BigInt(value) }
+        : { tag: 'floating64', val: value };
+    case 'string':
+      return { tag: 'str', val: value };
+    default:
+      if (value instanceof Uint8Array) {
+        return { tag: 'binary', val: value };
+      }
+      throw new TypeError(`a SQL parameter is null, a boolean, a number, a bigint, a string or a Uint8Array, not ${typeof value}`);
+  }
+}
+
+function sqlColumn(value) {
+  switch (value.tag) {
+    case 'null':
+      return null;
+    case 'int64': {
+      const n = Number(value.val);
+      return Number.isSafeInteger(n) ? n : value.val;
+    }
+    default:
+      return value.val;
+  }
+}
+
+/** What an error of the contract's `sql` interface says. */
+function sqlErrorText(error) {
+  switch (error?.tag) {
+    case 'not-granted':
+      return 'the queue has no database (queues.<name>.sql)';
+    case 'database':
+      return `${error.val.message} (SQLSTATE ${error.val.code})`;
+    case 'unavailable':
+      return `no database connection: ${error.val}`;
+    default:
+      return String(error?.val ?? error);
+  }
+}
+
+/** SQL on the queue's PostgreSQL database (`[queues.<name>.sql]`).
+ * Parameters: null, booleans, numbers (an integer as int64, else a
+ * float), bigints, strings, Uint8Arrays; columns come back the same way (an
+ * int64 as a number when it fits one exactly, else a bigint). An error
+ * throws the Failure it calls for, as the Rust kit's `sql::into_failure`. */
+export const sql = {
+  /** The Failure an error of the `sql` interface calls for: retried when
+   * transient; after a minute when the operator must act (no database
+   * granted, SQLSTATE classes 42, 3F, 28, 0A); rejected otherwise. */
+  failure(e, what) {
+    const error = e?.payload ?? e;
+    const reason = `${what}: ${sqlErrorText(error)}`;
+    switch (error?.tag) {
+      case 'not-granted':
+        return Failure.retry(reason, MISSING_SETTING_DELAY_MS);
+      case 'unavailable':
+      case 'timeout':
+        return Failure.retry(reason);
+      case 'database':
+        if (error.val.transient) {
+          return Failure.retry(reason);
+        }
+        if (['42', '3F', '28', '0A'].includes(error.val.code.slice(0, 2))) {
+          return Failure.retry(reason, MISSING_SETTING_DELAY_MS);
+        }
+        return Failure.reject(reason);
+      default:
+        return Failure.reject(reason);
+    }
+  },
+  /** Runs a statement that returns rows: each an object by column name. */
+  query(statement, params = [], what = 'SQL') {
+    let result;
+    try {
+      result = sqlQuery(statement, params.map(sqlParam));
+    } catch (e) {
+      throw sql.failure(e, what);
+    }
+    const names = result.columns.map((c) => c.name);
+    return result.rows.map((row) => Object.fromEntries(row.map((v, i) => [names[i], sqlColumn(v)])));
+  },
+  /** Runs a statement; returns the number of rows it affected. */
+  execute(statement, params = [], what = 'SQL') {
+    try {
+      return Number(sqlExecute(statement, params.map(sqlParam)));
+    } catch (e) {
+      throw sql.failure(e, what);
+    }
+  },
+  /** Runs `work` (a function, maybe async) in a transaction: committed when
+   * it returns, rolled back when it throws (and the host rolls back one a
+   * call leaves open). Returns what `work` returns. */
+  async transaction(work, what = 'SQL transaction') {
+    try {
+      sqlBegin();
+    } catch (e) {
+      throw sql.failure(e, what);
+    }
+    let value;
+    try {
+      value = await work();
+    } catch (e) {
+      try {
+        sqlRollback();
+      } catch {
+        // The host rolls back what a call leaves open.
+      }
+      throw e;
+    }
+    try {
+      sqlCommit();
+    } catch (e) {
+      throw sql.failure(e, what);
+    }
+    return value;
+  },
+};
+
+/** What an error of the contract's `mail` interface says. */
+function mailErrorText(error) {
+  switch (error?.tag) {
+    case 'not-granted':
+      return 'the queue has no mail relay (queues.<name>.mail)';
+    case 'permanent':
+      return `the relay refused it: ${error.val}`;
+    case 'transient':
+      return `not sent: ${error.val}`;
+    default:
+      return String(error?.val ?? error);
+  }
+}
+
+/** Mail through the queue's SMTP relay (`[queues.<name>.mail]`). Delivery
+ * is at least once: give each mail a Message-ID made from the message id
+ * (the host makes one when `headers` has none). */
+export const mail = {
+  /** The Failure an error of the `mail` interface calls for: an invalid
+   * mail or a relay's 5xx rejects, a 4xx or an unreachable relay retries,
+   * no relay granted waits a minute for the operator. */
+  failure(e, what) {
+    const error = e?.payload ?? e;
+    const reason = `${what}: ${mailErrorText(error)}`;
+    switch (error?.tag) {
+      case 'not-granted':
+        return Failure.retry(reason, MISSING_SETTING_DELAY_MS);
+      case 'transient':
+        return Failure.retry(reason);
+      default:
+        return Failure.reject(reason);
+    }
+  },
+  /** Sends one mail; returns its Message-ID. */
+  send({ from, to, subject, text, html, cc = [], bcc = [], replyTo, headers = {} }, what = 'sending mail') {
+    try {
+      return mailSend({
+        from,
+        to: Array.isArray(to) ? to : [to],
+        cc,
+        bcc,
+        replyTo,
+        subject,
+        text,
+        html,
+        headers: Object.entries(headers),
+      });
+    } catch (e) {
+      throw mail.failure(e, what);
+    }
   },
 };

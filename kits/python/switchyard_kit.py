@@ -5,7 +5,7 @@ A plugin is a class with a `handle(self, message)` method, exported as
 componentize-py looks for the class `Handler` there, the contract's
 interface):
 
-    from switchyard_kit import Failure, config, export, http, kv, publish
+    from switchyard_kit import Failure, config, export, http, kv, mail, publish, sql
 
     class Plugin:
         def handle(self, message):
@@ -33,8 +33,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterable, Iterator, Optional, Sequence
 from urllib.parse import urlsplit
 
 import poll_loop
@@ -44,7 +45,9 @@ from wit_world import exports
 from wit_world.imports import atomics, messages, store
 from wit_world.imports import config as _config
 from wit_world.imports import log as _log
+from wit_world.imports import mail as _mail
 from wit_world.imports import publish as _publish
+from wit_world.imports import sql as _sql
 from wit_world.imports.types import (
     ErrorCode_HttpRequestDenied,
     Fields,
@@ -305,3 +308,184 @@ class http:
             raise Failure.retry(f"{what}: HTTP {answer.status}: {excerpt}", answer.retry_after_ms())
         raise Failure.reject(f"{what}: HTTP {answer.status}: {excerpt}")
 
+
+
+class sql:
+    """SQL on the queue's PostgreSQL database (`[queues.<name>.sql]`).
+
+    Parameters and columns are Python values: None, bool, int (64-bit),
+    float, str and bytes (see the contract for the conversions; cast other
+    types in the statement, `$1::uuid`, `amount::text`):
+
+        rows = sql.query("SELECT guid, total FROM chats WHERE site = $1", [site])
+        for row in rows:
+            log.info(f"{row['guid']}: {row['total']}")
+        with sql.transaction():
+            sql.execute("INSERT INTO chats (guid) VALUES ($1) ON CONFLICT DO NOTHING", [guid])
+            sql.execute("UPDATE sites SET chats = chats + 1 WHERE id = $1", [site])
+
+    An error raises the Failure it calls for, as the Rust kit's
+    `sql::into_failure`: retried when transient (no connection, a timeout,
+    a serialization failure or deadlock) and, after a minute, when the
+    operator must act (no database granted, a missing table, privileges, a
+    bad login: SQLSTATE classes 42, 3F, 28 and 0A); rejected when the data
+    itself is refused (a constraint, a value out of range) or the statement
+    is malformed. `what` starts the reason.
+    """
+
+    @staticmethod
+    def _param(value: Any) -> Any:
+        if value is None:
+            return _sql.DbValue_Null()
+        if isinstance(value, bool):
+            return _sql.DbValue_Boolean(value)
+        if isinstance(value, int):
+            if not -(2**63) <= value < 2**63:
+                raise Failure.reject(f"SQL parameter {value} does not fit a 64-bit integer")
+            return _sql.DbValue_Int64(value)
+        if isinstance(value, float):
+            return _sql.DbValue_Floating64(value)
+        if isinstance(value, str):
+            return _sql.DbValue_Str(value)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            return _sql.DbValue_Binary(bytes(value))
+        raise TypeError(
+            f"a SQL parameter is None, bool, int, float, str or bytes, not {type(value).__name__}"
+        )
+
+    @staticmethod
+    def _column(value: Any) -> Any:
+        return None if isinstance(value, _sql.DbValue_Null) else value.value
+
+    @staticmethod
+    def error_text(e: Any) -> str:
+        """What an error of the contract's `sql` interface says."""
+        if isinstance(e, _sql.Error_NotGranted):
+            return "the queue has no database (queues.<name>.sql)"
+        if isinstance(e, _sql.Error_Database):
+            return f"{e.value.message} (SQLSTATE {e.value.code})"
+        if isinstance(e, _sql.Error_Unavailable):
+            return f"no database connection: {e.value}"
+        return str(e.value)
+
+    @staticmethod
+    def failure(e: Any, what: str) -> Failure:
+        """The Failure an error of the `sql` interface calls for."""
+        reason = f"{what}: {sql.error_text(e)}"
+        if isinstance(e, _sql.Error_NotGranted):
+            return Failure.retry(reason, MISSING_SETTING_DELAY_MS)
+        if isinstance(e, (_sql.Error_Unavailable, _sql.Error_Timeout)):
+            return Failure.retry(reason)
+        if isinstance(e, _sql.Error_Database):
+            if e.value.transient:
+                return Failure.retry(reason)
+            if e.value.code[:2] in ("42", "3F", "28", "0A"):
+                return Failure.retry(reason, MISSING_SETTING_DELAY_MS)
+        return Failure.reject(reason)
+
+    @staticmethod
+    def query(statement: str, params: Sequence[Any] = (), what: str = "SQL") -> list[dict[str, Any]]:
+        """Runs a statement that returns rows: each a dict by column name
+        (give columns unique names, `AS`, when a join repeats one)."""
+        try:
+            result = _sql.query(statement, [sql._param(p) for p in params])
+        except Err as e:
+            raise sql.failure(e.value, what)
+        names = [c.name for c in result.columns]
+        return [dict(zip(names, (sql._column(v) for v in row))) for row in result.rows]
+
+    @staticmethod
+    def execute(statement: str, params: Sequence[Any] = (), what: str = "SQL") -> int:
+        """Runs a statement; returns the number of rows it affected."""
+        try:
+            return _sql.execute(statement, [sql._param(p) for p in params])
+        except Err as e:
+            raise sql.failure(e.value, what)
+
+    @staticmethod
+    @contextmanager
+    def transaction(what: str = "SQL transaction") -> Iterator[None]:
+        """A transaction around the `with` block: committed when the block
+        ends, rolled back when it raises (and the host rolls back one a
+        call leaves open)."""
+        try:
+            _sql.begin()
+        except Err as e:
+            raise sql.failure(e.value, what)
+        try:
+            yield
+        except BaseException:
+            try:
+                _sql.rollback()
+            except Err:
+                pass
+            raise
+        try:
+            _sql.commit()
+        except Err as e:
+            raise sql.failure(e.value, what)
+
+
+class mail:
+    """Mail through the queue's SMTP relay (`[queues.<name>.mail]`).
+
+        mail.send("Support <support@example.com>", [visitor], "Your chat",
+                  text=transcript, headers={"Message-ID": f"<{message.id}@example.com>"})
+
+    Delivery is at least once: give each mail a Message-ID made from the
+    message id (the host makes one when `headers` has none). An error raises
+    the Failure it calls for, as the Rust kit's `mail::into_failure`: an
+    invalid mail or a relay's 5xx rejects, a 4xx or an unreachable relay
+    retries, no relay granted waits a minute for the operator.
+    """
+
+    @staticmethod
+    def error_text(e: Any) -> str:
+        """What an error of the contract's `mail` interface says."""
+        if isinstance(e, _mail.Error_NotGranted):
+            return "the queue has no mail relay (queues.<name>.mail)"
+        if isinstance(e, _mail.Error_Permanent):
+            return f"the relay refused it: {e.value}"
+        if isinstance(e, _mail.Error_Transient):
+            return f"not sent: {e.value}"
+        return str(e.value)
+
+    @staticmethod
+    def failure(e: Any, what: str) -> Failure:
+        """The Failure an error of the `mail` interface calls for."""
+        reason = f"{what}: {mail.error_text(e)}"
+        if isinstance(e, _mail.Error_NotGranted):
+            return Failure.retry(reason, MISSING_SETTING_DELAY_MS)
+        if isinstance(e, _mail.Error_Transient):
+            return Failure.retry(reason)
+        return Failure.reject(reason)
+
+    @staticmethod
+    def send(
+        sender: str,
+        to: Iterable[str],
+        subject: str,
+        text: Optional[str] = None,
+        html: Optional[str] = None,
+        cc: Iterable[str] = (),
+        bcc: Iterable[str] = (),
+        reply_to: Optional[str] = None,
+        headers: Optional[dict[str, str]] = None,
+        what: str = "sending mail",
+    ) -> str:
+        """Sends one mail (`text`, `html` or both); returns its Message-ID."""
+        email = _mail.Email(
+            sender,
+            list(to),
+            list(cc),
+            list(bcc),
+            reply_to,
+            subject,
+            text,
+            html,
+            list((headers or {}).items()),
+        )
+        try:
+            return _mail.send(email)
+        except Err as e:
+            raise mail.failure(e.value, what)

@@ -12,6 +12,8 @@
 //! - [`waiting`]: waiting on a condition, a log line or a named event;
 //! - [`wasm`]: the built plugins and versions of them;
 //! - [`probes`]: what the probing plugins report;
+//! - [`projects`]: plugin projects made by `switchyard new`, built and
+//!   tested with their own tools;
 //! - [`net`]: free ports and plain HTTP requests;
 //! - [`redis_server`], [`chaos`]: the servers tests start and kill;
 //! - [`ha`]: Redis over TLS with ACLs, under Sentinel, as a Cluster;
@@ -29,6 +31,7 @@ pub mod ha;
 pub mod host;
 pub mod net;
 pub mod probes;
+pub mod projects;
 pub mod redis_server;
 pub mod streams;
 pub mod total;

@@ -14,69 +14,25 @@ use std::time::Duration;
 
 use serde_json::Value;
 use switchyard_standins::{Api, StandIn};
+use switchyard_tests::projects::run;
 use switchyard_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// Runs `program args` in `dir` with the test's `switchyard` and tools on
-/// the path; panics with its output unless it succeeds.
-fn run(dir: &Path, program: &str, args: &[&str]) -> String {
-    let tools = repo_root().join("target/tools/python/bin");
-    let bin = host_binary();
-    let path = format!(
-        "{}:{}:{}",
-        bin.parent().unwrap().display(),
-        tools.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .env("PATH", path)
-        .env("SWITCHYARD", &bin)
-        .env_remove("RUST_LOG")
-        .env_remove("CARGO_TARGET_DIR")
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{program} {args:?} in {}: {}\n{text}",
-        dir.display(),
-        out.status
-    );
-    text
-}
-
 /// `switchyard new <name> --lang <lang>` in a fresh folder; the project.
+/// Made again where it exists, it is refused and nothing is overwritten.
 fn new_project(name: &str, lang: &str) -> PathBuf {
-    let parent = tempdir(&format!("templates-{lang}"));
-    let _ = std::fs::remove_dir_all(parent.join(name));
-    let out = Command::new(host_binary())
-        .args(["new", name, "--lang", lang])
-        .current_dir(&parent)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(said.contains(&format!("made {name}")), "{said}");
+    let project = projects::new_project(name, lang);
+    let parent = project.parent().unwrap();
     // Made again where it exists: refused, nothing overwritten.
     let again = Command::new(host_binary())
         .args(["new", name, "--lang", lang])
-        .current_dir(&parent)
+        .current_dir(parent)
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists and is not empty"));
-    parent.join(name)
+    project
 }
 
 /// The project's queues.toml snippet, the CRM's address replaced by the
@@ -254,6 +210,8 @@ fn a_new_version_compiles_only_what_changed(project: &Path) {
             .args(["--config", "url=https://crm.example.com/chats"])
             .args(["--allow-host", "https://crm.example.com"])
             .args(["--http", "@answers.json", "--json"])
+            // The function cache is Cranelift's.
+            .args(["--compiler", "cranelift"])
             .env("XDG_CACHE_HOME", &cache)
             .current_dir(project)
             .output()
