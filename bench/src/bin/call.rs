@@ -1,7 +1,9 @@
 //! Benchmark: the cost of one handler call, without Redis: the `bench-io`
 //! plugin (fresh instance per call, or reused) doing nothing or one HTTP
 //! POST to a local server, beside the native built-in handlers doing the
-//! same, `concurrency` calls at a time.
+//! same, `concurrency` calls at a time; and the Python audit plugin on
+//! Cranelift's code and on Winch's (which serves a new version of a large
+//! plugin until Cranelift's is ready).
 //!
 //! ```text
 //! ./scripts/build-plugins.sh
@@ -60,6 +62,11 @@ async fn run() -> Result<()> {
     use switchyard::config::PluginRef;
     let path = PluginRef::File(switchyard_tests::plugin("bench_io"));
     let wasm = Arc::new(engine.load(&path, &limits, None).await?.expect("loaded"));
+    let winch = engine.clone().winch_only()?;
+    let wasm_winch = Arc::new(winch.load(&path, &limits, None).await?.expect("loaded"));
+    let python = PluginRef::File(switchyard_tests::plugin("python_audit"));
+    let py = Arc::new(engine.load(&python, &limits, None).await?.expect("loaded"));
+    let py_winch = Arc::new(winch.load(&python, &limits, None).await?.expect("loaded"));
     let noop = Arc::new(
         engine
             .load(&PluginRef::Builtin("noop".into()), &limits, None)
@@ -86,7 +93,7 @@ async fn run() -> Result<()> {
         CallContext {
             queue: "Work".into(),
             timeout: Duration::from_secs(10),
-            memory_bytes: 64 << 20,
+            memory_bytes: 256 << 20,
             config: Arc::new(config),
             secrets: Arc::default(),
             http: Arc::new(QueueHttp::new(
@@ -118,6 +125,38 @@ async fn run() -> Result<()> {
         ("wasm POST, fresh instance", &wasm, "post", false),
         ("wasm POST, reused instance", &wasm, "post", true),
         ("wasm GET, reused instance", &wasm, "get", true),
+        (
+            "wasm, nothing, fresh instance, Winch",
+            &wasm_winch,
+            "nothing",
+            false,
+        ),
+        (
+            "wasm, nothing, reused instance, Winch",
+            &wasm_winch,
+            "nothing",
+            true,
+        ),
+        (
+            "wasm POST, reused instance, Winch",
+            &wasm_winch,
+            "post",
+            true,
+        ),
+        ("Python audit, fresh instance", &py, "nothing", false),
+        (
+            "Python audit, fresh instance, Winch",
+            &py_winch,
+            "nothing",
+            false,
+        ),
+        ("Python audit, reused instance", &py, "nothing", true),
+        (
+            "Python audit, reused instance, Winch",
+            &py_winch,
+            "nothing",
+            true,
+        ),
     ] {
         if a.only.as_deref().is_some_and(|o| !label.contains(o)) {
             continue;
