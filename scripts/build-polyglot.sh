@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the plugins written in Python and JavaScript into
-# target/wasm32-wasip2/release/: python_forward.wasm (componentize-py) and
-# js_forward.wasm (componentize-js). scripts/setup.sh installs both tools.
+# target/wasm32-wasip2/release/: python_forward.wasm and python_audit.wasm
+# (componentize-py), js_forward.wasm (componentize-js).
+# scripts/setup-polyglot.sh installs both tools.
 # A plugin is rebuilt only when its source is newer than its component.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,12 @@ if newer "$out/python_forward.wasm" plugins/python-forward/app.py wit; then
   (cd plugins/python-forward &&
     "../../target/tools/python/bin/componentize-py" -d ../../wit/switchyard-plugin@0.2.0 -w plugin componentize app \
       -o "../../$out/python_forward.wasm" >/dev/null)
+fi
+if newer "$out/python_audit.wasm" plugins/python-audit/app.py wit; then
+  echo "build-polyglot: python-audit (componentize-py)" >&2
+  (cd plugins/python-audit &&
+    "../../target/tools/python/bin/componentize-py" -d ../../wit/switchyard-plugin@0.1.0 -w plugin componentize app \
+      -o "../../$out/python_audit.wasm" >/dev/null)
 fi
 if newer "$out/js_forward.wasm" plugins/js-forward/forward.js plugins/js-forward/build.mjs wit; then
   echo "build-polyglot: js-forward (componentize-js)" >&2

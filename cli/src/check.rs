@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use switchyard::config::Config;
 use switchyard::metrics::Metrics;
+use switchyard::plugin::Codegen;
 use switchyard::supervisor;
 
 use crate::{ConfigArg, compiler};
@@ -177,10 +178,11 @@ pub(crate) async fn check_plugin(
         path.display(),
         plugin.contract(),
         plugin.hash,
-        if plugin.from_cache {
-            "compiled code from the cache"
-        } else {
-            "compiled"
+        match (plugin.from_cache, plugin.codegen) {
+            (true, Some(Codegen::Winch)) => "Winch's code from the cache",
+            (true, _) => "Cranelift's code from the cache",
+            (false, Some(Codegen::Winch)) => "compiled by Winch",
+            (false, _) => "compiled by Cranelift",
         },
         plugin.compile_time.as_secs_f64() * 1e3
     );

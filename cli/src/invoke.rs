@@ -213,8 +213,8 @@ pub(crate) async fn invoke(a: InvokeArgs, capture: crate::invoke_log::Capture) -
     let (config, queue) = configuration(&a, &plugin_path)?;
     let engine = supervisor::engine(&config, crate::compiler()?)?;
     let engine = match a.compiler {
-        CompilerChoice::Cranelift => engine,
-        CompilerChoice::Auto => engine.with_baseline(switchyard::plugin::BASELINE_MIN_BYTES)?,
+        CompilerChoice::Auto => engine,
+        CompilerChoice::Cranelift => engine.cranelift_only(),
         CompilerChoice::Winch => engine.winch_only()?,
     };
     let loading = Instant::now();

@@ -215,6 +215,7 @@ pub fn plugin_loaded(m: &Metrics, from_cache: bool) {
 pub struct CodeOrigin<'a> {
     /// The time compiling (or reading from the cache) took.
     pub compile: Duration,
+    /// Whether the code came from the cache (no compile).
     pub from_cache: bool,
     /// `cranelift` or `winch`.
     pub compiler: &'a str,
@@ -237,12 +238,14 @@ pub fn plugin_swapped(
 /// on Cranelift's from the next message (`compile`: Cranelift's compile).
 pub fn plugin_optimized(m: &Metrics, path: &str, plugin: &str, queues: &str, compile: Duration) {
     add(&m.reloads.plugin_optimized, 1);
+    add(&m.reloads.compiles, 1);
     tracing::info!(event = "plugin_optimized", path = %path, plugin = %plugin, queues = %queues, compile_ms = compile.as_millis() as u64, "Plugin optimized; the next messages run on Cranelift's code.");
 }
 
 /// `plugin_not_optimized`: Cranelift could not compile a plugin version
 /// that runs on Winch's code; it keeps running on Winch's.
-pub fn plugin_not_optimized(path: &str, plugin: &str, reason: &str) {
+pub fn plugin_not_optimized(m: &Metrics, path: &str, plugin: &str, reason: &str) {
+    add(&m.reloads.plugin_not_optimized, 1);
     tracing::warn!(event = "plugin_not_optimized", path = %path, plugin = %plugin, reason = %reason, "Cranelift could not compile the plugin; it keeps running on Winch's code, more slowly.");
 }
 

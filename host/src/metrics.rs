@@ -249,6 +249,8 @@ pub struct ReloadMetrics {
     pub plugin_swaps: AtomicU64,
     /// Plugins started on Winch's code whose Cranelift code took its place.
     pub plugin_optimized: AtomicU64,
+    /// Plugin versions Cranelift failed to compile (they keep Winch's code).
+    pub plugin_not_optimized: AtomicU64,
     /// Plugin files refused (the running version kept serving).
     pub plugin_refused: AtomicU64,
     /// queues.toml edits applied.

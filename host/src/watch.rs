@@ -169,8 +169,9 @@ impl Watcher {
         tokio::spawn(async move {
             loop {
                 let mut changed = BTreeSet::new();
-                // Whether the last event that changed a file left it whole.
-                let mut whole = false;
+                // The changed files the last event of which did not leave
+                // them whole.
+                let mut unfinished = BTreeSet::new();
                 // Wait for a change to a watched file...
                 while changed.is_empty() {
                     // Ends with the watcher: its receiver gone.
@@ -181,21 +182,24 @@ impl Watcher {
                     let Some((path, leaves_whole)) = event else {
                         return;
                     };
-                    changed = changed_by(&state, path).await;
-                    whole = leaves_whole;
+                    let files = changed_by(&state, path).await;
+                    note(&mut unfinished, &files, leaves_whole);
+                    changed = files;
                 }
-                // ...then for quiet, or for the file to be whole.
+                // ...then for quiet, or for every changed file to be whole.
                 let deadline = tokio::time::Instant::now() + max_delay;
                 loop {
-                    let wait = if whole { SETTLED } else { quiet };
+                    let wait = if unfinished.is_empty() {
+                        SETTLED
+                    } else {
+                        quiet
+                    };
                     let until = tokio::time::Instant::now() + wait;
                     match tokio::time::timeout_at(until.min(deadline), events.recv()).await {
                         Ok(Some((path, leaves_whole))) => {
-                            let more = changed_by(&state, path).await;
-                            if !more.is_empty() {
-                                whole = leaves_whole;
-                                changed.extend(more);
-                            }
+                            let files = changed_by(&state, path).await;
+                            note(&mut unfinished, &files, leaves_whole);
+                            changed.extend(files);
                         }
                         Ok(None) => return,
                         Err(_) => break,
@@ -257,6 +261,17 @@ impl Watcher {
 
 /// The watched files an event on `path` may have changed, looked at off
 /// the async runtime (each is a `stat` and a `realpath`).
+/// Records what an event did to `files`: left them whole, or not.
+fn note(unfinished: &mut BTreeSet<PathBuf>, files: &BTreeSet<PathBuf>, whole: bool) {
+    for file in files {
+        if whole {
+            unfinished.remove(file);
+        } else {
+            unfinished.insert(file.clone());
+        }
+    }
+}
+
 async fn changed_by(state: &Arc<Mutex<Watched>>, path: PathBuf) -> BTreeSet<PathBuf> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || state.lock().expect("watch lock").changed_by(&path))
@@ -378,6 +393,41 @@ mod tests {
             .await
             .expect("a file closed by its writer waited for quiet");
         assert_eq!(changed, [file].into());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_batch_waits_for_every_file_in_it_to_be_whole() {
+        use std::io::Write;
+        let dir = tempdir("whole-two");
+        let (plugin, toml) = (dir.join("plugin.wasm"), dir.join("queues.toml"));
+        std::fs::write(&plugin, b"one").unwrap();
+        std::fs::write(&toml, b"one").unwrap();
+        let long = Duration::from_secs(60);
+        let mut w = Watcher::with_delays(long, long).unwrap();
+        w.watch([plugin.clone(), toml.clone()].into()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The plugin still being written when queues.toml is renamed into
+        // place: the batch waits for the plugin.
+        let mut writer = std::fs::File::create(&plugin).unwrap();
+        writer.write_all(b"two, half").unwrap();
+        writer.flush().unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let tmp = dir.join("queues.toml.tmp");
+        std::fs::write(&tmp, b"two").unwrap();
+        std::fs::rename(&tmp, &toml).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), w.changes())
+                .await
+                .is_err(),
+            "a batch with a file still being written was handed over"
+        );
+        writer.write_all(b", whole").unwrap();
+        drop(writer);
+        let changed = tokio::time::timeout(Duration::from_secs(10), w.changes())
+            .await
+            .expect("the batch waited for quiet once both were whole");
+        assert_eq!(changed, [plugin, toml].into());
         let _ = std::fs::remove_dir_all(dir);
     }
 

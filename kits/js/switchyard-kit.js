@@ -302,7 +302,8 @@ function sqlErrorText(error) {
  * int64 as a number when it fits one exactly, else a bigint). An error
  * throws the Failure it calls for, as the Rust kit's `sql::into_failure`. */
 export const sql = {
-  /** The Failure an error of the `sql` interface calls for: retried when
+  /** The Failure an error of the `sql` interface (or the Error a raw
+   * binding threw) calls for: retried when
    * transient; after a minute when the operator must act (no database
    * granted, SQLSTATE classes 42, 3F, 28, 0A); rejected otherwise. */
   failure(e, what) {
@@ -328,9 +329,11 @@ export const sql = {
   },
   /** Runs a statement that returns rows: each an object by column name. */
   query(statement, params = [], what = 'SQL') {
+    // A parameter of no SQL type is a bug: thrown as it is, a trap.
+    const values = params.map(sqlParam);
     let result;
     try {
-      result = sqlQuery(statement, params.map(sqlParam));
+      result = sqlQuery(statement, values);
     } catch (e) {
       throw sql.failure(e, what);
     }
@@ -339,8 +342,9 @@ export const sql = {
   },
   /** Runs a statement; returns the number of rows it affected. */
   execute(statement, params = [], what = 'SQL') {
+    const values = params.map(sqlParam);
     try {
-      return Number(sqlExecute(statement, params.map(sqlParam)));
+      return Number(sqlExecute(statement, values));
     } catch (e) {
       throw sql.failure(e, what);
     }

@@ -309,7 +309,6 @@ class http:
         raise Failure.reject(f"{what}: HTTP {answer.status}: {excerpt}")
 
 
-
 class sql:
     """SQL on the queue's PostgreSQL database (`[queues.<name>.sql]`).
 
@@ -359,7 +358,9 @@ class sql:
 
     @staticmethod
     def error_text(e: Any) -> str:
-        """What an error of the contract's `sql` interface says."""
+        """What an error of the contract's `sql` interface says (the error,
+        or the `Err` the raw binding raised)."""
+        e = e.value if isinstance(e, Err) else e
         if isinstance(e, _sql.Error_NotGranted):
             return "the queue has no database (queues.<name>.sql)"
         if isinstance(e, _sql.Error_Database):
@@ -370,7 +371,9 @@ class sql:
 
     @staticmethod
     def failure(e: Any, what: str) -> Failure:
-        """The Failure an error of the `sql` interface calls for."""
+        """The Failure an error of the `sql` interface (or its `Err`)
+        calls for."""
+        e = e.value if isinstance(e, Err) else e
         reason = f"{what}: {sql.error_text(e)}"
         if isinstance(e, _sql.Error_NotGranted):
             return Failure.retry(reason, MISSING_SETTING_DELAY_MS)
@@ -441,7 +444,9 @@ class mail:
 
     @staticmethod
     def error_text(e: Any) -> str:
-        """What an error of the contract's `mail` interface says."""
+        """What an error of the contract's `mail` interface says (the error,
+        or the `Err` the raw binding raised)."""
+        e = e.value if isinstance(e, Err) else e
         if isinstance(e, _mail.Error_NotGranted):
             return "the queue has no mail relay (queues.<name>.mail)"
         if isinstance(e, _mail.Error_Permanent):
@@ -452,7 +457,9 @@ class mail:
 
     @staticmethod
     def failure(e: Any, what: str) -> Failure:
-        """The Failure an error of the `mail` interface calls for."""
+        """The Failure an error of the `mail` interface (or its `Err`)
+        calls for."""
+        e = e.value if isinstance(e, Err) else e
         reason = f"{what}: {mail.error_text(e)}"
         if isinstance(e, _mail.Error_NotGranted):
             return Failure.retry(reason, MISSING_SETTING_DELAY_MS)
@@ -463,22 +470,27 @@ class mail:
     @staticmethod
     def send(
         sender: str,
-        to: Iterable[str],
+        to: str | Iterable[str],
         subject: str,
         text: Optional[str] = None,
         html: Optional[str] = None,
-        cc: Iterable[str] = (),
-        bcc: Iterable[str] = (),
+        cc: str | Iterable[str] = (),
+        bcc: str | Iterable[str] = (),
         reply_to: Optional[str] = None,
         headers: Optional[dict[str, str]] = None,
         what: str = "sending mail",
     ) -> str:
-        """Sends one mail (`text`, `html` or both); returns its Message-ID."""
+        """Sends one mail (`text`, `html` or both); returns its Message-ID.
+        `to`, `cc` and `bcc` are an address or a list of them."""
+
+        def addresses(value: str | Iterable[str]) -> list[str]:
+            return [value] if isinstance(value, str) else list(value)
+
         email = _mail.Email(
             sender,
-            list(to),
-            list(cc),
-            list(bcc),
+            addresses(to),
+            addresses(cc),
+            addresses(bcc),
             reply_to,
             subject,
             text,

@@ -1,7 +1,8 @@
 //! A large plugin's new version is served on Winch's code at once, and
 //! Cranelift's code takes its place when it is ready, under a steady stream
 //! of messages: none is lost, fails or runs twice; a version whose
-//! Cranelift code is cached skips Winch.
+//! Cranelift code is cached skips Winch; one that Cranelift cannot compile
+//! keeps Winch's code.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -140,5 +141,65 @@ async fn a_python_plugin_s_new_version_runs_on_winch_then_on_cranelift() {
     let versions = by_version(&m);
     assert_eq!(versions.values().sum::<u64>(), N, "{versions:?}");
     assert_eq!(versions.len(), 2, "{versions:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A version Cranelift cannot compile within the budget
+/// (`plugin_compile_timeout` between Winch's compile and Cranelift's) keeps
+/// running on Winch's code, says so, and is not compiled again when its
+/// file is rewritten with the same bytes or queues.toml is edited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_cranelift_cannot_compile_keeps_winch_s_code() {
+    let redis = Redis::start();
+    let dir = tempdir("baseline-budget");
+    let file = dir.join("audit.wasm");
+    let bytes = std::fs::read(plugin("python_audit")).unwrap();
+    std::fs::write(&file, &bytes).unwrap();
+    // Python audit: 2 to 3.5 s of CPU for Winch, about 12 s for Cranelift
+    // with an empty function cache.
+    let cfg = TestConfig::new(&format!(
+        "[host]\nprefix = \"@PREFIX@\"\ncache_dir = \"cache\"\nshutdown_timeout = \"5s\"\n\
+         plugin_compile_timeout = \"6s\"\n\
+         [routes]\n\"work\" = [\"Audit\"]\n[queues.Audit]\nplugin = \"{}\"\n\
+         memory_mib = 256\nhandler_timeout = \"10s\"\n",
+        file.display()
+    ));
+    let log = dir.join("host.log");
+    let mut host = HostProcess::spawn_with(&cfg.path, redis.url(), &log, &[]).unwrap();
+    let given_up = wait_for_event(&log, "plugin_not_optimized", LIMIT).await;
+    assert!(
+        given_up.contains("compiling took more than 6s of CPU time"),
+        "{given_up}"
+    );
+    assert!(events_in(&log, "plugin_optimized").is_empty());
+    // Winch's code serves on.
+    let mut conn = redis.conn().await;
+    for i in 0..5 {
+        xadd(
+            &mut conn,
+            cfg.ingress(),
+            &[("type", "work"), ("id", &format!("w-{i}")), ("body", "{}")],
+        )
+        .await;
+    }
+    wait_for(LIMIT, "5 messages handled", async || {
+        events_in(&log, "handled").len() == 5
+    })
+    .await;
+    // The same bytes again, then an edit of queues.toml: nothing to
+    // compile, and no compile started.
+    replace(&file, &bytes);
+    let text = std::fs::read_to_string(&cfg.path).unwrap();
+    replace(&cfg.path, format!("{text}\n# edited\n").as_bytes());
+    wait_for_event(&log, "config_applied", LIMIT).await;
+    assert!(
+        host.children().is_empty(),
+        "a compile started: {:?}",
+        host.children()
+    );
+    assert_eq!(events_in(&log, "plugin_not_optimized").len(), 1);
+    assert!(events_in(&log, "plugin_swapped").is_empty());
+    host.signal("TERM");
+    assert!(host.wait(Duration::from_secs(15)).unwrap().success());
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -39,7 +39,7 @@ class Plugin:
             row = rows[0]
             mail.send(
                 "Support <support@example.com>",
-                [body["to"]],
+                body["to"],
                 f"chat {row['guid']}",
                 text=f"{row['messages']} messages, note {row['note']}, raw {row['raw']!r}, long {row['long']}",
                 headers={"Message-ID": f"<{message.id}@example.com>"},
@@ -76,7 +76,7 @@ export const handler = exportHandler(async (message) => {
     const row = rows[0];
     mail.send({
       from: 'Support <support@example.com>',
-      to: [body.to],
+      to: body.to,
       subject: `chat ${row.guid}`,
       text: `${row.messages} messages, note ${row.note}, raw ${Array.from(row.raw)}, long ${row.long}`,
       headers: { 'Message-ID': `<${message.id}@example.com>` },

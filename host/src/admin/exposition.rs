@@ -528,7 +528,7 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
         f.sample(name, &[("queue", queue)], p.compile_seconds);
     }
     let l = &metrics.reloads;
-    let reloads: [(&str, &str, &std::sync::atomic::AtomicU64); 5] = [
+    let reloads: [(&str, &str, &std::sync::atomic::AtomicU64); 6] = [
         (
             "switchyard_plugin_compiles_total",
             "Plugins compiled.",
@@ -548,6 +548,11 @@ pub fn render(metrics: &Metrics, config: &Config, stats: &Stats) -> String {
             "switchyard_plugin_optimized_total",
             "Plugins started on Winch's code whose Cranelift code took its place.",
             &l.plugin_optimized,
+        ),
+        (
+            "switchyard_plugin_not_optimized_total",
+            "Plugin versions Cranelift failed to compile; they keep running on Winch's code.",
+            &l.plugin_not_optimized,
         ),
         (
             "switchyard_plugin_refusals_total",

@@ -50,6 +50,8 @@ pub(super) fn load_compiled(engine: &Engine, code: &[u8]) -> Result<Component, w
 pub struct CompileCache {
     dir: PathBuf,
     engine_key: String,
+    /// At most this many components' code kept (the newest), if set.
+    keep: Option<usize>,
 }
 
 /// Feeds `Hash` output into SHA-256, for a key that is stable across runs
@@ -99,7 +101,16 @@ impl CompileCache {
         Ok(CompileCache {
             dir: dir.to_owned(),
             engine_key,
+            keep: None,
         })
+    }
+
+    /// This cache, keeping the code of the newest `n` components only:
+    /// Winch's code serves a version for seconds, and a version whose
+    /// Cranelift code is cached never reads it again.
+    pub fn keeping(mut self, n: usize) -> Self {
+        self.keep = Some(n);
+        self
     }
 
     /// The cache's folder.
@@ -138,6 +149,12 @@ impl CompileCache {
         }
     }
 
+    /// Deletes the compiled code for the component whose SHA-256 is
+    /// `content_hash`, if the cache has it.
+    pub fn remove(&self, content_hash: &str) {
+        let _ = std::fs::remove_file(self.path(content_hash));
+    }
+
     /// Keeps compiled code for the component whose SHA-256 is
     /// `content_hash`. A failure is logged: the cache is an optimisation.
     pub fn put(&self, content_hash: &str, code: &[u8]) {
@@ -152,6 +169,26 @@ impl CompileCache {
         if let Err(e) = result {
             let _ = std::fs::remove_file(&tmp);
             tracing::warn!(path = %path.display(), error = %format!("{e:#}"), "Could not cache a compiled plugin.");
+        }
+        if let Some(keep) = self.keep {
+            self.trim(keep);
+        }
+    }
+
+    /// Deletes this engine's code but for the newest `keep` files.
+    fn trim(&self, keep: usize) {
+        let suffix = format!("-{}.cwasm", self.engine_key);
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        files.sort_by_key(|f| std::cmp::Reverse(f.0));
+        for (_, path) in files.into_iter().skip(keep) {
+            let _ = std::fs::remove_file(path);
         }
     }
 }

@@ -126,12 +126,13 @@ impl Compiler {
                 let _ = stdin.write_all(wasm).await;
                 drop(stdin);
             };
-            // Compiled code is two to three times the component's size:
-            // room for it at once, not grown by copies as it arrives.
-            let mut code = Vec::with_capacity(wasm.len().saturating_mul(3));
-            let mut message = Vec::new();
             // Compiled code is bounded by the child's memory limit.
             let max_code = u64::from(limits.memory_mib) * 1024 * 1024;
+            // It is two to three times the component's size: room for it
+            // at once, not grown by copies as it arrives.
+            let room = wasm.len().saturating_mul(3);
+            let mut code = Vec::with_capacity(room.min(usize::try_from(max_code).unwrap_or(room)));
+            let mut message = Vec::new();
             let read = async {
                 let _ = (&mut stdout).take(max_code).read_to_end(&mut code).await;
             };
@@ -214,7 +215,7 @@ impl Compiler {
 /// of MB, and through the default 64 KiB every chunk woke both processes:
 /// the 45 MB of a Python plugin took 110 to 240 ms to read. A failure leaves
 /// the pipe as it was.
-#[allow(
+#[expect(
     unsafe_code,
     reason = "fcntl(F_SETPIPE_SZ) on a pipe this process owns takes integers only"
 )]
@@ -344,7 +345,7 @@ fn limit_self(cpu: Duration, memory_mib: u32) -> std::io::Result<()> {
 /// pages, several times that was zeroed (a third of a Winch compile's time,
 /// and its spread from run to run: 1.35 to 2.16 s for a Python plugin,
 /// against 1.43 to 1.67 s without). A failure leaves the kernel's default.
-#[allow(
+#[expect(
     unsafe_code,
     reason = "prctl(PR_SET_THP_DISABLE) takes integers only and changes nothing Rust relies on"
 )]

@@ -45,8 +45,11 @@ pub struct PluginEngine {
 /// twice.
 #[derive(Clone)]
 pub(crate) struct Baseline {
+    /// Winch's engine, whose code only it can run.
     pub(crate) engine: Engine,
+    /// Every contract version's imports, for that engine.
     pub(crate) linker: Arc<Linker<HostState>>,
+    /// Winch's code, beside Cranelift's in the plugin cache.
     pub(crate) cache: Option<CompileCache>,
     /// Plugin files at least this large start on Winch's code.
     pub(crate) min_bytes: usize,
@@ -209,7 +212,7 @@ impl PluginEngine {
             .context("creating the Winch engine")?;
         let linker = linker(&engine)?;
         let cache = match &self.cache {
-            Some(c) => Some(CompileCache::new(c.dir(), &engine)?),
+            Some(c) => Some(CompileCache::new(c.dir(), &engine)?.keeping(BASELINE_CACHED)),
             None => None,
         };
         start_ticker(&engine)?;
@@ -223,6 +226,13 @@ impl PluginEngine {
         Ok(self)
     }
 
+    /// This engine, with every plugin on Cranelift's code
+    /// (`switchyard invoke --compiler cranelift`).
+    pub fn cranelift_only(mut self) -> Self {
+        self.baseline = None;
+        self
+    }
+
     /// This engine, with every plugin on Winch's code, whatever the cache
     /// holds (`switchyard invoke --compiler winch`).
     pub fn winch_only(self) -> Result<Self> {
@@ -233,6 +243,10 @@ impl PluginEngine {
         Ok(engine)
     }
 }
+
+/// Components whose Winch code the cache keeps (the newest): about 45 MB
+/// each for a Python plugin.
+const BASELINE_CACHED: usize = 4;
 
 /// Plugin files at least this large start on Winch's code in the host.
 /// Smaller ones compile with Cranelift in a fraction of a second (a Rust

@@ -123,15 +123,29 @@ impl PluginEngine {
                 }));
             }
         };
-        let file = {
-            let (path, limits) = (path.to_owned(), limits.clone());
-            tokio::task::spawn_blocking(move || Self::read(&path, &limits))
-                .await
-                .map_err(|e| LoadError::Compiler(format!("reading the file: {e}")))??
-        };
+        let file = Self::read_async(path, limits).await?;
         if unless == Some(file.digest.as_str()) {
             return Ok(None);
         }
+        self.load_file(plugin, file, limits).await.map(Some)
+    }
+
+    /// [`PluginEngine::read`], off the async runtime.
+    pub async fn read_async(path: &Path, limits: &LoadLimits) -> Result<PluginFile, LoadError> {
+        let (path, limits) = (path.to_owned(), limits.clone());
+        tokio::task::spawn_blocking(move || Self::read(&path, &limits))
+            .await
+            .map_err(|e| LoadError::Compiler(format!("reading the file: {e}")))?
+    }
+
+    /// Compiles (or takes from the cache) and links a plugin file already
+    /// read. Cancelling the future stops the compile.
+    pub async fn load_file(
+        &self,
+        plugin: &PluginRef,
+        file: PluginFile,
+        limits: &LoadLimits,
+    ) -> Result<LoadedPlugin, LoadError> {
         let started = Instant::now();
         let winch_only = self.baseline.as_ref().is_some_and(|b| b.always);
         let cached = match &self.cache {
@@ -146,16 +160,14 @@ impl PluginEngine {
             _ => None,
         };
         if let Some(component) = cached {
-            return self
-                .link(
-                    plugin,
-                    &file,
-                    component,
-                    Codegen::Cranelift,
-                    started.elapsed(),
-                    true,
-                )
-                .map(Some);
+            return self.link(
+                plugin,
+                &file,
+                component,
+                Codegen::Cranelift,
+                started.elapsed(),
+                true,
+            );
         }
         if let Some(baseline) = &self.baseline
             && file.bytes.len() >= baseline.min_bytes
@@ -171,14 +183,16 @@ impl PluginEngine {
                         from_cache,
                     )?;
                     loaded.file = Some(Arc::new(file));
-                    return Ok(Some(loaded));
+                    return Ok(loaded);
                 }
-                // Cranelift needs more time and memory than Winch.
+                // Cranelift needs more time and memory than Winch; asked for
+                // Winch only, its error is the answer.
                 Err(e @ (LoadError::TooSlow(_) | LoadError::TooLarge(_))) => return Err(e),
+                Err(e) if baseline.always => return Err(e),
                 // Winch does not take every component Cranelift takes; a
                 // component neither takes is refused by Cranelift below.
                 Err(e) => {
-                    tracing::debug!(path = %plugin, error = %e, "Winch did not compile the plugin; Cranelift compiles it.");
+                    tracing::warn!(path = %plugin, error = %e, "Winch did not compile the plugin; Cranelift compiles it, and its new versions wait for Cranelift.");
                 }
             }
         }
@@ -191,7 +205,15 @@ impl PluginEngine {
             started.elapsed(),
             false,
         )
-        .map(Some)
+    }
+
+    /// Deletes Winch's cached code for the file of `digest`, once
+    /// Cranelift's is cached: it would not be read again.
+    pub async fn forget_baseline(&self, digest: &str) {
+        if let Some(cache) = self.baseline.as_ref().and_then(|b| b.cache.clone()) {
+            let digest = digest.to_owned();
+            let _ = tokio::task::spawn_blocking(move || cache.remove(&digest)).await;
+        }
     }
 
     /// Cranelift's code for a plugin that runs on Winch's (the same file,

@@ -43,6 +43,8 @@ pub(super) struct Supervisor {
     pub(super) optimizing: BTreeMap<PluginRef, optimize::Optimizing>,
     /// Where they send their result.
     pub(super) optimized: tokio::sync::mpsc::UnboundedSender<optimize::Optimized>,
+    /// Taken by each of them while it compiles: one at a time.
+    pub(super) compile_turn: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running queue.
@@ -229,7 +231,10 @@ impl Supervisor {
 
     /// Stops reading, waits for the handlers within the shutdown timeout
     /// (or until `now` fires), lets the last acks go out, and returns.
-    pub(super) async fn drain(self, now: &CancellationToken) {
+    pub(super) async fn drain(mut self, now: &CancellationToken) {
+        // Cranelift compiles for the running versions stop now: their code
+        // would not serve again.
+        self.optimizing.clear();
         let timeout = self.config().host.shutdown_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         self.readers.cancel();

@@ -127,20 +127,7 @@ pub async fn run(
     let Some(conn) = crate::redis::connect_patiently(&redis, &shutdown.drain).await? else {
         return Ok(());
     };
-    // A large plugin's new version is served on Winch's code while
-    // Cranelift compiles it; without Winch's engine, every version waits
-    // for Cranelift.
     let engine = engine(&config, compiler)?;
-    let engine = match engine
-        .clone()
-        .with_baseline(crate::plugin::BASELINE_MIN_BYTES)
-    {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %format!("{e:#}"), "Cannot create Winch's engine; new plugin versions wait for Cranelift's code.");
-            engine
-        }
-    };
     let (optimized, mut optimized_rx) = optimize::channel();
     let none = Plugins::new();
     let plugins = tokio::select! {
@@ -187,6 +174,7 @@ pub async fn run(
         retired: Vec::new(),
         optimizing: BTreeMap::new(),
         optimized,
+        compile_turn: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     host.start_maintenance();
     for queue in config.queues.clone().into_values() {

@@ -5,7 +5,8 @@
 //! code takes the place of Winch's in every queue running that version:
 //! messages in flight finish on Winch's code, the next ones run on
 //! Cranelift's. A newer version of the file, or a plugin no longer used,
-//! drops its compile (and kills its child).
+//! drops its compile (and kills its child). One compile runs at a time:
+//! each may take `plugin_compile_memory_mib` and both cores.
 
 use std::sync::Arc;
 
@@ -58,15 +59,17 @@ impl Supervisor {
             }
             let engine = self.host.engine.clone();
             let (plugin, limits) = (plugin.clone(), limits.clone());
-            let (sent, source) = (self.optimized.clone(), source.clone());
+            let (sent, turn) = (self.optimized.clone(), self.compile_turn.clone());
             let digest = plugin.digest.clone();
-            let key = source.clone();
+            let (key, source) = (source.clone(), source.clone());
             let task = tokio::spawn(async move {
+                let Ok(_turn) = turn.acquire_owned().await else {
+                    return;
+                };
                 let result = engine.optimize(&plugin, &limits).await;
-                let digest = plugin.digest.clone();
                 let _ = sent.send(Optimized {
                     source,
-                    digest,
+                    digest: plugin.digest.clone(),
                     result,
                 });
             });
@@ -100,10 +103,19 @@ impl Supervisor {
                     &queues.join(","),
                     plugin.compile_time,
                 );
+                // Winch's code for this version would not be read again.
+                let engine = self.host.engine.clone();
+                let digest = plugin.digest.clone();
+                tokio::spawn(async move { engine.forget_baseline(&digest).await });
                 self.plugins.insert(done.source, plugin);
             }
             Err(e) => {
-                events::plugin_not_optimized(&path, &current.hash, &e.to_string());
+                events::plugin_not_optimized(
+                    &self.host.metrics,
+                    &path,
+                    &current.hash,
+                    &e.to_string(),
+                );
                 self.optimizing.insert(
                     done.source,
                     Optimizing {

@@ -58,7 +58,11 @@ pub fn load_limits(config: &Config) -> LoadLimits {
 /// The engine for `config`, compiling with `compiler`, with its
 /// compiled-code cache.
 pub fn engine(config: &Config, compiler: Compiler) -> Result<PluginEngine> {
-    PluginEngine::new(config.host.cache_dir.as_deref(), compiler)
+    // A large plugin's new version is served on Winch's code while
+    // Cranelift compiles it (the host), and checked or run on it (`check`,
+    // `invoke`): what the host would accept, as fast as the host would.
+    PluginEngine::new(config.host.cache_dir.as_deref(), compiler)?
+        .with_baseline(crate::plugin::BASELINE_MIN_BYTES)
 }
 
 /// Why a configuration cannot run.

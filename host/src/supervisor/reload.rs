@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use crate::config::{Config, ConfigChanges, PluginRef};
 use crate::events;
 use crate::metrics::Metrics;
-use crate::plugin::LoadedPlugin;
+use crate::plugin::{LoadedPlugin, PluginEngine};
 use crate::queue::QueueRuntime;
 use crate::router::Router;
 
@@ -56,18 +56,21 @@ impl Supervisor {
             let path = source.to_string();
             events::plugin_refused(metrics, &path, &current.hash, &using, &reason.to_string());
         };
+        let Some(path) = source.file() else {
+            return;
+        };
+        let file = match PluginEngine::read_async(path, &limits).await {
+            // The same content (touched, rewritten): nothing to do.
+            Ok(file) if file.digest == current.digest => return,
+            Ok(file) => file,
+            Err(e) => return refuse(&metrics, &e),
+        };
         // A Cranelift compile of the running version would compete with
         // this load for the cores: it is stopped, and started again below
         // if that version keeps running.
         self.optimizing.remove(source);
-        let loaded = self
-            .host
-            .engine
-            .load(source, &limits, Some(&current.digest))
-            .await;
-        let plugin = match loaded {
-            Ok(Some(plugin)) => plugin,
-            Ok(None) => return self.optimize_plugins(),
+        let plugin = match self.host.engine.load_file(source, file, &limits).await {
+            Ok(plugin) => plugin,
             Err(e) => {
                 refuse(&metrics, &e);
                 return self.optimize_plugins();
