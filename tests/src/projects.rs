@@ -58,3 +58,22 @@ pub fn new_project(name: &str, lang: &str) -> PathBuf {
     assert!(said.contains(&format!("made {name}")), "{said}");
     parent.join(name)
 }
+
+/// Builds the Python project's `app.py` into the component `out` with
+/// componentize-py, against the project's `wit/`.
+pub fn componentize_py(project: &Path, out: &str) -> String {
+    run(
+        project,
+        "componentize-py",
+        &[
+            "-d",
+            "wit",
+            "-w",
+            "plugin",
+            "componentize",
+            "app",
+            "-o",
+            out,
+        ],
+    )
+}

@@ -62,6 +62,31 @@ pub async fn connect(client: &redis::Client) -> MultiplexedConnection {
         .expect("connecting to the test redis-server")
 }
 
+/// Sends `n` entries of `message_type` with an empty JSON body and ids
+/// `<id_prefix>-<i>` to `stream`, one every `every`, on a task of its own.
+pub fn send_steadily(
+    mut conn: MultiplexedConnection,
+    stream: &str,
+    message_type: &'static str,
+    id_prefix: &'static str,
+    n: u64,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let stream = stream.to_owned();
+    tokio::spawn(async move {
+        for i in 0..n {
+            let id = format!("{id_prefix}-{i}");
+            xadd(
+                &mut conn,
+                &stream,
+                &[("type", message_type), ("id", &id), ("body", "{}")],
+            )
+            .await;
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
 /// XADDs one entry and returns its id.
 pub async fn xadd(
     conn: &mut MultiplexedConnection,

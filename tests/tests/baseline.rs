@@ -68,21 +68,14 @@ async fn a_python_plugin_s_new_version_runs_on_winch_then_on_cranelift() {
 
     // A steady producer: 500 messages over about 20 s.
     const N: u64 = 500;
-    let producer = {
-        let mut conn = host.redis.conn().await;
-        let ingress = host.cfg.ingress().to_string();
-        tokio::spawn(async move {
-            for i in 0..N {
-                xadd(
-                    &mut conn,
-                    &ingress,
-                    &[("type", "work"), ("id", &format!("a-{i}")), ("body", "{}")],
-                )
-                .await;
-                tokio::time::sleep(Duration::from_millis(40)).await;
-            }
-        })
-    };
+    let producer = send_steadily(
+        host.redis.conn().await,
+        host.cfg.ingress(),
+        "work",
+        "a",
+        N,
+        Duration::from_millis(40),
+    );
     let first = version_hash(&plugin_version(&base, 0));
     wait(
         "the first version serving",

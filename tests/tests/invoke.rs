@@ -78,10 +78,10 @@ fn each_outcome_has_its_exit_status() {
     );
 }
 
-#[test]
-fn a_queue_s_limits_apply_the_deadline_and_the_memory_cap() {
-    let dir = tempdir("invoke-limits");
-    let toml = dir.join("queues.toml");
+/// A queues.toml in a fresh folder named `name` with the queue `Tight`
+/// (a 300 ms deadline, 8 MiB of memory); its path, and `--queue`'s value.
+fn tight_queue(name: &str) -> (std::path::PathBuf, String) {
+    let toml = tempdir(name).join("queues.toml");
     std::fs::write(
         &toml,
         format!(
@@ -91,6 +91,12 @@ fn a_queue_s_limits_apply_the_deadline_and_the_memory_cap() {
     )
     .unwrap();
     let queue = format!("{}#Tight", toml.display());
+    (toml, queue)
+}
+
+#[test]
+fn a_queue_s_limits_apply_the_deadline_and_the_memory_cap() {
+    let (toml, queue) = tight_queue("invoke-limits");
     let (r, code) = invoke("spin", "{}", &["--queue", &queue]);
     assert_eq!((r["outcome"].as_str(), code), (Some("timeout"), 5), "{r}");
     assert!(r["elapsed_ms"].as_f64().unwrap() < 3_000.0, "{r}");
@@ -123,17 +129,7 @@ fn a_queue_s_limits_apply_the_deadline_and_the_memory_cap() {
 /// there.
 #[test]
 fn winch_s_code_gives_every_outcome_and_keeps_the_limits() {
-    let dir = tempdir("invoke-winch");
-    let toml = dir.join("queues.toml");
-    std::fs::write(
-        &toml,
-        format!(
-            "[routes]\n\"t\" = [\"Tight\"]\n[queues.Tight]\nplugin = \"{}\"\nhandler_timeout = \"300ms\"\nmemory_mib = 8\n",
-            plugin("spin").display()
-        ),
-    )
-    .unwrap();
-    let queue = format!("{}#Tight", toml.display());
+    let (_, queue) = tight_queue("invoke-winch");
     let cases: [(&str, &str, &[&str], &str, i32); 6] = [
         (
             "io_probe",

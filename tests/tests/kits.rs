@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use switchyard_standins::postgres::Postgres;
 use switchyard_standins::smtp::SmtpReceiver;
-use switchyard_tests::projects::{new_project, run};
+use switchyard_tests::projects::{componentize_py, new_project, run};
 use switchyard_tests::*;
 
 const PYTHON_APP: &str = r#"
@@ -113,20 +113,7 @@ fn invoke_in(project: &std::path::Path, wasm: &str, body: &str, args: &[&str]) -
 async fn the_python_kit_runs_sql_and_sends_mail_with_the_rust_kit_s_outcomes() {
     let project = new_project("kit-python", "python");
     std::fs::write(project.join("app.py"), PYTHON_APP).unwrap();
-    run(
-        &project,
-        "componentize-py",
-        &[
-            "-d",
-            "wit",
-            "-w",
-            "plugin",
-            "componentize",
-            "app",
-            "-o",
-            "kit.wasm",
-        ],
-    );
+    componentize_py(&project, "kit.wasm");
     sql_and_mail(&project, "kit.wasm", ["None", "b'\\x00\\x01'", "True"]).await;
 }
 

@@ -89,21 +89,14 @@ async fn swaps_under_load_lose_and_fail_nothing() {
 
     // A steady producer: 1,500 messages over about 6 s.
     const N: u64 = 1500;
-    let producer = {
-        let mut conn = host.redis.conn().await;
-        let ingress = host.cfg.ingress().to_string();
-        tokio::spawn(async move {
-            for i in 0..N {
-                xadd(
-                    &mut conn,
-                    &ingress,
-                    &[("type", "work"), ("id", &format!("w-{i}")), ("body", "{}")],
-                )
-                .await;
-                tokio::time::sleep(Duration::from_millis(4)).await;
-            }
-        })
-    };
+    let producer = send_steadily(
+        host.redis.conn().await,
+        host.cfg.ingress(),
+        "work",
+        "w",
+        N,
+        Duration::from_millis(4),
+    );
 
     wait_for(Duration::from_secs(10), "the host serving", || {
         let n = m.queue("Work").snapshot().succeeded;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use switchyard_standins::{Api, StandIn};
-use switchyard_tests::projects::run;
+use switchyard_tests::projects::{componentize_py, run};
 use switchyard_tests::*;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -136,20 +136,7 @@ async fn a_rust_project_builds_tests_and_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_project_builds_tests_and_runs() {
     let project = new_project("crm-python", "python");
-    run(
-        &project,
-        "componentize-py",
-        &[
-            "-d",
-            "wit",
-            "-w",
-            "plugin",
-            "componentize",
-            "app",
-            "-o",
-            "crm_python.wasm",
-        ],
-    );
+    componentize_py(&project, "crm_python.wasm");
     let tested = run(&project, "python3", &["-m", "unittest", "-v"]);
     assert!(tested.contains("Ran 3 tests"), "{tested}");
     // A bug (len() of a number): a trap that names the exception and the
@@ -265,20 +252,7 @@ fn a_new_version_compiles_only_what_changed(project: &Path) {
         code.replace(r#""Chats": chats"#, r#""SiteChats": chats"#),
     )
     .unwrap();
-    run(
-        project,
-        "componentize-py",
-        &[
-            "-d",
-            "wit",
-            "-w",
-            "plugin",
-            "componentize",
-            "app",
-            "-o",
-            "v2.wasm",
-        ],
-    );
+    componentize_py(project, "v2.wasm");
     let second = invoke("v2.wasm");
     assert!(second.contains(r#""SiteChats": 1"#), "{second}");
     // Nearly every function was read from the cache, not compiled again.

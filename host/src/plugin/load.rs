@@ -149,14 +149,7 @@ impl PluginEngine {
         let started = Instant::now();
         let winch_only = self.baseline.as_ref().is_some_and(|b| b.always);
         let cached = match &self.cache {
-            Some(cache) if !winch_only => {
-                let (cache, engine, digest) =
-                    (cache.clone(), self.engine.clone(), file.digest.clone());
-                tokio::task::spawn_blocking(move || cache.get(&engine, &digest))
-                    .await
-                    .ok()
-                    .flatten()
-            }
+            Some(cache) if !winch_only => cached(cache, &self.engine, &file.digest).await,
             _ => None,
         };
         if let Some(component) = cached {
@@ -249,14 +242,10 @@ impl PluginEngine {
         file: &PluginFile,
         limits: &LoadLimits,
     ) -> Result<(Component, bool), LoadError> {
-        if let Some(cache) = &baseline.cache {
-            let (cache, engine, digest) =
-                (cache.clone(), baseline.engine.clone(), file.digest.clone());
-            if let Ok(Some(component)) =
-                tokio::task::spawn_blocking(move || cache.get(&engine, &digest)).await
-            {
-                return Ok((component, true));
-            }
+        if let Some(cache) = &baseline.cache
+            && let Some(component) = cached(cache, &baseline.engine, &file.digest).await
+        {
+            return Ok((component, true));
         }
         let code = self
             .compiler
@@ -286,6 +275,20 @@ impl PluginEngine {
             .await?;
         load_and_keep(&self.engine, &self.cache, &file.digest, code).await
     }
+}
+
+/// The code `cache` keeps for the file of `digest`, loaded into `engine`,
+/// off the async runtime's threads.
+async fn cached(
+    cache: &CompileCache,
+    engine: &wasmtime::Engine,
+    digest: &str,
+) -> Option<Component> {
+    let (cache, engine, digest) = (cache.clone(), engine.clone(), digest.to_owned());
+    tokio::task::spawn_blocking(move || cache.get(&engine, &digest))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// Loads code the compiler child made into `engine` and keeps it in
