@@ -77,8 +77,19 @@ async fn runs_in_a_queue(project: &Path, queue: &str) {
         host.queue(queue)
     );
 
-    // The follow-ups entered the ingress, with each site's count so far.
+    // The follow-ups entered the ingress, with each site's count so far
+    // (they are written as each delivery settles, after it is counted).
     let ingress = host.cfg.ingress().to_owned();
+    let mut conn = host.redis.conn().await;
+    wait_for(LIMIT, "the three follow-ups", async || {
+        entries(&mut conn, &ingress)
+            .await
+            .iter()
+            .filter(|e| field(&e.fields, "type") == "crm.synced")
+            .count()
+            == 3
+    })
+    .await;
     let mut counts: Vec<(i64, i64)> = entries(&mut host.conn, &ingress)
         .await
         .iter()
