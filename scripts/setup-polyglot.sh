@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building the plugins written in Python and JavaScript
-# (scripts/build-polyglot.sh) needs: componentize-py, in a virtual
-# environment of its own under target/tools, and componentize-js, from npm
-# (with nodejs and npm from Debian when missing). The tests need them; the
+# (scripts/build-polyglot.sh) needs: componentize-py and mypy (the Python
+# template's type check), in a virtual environment of their own under
+# target/tools, and componentize-js, from npm (with nodejs and npm from
+# Debian when missing). The tests need them; the
 # demo does not. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,11 @@ if ! "$tools/python/bin/componentize-py" --version 2>/dev/null | grep -q "0.25.1
     python3 -m venv "$tools/python"
   fi
   "$tools/python/bin/pip" install -q componentize-py==0.25.1
+fi
+# mypy type-checks the Python template against the kit's stubs.
+if ! "$tools/python/bin/mypy" --version 2>/dev/null | grep -q "mypy 1.19.1 "; then
+  echo "setup: installing mypy 1.19.1 in $tools/python" >&2
+  "$tools/python/bin/pip" install -q mypy==1.19.1
 fi
 
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then

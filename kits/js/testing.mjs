@@ -28,6 +28,6 @@ export function invoke(plugin, messageType, body, args = []) {
   try {
     return JSON.parse(done.stdout);
   } catch (e) {
-    throw new Error(`${program} invoke gave no report (${e.message}): ${done.stdout}${done.stderr}`);
+    throw new Error(`${program} invoke gave no report (${e instanceof Error ? e.message : e}): ${done.stdout}${done.stderr}`);
   }
 }

@@ -151,7 +151,7 @@ class config:
         return value
 
     @staticmethod
-    def json() -> dict:
+    def json() -> dict[str, Any]:
         return json.loads(_config.get_json())
 
 

@@ -26,6 +26,7 @@ def invoke(plugin: str | Path, message_type: str, body: str, *args: str) -> dict
         text=True,
     )
     try:
-        return json.loads(done.stdout)
+        report: dict[str, Any] = json.loads(done.stdout)
     except json.JSONDecodeError as e:
         raise RuntimeError(f"{program} invoke gave no report ({e}): {done.stdout}{done.stderr}") from None
+    return report

@@ -10,10 +10,16 @@
 
 import { Failure, config, exportHandler, http, kv, log, publish } from './kit/switchyard-kit.js';
 
+/** @typedef {import('./kit/chat-events.js').Chat} Chat */
+/** @typedef {import('./kit/switchyard-kit.js').Message} Message */
+
+/** The fields a chat.ended must have. @type {(keyof Chat)[]} */
+const REQUIRED = ['ChatGuid', 'SiteId', 'Start', 'End'];
+
 /**
  * What the CRM is sent for a chat.
  * @param {string} messageId
- * @param {import('./kit/chat-events').Chat} chat
+ * @param {Chat} chat
  */
 export function crmRecord(messageId, chat) {
   return {
@@ -27,19 +33,19 @@ export function crmRecord(messageId, chat) {
   };
 }
 
-/** @param {import('./kit/switchyard-kit').Message} message */
+/** @param {Message} message */
 async function handle(message) {
   if (message.messageType.toLowerCase() !== 'chat.ended') {
     throw Failure.reject(`${message.messageType} is not a chat.ended`);
   }
-  /** @type {import('./kit/chat-events').Chat} */
+  /** @type {Chat} */
   let chat;
   try {
     chat = JSON.parse(message.body);
   } catch (e) {
-    throw Failure.reject(`not a chat.ended payload: ${e.message}`);
+    throw Failure.reject(`not a chat.ended payload: ${e instanceof Error ? e.message : e}`);
   }
-  for (const field of ['ChatGuid', 'SiteId', 'Start', 'End']) {
+  for (const field of REQUIRED) {
     if (chat?.[field] === undefined || chat[field] === null) {
       throw Failure.reject(`not a chat.ended payload: no ${field}`);
     }

@@ -10,12 +10,13 @@ Build: componentize-py -d wit -w plugin componentize app -o {{snake}}.wasm
 """
 
 import json
+from typing import Any
 
 from chat_events import Chat
 from switchyard_kit import Failure, Message, config, export, http, kv, log, publish
 
 
-def crm_record(message_id: str, chat: Chat) -> dict:
+def crm_record(message_id: str, chat: Chat) -> dict[str, Any]:
     """What the CRM is sent for a chat."""
     return {
         "external_id": message_id,

@@ -150,6 +150,7 @@ async fn a_python_project_builds_tests_and_runs() {
     componentize_py(&project, "crm_python.wasm");
     let tested = run(&project, "python3", &["-m", "unittest", "-v"]);
     assert!(tested.contains("Ran 3 tests"), "{tested}");
+    python_types_check(&project);
     // A bug (len() of a number): a trap that names the exception and the
     // line, not the interpreter's traceback.
     let out = Command::new(host_binary())
@@ -187,6 +188,118 @@ async fn a_python_project_builds_tests_and_runs() {
     );
     runs_in_a_queue(&project, "CrmPython").await;
     a_new_version_compiles_only_what_changed(&project);
+}
+
+/// The project type-checks with `mypy --strict` against the kit's stubs
+/// alone (no bindings generated), and a plugin that misuses the message or
+/// the kit does not.
+fn python_types_check(project: &Path) {
+    let checked = run(project, "mypy", &["--strict", "app.py", "test_app.py"]);
+    assert!(checked.contains("Success: no issues found"), "{checked}");
+    let app = std::fs::read_to_string(project.join("app.py")).unwrap();
+    let wrong = app
+        .replace("message.message_type.lower()", "message.kind.lower()")
+        .replace(
+            r#"kv.increment("chats", str(chat["SiteId"]), 1)"#,
+            r#"kv.increment("chats", chat["SiteId"], 1)"#,
+        );
+    assert_ne!(wrong, app, "the template changed: update this test");
+    std::fs::write(project.join("wrong.py"), wrong).unwrap();
+    let out = Command::new(repo_root().join("target/tools/python/bin/mypy"))
+        .args(["--strict", "wrong.py"])
+        .current_dir(project)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains(r#"error: "Message" has no attribute "kind""#)
+            && said.contains(
+                r#"Argument 2 to "increment" of "kv" has incompatible type "int"; expected "str""#
+            ),
+        "{said}"
+    );
+    std::fs::remove_file(project.join("wrong.py")).unwrap();
+}
+
+/// The plugin type-checks (`npm run typecheck`: tsc on the JSDoc types
+/// against the kit's `.d.ts`), and one that misuses the message or the kit
+/// does not.
+fn js_types_check(project: &Path) {
+    let checked = run(project, "npm", &["run", "typecheck"]);
+    assert!(!checked.contains("error"), "{checked}");
+    let plugin = std::fs::read_to_string(project.join("plugin.js")).unwrap();
+    let wrong = plugin
+        .replace(
+            "message.messageType.toLowerCase()",
+            "message.kind.toLowerCase()",
+        )
+        .replace(
+            "kv.increment('chats', String(chat.SiteId), 1)",
+            "kv.increment('chats', chat.SiteId, 1)",
+        );
+    assert_ne!(wrong, plugin, "the template changed: update this test");
+    std::fs::write(project.join("plugin.js"), wrong).unwrap();
+    let out = Command::new("npm")
+        .args(["run", "typecheck"])
+        .current_dir(project)
+        .output()
+        .unwrap();
+    std::fs::write(project.join("plugin.js"), plugin).unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("Property 'kind' does not exist on type 'Message'")
+            && said.contains(
+                "Argument of type 'number' is not assignable to parameter of type 'string'"
+            ),
+        "{said}"
+    );
+}
+
+/// The Python kit's stub (`switchyard_kit.pyi`, what editors and mypy
+/// read) names every function of the kit with its parameters, defaults and
+/// types; a kit changed without its stub is caught.
+#[test]
+fn the_python_kit_s_stub_says_what_the_kit_does() {
+    let kit = repo_root().join("kits/python/switchyard_kit.py");
+    let stub = repo_root().join("kits/python/switchyard_kit.pyi");
+    let checker = repo_root().join("tests/fixtures/stub_matches.py");
+    let check = |module: &Path| {
+        Command::new("python3")
+            .arg(&checker)
+            .args([module, stub.as_path()])
+            .output()
+            .unwrap()
+    };
+    let out = check(&kit);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A parameter renamed, a default and a type changed in the kit alone.
+    let changed = std::fs::read_to_string(&kit)
+        .unwrap()
+        .replace("def info(text: str)", "def info(line: str)")
+        .replace("delta: int = 1)", "delta: int = 2)")
+        .replace(
+            "def get(bucket: str, key: str) -> Optional[bytes]",
+            "def get(bucket: str, key: str) -> Optional[str]",
+        );
+    let dir = tempdir("stub-matches");
+    std::fs::write(dir.join("switchyard_kit.py"), changed).unwrap();
+    let out = check(&dir.join("switchyard_kit.py"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    for line in [
+        "log.info: parameters ['line'] != stub ['text']",
+        "kv.increment(delta): default 2 != stub 1",
+        "kv.get: returns Optional[str] != stub Optional[bytes]",
+    ] {
+        assert!(said.contains(line), "{line} not in {said}");
+    }
 }
 
 /// Compiles the project's component in a fresh cache, changes one line of
@@ -304,11 +417,23 @@ async fn a_javascript_project_builds_tests_and_runs() {
         project.join("node_modules"),
     )
     .unwrap();
+    let typescript: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            repo_root().join("plugins/js-forward/node_modules/typescript/package.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        pinned["devDependencies"]["typescript"],
+        typescript["version"]
+    );
     run(&project, "npm", &["run", "build"]);
     let tested = run(&project, "npm", &["test"]);
     assert!(
         tested.contains("# pass 3") && tested.contains("# fail 0"),
         "{tested}"
     );
+    js_types_check(&project);
     runs_in_a_queue(&project, "CrmJs").await;
 }
