@@ -11,7 +11,7 @@
 //! folder only its user can write, each named by the SHA-256 of the
 //! component it was compiled from and a hash of the engine configuration. A
 //! cache file that fails to load is deleted and the component compiled
-//! again. Beside the files, the compiler child keeps the functions it
+//! again; one no load read for 30 days is deleted when a cache is opened. Beside the files, the compiler child keeps the functions it
 //! compiled (`functions.rs`), native code under the same rule: written by
 //! the child, in the folder only the host's user can write.
 //!
@@ -33,6 +33,8 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
+
+use super::functions::{KEEP, RENEW, age};
 
 /// The version of wasmtime the host is built with; part of every cache key.
 const WASMTIME: &str = "48.0.8";
@@ -98,11 +100,35 @@ impl CompileCache {
         WASMTIME.hash(&mut hasher);
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let engine_key = super::hex(&hasher.0.finalize()[..8]);
-        Ok(CompileCache {
+        let cache = CompileCache {
             dir: dir.to_owned(),
             engine_key,
             keep: None,
-        })
+        };
+        cache.sweep();
+        Ok(cache)
+    }
+
+    /// Deletes compiled components no load read for [`KEEP`] (of any
+    /// engine: another wasmtime's or other settings' code is never read by
+    /// this host) and temporary files a writer killed mid-write left for a
+    /// day. Failures are ignored: the cache is an optimisation.
+    fn sweep(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) else {
+                continue;
+            };
+            let old = name.ends_with(".cwasm") && age(modified) >= KEEP;
+            let stale = name.contains(".tmp") && !entry.path().is_dir() && age(modified) >= RENEW;
+            if old || stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// This cache, keeping the code of the newest `n` components only:
@@ -140,7 +166,18 @@ impl CompileCache {
         // from a component with this content hash, in a folder only the
         // host's user can write, and wasmtime checks its compatibility.
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(c) => Some(c),
+            Ok(c) => {
+                // Read: kept for another [`KEEP`] (renewed once a day).
+                if let Ok(file) = std::fs::File::open(&path)
+                    && file
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| age(t) >= RENEW)
+                {
+                    let _ = file.set_modified(std::time::SystemTime::now());
+                }
+                Some(c)
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "Discarding an unusable cached plugin.");
                 let _ = std::fs::remove_file(&path);
@@ -190,5 +227,55 @@ impl CompileCache {
         for (_, path) in files.into_iter().skip(keep) {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+
+    fn set_age(path: &Path, age: Duration) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(SystemTime::now() - age)
+            .unwrap();
+    }
+
+    #[test]
+    fn components_no_load_read_for_a_month_are_swept() {
+        let dir = std::env::temp_dir().join(format!("switchyard-cache-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let engine = Engine::default();
+        // An empty component: the preamble of a component binary.
+        let code = engine.precompile_component(b"\0asm\x0d\0\x01\0").unwrap();
+        let cache = CompileCache::new(&dir, &engine).unwrap();
+        for digest in ["read", "unread", "recent"] {
+            cache.put(digest, &code);
+        }
+        let month = KEEP + Duration::from_secs(60);
+        set_age(&cache.path("read"), month);
+        set_age(&cache.path("unread"), month);
+        // Read since: renewed.
+        assert!(cache.get(&engine, "read").is_some());
+        // Another engine's code, as old: swept; a temporary file a killed
+        // writer left a day ago: swept; one being written: kept.
+        let other = dir.join("0123-feedfacefeedface.cwasm");
+        let left = cache.path("x").with_extension("tmp1");
+        let writing = cache.path("y").with_extension("tmp2");
+        for (path, age) in [(&other, month), (&left, RENEW), (&writing, Duration::ZERO)] {
+            std::fs::write(path, b"code").unwrap();
+            set_age(path, age);
+        }
+        let cache = CompileCache::new(&dir, &engine).unwrap();
+        assert!(cache.get(&engine, "read").is_some());
+        assert!(cache.get(&engine, "recent").is_some());
+        assert!(!cache.path("unread").exists());
+        assert!(!other.exists() && !left.exists());
+        assert!(writing.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

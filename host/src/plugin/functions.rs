@@ -28,10 +28,11 @@ use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
-/// How long an entry no compile read is kept.
-const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How long an entry no compile read is kept (a compiled component no
+/// load read, too: `cache.rs`).
+pub(super) const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How often a read entry's time is renewed, and the folder swept.
-const RENEW: Duration = Duration::from_secs(24 * 3600);
+pub(super) const RENEW: Duration = Duration::from_secs(24 * 3600);
 
 /// Cranelift's store of compiled functions, in one engine's folder.
 #[derive(Debug)]
@@ -107,7 +108,7 @@ impl FunctionCache {
     }
 }
 
-fn age(t: SystemTime) -> Duration {
+pub(super) fn age(t: SystemTime) -> Duration {
     SystemTime::now().duration_since(t).unwrap_or_default()
 }
 
