@@ -114,6 +114,12 @@ pub fn engine_config(kind: EngineKind, codegen: Codegen) -> Config {
         // Winch's code; unoptimised, a Winch compile of a Python plugin
         // took 1.28 to 1.42 s instead of 1.41 to 1.54 s.
         config.cranelift_opt_level(wasmtime::OptLevel::None);
+        // Winch's code serves a version for seconds. Neither the map from
+        // native to wasm addresses (wasm offsets in trap backtraces; the
+        // function names stay) nor native unwind tables (for debuggers and
+        // profilers; wasmtime's own backtraces walk frame pointers) is worth
+        // compiling, copying and registering for that.
+        config.generate_address_map(false).native_unwind_info(false);
     }
     if kind == EngineKind::Host && codegen == Codegen::Cranelift {
         let mut pool = PoolingAllocationConfig::new();
