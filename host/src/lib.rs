@@ -51,6 +51,7 @@ pub mod plugin;
 pub mod reason;
 pub mod redis;
 pub mod router;
+pub mod schema;
 pub mod secrets;
 pub mod shutdown;
 pub mod stream;

@@ -57,6 +57,13 @@ pub enum Malformed {
     EmptyType,
     MissingBody,
     BodyNotJson(String),
+    /// The body does not match its type's payload in the chat events
+    /// schema (a route with `validate = true`): the payload's name, what is
+    /// wrong.
+    DoesNotMatch {
+        payload: String,
+        errors: String,
+    },
     /// The type or id is longer than [`MAX_NAME`] bytes: (field, bytes).
     TooLong(&'static str, usize),
 }
@@ -68,6 +75,9 @@ impl fmt::Display for Malformed {
             Malformed::EmptyType => write!(f, "field `type` is empty"),
             Malformed::MissingBody => write!(f, "missing field `body`"),
             Malformed::BodyNotJson(e) => write!(f, "body is not valid JSON: {e}"),
+            Malformed::DoesNotMatch { payload, errors } => {
+                write!(f, "body does not match the schema's {payload}: {errors}")
+            }
             Malformed::TooLong(field, bytes) => write!(
                 f,
                 "field `{field}` is {bytes} bytes, more than the {MAX_NAME} allowed"

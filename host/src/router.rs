@@ -2,17 +2,23 @@
 //! routed. Pure: no Redis here.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::config::{Config, IngressSettings};
-use crate::message::{Fields, ID_FIELD, MAX_FIELDS, Message, TYPE_FIELD, entry_bytes};
+use crate::message::{
+    BODY_FIELD, Fields, ID_FIELD, MAX_FIELDS, Malformed, Message, TYPE_FIELD, entry_bytes,
+};
 use crate::reason::{DeadReason, SizeBound};
 use crate::redis::read::ReadEntry;
+use crate::schema::{self, PayloadSchema};
 
 /// The routing of `queues.toml`: message type (lower-cased) to target
 /// queues, and the size bounds of the ingress stream and of each queue.
 #[derive(Debug, Clone)]
 pub struct Router {
     routes: BTreeMap<String, Vec<String>>,
+    /// The payload checks of the message types routed with `validate = true`.
+    schemas: BTreeMap<String, Arc<PayloadSchema>>,
     /// How the ingress stream is read.
     pub ingress: IngressSettings,
     /// Each queue's largest entry, in bytes.
@@ -48,6 +54,11 @@ impl Router {
     pub fn new(config: &Config) -> Self {
         Router {
             routes: config.routes.clone(),
+            schemas: config
+                .validated
+                .iter()
+                .filter_map(|t| Some((t.clone(), schema::for_type(t)?)))
+                .collect(),
             ingress: config.ingress.clone(),
             queue_max_entry: config
                 .queues
@@ -113,6 +124,18 @@ impl Router {
                 },
             };
         };
+        if let Some(schema) = self.schemas.get(&message.message_type.to_ascii_lowercase())
+            && let Some(body) = fields.iter().find(|(k, _)| k == BODY_FIELD.as_bytes())
+            && let Err(errors) = schema.check(&body.1)
+        {
+            return Decision::DeadLetter {
+                reason: Malformed::DoesNotMatch {
+                    payload: schema.name().to_owned(),
+                    errors,
+                }
+                .into(),
+            };
+        }
         let has = |name: &str| fields.iter().any(|(k, _)| k == name.as_bytes());
         let mut edits = CopyEdits::default();
         if !has(TYPE_FIELD) {
@@ -208,6 +231,7 @@ mod tests {
         queue_max_entry.insert("B".to_string(), 4096);
         Router {
             routes,
+            schemas: BTreeMap::new(),
             ingress: IngressSettings {
                 max_entry_bytes: 4096,
                 ..IngressSettings::default()
@@ -378,5 +402,35 @@ mod tests {
                 ("id", "5-0"),
             ])
         );
+    }
+
+    /// A route with `validate = true` dead-letters a body that does not
+    /// match its type's payload, with what is wrong; the same body on a
+    /// route without it goes through.
+    #[test]
+    fn a_validated_route_dead_letters_a_body_off_the_schema() {
+        let mut r = router();
+        r.schemas
+            .insert("chat.ended".into(), schema::for_type("chat.ended").unwrap());
+        let good = r#"{"ChatGuid": "g", "SessionId": 1, "SiteId": 7, "Start": "2026-12-07T10:00:00", "End": "2026-12-07T10:01:00"}"#;
+        let e = fields(&[("type", "Chat.Ended"), ("body", good)]);
+        assert!(matches!(r.decide("1-0", &e), Decision::Fanout { .. }));
+        let e = fields(&[("type", "chat.ended"), ("body", r#"{"ChatGuid": "g"}"#)]);
+        let Decision::DeadLetter { reason } = r.decide("1-0", &e) else {
+            panic!("routed");
+        };
+        let said = reason.to_string();
+        assert!(
+            said.contains(
+                r#"body does not match the schema's Chat: "SessionId" is a required property"#
+            ),
+            "{said}"
+        );
+        assert_eq!(reason.class(), crate::reason::DeadClass::Malformed);
+        let e = fields(&[
+            ("type", "offlinemessage.submitted"),
+            ("body", r#"{"x": 1}"#),
+        ]);
+        assert!(matches!(r.decide("1-0", &e), Decision::Fanout { .. }));
     }
 }

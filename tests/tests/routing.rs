@@ -197,3 +197,59 @@ async fn every_design_message_type_reaches_exactly_its_queues() {
     let smtp = services.smtp.as_ref().unwrap();
     assert_eq!(smtp.mails().len(), 3, "{}", smtp.summary());
 }
+
+/// Routes with `validate = true`: every sample body of the design matches
+/// its type's schema and is handled; a body off the schema is dead-lettered
+/// by the router with what is wrong, and no queue gets it; the same body on
+/// a route without validation is handled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validated_routes_dead_letter_bodies_off_the_schema() {
+    let bodies = sample_bodies();
+    let mut text = String::from("[routes]\n");
+    for (message_type, _) in DESIGN {
+        text.push_str(&format!(
+            "\"{message_type}\" = {{ queues = [\"Rec\"], validate = true }}\n"
+        ));
+    }
+    text.push_str("\"custom.event\" = [\"Rec\"]\n[queues.Rec]\nplugin = \"@PLUGINS@/noop.wasm\"\n");
+    let mut host = TestHost::start(&text).await;
+    for (message_type, _) in DESIGN {
+        let body = &bodies[*message_type];
+        host.send(message_type, &format!("m-{message_type}"), body)
+            .await;
+    }
+    let off = r#"{"ChatGuid": "g", "SessionId": 1, "SiteId": "7", "Start": "2026-12-07T10:00:00", "End": "later"}"#;
+    host.send("Chat.Ended", "off-schema", off).await;
+    host.send("custom.event", "unchecked", off).await;
+    host.settled("Rec", DESIGN.len() as u64 + 1, Duration::from_secs(30))
+        .await;
+    let mut conn = host.redis.conn().await;
+    wait_for(Duration::from_secs(10), "the dead letter", async || {
+        !dead_letters(&mut conn, &host.cfg).await.is_empty()
+    })
+    .await;
+    let dead = host.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0].message_id, "off-schema");
+    assert!(
+        dead[0]
+            .reason
+            .contains(r#"body does not match the schema's Chat: /End: "later" does not match"#)
+            && dead[0]
+                .reason
+                .contains(r#"/SiteId: "7" is not of type "integer""#),
+        "{}",
+        dead[0].reason
+    );
+    let mut handled: Vec<String> = entries(&mut conn, &host.cfg.queue_stream("Rec"))
+        .await
+        .iter()
+        .map(|e| field(e, "id").unwrap())
+        .collect();
+    handled.sort();
+    let mut want: Vec<String> = DESIGN.iter().map(|(t, _)| format!("m-{t}")).collect();
+    want.push("unchecked".into());
+    want.sort();
+    assert_eq!(handled, want);
+    assert_eq!(host.queue("Rec").succeeded, DESIGN.len() as u64 + 1);
+}

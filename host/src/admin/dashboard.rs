@@ -180,7 +180,7 @@ async fn overview(State(state): State<Arc<AdminState>>, headers: HeaderMap) -> R
     let routes: Vec<Value> = config
         .routes
         .iter()
-        .map(|(t, qs)| json!({ "type": t, "queues": qs }))
+        .map(|(t, qs)| json!({ "type": t, "queues": qs, "validate": config.validated.contains(t) }))
         .collect();
     let partitions: Vec<Value> = stats
         .status

@@ -69,6 +69,10 @@ pub struct Config {
     pub redis: RedisSettings,
     /// Message type, lower-cased, to the queues it fans out to, in file order.
     pub routes: BTreeMap<String, Vec<String>>,
+    /// Message types, lower-cased, whose bodies the router checks against
+    /// the chat events schema (`validate = true`): a body that does not
+    /// match is dead-lettered with what is wrong.
+    pub validated: BTreeSet<String>,
     /// Queue name to its settings.
     pub queues: BTreeMap<String, QueueConfig>,
     /// Settings that are valid but work against each other, in line order.

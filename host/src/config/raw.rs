@@ -58,8 +58,18 @@ pub struct RawConfig {
     pub retention: Option<RawRetention>,
     pub admin: Option<RawAdmin>,
     pub redis: Option<RawRedis>,
-    pub routes: Option<BTreeMap<String, Setting<Vec<String>>>>,
+    pub routes: Option<BTreeMap<String, Setting<RawRoute>>>,
     pub queues: Option<BTreeMap<String, RawQueue>>,
+}
+
+/// A route: the queues a message type fans out to, `["A", "B"]`, or a
+/// table, `{ queues = ["A", "B"], validate = true }`, whose keys
+/// validation checks one by one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawRoute {
+    Queues(Vec<String>),
+    Table(BTreeMap<String, toml::Value>),
 }
 
 #[derive(Debug, Default, Deserialize)]

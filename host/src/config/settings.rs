@@ -115,7 +115,15 @@ impl Config {
         );
         s.plain("retention.idle_consumer", d(&r.idle_consumer));
         for (message_type, queues) in &self.routes {
-            s.plain(format!("routes.\"{message_type}\""), queues.join(", "));
+            let validated = if self.validated.contains(message_type) {
+                " (bodies validated against the schema)"
+            } else {
+                ""
+            };
+            s.plain(
+                format!("routes.\"{message_type}\""),
+                format!("{}{validated}", queues.join(", ")),
+            );
         }
         for q in self.queues.values() {
             let k = |key: &str| format!("queues.{}.{key}", q.name);

@@ -93,6 +93,51 @@ fn reports_every_error_with_its_key_and_line_in_line_order() {
 }
 
 #[test]
+fn a_route_is_a_list_of_queues_or_a_table_that_may_validate() {
+    let c = parse(
+        r#"
+        [routes]
+        "Chat.Ended" = { queues = ["Email"], validate = true }
+        "chat.started" = { queues = ["Email"] }
+        "custom.event" = ["Email"]
+        [queues.Email]
+        plugin = "PLUGIN"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.routes["chat.ended"], ["Email"]);
+    assert_eq!(c.routes["chat.started"], ["Email"]);
+    assert_eq!(c.routes["custom.event"], ["Email"]);
+    assert_eq!(c.validated.iter().collect::<Vec<_>>(), ["chat.ended"]);
+
+    let err = parse(
+        r#"
+        [routes]
+        "custom.event" = { queues = ["Email"], validate = true }
+        "chat.ended" = { queues = ["Email"], validat = true }
+        "chat.started" = { queues = "Email", validate = "yes" }
+        "chat.queued" = { validate = false }
+        "ban.added" = "Email"
+        [queues.Email]
+        plugin = "PLUGIN"
+        "#,
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    for said in [
+        r#"routes."custom.event": validate = true, but the chat events schema has no message type "custom.event" (it has "#,
+        r#"routes."chat.ended".validat: unknown key (a route's table has `queues` and `validate`)"#,
+        r#"routes."chat.started".queues: must be an array of queue names, not a string"#,
+        r#"routes."chat.started".validate: must be true or false, not a string"#,
+        r#"routes."chat.queued": a route's table needs `queues`, the queues it fans out to"#,
+        r#"routes."ban.added": must be an array of queue names, or a table { queues = [...], validate = true }, not a string"#,
+    ] {
+        assert!(text.contains(said), "{said}\nnot in\n{text}");
+    }
+    assert_eq!(err.errors.len(), 6, "{text}");
+}
+
+#[test]
 fn a_syntax_error_is_one_line_with_its_line_number() {
     let err = parse("[routes]\n\"a\" = [\"A\"]\n[queues.A\nplugin = \"x\"\n").unwrap_err();
     assert_eq!(err.errors.len(), 1);

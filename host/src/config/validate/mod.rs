@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::parse::{Lines, join};
-use super::raw::{RawConfig, RawHost, RawIngress, RawRetention, Setting};
+use super::raw::{RawConfig, RawHost, RawIngress, RawRetention, RawRoute, Setting};
 use super::{Config, ConfigError};
 
 /// A setting whose value comes from the environment, to be read by
@@ -293,7 +293,7 @@ pub fn validate(raw: &RawConfig, lines: &Lines, path: &Path, base: &Path) -> Val
             }
         }
     }
-    let routes = routes(&mut c, raw);
+    let (routes, validated) = routes(&mut c, raw);
 
     let Checker {
         mut errors,
@@ -311,6 +311,7 @@ pub fn validate(raw: &RawConfig, lines: &Lines, path: &Path, base: &Path) -> Val
             admin,
             redis,
             routes,
+            validated,
             queues,
             warnings,
             lines: Lines::default(),
@@ -323,21 +324,40 @@ pub fn validate(raw: &RawConfig, lines: &Lines, path: &Path, base: &Path) -> Val
     }
 }
 
-fn routes(c: &mut Checker<'_>, raw: &RawConfig) -> BTreeMap<String, Vec<String>> {
+/// The routes, and the message types whose bodies are checked against the
+/// schema.
+fn routes(
+    c: &mut Checker<'_>,
+    raw: &RawConfig,
+) -> (BTreeMap<String, Vec<String>>, BTreeSet<String>) {
     let mut routes = BTreeMap::new();
+    let mut validated = BTreeSet::new();
     let Some(table) = &raw.routes else {
         c.error("routes", "at least one route must be declared");
-        return routes;
+        return (routes, validated);
     };
     for (message_type, setting) in table {
         let key = join("routes", message_type);
         if message_type.trim().is_empty() {
             c.error(&key, "a message type must not be empty");
         }
-        let Ok(targets) = &setting.value else {
-            c.error(&key, "must be an array of queue names");
+        let Some((targets, validate)) = route(c, &key, setting) else {
             continue;
         };
+        if validate {
+            if crate::schema::for_type(message_type).is_some() {
+                validated.insert(message_type.to_ascii_lowercase());
+            } else {
+                c.error(
+                    &key,
+                    format!(
+                        "validate = true, but the chat events schema has no message type {message_type:?} (it has {})",
+                        crate::schema::message_types().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+        let targets = &targets;
         if targets.is_empty() {
             c.error(&key, "routes to no queue");
         }
@@ -361,5 +381,79 @@ fn routes(c: &mut Checker<'_>, raw: &RawConfig) -> BTreeMap<String, Vec<String>>
             );
         }
     }
-    routes
+    (routes, validated)
+}
+
+/// A route's queues and whether it validates, from either form; `None`
+/// (with the errors reported) when it has neither.
+fn route(
+    c: &mut Checker<'_>,
+    key: &str,
+    setting: &Setting<RawRoute>,
+) -> Option<(Vec<String>, bool)> {
+    const SHAPE: &str =
+        r#"must be an array of queue names, or a table { queues = [...], validate = true }"#;
+    let table = match &setting.value {
+        Ok(RawRoute::Queues(queues)) => return Some((queues.clone(), false)),
+        Ok(RawRoute::Table(table)) => table,
+        Err(found) => {
+            c.error(key, format!("{SHAPE}, not a {found}"));
+            return None;
+        }
+    };
+    let mut ok = true;
+    for unknown in table
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "queues" | "validate"))
+    {
+        c.error(
+            &join(key, unknown),
+            "unknown key (a route's table has `queues` and `validate`)",
+        );
+        ok = false;
+    }
+    let queues = match table.get("queues") {
+        Some(toml::Value::Array(items)) => {
+            let names: Option<Vec<String>> = items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            if names.is_none() {
+                c.error(&join(key, "queues"), "must be an array of queue names");
+            }
+            names
+        }
+        Some(other) => {
+            c.error(
+                &join(key, "queues"),
+                format!(
+                    "must be an array of queue names, not a {}",
+                    other.type_str()
+                ),
+            );
+            None
+        }
+        None => {
+            c.error(
+                key,
+                "a route's table needs `queues`, the queues it fans out to",
+            );
+            None
+        }
+    };
+    let validate = match table.get("validate") {
+        None => Some(false),
+        Some(toml::Value::Boolean(b)) => Some(*b),
+        Some(other) => {
+            c.error(
+                &join(key, "validate"),
+                format!("must be true or false, not a {}", other.type_str()),
+            );
+            None
+        }
+    };
+    match (queues, validate) {
+        (Some(queues), Some(validate)) if ok => Some((queues, validate)),
+        _ => None,
+    }
 }
