@@ -26,8 +26,10 @@
     reason = "loading precompiled code is unsafe in wasmtime: see the module doc"
 )]
 
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -54,7 +56,16 @@ pub struct CompileCache {
     engine_key: String,
     /// At most this many components' code kept (the newest), if set.
     keep: Option<usize>,
+    /// The code of plugins this process runs, by content hash: their files
+    /// are renewed while any [`Held`] of them lives ([`Self::renew_held`]),
+    /// so the sweep of a later start never deletes the code of a plugin
+    /// that ran all along.
+    held: Arc<Mutex<HashMap<String, Weak<Held>>>>,
 }
+
+/// Keeps a cached file renewed while a loaded plugin holds it.
+#[derive(Debug)]
+pub struct Held;
 
 /// Feeds `Hash` output into SHA-256, for a key that is stable across runs
 /// (std's hashers are not).
@@ -104,9 +115,37 @@ impl CompileCache {
             dir: dir.to_owned(),
             engine_key,
             keep: None,
+            held: Arc::default(),
         };
         cache.sweep();
         Ok(cache)
+    }
+
+    /// Marks the code of `content_hash` as run by this process: its file is
+    /// renewed (by [`Self::renew_held`]) until the returned token, and every
+    /// other of the same hash, is dropped.
+    pub fn hold(&self, content_hash: &str) -> Arc<Held> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(token) = held.get(content_hash).and_then(Weak::upgrade) {
+            return token;
+        }
+        let token = Arc::new(Held);
+        held.insert(content_hash.to_owned(), Arc::downgrade(&token));
+        token
+    }
+
+    /// Renews the files of the code this process still runs, when a day
+    /// old, and forgets the code it no longer runs. The host calls it at
+    /// each maintenance round.
+    pub fn renew_held(&self) {
+        let live: Vec<String> = {
+            let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+            held.retain(|_, token| token.strong_count() > 0);
+            held.keys().cloned().collect()
+        };
+        for content_hash in live {
+            renew(&self.path(&content_hash));
+        }
     }
 
     /// Deletes compiled components no load read for [`KEEP`] (of any
@@ -167,15 +206,8 @@ impl CompileCache {
         // host's user can write, and wasmtime checks its compatibility.
         match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(c) => {
-                // Read: kept for another [`KEEP`] (renewed once a day).
-                if let Ok(file) = std::fs::File::open(&path)
-                    && file
-                        .metadata()
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|t| age(t) >= RENEW)
-                {
-                    let _ = file.set_modified(std::time::SystemTime::now());
-                }
+                // Read: kept for another [`KEEP`].
+                renew(&path);
                 Some(c)
             }
             Err(e) => {
@@ -230,6 +262,19 @@ impl CompileCache {
     }
 }
 
+/// Sets a file's time to now if it is a day old or more (once a day is
+/// enough for a 30-day rule, and spares the writes).
+fn renew(path: &Path) {
+    if let Ok(file) = std::fs::File::open(path)
+        && file
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| age(t) >= RENEW)
+    {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, SystemTime};
@@ -276,6 +321,22 @@ mod tests {
         assert!(!cache.path("unread").exists());
         assert!(!other.exists() && !left.exists());
         assert!(writing.exists());
+        // Code a running host holds is renewed at its maintenance rounds,
+        // however long ago it was read; code no longer held is not.
+        let held = cache.hold("recent");
+        drop(cache.hold("read"));
+        set_age(&cache.path("recent"), month);
+        set_age(&cache.path("read"), month);
+        cache.renew_held();
+        let young = |digest: &str| {
+            let t = std::fs::metadata(cache.path(digest))
+                .unwrap()
+                .modified()
+                .unwrap();
+            age(t) < RENEW
+        };
+        assert!(young("recent") && !young("read"));
+        drop(held);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -38,9 +38,9 @@ impl PluginEngine {
         compile_time: Duration,
         from_cache: bool,
     ) -> Result<LoadedPlugin, LoadError> {
-        let (engine, linker) = match (codegen, &self.baseline) {
-            (Codegen::Winch, Some(b)) => (&b.engine, &b.linker),
-            _ => (&self.engine, &self.linker),
+        let (engine, linker, cache) = match (codegen, &self.baseline) {
+            (Codegen::Winch, Some(b)) => (&b.engine, &b.linker, &b.cache),
+            _ => (&self.engine, &self.linker, &self.cache),
         };
         let version = contract::version_of(engine, &component).map_err(|e| match e {
             contract::ExportMismatch::NoExports => LoadError::NotAComponent(e.to_string()),
@@ -86,6 +86,7 @@ impl PluginEngine {
             imports,
             engine: engine.clone(),
             file: None,
+            held: cache.as_ref().map(|c| c.hold(&file.digest)),
             code,
         })
     }
@@ -119,6 +120,7 @@ impl PluginEngine {
                     imports: Vec::new(),
                     engine: self.engine.clone(),
                     file: None,
+                    held: None,
                     code: Code::Builtin(run),
                 }));
             }
@@ -207,6 +209,21 @@ impl PluginEngine {
             let digest = digest.to_owned();
             let _ = tokio::task::spawn_blocking(move || cache.remove(&digest)).await;
         }
+    }
+
+    /// Renews the cached code of the plugins that still run (see
+    /// `cache.rs`), so that a later start finds it; off the async
+    /// runtime's threads.
+    pub async fn renew_cached(&self) {
+        let caches: Vec<CompileCache> = self
+            .cache
+            .iter()
+            .chain(self.baseline.iter().filter_map(|b| b.cache.as_ref()))
+            .cloned()
+            .collect();
+        let _ =
+            tokio::task::spawn_blocking(move || caches.iter().for_each(CompileCache::renew_held))
+                .await;
     }
 
     /// Cranelift's code for a plugin that runs on Winch's (the same file,
@@ -375,6 +392,9 @@ pub struct LoadedPlugin {
     /// The file, kept while the plugin runs on Winch's code, for the
     /// Cranelift compile that replaces it.
     pub(crate) file: Option<Arc<PluginFile>>,
+    /// Keeps its cached code renewed while it runs (see `cache.rs`).
+    #[expect(dead_code, reason = "a token, held for its lifetime, never read")]
+    pub(crate) held: Option<Arc<cache::Held>>,
     pub(crate) code: Code,
 }
 

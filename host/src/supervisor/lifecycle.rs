@@ -162,13 +162,13 @@ impl Supervisor {
     }
 
     /// Keeps the streams bounded and the groups free of dead consumers (see
-    /// [`crate::stream::retention`]), every `retention.interval`, on a task
-    /// of its own.
+    /// [`crate::stream::retention`]), and the cached code of the running
+    /// plugins renewed, every `retention.interval`, on a task of its own.
     pub(super) fn start_maintenance(&self) {
         let h = &self.host;
         let (current, keys, consumer) = (h.settings.clone(), h.keys.clone(), h.consumer.clone());
         let (mut conn, health, stop) = (h.conn.clone(), h.health.clone(), self.readers.clone());
-        let metrics = h.metrics.clone();
+        let (metrics, engine) = (h.metrics.clone(), h.engine.clone());
         self.loops.spawn(async move {
             loop {
                 let interval = current.load().retention.interval;
@@ -188,6 +188,7 @@ impl Supervisor {
                     }
                     Err(e) => health.failed(&e),
                 }
+                engine.renew_cached().await;
             }
         });
     }
