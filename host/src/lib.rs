@@ -25,6 +25,7 @@
 //! - [`telemetry`]: logging, and spans continuing the producer's trace over OTLP.
 //! - [`redis`]: connections and their health, backoff, the bounded reader, replies, the Lua scripts.
 //! - [`router`]: pure routing decisions: an ingress entry to its queues, or a dead letter.
+//! - [`schema`]: the embedded chat events schema, which the routes with `validate = true` check bodies against.
 //! - [`stream`]: the key layout, groups, the router loop, a queue's stream steps, reclaim scheduling, retention.
 //! - [`plugin`]: wasmtime: the engine, loading and compiling, the contract's bindings, the host imports, one call.
 //! - [`migrate`]: a queue's SQL migrations applied to its database.

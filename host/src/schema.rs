@@ -106,22 +106,25 @@ impl PayloadSchema {
         &self.name
     }
 
-    /// Checks a body (valid JSON: the router checked it first). On a
-    /// mismatch, what is wrong: the first errors, each with where in the
-    /// body, and how many more there are.
+    /// Checks a body. On a mismatch, what is wrong: the first errors, each
+    /// with where in the body, and whether there are more. A body the
+    /// router took for JSON may still not be read as a value here (nested
+    /// deeper than 128, a number beyond a double): that is said instead.
     pub fn check(&self, body: &[u8]) -> Result<(), String> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| format!("the body cannot be read as a JSON value to check it ({e})"))?;
         // The common case, a match, without collecting errors.
         if self.validator.is_valid(&value) {
             return Ok(());
         }
-        let mut errors = self.validator.iter_errors(&value);
         let mut said = Vec::new();
-        let mut more = 0usize;
-        for error in errors.by_ref() {
+        let mut more = false;
+        // One past the errors named, to know whether there are more, not
+        // how many: a body of a million wrong items is not walked whole.
+        for error in self.validator.iter_errors(&value).take(MAX_ERRORS + 1) {
             if said.len() == MAX_ERRORS {
-                more += 1;
-                continue;
+                more = true;
+                break;
             }
             let path = error.instance_path().to_string();
             let text = crate::text::bounded(&error.to_string(), MAX_ERROR_BYTES);
@@ -135,8 +138,8 @@ impl PayloadSchema {
             return Ok(());
         }
         let mut text = said.join("; ");
-        if more > 0 {
-            text.push_str(&format!(" (and {more} more)"));
+        if more {
+            text.push_str("; and more");
         }
         Err(text)
     }
@@ -171,14 +174,36 @@ mod tests {
             "{said}"
         );
         assert!(said.contains("/Start: "), "{said}");
-        // Many errors: three named, the rest counted; a long value cut.
+        // Many errors: three named, the rest said to be there.
+        let many = br#"{"ChatGuid": "g", "SiteId": 0, "AgentIds": ["a", "b", "c", "d"]}"#;
+        let said = chat.check(many).unwrap_err();
+        assert_eq!(said.matches("; ").count(), 3, "{said}");
+        assert!(said.ends_with("; and more"), "{said}");
+        // The producer's value, quoted in an error, is cut.
         let long = format!(
-            r#"{{"ChatGuid": "{}", "SiteId": 0, "AgentIds": ["a", "b", "c"]}}"#,
+            r#"{{"ChatGuid": "{}", "SessionId": 1, "SiteId": 1, "Start": "2026-12-07T10:00:00", "End": "2026-12-07T10:05:00"}}"#,
             " ".repeat(5000)
         );
         let said = chat.check(long.as_bytes()).unwrap_err();
-        assert!(said.contains(" more)"), "{said}");
-        assert!(said.len() < 4 * MAX_ERROR_BYTES + 40, "{}", said.len());
+        assert!(
+            said.starts_with("/ChatGuid: ") && said.contains("more bytes]"),
+            "{said}"
+        );
+        assert!(said.len() < MAX_ERROR_BYTES + 40, "{}", said.len());
+        // JSON the router accepts that is no value to check: said so.
+        let deep = format!(
+            r#"{{"ChatGuid": "g", "SessionId": 1, "SiteId": 1, "Start": "2026-12-07T10:00:00", "End": "2026-12-07T10:05:00", "Extra": {}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        serde_json::from_str::<serde::de::IgnoredAny>(&deep).unwrap();
+        let said = chat.check(deep.as_bytes()).unwrap_err();
+        assert!(
+            said.starts_with(
+                "the body cannot be read as a JSON value to check it (recursion limit exceeded"
+            ),
+            "{said}"
+        );
         assert_eq!(
             chat.check(b"[1, 2]").unwrap_err(),
             r#"[1,2] is not of type "object""#

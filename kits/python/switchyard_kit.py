@@ -72,6 +72,8 @@ MISSING_SETTING_DELAY_MS = 60_000
 class Failure(Exception):
     """Why a message was not handled: raised by a handler."""
 
+    value: messages.Failure
+
     def __init__(self, value: messages.Failure):
         super().__init__(value)
         self.value = value

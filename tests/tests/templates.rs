@@ -279,7 +279,8 @@ fn the_python_kit_s_stub_says_what_the_kit_does() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // A parameter renamed, a default and a type changed in the kit alone.
+    // A parameter renamed, a default, a type, a field, a kind and a
+    // decorator changed in the kit alone.
     let changed = std::fs::read_to_string(&kit)
         .unwrap()
         .replace("def info(text: str)", "def info(line: str)")
@@ -287,6 +288,16 @@ fn the_python_kit_s_stub_says_what_the_kit_does() {
         .replace(
             "def get(bucket: str, key: str) -> Optional[bytes]",
             "def get(bucket: str, key: str) -> Optional[str]",
+        )
+        .replace("    status: int\n", "    status: str\n")
+        .replace(
+            "    def json(self) -> Any:",
+            "    async def json(self) -> Any:",
+        )
+        .replacen(
+            "    @staticmethod\n    def retry(",
+            "    @classmethod\n    def retry(",
+            1,
         );
     let dir = tempdir("stub-matches");
     std::fs::write(dir.join("switchyard_kit.py"), changed).unwrap();
@@ -297,9 +308,35 @@ fn the_python_kit_s_stub_says_what_the_kit_does() {
         "log.info: parameters ['line'] != stub ['text']",
         "kv.increment(delta): default 2 != stub 1",
         "kv.get: returns Optional[str] != stub Optional[bytes]",
+        "Answer.status: field str != stub int",
+        "Answer.json: async def != stub def",
+        "Failure.retry: decorators ['classmethod'] != stub ['staticmethod']",
     ] {
         assert!(said.contains(line), "{line} not in {said}");
     }
+    // The stub's Message has the contract's fields, named as
+    // componentize-py names them.
+    let wit = std::fs::read_to_string(repo_root().join("wit/switchyard-plugin@0.2.0/plugin.wit"))
+        .unwrap();
+    let record = wit.split("record message {").nth(1).unwrap();
+    let record = &record[..record.find('}').unwrap()];
+    let fields: Vec<String> = record
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && l.contains(':'))
+        .map(|l| l.split(':').next().unwrap().replace('-', "_"))
+        .collect();
+    assert_eq!(fields.len(), 6, "{record}");
+    let stub_text = std::fs::read_to_string(&stub).unwrap();
+    let message = stub_text.split("class Message:").nth(1).unwrap();
+    let message = &message[..message.find("\nclass ").unwrap()];
+    let stub_fields: Vec<String> = message
+        .lines()
+        .filter_map(|l| l.strip_prefix("    "))
+        .filter(|l| !l.starts_with('#') && !l.starts_with('"') && l.contains(": "))
+        .map(|l| l.split(':').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(stub_fields, fields);
 }
 
 /// Compiles the project's component in a fresh cache, changes one line of

@@ -6,7 +6,7 @@
 //! own work, on one thread.
 //!
 //! ```text
-//! cargo run --release -p switchyard-bench --bin validate
+//! cargo run -p switchyard-bench --bin validate
 //! ```
 
 use std::time::{Duration, Instant};

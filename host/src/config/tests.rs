@@ -118,6 +118,7 @@ fn a_route_is_a_list_of_queues_or_a_table_that_may_validate() {
         "chat.started" = { queues = "Email", validate = "yes" }
         "chat.queued" = { validate = false }
         "ban.added" = "Email"
+        "chat.rating.submitted" = ["Email", 1]
         [queues.Email]
         plugin = "PLUGIN"
         "#,
@@ -127,14 +128,15 @@ fn a_route_is_a_list_of_queues_or_a_table_that_may_validate() {
     for said in [
         r#"routes."custom.event": validate = true, but the chat events schema has no message type "custom.event" (it has "#,
         r#"routes."chat.ended".validat: unknown key (a route's table has `queues` and `validate`)"#,
-        r#"routes."chat.started".queues: must be an array of queue names, not a string"#,
-        r#"routes."chat.started".validate: must be true or false, not a string"#,
+        r#"routes."chat.started".queues: must be an array of queue names, found string"#,
+        r#"routes."chat.started".validate: must be true or false, found string"#,
         r#"routes."chat.queued": a route's table needs `queues`, the queues it fans out to"#,
-        r#"routes."ban.added": must be an array of queue names, or a table { queues = [...], validate = true }, not a string"#,
+        r#"routes."ban.added": must be an array of queue names, or a table { queues = [...], validate = true }, found string"#,
+        r#"routes."chat.rating.submitted": must be an array of queue names (strings)"#,
     ] {
         assert!(text.contains(said), "{said}\nnot in\n{text}");
     }
-    assert_eq!(err.errors.len(), 6, "{text}");
+    assert_eq!(err.errors.len(), 7, "{text}");
 }
 
 #[test]

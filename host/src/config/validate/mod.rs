@@ -396,8 +396,13 @@ fn route(
     let table = match &setting.value {
         Ok(RawRoute::Queues(queues)) => return Some((queues.clone(), false)),
         Ok(RawRoute::Table(table)) => table,
+        // An array that is not all strings.
+        Err("array") => {
+            c.error(key, "must be an array of queue names (strings)");
+            return None;
+        }
         Err(found) => {
-            c.error(key, format!("{SHAPE}, not a {found}"));
+            c.error(key, format!("{SHAPE}, found {found}"));
             return None;
         }
     };
@@ -427,7 +432,7 @@ fn route(
             c.error(
                 &join(key, "queues"),
                 format!(
-                    "must be an array of queue names, not a {}",
+                    "must be an array of queue names, found {}",
                     other.type_str()
                 ),
             );
@@ -447,7 +452,7 @@ fn route(
         Some(other) => {
             c.error(
                 &join(key, "validate"),
-                format!("must be true or false, not a {}", other.type_str()),
+                format!("must be true or false, found {}", other.type_str()),
             );
             None
         }
