@@ -69,6 +69,7 @@ partitions = 3
 [routes]
 "order.placed" = ["Orders"]
 "order.refunded" = ["Refunds"]
+"chat.ended" = {{ queues = ["Orders"], validate = true }}
 [queues.Orders]
 plugin = "@PLUGINS@/noop.wasm"
 concurrency = {{ min = 1, max = 4 }}
@@ -208,7 +209,11 @@ async fn the_dashboard_shows_the_host_and_replays_a_dead_letter() {
         );
         assert_eq!(
             routes,
-            json!(["order.placedOrders", "order.refundedRefunds"])
+            json!([
+                "chat.endedOrderschecked against the schema",
+                "order.placedOrdersany JSON",
+                "order.refundedRefundsany JSON"
+            ])
         );
         b.screenshot("routes");
 

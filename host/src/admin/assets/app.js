@@ -456,8 +456,11 @@ function routesView() {
   return [
     el("h2", {}, "Routes"),
     el("table", { id: "routes" },
-      el("thead", {}, el("tr", {}, el("th", {}, "Message type"), el("th", {}, "Queues"))),
-      el("tbody", {}, overview.routes.map((r) => el("tr", {}, el("td", {}, el("code", {}, r.type)), el("td", {}, r.queues.join(", ")))))),
+      el("thead", {}, el("tr", {}, el("th", {}, "Message type"), el("th", {}, "Queues"), el("th", {}, "Bodies"))),
+      el("tbody", {}, overview.routes.map((r) => el("tr", {},
+        el("td", {}, el("code", {}, r.type)),
+        el("td", {}, r.queues.join(", ")),
+        el("td", {}, r.validate ? "checked against the schema" : "any JSON"))))),
   ];
 }
 
