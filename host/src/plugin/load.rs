@@ -268,8 +268,14 @@ impl PluginEngine {
             .compiler
             .compile(&file.bytes, limits.compile, None, Codegen::Winch)
             .await?;
-        let component =
-            load_and_keep(&baseline.engine, &baseline.cache, &file.digest, code).await?;
+        let component = load_and_keep(
+            &baseline.engine,
+            &baseline.cache,
+            &file.digest,
+            code,
+            Keep::Behind,
+        )
+        .await?;
         Ok((component, false))
     }
 
@@ -290,7 +296,7 @@ impl PluginEngine {
                 Codegen::Cranelift,
             )
             .await?;
-        load_and_keep(&self.engine, &self.cache, &file.digest, code).await
+        load_and_keep(&self.engine, &self.cache, &file.digest, code, Keep::Before).await
     }
 }
 
@@ -308,6 +314,17 @@ async fn cached(
         .flatten()
 }
 
+/// When compiled code is written to the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Before the code is handed over: whoever looks next (`check`, a
+    /// restart) finds it.
+    Before,
+    /// Behind, once loaded: Winch's code serves a new version, and writing
+    /// its 40 MB (40 to 100 ms) would delay that.
+    Behind,
+}
+
 /// Loads code the compiler child made into `engine` and keeps it in
 /// `cache`. Both block: off the async runtime's threads.
 async fn load_and_keep(
@@ -315,14 +332,23 @@ async fn load_and_keep(
     cache: &Option<CompileCache>,
     digest: &str,
     code: Vec<u8>,
+    keep: Keep,
 ) -> Result<Component, LoadError> {
     let (engine, cache, digest) = (engine.clone(), cache.clone(), digest.to_owned());
     tokio::task::spawn_blocking(move || {
         let component = cache::load_compiled(&engine, &code);
         if component.is_ok()
-            && let Some(cache) = &cache
+            && let Some(cache) = cache
         {
-            cache.put(&digest, &code);
+            match keep {
+                Keep::Before => cache.put(&digest, &code),
+                // On the runtime's blocking pool, which a program's
+                // runtime waits for as it ends (`invoke` keeps its code).
+                Keep::Behind => match tokio::runtime::Handle::try_current() {
+                    Ok(runtime) => drop(runtime.spawn_blocking(move || cache.put(&digest, &code))),
+                    Err(_) => cache.put(&digest, &code),
+                },
+            }
         }
         component
     })
