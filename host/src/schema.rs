@@ -11,7 +11,7 @@ use serde_json::Value;
 /// The schema, as the repository has it.
 const SCHEMA: &str = include_str!("../../schemas/chat-events.schema.json");
 
-/// Schema errors named in a reason; the rest are counted.
+/// Schema errors named in a reason; more are said to be there, not counted.
 const MAX_ERRORS: usize = 3;
 /// Bytes of one error's text kept (it quotes the producer's value).
 const MAX_ERROR_BYTES: usize = 200;
