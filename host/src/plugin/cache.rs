@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::functions::{KEEP, RENEW, age};
+use super::functions::{KEEP, RENEW, age, renew};
 
 /// The version of wasmtime the host is built with; part of every cache key.
 const WASMTIME: &str = "48.0.8";
@@ -262,33 +262,12 @@ impl CompileCache {
     }
 }
 
-/// Sets a file's time to now if it is a day old or more (once a day is
-/// enough for a 30-day rule, and spares the writes).
-fn renew(path: &Path) {
-    if let Ok(file) = std::fs::File::open(path)
-        && file
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| age(t) >= RENEW)
-    {
-        let _ = file.set_modified(std::time::SystemTime::now());
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
+    use super::super::functions::set_age;
     use super::*;
-
-    fn set_age(path: &Path, age: Duration) {
-        std::fs::File::options()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_modified(SystemTime::now() - age)
-            .unwrap();
-    }
 
     #[test]
     fn components_no_load_read_for_a_month_are_swept() {

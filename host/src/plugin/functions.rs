@@ -112,16 +112,35 @@ pub(super) fn age(t: SystemTime) -> Duration {
     SystemTime::now().duration_since(t).unwrap_or_default()
 }
 
+/// Sets a file's time to now if it is a day old or more: read, it is kept
+/// for another [`KEEP`] (once a day is enough for a 30-day rule, and spares
+/// the writes). Here and for the compiled components (`cache.rs`).
+pub(super) fn renew(path: &Path) {
+    if let Ok(file) = std::fs::File::open(path)
+        && file
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| age(t) >= RENEW)
+    {
+        let _ = file.set_modified(SystemTime::now());
+    }
+}
+
+/// Ages a file by `age` (the sweeps' tests).
+#[cfg(test)]
+pub(super) fn set_age(path: &Path, age: Duration) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(SystemTime::now() - age)
+        .unwrap();
+}
+
 impl wasmtime::CacheStore for FunctionCache {
     fn get(&self, key: &[u8]) -> Option<Cow<'_, [u8]>> {
         let path = self.path(key);
-        let file = std::fs::File::open(&path).ok()?;
-        if let Ok(modified) = file.metadata().and_then(|m| m.modified())
-            && age(modified) >= RENEW
-        {
-            let _ = file.set_modified(SystemTime::now());
-        }
-        drop(file);
+        renew(&path);
         std::fs::read(&path).ok().map(Cow::Owned)
     }
 
@@ -151,15 +170,6 @@ mod tests {
     use wasmtime::CacheStore;
 
     use super::*;
-
-    fn set_age(path: &Path, age: Duration) {
-        std::fs::File::options()
-            .write(true)
-            .open(path)
-            .unwrap()
-            .set_modified(SystemTime::now() - age)
-            .unwrap();
-    }
 
     #[test]
     fn entries_are_kept_read_and_swept_when_old() {
